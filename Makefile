@@ -1,0 +1,54 @@
+# hushlight: `make demo` runs the night-street demo, `make test` runs every test.
+# Both set themselves up: a .venv with the pinned dependencies, and Mosquitto
+# from the system package manager when it is missing.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-stamp
+SUDO   := $(shell [ "$$(id -u)" = "0" ] || echo sudo)
+
+.PHONY: all demo test lint typecheck pytest bench venv mosquitto clean
+
+all: test
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	@echo "==> creating $(VENV) and installing hushlight with its pinned dependencies"
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade "pip>=23.2"
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
+	@touch $(STAMP)
+
+mosquitto:
+	@if command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ]; then \
+		echo "==> mosquitto found"; \
+	else \
+		echo "==> installing mosquitto through apt-get"; \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get update -q && \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q mosquitto mosquitto-clients; \
+	fi
+
+demo: $(STAMP)
+	$(BIN)/hushlight demo
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check dsp protocol gateway tools tests hil_tests bench
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+	$(BIN)/mypy --config-file firmware/mypy.ini firmware/hushlight protocol
+
+pytest: $(STAMP) mosquitto
+	$(BIN)/python -m pytest
+
+test: lint typecheck pytest
+
+bench: $(STAMP) mosquitto
+	$(BIN)/python bench/dsp.py
+	$(BIN)/python bench/gateway.py
+
+clean:
+	rm -rf $(VENV) build .pytest_cache .mypy_cache .ruff_cache

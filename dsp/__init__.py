@@ -1,0 +1,1 @@
+"""Filter design, fixed-point coefficients, golden model and reference meter (CPython)."""

@@ -1,0 +1,1 @@
+"""The asyncio gateway: sensor levels in, light overrides and nudges out."""

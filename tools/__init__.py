@@ -1,0 +1,1 @@
+"""Technician and developer command line of hushlight (`hushlight ...`)."""
