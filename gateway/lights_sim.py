@@ -1,0 +1,302 @@
+"""`hushlight lights-sim`: a simulated street-lighting controller.
+
+It behaves like the controller the gateway talks to in the field: it takes
+overrides on ``lights/{group}/set``, ramps to the new level over ``ramp_s``,
+and falls back to its programme level *by itself* at ``expires_at`` even if
+nobody tells it to (that is the fail-safe the gateway relies on).  It
+publishes a retained ``lights/{group}/state`` (level, cmd_id, source) on
+every change and every half second while a ramp runs.  An override without a
+valid expiry, or one already expired, is refused: a controller must never be
+left on an override that nothing will end.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import math
+import re
+import signal
+from collections.abc import Sequence
+from typing import Any
+
+import aiomqtt
+
+from gateway.clock import Clock, add_clock_arguments, clock_from_args
+from gateway.mqtt import Backoff, parse_broker_url
+from tools.errors import UsageError
+
+__all__ = ["HELP", "GroupState", "LightsSim", "configure", "run"]
+
+HELP = "run a simulated lighting controller that honours ramp and expiry (tests, demo)"
+
+log = logging.getLogger("hushlight.lights_sim")
+
+_ID = re.compile(r"^[a-z0-9-]{1,32}$")
+PROGRAMME = "programme"
+OVERRIDE = "override"
+TICK_S = 0.05  # wall seconds between checks of expiry and ramp progress
+RAMP_PUBLISH_S = 0.5  # wall seconds between state messages while ramping
+
+
+def _root(site: str) -> str:
+    return f"hushlight/v1/{site}"
+
+
+class GroupState:
+    """One light group: a linear ramp from `start` to `target` from `t_start` over `ramp_s`."""
+
+    def __init__(self, name: str, programme_level: float, now: float) -> None:
+        self.name = name
+        self.programme_level = programme_level
+        self.start = programme_level
+        self.target = programme_level
+        self.t_start = now
+        self.ramp_s = 0.0
+        self.cmd_id: str | None = None
+        self.source = PROGRAMME
+        self.expires_at: float | None = None
+
+    def level(self, now: float) -> float:
+        if self.ramp_s <= 0 or now >= self.t_start + self.ramp_s:
+            return self.target
+        frac = max(0.0, (now - self.t_start) / self.ramp_s)
+        return self.start + (self.target - self.start) * frac
+
+    def ramping(self, now: float) -> bool:
+        return self.ramp_s > 0 and now < self.t_start + self.ramp_s
+
+    def go(self, target: float, ramp_s: float, now: float) -> None:
+        self.start = self.level(now)
+        self.target = target
+        self.ramp_s = ramp_s
+        self.t_start = now
+
+    def payload(self, now: float) -> bytes:
+        return json.dumps(
+            {
+                "level": round(self.level(now), 1),
+                "cmd_id": self.cmd_id,
+                "source": self.source,
+                "at": round(now, 3),
+            },
+            separators=(",", ":"),
+        ).encode()
+
+
+def _number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+class LightsSim:
+    """The controller's logic, without I/O: `command` and `tick` say which groups changed."""
+
+    def __init__(
+        self, site: str, groups: Sequence[str], programme_level: float, clock: Clock
+    ) -> None:
+        self.site = site
+        self.clock = clock
+        now = clock.now()
+        self.groups = {g: GroupState(g, programme_level, now) for g in groups}
+        self.refused = 0
+
+    def set_topic(self, group: str) -> str:
+        return f"{_root(self.site)}/lights/{group}/set"
+
+    def state_topic(self, group: str) -> str:
+        return f"{_root(self.site)}/lights/{group}/state"
+
+    def command(self, group: str, payload: bytes, now: float) -> bool:
+        """Apply one ``set`` message; False (and a log line) when it is refused."""
+        state = self.groups.get(group)
+        if state is None:
+            return False
+        try:
+            msg = json.loads(payload)
+        except (ValueError, UnicodeDecodeError):
+            return self._refuse(group, "payload is not JSON")
+        if not isinstance(msg, dict):
+            return self._refuse(group, "payload is not a JSON object")
+        cmd_id = msg.get("cmd_id")
+        if not isinstance(cmd_id, str) or not 0 < len(cmd_id) <= 64:
+            return self._refuse(group, f"cmd_id {cmd_id!r} is not a short string")
+        ramp_s = _number(msg.get("ramp_s", 0))
+        if ramp_s is None or not 0 <= ramp_s <= 3600:
+            return self._refuse(group, f"ramp_s {msg.get('ramp_s')!r} is not 0-3600 s")
+        level = msg.get("level")
+        if level is None:
+            state.cmd_id = cmd_id
+            state.source = PROGRAMME
+            state.expires_at = None
+            state.go(state.programme_level, ramp_s, now)
+            return True
+        lvl = _number(level)
+        if lvl is None or not 0 <= lvl <= 100:
+            return self._refuse(group, f"level {level!r} is not 0-100 or null")
+        expires_at = _number(msg.get("expires_at"))
+        if expires_at is None:
+            return self._refuse(group, "an override without a numeric expires_at would never end")
+        if expires_at <= now:
+            return self._refuse(group, f"expires_at {expires_at} is already past (now {now:.0f})")
+        state.cmd_id = cmd_id
+        state.source = OVERRIDE
+        state.expires_at = expires_at
+        state.go(lvl, ramp_s, now)
+        return True
+
+    def _refuse(self, group: str, why: str) -> bool:
+        self.refused += 1
+        log.warning("lights %s: refused a command: %s", group, why)
+        return False
+
+    def tick(self, now: float) -> list[str]:
+        """Groups whose override just expired (they head back to their programme)."""
+        expired = []
+        for state in self.groups.values():
+            if state.expires_at is not None and now >= state.expires_at:
+                log.info(
+                    "lights %s: override %s expired, back to programme", state.name, state.cmd_id
+                )
+                state.source = PROGRAMME
+                state.expires_at = None
+                state.go(state.programme_level, max(state.ramp_s, 1.0), now)
+                expired.append(state.name)
+        return expired
+
+    async def run(self, url: str, stop: asyncio.Event, *, client_id: str | None = None) -> None:
+        """Serve until `stop` is set, reconnecting to the broker as needed."""
+        address = parse_broker_url(url)
+        backoff = Backoff()
+        ident = client_id or f"hushlight-lights-sim-{self.site}"
+        while not stop.is_set():
+            try:
+                async with aiomqtt.Client(
+                    address.host,
+                    address.port,
+                    identifier=ident,
+                    clean_session=True,
+                    tls_context=address.tls_context(),
+                ) as client:
+                    backoff.reset()
+                    await client.subscribe(f"{_root(self.site)}/lights/+/set", qos=1)
+                    now = self.clock.now()
+                    for group in self.groups.values():
+                        await self._publish(client, group.name, now)
+                    await self._serve(client, stop)
+            except aiomqtt.MqttError as exc:
+                delay = backoff.next()
+                log.warning("lights-sim: broker %s: %s; retrying in %.1f s", url, exc, delay)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), delay)
+
+    async def _publish(self, client: aiomqtt.Client, group: str, now: float) -> None:
+        await client.publish(
+            self.state_topic(group), self.groups[group].payload(now), qos=1, retain=True
+        )
+
+    async def _serve(self, client: aiomqtt.Client, stop: asyncio.Event) -> None:
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(self._listen(client), name="lights-sim-listen")
+                tg.create_task(self._ticker(client, stop), name="lights-sim-tick")
+        except* _Stopped:
+            pass  # the ticker saw `stop`; cancelling the listener is the way out
+        except* aiomqtt.MqttError as group:
+            raise group.exceptions[0] from None
+
+    async def _listen(self, client: aiomqtt.Client) -> None:
+        prefix = f"{_root(self.site)}/lights/"
+        async for message in client.messages:
+            topic = message.topic.value
+            group = topic[len(prefix) : -len("/set")]
+            payload = message.payload
+            if not isinstance(payload, bytes | bytearray):
+                continue
+            now = self.clock.now()
+            if self.command(group, bytes(payload), now):
+                await self._publish(client, group, now)
+
+    async def _ticker(self, client: aiomqtt.Client, stop: asyncio.Event) -> None:
+        last_ramp_publish: dict[str, float] = {}
+        loop = asyncio.get_running_loop()
+        was_ramping: set[str] = set()
+        while not stop.is_set():
+            now = self.clock.now()
+            for name in self.tick(now):
+                await self._publish(client, name, now)
+            wall = loop.time()
+            for name, state in self.groups.items():
+                if state.ramping(now):
+                    was_ramping.add(name)
+                    if wall - last_ramp_publish.get(name, 0.0) >= RAMP_PUBLISH_S:
+                        last_ramp_publish[name] = wall
+                        await self._publish(client, name, now)
+                elif name in was_ramping:
+                    # the ramp just ended: publish the final level
+                    was_ramping.discard(name)
+                    await self._publish(client, name, now)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), TICK_S)
+        raise _Stopped
+
+
+class _Stopped(Exception):
+    """Raised by the ticker to end its task group (and so the listener) on stop."""
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--broker", required=True, help="broker URL, e.g. mqtt://127.0.0.1:1883")
+    parser.add_argument("--site", required=True, help="site id, e.g. leuven")
+    parser.add_argument(
+        "--groups", required=True, help="comma-separated light groups, e.g. ns-lamps-1,ns-lamps-2"
+    )
+    parser.add_argument(
+        "--programme-level",
+        type=float,
+        default=80.0,
+        help="level %% of the normal programme (default 80)",
+    )
+    parser.add_argument("--client-id", default=None, help="MQTT client id (default from site)")
+    add_clock_arguments(parser)
+
+
+def _check_args(args: argparse.Namespace) -> tuple[list[str], Clock]:
+    if not _ID.match(args.site):
+        raise UsageError(f"--site {args.site!r} must be 1-32 of a-z, 0-9 and '-'")
+    groups = [g.strip() for g in args.groups.split(",") if g.strip()]
+    bad = [g for g in groups if not _ID.match(g)]
+    if not groups or bad:
+        raise UsageError(
+            f"--groups {args.groups!r}: each group must be 1-32 of a-z, 0-9 and '-', "
+            "separated by commas"
+        )
+    if not 0 <= args.programme_level <= 100:
+        raise UsageError(f"--programme-level {args.programme_level} must be 0-100")
+    try:
+        parse_broker_url(args.broker)
+        clock = clock_from_args(args)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    return groups, clock
+
+
+async def _main(args: argparse.Namespace, groups: list[str], clock: Clock) -> None:
+    sim = LightsSim(args.site, groups, args.programme_level, clock)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await sim.run(args.broker, stop, client_id=args.client_id)
+
+
+def run(args: argparse.Namespace) -> int:
+    groups, clock = _check_args(args)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    asyncio.run(_main(args, groups, clock))
+    return 0

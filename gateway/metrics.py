@@ -1,0 +1,179 @@
+"""Counters and gauges of the gateway, rendered in the Prometheus text format.
+
+Small on purpose: the hot path does one dict update per count, and label
+values come only from bounded sets (reasons, configured sensors and zones), so
+a flood of hostile topics cannot grow memory: unknown sensors share the label
+value ``UNKNOWN``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+
+__all__ = ["UNKNOWN", "Counter", "Gauge", "Metrics"]
+
+UNKNOWN = "_unknown"
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+class _Family:
+    kind = ""
+
+    def __init__(self, name: str, help: str, labels: tuple[str, ...] = ()) -> None:
+        self.name = name
+        self.help = help
+        self.labels = labels
+        self.values: dict[tuple[str, ...], float] = {}
+
+    def get(self, *labels: str) -> float:
+        return self.values.get(labels, 0.0)
+
+    def total(self) -> float:
+        return sum(self.values.values())
+
+    def samples(self) -> Iterator[tuple[tuple[str, ...], float]]:
+        if not self.labels and not self.values:
+            yield (), 0.0
+        yield from sorted(self.values.items())
+
+    def render(self) -> Iterator[str]:
+        yield f"# HELP {self.name} {self.help}"
+        yield f"# TYPE {self.name} {self.kind}"
+        for labels, value in self.samples():
+            if labels:
+                text = ",".join(
+                    f'{k}="{_escape(v)}"' for k, v in zip(self.labels, labels, strict=True)
+                )
+                yield f"{self.name}{{{text}}} {value:.17g}"
+            else:
+                yield f"{self.name} {value:.17g}"
+
+
+class Counter(_Family):
+    kind = "counter"
+
+    def inc(self, *labels: str, amount: float = 1.0) -> None:
+        values = self.values
+        values[labels] = values.get(labels, 0.0) + amount
+
+
+class Gauge(_Family):
+    kind = "gauge"
+
+    def __init__(
+        self,
+        name: str,
+        help: str,
+        labels: tuple[str, ...] = (),
+        read: Callable[[], float] | None = None,
+    ) -> None:
+        super().__init__(name, help, labels)
+        self.read = read
+
+    def set(self, value: float, *labels: str) -> None:
+        self.values[labels] = float(value)
+
+    def samples(self) -> Iterator[tuple[tuple[str, ...], float]]:
+        if self.read is not None:
+            yield (), float(self.read())
+            return
+        yield from super().samples()
+
+
+class Metrics:
+    """Every metric of one gateway process."""
+
+    def __init__(self) -> None:
+        self.families: list[_Family] = []
+        c = self._counter
+        self.records_in = c("hushlight_records_total", "MQTT messages received, by kind", ("kind",))
+        self.records_accepted = c(
+            "hushlight_records_accepted_total", "level records accepted, by sensor", ("sensor",)
+        )
+        self.rejects = c(
+            "hushlight_rejects_total",
+            "messages refused, by reason and sensor",
+            ("reason", "sensor"),
+        )
+        self.duplicates = c(
+            "hushlight_duplicates_total", "level records seen before (sensor, seq)", ("sensor",)
+        )
+        self.late = c(
+            "hushlight_late_records_total",
+            "records stored but too old to trigger a nudge",
+            ("sensor",),
+        )
+        self.unknown_sensors = c(
+            "hushlight_unknown_sensor_records_total",
+            "messages from sensors that no zone lists",
+        )
+        self.seq_resets = c(
+            "hushlight_seq_resets_total",
+            "sensors whose sequence number restarted below the dedup window",
+            ("sensor",),
+        )
+        self.sensor_transitions = c(
+            "hushlight_sensor_liveness_changes_total",
+            "sensor online/offline changes, by cause",
+            ("sensor", "state", "cause"),
+        )
+        self.decisions = c("hushlight_decisions_total", "policy decisions, by kind", ("kind",))
+        self.overrides_sent = c(
+            "hushlight_overrides_sent_total", "light commands published", ("group", "kind")
+        )
+        self.overrides_acked = c(
+            "hushlight_overrides_acked_total",
+            "light commands confirmed by the lighting state",
+            ("group",),
+        )
+        self.nudges_published = c(
+            "hushlight_nudges_published_total", "nudges published on MQTT", ("zone",)
+        )
+        self.push_sent = c("hushlight_push_sent_total", "Web Push messages accepted", ("zone",))
+        self.push_failed = c(
+            "hushlight_push_failed_total", "Web Push messages refused, by cause", ("cause",)
+        )
+        self.push_skipped = c(
+            "hushlight_push_rate_limited_total",
+            "Web Push messages not sent because the subscriber had one recently",
+        )
+        self.subscriptions_removed = c(
+            "hushlight_subscriptions_expired_total",
+            "subscriptions removed because the push service said they are gone",
+        )
+        self.queue_dropped = c(
+            "hushlight_queue_dropped_total", "incoming messages dropped: queue full"
+        )
+        self.reconnects = c(
+            "hushlight_mqtt_reconnects_total", "MQTT connection attempts that failed"
+        )
+        self.worker_errors = c(
+            "hushlight_worker_errors_total",
+            "messages whose handling raised, by exception type",
+            ("type",),
+        )
+        self.connected = self._gauge("hushlight_mqtt_connected", "1 while connected to the broker")
+        self.sensors_online = self._gauge("hushlight_sensors_online", "sensors seen alive recently")
+        self.queue_depth = self._gauge("hushlight_queue_depth", "incoming messages waiting")
+        self.active_overrides = self._gauge(
+            "hushlight_active_overrides", "light groups under an override now"
+        )
+
+    def _counter(self, name: str, help: str, labels: tuple[str, ...] = ()) -> Counter:
+        family = Counter(name, help, labels)
+        self.families.append(family)
+        return family
+
+    def _gauge(self, name: str, help: str, labels: tuple[str, ...] = ()) -> Gauge:
+        family = Gauge(name, help, labels)
+        self.families.append(family)
+        return family
+
+    def render(self) -> str:
+        lines: list[str] = []
+        for family in self.families:
+            lines.extend(family.render())
+        return "\n".join(lines) + "\n"

@@ -1,0 +1,175 @@
+"""The simulated lighting controller: ramp, expiry without help, refusals, CLI errors."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiomqtt
+import pytest
+
+from gateway.clock import ScaledClock
+from gateway.lights_sim import LightsSim
+from tools.broker import Mosquitto
+
+
+class FixedClock:
+    def __init__(self, t: float) -> None:
+        self.t = t
+
+    def now(self) -> float:
+        return self.t
+
+    async def sleep(self, seconds: float) -> None:
+        await asyncio.sleep(0)
+
+    def wall(self, seconds: float) -> float:
+        return seconds
+
+
+def cmd(**fields: Any) -> bytes:
+    return json.dumps(fields).encode()
+
+
+def test_ramp_is_linear_and_ends_on_target() -> None:
+    clock = FixedClock(1000.0)
+    sim = LightsSim("s", ["g"], 80.0, clock)
+    assert sim.command("g", cmd(cmd_id="c1", level=40, ramp_s=10, expires_at=1600), 1000.0)
+    g = sim.groups["g"]
+    # a quarter of the way through a ramp from 80 to 40
+    assert g.level(1002.5) == pytest.approx(80 + (40 - 80) * 0.25)
+    assert g.ramping(1009.9) and not g.ramping(1010.0)
+    assert g.level(1010.0) == 40 and g.level(1500.0) == 40
+    assert g.source == "override" and g.cmd_id == "c1"
+
+
+def test_expiry_returns_to_programme_by_itself() -> None:
+    clock = FixedClock(1000.0)
+    sim = LightsSim("s", ["g"], 70.0, clock)
+    sim.command("g", cmd(cmd_id="c1", level=30, ramp_s=0, expires_at=1100), 1000.0)
+    assert sim.tick(1099.9) == []
+    assert sim.tick(1100.0) == ["g"]
+    g = sim.groups["g"]
+    assert g.source == "programme" and g.expires_at is None
+    assert g.level(1200.0) == 70.0
+    assert sim.tick(1300.0) == []  # expires once
+
+
+def test_release_with_null_level_ramps_back_to_programme() -> None:
+    sim = LightsSim("s", ["g"], 80.0, FixedClock(0.0))
+    sim.command("g", cmd(cmd_id="c1", level=20, ramp_s=0, expires_at=500), 0.0)
+    assert sim.command("g", cmd(cmd_id="c1", level=None, ramp_s=4), 10.0)
+    g = sim.groups["g"]
+    assert g.source == "programme"
+    assert g.level(12.0) == pytest.approx(20 + (80 - 20) * 0.5)
+    assert sim.tick(600.0) == []  # the released override does not "expire" later
+
+
+@pytest.mark.parametrize(
+    ("payload", "why"),
+    [
+        (b"not json", "JSON"),
+        (b"[1,2]", "object"),
+        (cmd(level=40, ramp_s=1, expires_at=2000), "cmd_id"),
+        (cmd(cmd_id="x", level=40, ramp_s=1), "expires_at"),
+        (cmd(cmd_id="x", level=40, ramp_s=1, expires_at=999), "past"),
+        (cmd(cmd_id="x", level=140, ramp_s=1, expires_at=2000), "level"),
+        (cmd(cmd_id="x", level=True, ramp_s=1, expires_at=2000), "level"),
+        (cmd(cmd_id="x", level=40, ramp_s=-1, expires_at=2000), "ramp_s"),
+        (b'{"cmd_id":"x","level":40,"ramp_s":1,"expires_at":NaN}', "expires_at"),
+    ],
+)
+def test_bad_commands_are_refused_and_change_nothing(
+    payload: bytes, why: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    sim = LightsSim("s", ["g"], 80.0, FixedClock(1000.0))
+    assert not sim.command("g", payload, 1000.0)
+    assert sim.refused == 1
+    assert why in caplog.text
+    g = sim.groups["g"]
+    assert (g.source, g.level(1000.0), g.cmd_id) == ("programme", 80.0, None)
+
+
+@contextlib.asynccontextmanager
+async def running_sim(sim: LightsSim, url: str) -> AsyncIterator[None]:
+    stop = asyncio.Event()
+    task = asyncio.create_task(sim.run(url, stop, client_id="sim-under-test"))
+    try:
+        yield
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 5)
+
+
+async def test_over_mqtt_override_ramps_then_expires(fresh_broker: Mosquitto) -> None:
+    # 20x: a 4 s ramp lasts 0.2 s and a 20 s override 1 s of wall time
+    clock = ScaledClock(origin=1_700_000_000.0, scale=20.0)
+    sim = LightsSim("site-a", ["g1", "g2"], 80.0, clock)
+    states: list[dict[str, Any]] = []
+    async with (
+        aiomqtt.Client("127.0.0.1", fresh_broker.port) as client,
+        running_sim(sim, fresh_broker.url),
+    ):
+        await client.subscribe("hushlight/v1/site-a/lights/g1/state", qos=1)
+
+        async def next_state() -> dict[str, Any]:
+            async for m in client.messages:
+                assert isinstance(m.payload, bytes)
+                assert m.qos == 1
+                return dict(json.loads(m.payload))
+            raise AssertionError("no message")
+
+        first = await asyncio.wait_for(next_state(), 5)  # retained programme state
+        assert first["source"] == "programme" and first["level"] == 80.0
+        expires = clock.now() + 20
+        await client.publish(
+            "hushlight/v1/site-a/lights/g1/set",
+            cmd(cmd_id="n-1", level=30, ramp_s=4, expires_at=expires, zone="z", reason="t"),
+            qos=1,
+        )
+        while True:
+            s = await asyncio.wait_for(next_state(), 5)
+            states.append(s)
+            if s["source"] == "programme" and s["level"] == 80.0:
+                break
+        at_expiry = clock.now()
+    overrides = [s for s in states if s["source"] == "override"]
+    assert overrides and all(s["cmd_id"] == "n-1" for s in overrides)
+    assert min(s["level"] for s in overrides) == 30.0  # reached the target
+    assert any(30 < s["level"] < 80 for s in overrides)  # and was seen ramping
+    # it went back to the programme by itself, not before the expiry
+    back = next(s for s in states if s["source"] == "programme")
+    assert back["at"] >= expires
+    assert at_expiry >= expires
+
+
+def test_cli_refuses_bad_arguments_in_one_line() -> None:
+    for extra, word in [
+        (["--groups", "Bad_Group"], "--groups"),
+        (["--groups", "g1", "--programme-level", "150"], "--programme-level"),
+        (["--groups", "g1", "--time-scale", "-2"], "--time-scale"),
+    ]:
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "tools.cli",
+                "lights-sim",
+                "--broker",
+                "mqtt://127.0.0.1:1",
+                "--site",
+                "s",
+                *extra,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert proc.returncode == 2, proc.stderr
+        lines = proc.stderr.strip().splitlines()
+        assert len(lines) == 1 and word in lines[0], proc.stderr
