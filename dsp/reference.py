@@ -1,0 +1,277 @@
+"""Float64 reference level meter: what the firmware computes, without fixed point.
+
+It gives the same outputs as the firmware meter so the two can be compared
+sample stream for sample stream:
+
+- per 125 ms block: A- and C-weighted mean squares and the maximum of the
+  A-weighted Fast time-weighted mean square;
+- per interval: ``laeq``, ``lafmax``, ``lceq``;
+- per minute: ``laeq``, ``lafmax``, ``lamin``, ``l10``, ``l50``, ``l90``
+  (of the 125 ms LAeq values), ``lceq`` and the number of peaks.
+
+How it is computed, and why it is the reference:
+
+- The weighting filters are the float designs of `dsp.weighting`, run with
+  scipy's `sosfilt` in float64 (no coefficient or state quantisation).
+- Fast time weighting (IEC 61672-1:2013, 5.7, tau = 0.125 s) is the exact
+  exponential per sample: ``y[n] = a*y[n-1] + (1-a)*x[n]**2`` with
+  ``a = exp(-1/(tau*rate))``, starting from 0.
+- Levels follow DESIGN.md: a full-scale sine (AES17 0 dBFS, mean square 1/2)
+  reads ``94 - sensitivity_dbfs`` dB, plus ``calibration_offset_db``; so
+  ``L = 10*log10(2*ms) + 94 - S + offset``.
+- Blocks are 125 ms. At 44100 Hz that is 5512.5 samples, so block ``i``
+  ends at sample ``(i+1) * rate // 8``: blocks of 5512 and 5513 samples
+  alternate and the block clock never drifts. Intervals are whole numbers
+  of blocks; at the end of a stream a partial interval is reported when at
+  least one whole block is left, and trailing samples short of a block are
+  dropped, as the firmware's replay runner does.
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from typing import Final
+
+import numpy as np
+import numpy.typing as npt
+from scipy import signal
+
+__all__ = [
+    "BLOCKS_PER_SECOND",
+    "BLOCK_S",
+    "FAST_TAU_S",
+    "FULL_SCALE_SINE_MS",
+    "LEVEL_FLOOR_DB",
+    "Block",
+    "Interval",
+    "ReferenceMeter",
+    "blocks_per_interval",
+    "intervals",
+    "level_db",
+    "measure",
+]
+
+FloatArray = npt.NDArray[np.float64]
+
+BLOCK_S: Final = 0.125
+BLOCKS_PER_SECOND: Final = 8
+# IEC 61672-1:2013, 5.7.1: time constant of the Fast time weighting
+FAST_TAU_S: Final = 0.125
+# AES17: 0 dBFS is the full-scale sine, whose mean square is 1/2
+FULL_SCALE_SINE_MS: Final = 0.5
+# Mic sensitivity convention of DESIGN.md: S dBFS at 94 dB SPL
+REFERENCE_SPL_DB: Final = 94.0
+# Digital silence has no level; report a floor far below any microphone's
+# self-noise instead of -inf (JSON has no infinity).
+LEVEL_FLOOR_DB: Final = -100.0
+
+
+def level_db(
+    ms: float, sensitivity_dbfs: float = -26.0, calibration_offset_db: float = 0.0
+) -> float:
+    """Sound level (dB) of a mean square `ms` (full scale 1), floored at LEVEL_FLOOR_DB."""
+    if ms <= 0.0:
+        return LEVEL_FLOOR_DB
+    level = (
+        10.0 * math.log10(ms / FULL_SCALE_SINE_MS)
+        + REFERENCE_SPL_DB
+        - sensitivity_dbfs
+        + calibration_offset_db
+    )
+    return max(level, LEVEL_FLOOR_DB)
+
+
+def blocks_per_interval(interval_s: float) -> int:
+    """Number of 125 ms blocks in an interval; the interval must hold a whole number."""
+    blocks = interval_s * BLOCKS_PER_SECOND
+    if not math.isfinite(interval_s) or interval_s <= 0 or abs(blocks - round(blocks)) > 1e-9:
+        raise ValueError(
+            f"interval {interval_s!r} s is not a positive multiple of 0.125 s; "
+            "give e.g. 0.125, 0.5, 1 or 60"
+        )
+    return round(blocks)
+
+
+@dataclass(frozen=True)
+class Block:
+    """One 125 ms block: sums over its samples (linear, full scale 1)."""
+
+    index: int
+    start: int  # first sample
+    samples: int
+    sum_a: float  # sum of squares, A-weighted
+    sum_c: float  # sum of squares, C-weighted
+    fast_max: float  # largest A-weighted Fast mean square in the block
+
+
+@dataclass(frozen=True)
+class Interval:
+    """Levels (dB) over `blocks` whole blocks from t0 to t1 (s from the stream start)."""
+
+    t0: float
+    t1: float
+    laeq: float
+    lafmax: float
+    lceq: float
+    blocks: int
+
+    def as_dict(self, digits: int = 2) -> dict[str, float]:
+        return {
+            "t0": round(self.t0, 6),
+            "t1": round(self.t1, 6),
+            "laeq": round(self.laeq, digits),
+            "lafmax": round(self.lafmax, digits),
+            "lceq": round(self.lceq, digits),
+        }
+
+
+class ReferenceMeter:
+    """Streaming float64 meter: feed any number of samples, get the finished blocks.
+
+    `sos_a` and `sos_c` are the weighting filters as second-order sections
+    (scipy layout); by default the float designs of `dsp.weighting` at `rate`.
+    """
+
+    def __init__(
+        self,
+        rate: int,
+        *,
+        sos_a: npt.ArrayLike | None = None,
+        sos_c: npt.ArrayLike | None = None,
+    ) -> None:
+        if isinstance(rate, bool) or not isinstance(rate, int) or rate <= 0:
+            raise ValueError(f"sample rate {rate!r} is not valid; give a positive integer in Hz")
+        self.rate = rate
+        if sos_a is None or sos_c is None:
+            design_a, design_c = _weighting_sos(rate)
+            sos_a = design_a if sos_a is None else sos_a
+            sos_c = design_c if sos_c is None else sos_c
+        self._sos_a = np.atleast_2d(np.asarray(sos_a, dtype=np.float64))
+        self._sos_c = np.atleast_2d(np.asarray(sos_c, dtype=np.float64))
+        self._zi_a = np.zeros((self._sos_a.shape[0], 2))
+        self._zi_c = np.zeros((self._sos_c.shape[0], 2))
+        self._alpha = math.exp(-1.0 / (FAST_TAU_S * rate))
+        self._fast = np.zeros(1)  # lfilter state of the Fast integrator
+        # squares filtered but not yet closed into a block
+        self._rest_a = np.zeros(0)
+        self._rest_c = np.zeros(0)
+        self._rest_f = np.zeros(0)
+        self._index = 0
+        self._start = 0
+
+    def block_length(self, index: int) -> int:
+        """Samples in block `index`: the 125 ms block clock floored to whole samples."""
+        return (index + 1) * self.rate // BLOCKS_PER_SECOND - index * self.rate // BLOCKS_PER_SECOND
+
+    def process(self, x: npt.ArrayLike) -> list[Block]:
+        """Filter `x` (float, full scale 1) and return the blocks it completes."""
+        samples = np.asarray(x, dtype=np.float64).reshape(-1)
+        if samples.size == 0:
+            return []
+        wa, self._zi_a = signal.sosfilt(self._sos_a, samples, zi=self._zi_a)
+        wc, self._zi_c = signal.sosfilt(self._sos_c, samples, zi=self._zi_c)
+        sq_a = wa * wa
+        a = self._alpha
+        fast, self._fast = signal.lfilter([1.0 - a], [1.0, -a], sq_a, zi=self._fast)
+        # prepend what the last call left short of a block, then cut whole blocks
+        sq_a = np.concatenate([self._rest_a, sq_a])
+        sq_c = np.concatenate([self._rest_c, wc * wc])
+        fast = np.concatenate([self._rest_f, fast])
+        done: list[Block] = []
+        pos = 0
+        while sq_a.size - pos >= (n := self.block_length(self._index)):
+            done.append(
+                Block(
+                    index=self._index,
+                    start=self._start,
+                    samples=n,
+                    sum_a=float(np.sum(sq_a[pos : pos + n])),
+                    sum_c=float(np.sum(sq_c[pos : pos + n])),
+                    fast_max=float(np.max(fast[pos : pos + n])),
+                )
+            )
+            pos += n
+            self._index += 1
+            self._start += n
+        self._rest_a, self._rest_c, self._rest_f = sq_a[pos:], sq_c[pos:], fast[pos:]
+        return done
+
+
+def _weighting_sos(rate: int) -> tuple[FloatArray, FloatArray]:
+    """Float A and C weighting sections of `dsp.weighting` at `rate`."""
+    # imported when needed: the filter design is its own module's job
+    weighting = importlib.import_module("dsp.weighting")
+    return (
+        np.asarray(weighting.sos(rate, "A"), dtype=np.float64),
+        np.asarray(weighting.sos(rate, "C"), dtype=np.float64),
+    )
+
+
+def intervals(
+    blocks: Iterable[Block],
+    rate: int,
+    interval_s: float = 1.0,
+    *,
+    sensitivity_dbfs: float = -26.0,
+    calibration_offset_db: float = 0.0,
+) -> Iterator[Interval]:
+    """Group blocks into intervals: whole ones, then a last partial one if a block is left."""
+    per = blocks_per_interval(interval_s)  # checked now, not at the first block
+    return _group(blocks, rate, per, sensitivity_dbfs, calibration_offset_db)
+
+
+def _group(
+    blocks: Iterable[Block],
+    rate: int,
+    per: int,
+    sensitivity_dbfs: float,
+    calibration_offset_db: float,
+) -> Iterator[Interval]:
+    group: list[Block] = []
+
+    def close() -> Interval:
+        n = sum(b.samples for b in group)
+        return Interval(
+            t0=group[0].start / rate,
+            t1=(group[-1].start + group[-1].samples) / rate,
+            laeq=level_db(sum(b.sum_a for b in group) / n, sensitivity_dbfs, calibration_offset_db),
+            lafmax=level_db(
+                max(b.fast_max for b in group), sensitivity_dbfs, calibration_offset_db
+            ),
+            lceq=level_db(sum(b.sum_c for b in group) / n, sensitivity_dbfs, calibration_offset_db),
+            blocks=len(group),
+        )
+
+    for b in blocks:
+        group.append(b)
+        if len(group) == per:
+            yield close()
+            group = []
+    if group:
+        yield close()
+
+
+def measure(
+    rate: int,
+    x: npt.ArrayLike,
+    interval_s: float = 1.0,
+    *,
+    sensitivity_dbfs: float = -26.0,
+    calibration_offset_db: float = 0.0,
+    sos_a: npt.ArrayLike | None = None,
+    sos_c: npt.ArrayLike | None = None,
+) -> list[Interval]:
+    """Levels of a whole signal per interval (for tests and short recordings)."""
+    meter = ReferenceMeter(rate, sos_a=sos_a, sos_c=sos_c)
+    return list(
+        intervals(
+            meter.process(x),
+            rate,
+            interval_s,
+            sensitivity_dbfs=sensitivity_dbfs,
+            calibration_offset_db=calibration_offset_db,
+        )
+    )
