@@ -17,16 +17,16 @@ import asyncio
 import contextlib
 import json
 import logging
-import math
 import re
 import signal
 from collections.abc import Sequence
-from typing import Any
 
 import aiomqtt
 
 from gateway.clock import Clock, add_clock_arguments, clock_from_args
 from gateway.mqtt import Backoff, parse_broker_url
+from protocol import payloads, topics
+from protocol.errors import ProtocolError
 from tools.errors import UsageError
 
 __all__ = ["HELP", "GroupState", "LightsSim", "configure", "run"]
@@ -40,10 +40,6 @@ PROGRAMME = "programme"
 OVERRIDE = "override"
 TICK_S = 0.05  # wall seconds between checks of expiry and ramp progress
 RAMP_PUBLISH_S = 0.5  # wall seconds between state messages while ramping
-
-
-def _root(site: str) -> str:
-    return f"hushlight/v1/{site}"
 
 
 class GroupState:
@@ -87,13 +83,6 @@ class GroupState:
         ).encode()
 
 
-def _number(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        return None
-    value = float(value)
-    return value if math.isfinite(value) else None
-
-
 class LightsSim:
     """The controller's logic, without I/O: `command` and `tick` say which groups changed."""
 
@@ -107,10 +96,10 @@ class LightsSim:
         self.refused = 0
 
     def set_topic(self, group: str) -> str:
-        return f"{_root(self.site)}/lights/{group}/set"
+        return topics.light_set(self.site, group)
 
     def state_topic(self, group: str) -> str:
-        return f"{_root(self.site)}/lights/{group}/state"
+        return topics.light_state(self.site, group)
 
     def command(self, group: str, payload: bytes, now: float) -> bool:
         """Apply one ``set`` message; False (and a log line) when it is refused."""
@@ -118,17 +107,11 @@ class LightsSim:
         if state is None:
             return False
         try:
-            msg = json.loads(payload)
-        except (ValueError, UnicodeDecodeError):
-            return self._refuse(group, "payload is not JSON")
-        if not isinstance(msg, dict):
-            return self._refuse(group, "payload is not a JSON object")
-        cmd_id = msg.get("cmd_id")
-        if not isinstance(cmd_id, str) or not 0 < len(cmd_id) <= 64:
-            return self._refuse(group, f"cmd_id {cmd_id!r} is not a short string")
-        ramp_s = _number(msg.get("ramp_s", 0))
-        if ramp_s is None or not 0 <= ramp_s <= 3600:
-            return self._refuse(group, f"ramp_s {msg.get('ramp_s')!r} is not 0-3600 s")
+            msg = payloads.decode("light_set", payload)
+        except ProtocolError as exc:
+            return self._refuse(group, f"{exc.reason}: {exc}")
+        cmd_id = msg["cmd_id"]
+        ramp_s = msg["ramp_s"]
         level = msg.get("level")
         if level is None:
             state.cmd_id = cmd_id
@@ -136,18 +119,13 @@ class LightsSim:
             state.expires_at = None
             state.go(state.programme_level, ramp_s, now)
             return True
-        lvl = _number(level)
-        if lvl is None or not 0 <= lvl <= 100:
-            return self._refuse(group, f"level {level!r} is not 0-100 or null")
-        expires_at = _number(msg.get("expires_at"))
-        if expires_at is None:
-            return self._refuse(group, "an override without a numeric expires_at would never end")
+        expires_at = float(msg["expires_at"])
         if expires_at <= now:
             return self._refuse(group, f"expires_at {expires_at} is already past (now {now:.0f})")
         state.cmd_id = cmd_id
         state.source = OVERRIDE
         state.expires_at = expires_at
-        state.go(lvl, ramp_s, now)
+        state.go(float(level), ramp_s, now)
         return True
 
     def _refuse(self, group: str, why: str) -> bool:
@@ -184,7 +162,7 @@ class LightsSim:
                     tls_context=address.tls_context(),
                 ) as client:
                     backoff.reset()
-                    await client.subscribe(f"{_root(self.site)}/lights/+/set", qos=1)
+                    await client.subscribe(topics.lights_wildcard(self.site, "set"), qos=1)
                     now = self.clock.now()
                     for group in self.groups.values():
                         await self._publish(client, group.name, now)
@@ -211,7 +189,7 @@ class LightsSim:
             raise group.exceptions[0] from None
 
     async def _listen(self, client: aiomqtt.Client) -> None:
-        prefix = f"{_root(self.site)}/lights/"
+        prefix = topics.root(self.site) + "/lights/"
         async for message in client.messages:
             topic = message.topic.value
             group = topic[len(prefix) : -len("/set")]

@@ -33,13 +33,16 @@ class FixedClock:
 
 
 def cmd(**fields: Any) -> bytes:
+    fields.setdefault("zone", "z")
     return json.dumps(fields).encode()
 
 
 def test_ramp_is_linear_and_ends_on_target() -> None:
     clock = FixedClock(1000.0)
     sim = LightsSim("s", ["g"], 80.0, clock)
-    assert sim.command("g", cmd(cmd_id="c1", level=40, ramp_s=10, expires_at=1600), 1000.0)
+    assert sim.command(
+        "g", cmd(cmd_id="c1", level=40, ramp_s=10, expires_at=1600, reason="noise"), 1000.0
+    )
     g = sim.groups["g"]
     # a quarter of the way through a ramp from 80 to 40
     assert g.level(1002.5) == pytest.approx(80 + (40 - 80) * 0.25)
@@ -51,7 +54,7 @@ def test_ramp_is_linear_and_ends_on_target() -> None:
 def test_expiry_returns_to_programme_by_itself() -> None:
     clock = FixedClock(1000.0)
     sim = LightsSim("s", ["g"], 70.0, clock)
-    sim.command("g", cmd(cmd_id="c1", level=30, ramp_s=0, expires_at=1100), 1000.0)
+    sim.command("g", cmd(cmd_id="c1", level=30, ramp_s=0, expires_at=1100, reason="noise"), 1000.0)
     assert sim.tick(1099.9) == []
     assert sim.tick(1100.0) == ["g"]
     g = sim.groups["g"]
@@ -62,8 +65,10 @@ def test_expiry_returns_to_programme_by_itself() -> None:
 
 def test_release_with_null_level_ramps_back_to_programme() -> None:
     sim = LightsSim("s", ["g"], 80.0, FixedClock(0.0))
-    sim.command("g", cmd(cmd_id="c1", level=20, ramp_s=0, expires_at=500), 0.0)
-    assert sim.command("g", cmd(cmd_id="c1", level=None, ramp_s=4), 10.0)
+    sim.command("g", cmd(cmd_id="c1", level=20, ramp_s=0, expires_at=500, reason="noise"), 0.0)
+    assert sim.command(
+        "g", cmd(cmd_id="c1", level=None, ramp_s=4, expires_at=10, reason="quiet"), 10.0
+    )
     g = sim.groups["g"]
     assert g.source == "programme"
     assert g.level(12.0) == pytest.approx(20 + (80 - 20) * 0.5)
@@ -73,15 +78,15 @@ def test_release_with_null_level_ramps_back_to_programme() -> None:
 @pytest.mark.parametrize(
     ("payload", "why"),
     [
-        (b"not json", "JSON"),
-        (b"[1,2]", "object"),
-        (cmd(level=40, ramp_s=1, expires_at=2000), "cmd_id"),
-        (cmd(cmd_id="x", level=40, ramp_s=1), "expires_at"),
-        (cmd(cmd_id="x", level=40, ramp_s=1, expires_at=999), "past"),
-        (cmd(cmd_id="x", level=140, ramp_s=1, expires_at=2000), "level"),
-        (cmd(cmd_id="x", level=True, ramp_s=1, expires_at=2000), "level"),
-        (cmd(cmd_id="x", level=40, ramp_s=-1, expires_at=2000), "ramp_s"),
-        (b'{"cmd_id":"x","level":40,"ramp_s":1,"expires_at":NaN}', "expires_at"),
+        (b"not json", "bad_json"),
+        (b"[1,2]", "bad_type"),
+        (cmd(level=40, ramp_s=1, expires_at=2000, reason="t"), "missing_field"),
+        (cmd(cmd_id="x", level=40, ramp_s=1, reason="t"), "missing_field"),
+        (cmd(cmd_id="x", level=40, ramp_s=1, expires_at=999, reason="t"), "already past"),
+        (cmd(cmd_id="x", level=140, ramp_s=1, expires_at=2000, reason="t"), "out_of_range"),
+        (cmd(cmd_id="x", level=True, ramp_s=1, expires_at=2000, reason="t"), "bad_type"),
+        (cmd(cmd_id="x", level=40, ramp_s=-1, expires_at=2000, reason="t"), "out_of_range"),
+        (b'{"cmd_id":"x","level":40,"ramp_s":1,"expires_at":NaN,"reason":"t"}', "bad_json"),
     ],
 )
 def test_bad_commands_are_refused_and_change_nothing(
@@ -126,7 +131,7 @@ async def test_over_mqtt_override_ramps_then_expires(fresh_broker: Mosquitto) ->
 
         first = await asyncio.wait_for(next_state(), 5)  # retained programme state
         assert first["source"] == "programme" and first["level"] == 80.0
-        expires = clock.now() + 20
+        expires = int(clock.now()) + 20
         await client.publish(
             "hushlight/v1/site-a/lights/g1/set",
             cmd(cmd_id="n-1", level=30, ramp_s=4, expires_at=expires, zone="z", reason="t"),
