@@ -1,0 +1,705 @@
+"""The nudge policy: a pure function from (state, event, clock) to (state, decisions).
+
+No I/O, no clock reads, no global randomness: `step(config, state, event, now)`
+returns a new state and the decisions to carry out, so the same history always
+gives the same decisions (tests, replays of stored levels, restarts).
+
+Per zone, in order:
+
+1. Every usable level record goes into its sensor's sliding window.  A record
+   is not usable for triggering (the service still stores it) when it is
+   flagged ``calibrating`` or ``unsynced_time`` (its time stamp means nothing),
+   when it is late (``t1`` older than ``now - window_s``: catch-up after an
+   outage must not nudge for noise that is over) or from the future, or when
+   its sensor is offline.
+2. The trigger: ``"laeq"`` fires when at least ``min_sensors`` sensors have an
+   energy-mean LAeq over the window >= ``threshold_db``; ``"peaks"`` when at
+   least ``min_sensors`` sensors saw LAFmax >= ``threshold_db`` at least
+   ``peaks_needed`` times in the window.  Stale sensors (no record for
+   ``stale_after_s``) and offline sensors never count.
+3. A trigger inside the schedule, outside cooldown and under the hourly cap
+   starts an *episode*: with probability ``control_fraction`` a `Control`
+   (recorded, nothing sent), otherwise an `Override` per light group and a
+   `Nudge`.  The kind (and light level) is drawn among the zone's variants.
+   Both draws come from a hash of (seed, zone, trigger number), never from a
+   global generator.
+4. While the trigger keeps firing the hold extends; overrides are renewed
+   `renew_before_s` before they expire, never beyond ``start + max_hold_s`` nor
+   past the end of the schedule period.  The episode ends (`Release` of every
+   group) when the zone has been quiet for ``hold_s``, at ``max_hold_s``, at the
+   end of the schedule period, or when every sensor of the zone is stale or
+   offline.  A cooldown follows.  Control episodes run the same clock, so
+   nudges and controls are comparable.
+
+Light levels are never below ``floor_level``; every override carries an expiry,
+so the lights fall back to their programme by themselves if the gateway dies.
+
+`PolicyState` is immutable (frozen dataclasses, tuples, and mappings that are
+never mutated after construction); `state_to_json`/`state_from_json` save and
+restore it across restarts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+from gateway.config import SiteConfig, ZoneConfig
+from gateway.errors import StateError
+
+__all__ = [
+    "Control",
+    "Decision",
+    "EpisodeEnded",
+    "Event",
+    "LevelEvent",
+    "LightStateEvent",
+    "Nudge",
+    "Override",
+    "PolicyState",
+    "Release",
+    "StatusEvent",
+    "Tick",
+    "TriggerSuppressed",
+    "initial_state",
+    "state_from_json",
+    "state_to_json",
+    "step",
+    "zone_status",
+]
+
+STATE_VERSION = 1
+
+# Flags that make a record's level or time unusable for a trigger.
+NO_TRIGGER_FLAGS = frozenset({"calibrating", "unsynced_time"})
+
+# A lighting controller that lost an applied override (reboot) gets it again,
+# at most this many times per episode so a broken controller cannot loop us.
+MAX_RESENDS = 3
+
+
+# ---------------------------------------------------------------- events
+
+
+@dataclass(frozen=True)
+class LevelEvent:
+    """One interval record from a sensor; times are UTC epoch seconds (the wire's ms / 1000)."""
+
+    sensor: str
+    seq: int
+    t0: float
+    t1: float
+    laeq: float
+    lafmax: float
+    lceq: float
+    flags: tuple[str, ...] = ()
+    received_at: float = 0.0
+
+
+@dataclass(frozen=True)
+class StatusEvent:
+    """A sensor's retained status (or its last will): online or offline since `at`."""
+
+    sensor: str
+    online: bool
+    at: float
+
+
+@dataclass(frozen=True)
+class Tick:
+    """The clock moved on: ends holds, renews overrides, notices silent sensors."""
+
+    now: float
+
+
+@dataclass(frozen=True)
+class LightStateEvent:
+    """What a light group reports: its level, the command it applies, programme or override."""
+
+    group: str
+    level: float | None
+    cmd_id: str | None
+    source: str  # "programme" or "override"
+    at: float
+
+
+Event = LevelEvent | StatusEvent | Tick | LightStateEvent
+
+
+# ---------------------------------------------------------------- decisions
+
+
+@dataclass(frozen=True)
+class Override:
+    """Set `group` to `level` % over `ramp_s`; the lights return to programme at `expires_at`.
+
+    `reason` is "noise" (a new episode), "renew" (hold extended) or "resend"
+    (the controller lost it).  `evidence`: sensor -> the value that triggered
+    (LAeq dB for "laeq", peak count for "peaks").
+    """
+
+    zone: str
+    group: str
+    cmd_id: str
+    level: float
+    ramp_s: float
+    expires_at: float
+    reason: str
+    evidence: Mapping[str, float]
+    at: float
+    episode: str
+
+
+@dataclass(frozen=True)
+class Release:
+    """Return `group` to its programme (``level: null`` on the wire); `cmd_id` is the release's own.
+
+    `reason`: "quiet", "max_hold", "schedule_end" or "sensors_silent".
+    """
+
+    zone: str
+    group: str
+    cmd_id: str
+    reason: str
+    at: float
+    episode: str
+
+
+@dataclass(frozen=True)
+class Nudge:
+    """Tell residents and passers-by (zone topic, Web Push); `nudge_id` is unique and stable."""
+
+    zone: str
+    nudge_id: str
+    at: float
+    laeq: float
+    kind: str
+    message: Mapping[str, str]
+    evidence: Mapping[str, float]
+    sensors: tuple[str, ...]  # the zone's sensors, for the evaluation report
+
+
+@dataclass(frozen=True)
+class Control:
+    """A trigger that fired in a control period: nothing is sent, the levels after are compared."""
+
+    zone: str
+    control_id: str
+    at: float
+    laeq: float
+    kind: str  # what would have been done
+    evidence: Mapping[str, float]
+    sensors: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class TriggerSuppressed:
+    """The trigger started firing but no episode began; `why`: "cooldown", "hourly_cap",
+    "outside_schedule"."""
+
+    zone: str
+    at: float
+    why: str
+    laeq: float
+
+
+@dataclass(frozen=True)
+class EpisodeEnded:
+    """A nudge or control episode is over (for controls, the only trace of the end)."""
+
+    zone: str
+    episode: str
+    at: float
+    reason: str
+    control: bool
+
+
+Decision = Override | Release | Nudge | Control | TriggerSuppressed | EpisodeEnded
+
+
+# ---------------------------------------------------------------- state
+
+
+@dataclass(frozen=True)
+class SensorWindow:
+    """What the policy knows about one sensor of a zone."""
+
+    online: bool = True  # until a status says otherwise
+    last_seen: float | None = None  # arrival of its latest record of any kind
+    # usable records in the window: (t0, t1, laeq, lafmax)
+    recent: tuple[tuple[float, float, float, float], ...] = ()
+
+
+@dataclass(frozen=True)
+class SentOverride:
+    """The override currently in force on one light group."""
+
+    group: str
+    cmd_id: str
+    level: float
+    expires_at: float
+    acked: bool = False
+
+
+@dataclass(frozen=True)
+class Episode:
+    """A nudge (or control) in progress."""
+
+    id: str
+    control: bool
+    kind: str
+    level: float
+    started: float
+    last_loud: float
+    ends_by: float  # min(start + max_hold_s, end of the schedule period)
+    overrides: tuple[SentOverride, ...] = ()
+    commands: int = 0  # command ids issued so far, to number the next
+    resends: int = 0
+    evidence: Mapping[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class ZoneState:
+    """The policy's memory of one zone."""
+
+    sensors: Mapping[str, SensorWindow] = field(default_factory=dict)
+    episode: Episode | None = None
+    triggers: int = 0  # episodes started so far: numbers ids and draws
+    starts: tuple[float, ...] = ()  # episode starts within the last hour
+    cooldown_until: float = -math.inf
+    loud: bool = False  # trigger state at the last record, to report suppressions once
+
+
+@dataclass(frozen=True)
+class PolicyState:
+    """Everything the policy remembers; replace, never mutate."""
+
+    seed: int
+    zones: Mapping[str, ZoneState]
+
+
+def initial_state(config: SiteConfig, seed: int = 0) -> PolicyState:
+    """A fresh state for `config`; `seed` drives control periods, kinds and ids."""
+    return PolicyState(seed=seed, zones={z.id: ZoneState() for z in config.zones})
+
+
+# ---------------------------------------------------------------- step
+
+
+def step(
+    config: SiteConfig, state: PolicyState, event: Event, now: float
+) -> tuple[PolicyState, list[Decision]]:
+    """Apply one event at time `now` (UTC epoch s); return the new state and the decisions."""
+    decisions: list[Decision] = []
+    changed: dict[str, ZoneState] = {}
+    if isinstance(event, LevelEvent):
+        for zid in config.zones_of_sensor.get(event.sensor, ()):
+            zone = config.zones_by_id[zid]
+            zs = _with_record(config, zone, _zone(state, zid), event, now)
+            zs = _advance(config, state.seed, zone, zs, now, decisions)
+            changed[zid] = _evaluate(config, state.seed, zone, zs, now, decisions)
+    elif isinstance(event, StatusEvent):
+        for zid in config.zones_of_sensor.get(event.sensor, ()):
+            zone = config.zones_by_id[zid]
+            zs = _zone(state, zid)
+            old = zs.sensors.get(event.sensor, SensorWindow())
+            # offline drops the window: its records must not count once it is gone
+            new = replace(old, online=event.online, recent=old.recent if event.online else ())
+            zs = replace(zs, sensors={**zs.sensors, event.sensor: new})
+            changed[zid] = _advance(config, state.seed, zone, zs, now, decisions)
+    elif isinstance(event, LightStateEvent):
+        for zid in config.zones_of_group.get(event.group, ()):
+            zone = config.zones_by_id[zid]
+            zs = _light_state(state.seed, zone, _zone(state, zid), event, now, decisions)
+            changed[zid] = _advance(config, state.seed, zone, zs, now, decisions)
+    else:
+        for zone in config.zones:
+            changed[zone.id] = _advance(
+                config, state.seed, zone, _zone(state, zone.id), now, decisions
+            )
+    if not changed:
+        return state, decisions
+    return replace(state, zones={**state.zones, **changed}), decisions
+
+
+def _zone(state: PolicyState, zid: str) -> ZoneState:
+    return state.zones.get(zid) or ZoneState()
+
+
+def _with_record(
+    config: SiteConfig, zone: ZoneConfig, zs: ZoneState, ev: LevelEvent, now: float
+) -> ZoneState:
+    old = zs.sensors.get(ev.sensor, SensorWindow())
+    seen = ev.received_at if ev.received_at else now
+    last_seen = seen if old.last_seen is None else max(old.last_seen, seen)
+    recent = _prune(old.recent, now, zone.window_s)
+    usable = (
+        old.online
+        and not NO_TRIGGER_FLAGS.intersection(ev.flags)
+        and now - zone.window_s < ev.t1 <= now + zone.window_s
+        and math.isfinite(ev.laeq)
+        and math.isfinite(ev.lafmax)
+        and all(r[1] != ev.t1 for r in recent)
+    )
+    if usable:
+        recent = (*recent, (ev.t0, ev.t1, ev.laeq, ev.lafmax))
+    new = SensorWindow(online=old.online, last_seen=last_seen, recent=recent)
+    return replace(zs, sensors={**zs.sensors, ev.sensor: new})
+
+
+def _prune(
+    recent: tuple[tuple[float, float, float, float], ...], now: float, window_s: float
+) -> tuple[tuple[float, float, float, float], ...]:
+    if recent and recent[0][1] <= now - window_s:
+        return tuple(r for r in recent if r[1] > now - window_s)
+    return recent
+
+
+def _live(config: SiteConfig, w: SensorWindow | None, now: float) -> bool:
+    return (
+        w is not None
+        and w.online
+        and w.last_seen is not None
+        and now - w.last_seen <= config.stale_after_s
+    )
+
+
+def _measure(
+    config: SiteConfig, zone: ZoneConfig, zs: ZoneState, now: float
+) -> tuple[bool, float, dict[str, float]]:
+    """(fires, loudest LAeq of a qualifying sensor, evidence) for the zone's window at `now`."""
+    evidence: dict[str, float] = {}
+    loudest = -math.inf
+    for sensor in zone.sensors:
+        w = zs.sensors.get(sensor)
+        if w is None or not _live(config, w, now):
+            continue
+        recs = [r for r in w.recent if now - zone.window_s < r[1] <= now + zone.window_s]
+        if not recs:
+            continue
+        laeq = _energy_mean(recs)
+        if zone.trigger == "laeq":
+            if laeq >= zone.threshold_db:
+                evidence[sensor] = round(laeq, 2)
+                loudest = max(loudest, laeq)
+        else:
+            peaks = sum(1 for r in recs if r[3] >= zone.threshold_db)
+            if peaks >= zone.peaks_needed:
+                evidence[sensor] = float(peaks)
+                loudest = max(loudest, laeq)
+    fires = len(evidence) >= zone.min_sensors
+    return fires, (round(loudest, 2) if evidence else 0.0), evidence
+
+
+def _energy_mean(recs: list[tuple[float, float, float, float]]) -> float:
+    energy = 0.0
+    total = 0.0
+    for t0, t1, laeq, _ in recs:
+        d = t1 - t0 if t1 > t0 else 1.0  # a record without a duration weighs one second
+        energy += d * 10.0 ** (laeq / 10.0)
+        total += d
+    return 10.0 * math.log10(energy / total)
+
+
+def _evaluate(
+    config: SiteConfig,
+    seed: int,
+    zone: ZoneConfig,
+    zs: ZoneState,
+    now: float,
+    out: list[Decision],
+) -> ZoneState:
+    fires, laeq, evidence = _measure(config, zone, zs, now)
+    rising = fires and not zs.loud
+    zs = replace(zs, loud=fires)
+    if not fires:
+        return zs
+    if zs.episode is not None:
+        # noise continues: the hold extends (the renewal happens in _advance)
+        return replace(zs, episode=replace(zs.episode, last_loud=now))
+    period = zone.schedule.active_period(now, config.tz)
+    starts = tuple(t for t in zs.starts if now - t < 3600.0)
+    why = None
+    if period is None:
+        why = "outside_schedule"
+    elif now < zs.cooldown_until:
+        why = "cooldown"
+    elif len(starts) >= zone.max_nudges_per_hour:
+        why = "hourly_cap"
+    if period is None or why is not None:
+        if rising and why is not None:
+            out.append(TriggerSuppressed(zone.id, now, why, laeq))
+        return replace(zs, starts=starts)
+
+    n = zs.triggers + 1
+    episode_id = f"{zone.id}-{n}-{_hash(seed, zone.id, n, 'id')[:8]}"
+    control = _draw(seed, zone.id, n, "control") < zone.control_fraction
+    variants = zone.variants
+    kind, level = variants[int(_draw(seed, zone.id, n, "kind") * len(variants))]
+    ends_by = min(now + zone.max_hold_s, period[1])
+    ep = Episode(
+        id=episode_id,
+        control=control,
+        kind=kind,
+        level=level,
+        started=now,
+        last_loud=now,
+        ends_by=ends_by,
+        evidence=evidence,
+    )
+    if control:
+        out.append(Control(zone.id, episode_id, now, laeq, kind, evidence, zone.sensors))
+    else:
+        expires = min(now + zone.hold_s, ends_by)
+        sent = []
+        for group in zone.light_groups:
+            cmd_id = f"{episode_id}.{ep.commands + 1}"
+            ep = replace(ep, commands=ep.commands + 1)
+            out.append(
+                Override(
+                    zone.id,
+                    group,
+                    cmd_id,
+                    level,
+                    zone.ramp_s,
+                    expires,
+                    "noise",
+                    evidence,
+                    now,
+                    episode_id,
+                )
+            )
+            sent.append(SentOverride(group, cmd_id, level, expires))
+        ep = replace(ep, overrides=tuple(sent))
+        message = dict(zone.messages)
+        out.append(Nudge(zone.id, episode_id, now, laeq, kind, message, evidence, zone.sensors))
+    return replace(zs, episode=ep, triggers=n, starts=(*starts, now))
+
+
+def _advance(
+    config: SiteConfig,
+    seed: int,
+    zone: ZoneConfig,
+    zs: ZoneState,
+    now: float,
+    out: list[Decision],
+) -> ZoneState:
+    """Housekeeping at `now`: end the episode if due, else renew overrides about to expire."""
+    ep = zs.episode
+    if ep is None:
+        return zs
+    reason = None
+    if not any(_live(config, zs.sensors.get(s), now) for s in zone.sensors):
+        reason = "sensors_silent"
+    elif now >= ep.ends_by:
+        reason = "max_hold" if ep.ends_by >= ep.started + zone.max_hold_s else "schedule_end"
+    elif now >= ep.last_loud + zone.hold_s:
+        reason = "quiet"
+    if reason is not None:
+        for o in ep.overrides:
+            ep = replace(ep, commands=ep.commands + 1)
+            out.append(Release(zone.id, o.group, f"{ep.id}.{ep.commands}", reason, now, ep.id))
+        out.append(EpisodeEnded(zone.id, ep.id, now, reason, ep.control))
+        return replace(zs, episode=None, cooldown_until=now + zone.cooldown_s)
+    want = min(ep.last_loud + zone.hold_s, ep.ends_by)
+    renewed = []
+    for o in ep.overrides:
+        if want > o.expires_at and o.expires_at - now <= zone.renew_before_s:
+            ep = replace(ep, commands=ep.commands + 1)
+            cmd_id = f"{ep.id}.{ep.commands}"
+            out.append(
+                Override(
+                    zone.id,
+                    o.group,
+                    cmd_id,
+                    o.level,
+                    zone.ramp_s,
+                    want,
+                    "renew",
+                    ep.evidence,
+                    now,
+                    ep.id,
+                )
+            )
+            o = SentOverride(o.group, cmd_id, o.level, want)
+        renewed.append(o)
+    return replace(zs, episode=replace(ep, overrides=tuple(renewed)))
+
+
+def _light_state(
+    seed: int,
+    zone: ZoneConfig,
+    zs: ZoneState,
+    ev: LightStateEvent,
+    now: float,
+    out: list[Decision],
+) -> ZoneState:
+    ep = zs.episode
+    if ep is None or ep.control:
+        return zs
+    updated = []
+    for o in ep.overrides:
+        if o.group == ev.group:
+            if ev.source == "override" and ev.cmd_id == o.cmd_id:
+                o = replace(o, acked=True)
+            elif (
+                ev.source == "programme"
+                and o.acked
+                and now < o.expires_at - 1.0
+                and ep.resends < MAX_RESENDS
+            ):
+                # the controller applied our override and then lost it (restart)
+                ep = replace(ep, commands=ep.commands + 1, resends=ep.resends + 1)
+                cmd_id = f"{ep.id}.{ep.commands}"
+                out.append(
+                    Override(
+                        zone.id,
+                        o.group,
+                        cmd_id,
+                        o.level,
+                        zone.ramp_s,
+                        o.expires_at,
+                        "resend",
+                        ep.evidence,
+                        now,
+                        ep.id,
+                    )
+                )
+                o = SentOverride(o.group, cmd_id, o.level, o.expires_at)
+        updated.append(o)
+    return replace(zs, episode=replace(ep, overrides=tuple(updated)))
+
+
+def _hash(seed: int, zone: str, n: int, purpose: str) -> str:
+    return hashlib.blake2b(f"{seed}:{zone}:{n}:{purpose}".encode(), digest_size=8).hexdigest()
+
+
+def _draw(seed: int, zone: str, n: int, purpose: str) -> float:
+    """A uniform number in [0, 1) fixed by (seed, zone, trigger number, purpose)."""
+    return int(_hash(seed, zone, n, purpose), 16) / 2.0**64
+
+
+# ---------------------------------------------------------------- views
+
+
+def zone_status(config: SiteConfig, state: PolicyState, zone_id: str, now: float) -> dict[str, Any]:
+    """A JSON-ready summary of one zone for the HTTP API."""
+    zone = config.zones_by_id[zone_id]
+    zs = _zone(state, zone_id)
+    ep = zs.episode
+    return {
+        "zone": zone_id,
+        "active_schedule": zone.schedule.is_active(now, config.tz),
+        "live_sensors": sorted(s for s in zone.sensors if _live(config, zs.sensors.get(s), now)),
+        "sensors": list(zone.sensors),
+        "loud": zs.loud,
+        "cooldown_until": zs.cooldown_until if zs.cooldown_until > now else None,
+        "nudges_last_hour": sum(1 for t in zs.starts if now - t < 3600.0),
+        "episode": None if ep is None else _episode_json(ep),
+    }
+
+
+# ---------------------------------------------------------------- persistence
+
+
+def state_to_json(state: PolicyState) -> str:
+    """Serialise `state` (for storage.save_state)."""
+    zones: dict[str, Any] = {}
+    for zid, zs in state.zones.items():
+        ep = zs.episode
+        zones[zid] = {
+            "sensors": {
+                s: {
+                    "online": w.online,
+                    "last_seen": w.last_seen,
+                    "recent": [list(r) for r in w.recent],
+                }
+                for s, w in zs.sensors.items()
+            },
+            "episode": None if ep is None else _episode_json(ep),
+            "triggers": zs.triggers,
+            "starts": list(zs.starts),
+            "cooldown_until": zs.cooldown_until if math.isfinite(zs.cooldown_until) else None,
+            "loud": zs.loud,
+        }
+    return json.dumps(
+        {"version": STATE_VERSION, "seed": state.seed, "zones": zones}, sort_keys=True
+    )
+
+
+def _episode_json(ep: Episode) -> dict[str, Any]:
+    out = asdict(ep)
+    out["evidence"] = dict(ep.evidence)
+    return out
+
+
+def state_from_json(text: str, config: SiteConfig) -> PolicyState:
+    """Restore a state saved by `state_to_json`; zones no longer configured are dropped and new
+    zones start fresh.  Raise `StateError` if the text is not a saved state."""
+    try:
+        raw = json.loads(text)
+        if raw.get("version") != STATE_VERSION:
+            raise StateError(
+                f"saved policy state has version {raw.get('version')!r}, this gateway reads "
+                f"version {STATE_VERSION}; start with a fresh state"
+            )
+        zones: dict[str, ZoneState] = {}
+        for zone in config.zones:
+            z = raw["zones"].get(zone.id)
+            zones[zone.id] = ZoneState() if z is None else _zone_from(z)
+        return PolicyState(seed=int(raw["seed"]), zones=zones)
+    except StateError:
+        raise
+    except (ValueError, KeyError, TypeError, AttributeError, IndexError) as exc:
+        raise StateError(
+            f"saved policy state is damaged ({type(exc).__name__}: {exc}); start with a fresh state"
+        ) from exc
+
+
+def _zone_from(z: Mapping[str, Any]) -> ZoneState:
+    sensors = {
+        s: SensorWindow(
+            online=bool(w["online"]),
+            last_seen=None if w["last_seen"] is None else float(w["last_seen"]),
+            recent=tuple((float(r[0]), float(r[1]), float(r[2]), float(r[3])) for r in w["recent"]),
+        )
+        for s, w in z["sensors"].items()
+    }
+    e = z["episode"]
+    episode = None
+    if e is not None:
+        episode = Episode(
+            id=str(e["id"]),
+            control=bool(e["control"]),
+            kind=str(e["kind"]),
+            level=float(e["level"]),
+            started=float(e["started"]),
+            last_loud=float(e["last_loud"]),
+            ends_by=float(e["ends_by"]),
+            overrides=tuple(
+                SentOverride(
+                    str(o["group"]),
+                    str(o["cmd_id"]),
+                    float(o["level"]),
+                    float(o["expires_at"]),
+                    bool(o["acked"]),
+                )
+                for o in e["overrides"]
+            ),
+            commands=int(e["commands"]),
+            resends=int(e["resends"]),
+            evidence={str(k): float(v) for k, v in e["evidence"].items()},
+        )
+    cooldown = z["cooldown_until"]
+    return ZoneState(
+        sensors=sensors,
+        episode=episode,
+        triggers=int(z["triggers"]),
+        starts=tuple(float(t) for t in z["starts"]),
+        cooldown_until=-math.inf if cooldown is None else float(cooldown),
+        loud=bool(z["loud"]),
+    )

@@ -1,0 +1,671 @@
+"""What the gateway remembers, in one SQLite file: levels, decisions, commands, subscribers.
+
+- Levels: the 1 s records are folded into one row per sensor and minute
+  (energy sums for LAeq and LCeq, the max LAFmax, the count of records with
+  LAFmax >= the peak threshold).  `add_levels` takes a batch and writes it in
+  one transaction with `executemany`, so 10,000 sensors at 1 Hz cost one upsert
+  per sensor per batch.  Sensors' own minute summaries are kept as they arrive.
+- Decisions of the policy, with their evidence; episodes (nudges and
+  controls) for the evaluation report; light commands sent and acknowledged;
+  notifications; Web Push subscriptions; the policy state for restarts;
+  counters of rejected input.
+
+The file is in WAL mode (readers such as `hushlight report` do not block the
+gateway) with ``synchronous=NORMAL``: a power cut may lose the last
+transaction, never corrupt the file.  The schema version lives in
+``PRAGMA user_version``; a file from a newer version is refused.
+
+Threads: one `Storage` may be called from any thread (the service uses a
+worker thread so the event loop never waits on the disk); an internal lock
+serialises the calls, so two calls never interleave on the connection.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sqlite3
+import threading
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from gateway.config import SiteConfig
+from gateway.errors import StateError, StorageError
+from gateway.policy import (
+    Control,
+    Decision,
+    EpisodeEnded,
+    Nudge,
+    Override,
+    PolicyState,
+    Release,
+    state_from_json,
+    state_to_json,
+)
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "EpisodeRow",
+    "LevelRecord",
+    "MinuteRow",
+    "Storage",
+    "Subscription",
+    "SummaryRecord",
+]
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS levels_minute (
+    sensor TEXT NOT NULL,
+    minute INTEGER NOT NULL,        -- UTC epoch s of the minute's start
+    n INTEGER NOT NULL,             -- records folded in
+    dur REAL NOT NULL,              -- seconds covered
+    energy_a REAL NOT NULL,         -- sum of duration * 10^(LAeq/10)
+    energy_c REAL NOT NULL,         -- sum of duration * 10^(LCeq/10)
+    lafmax REAL NOT NULL,
+    peaks INTEGER NOT NULL,         -- records with LAFmax >= peak threshold
+    calibrating INTEGER NOT NULL,   -- records flagged calibrating (a test tone, not street noise)
+    PRIMARY KEY (sensor, minute)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS levels_minute_by_time ON levels_minute (minute);
+CREATE TABLE IF NOT EXISTS summaries (
+    sensor TEXT NOT NULL, seq INTEGER NOT NULL, t0 REAL NOT NULL, t1 REAL NOT NULL,
+    laeq REAL, lafmax REAL, lamin REAL, l10 REAL, l50 REAL, l90 REAL, lceq REAL, peaks INTEGER,
+    PRIMARY KEY (sensor, t0)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS decisions (
+    id INTEGER PRIMARY KEY,
+    at REAL NOT NULL,
+    zone TEXT NOT NULL,
+    type TEXT NOT NULL,
+    episode TEXT,
+    data TEXT NOT NULL              -- the decision as JSON, evidence included
+);
+CREATE INDEX IF NOT EXISTS decisions_by_time ON decisions (at);
+CREATE TABLE IF NOT EXISTS episodes (
+    id TEXT PRIMARY KEY,            -- nudge_id or control_id
+    zone TEXT NOT NULL,
+    at REAL NOT NULL,
+    control INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    laeq REAL NOT NULL,
+    sensors TEXT NOT NULL,          -- JSON list: the zone's sensors when it fired
+    evidence TEXT NOT NULL,
+    ended_at REAL,
+    end_reason TEXT
+);
+CREATE INDEX IF NOT EXISTS episodes_by_time ON episodes (at);
+CREATE TABLE IF NOT EXISTS commands (
+    cmd_id TEXT PRIMARY KEY,
+    zone TEXT NOT NULL,
+    grp TEXT NOT NULL,
+    level REAL,                     -- NULL = release (back to programme)
+    ramp_s REAL,
+    expires_at REAL,
+    reason TEXT NOT NULL,
+    episode TEXT NOT NULL,
+    evidence TEXT NOT NULL,
+    sent_at REAL NOT NULL,
+    acked_at REAL
+);
+CREATE INDEX IF NOT EXISTS commands_by_group ON commands (grp, sent_at);
+CREATE TABLE IF NOT EXISTS notifications (
+    id INTEGER PRIMARY KEY,
+    nudge_id TEXT NOT NULL,
+    channel TEXT NOT NULL,          -- "mqtt", "webpush", ...
+    target TEXT NOT NULL,           -- topic or subscription endpoint
+    at REAL NOT NULL,
+    ok INTEGER NOT NULL,
+    detail TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS notifications_by_nudge ON notifications (nudge_id);
+CREATE TABLE IF NOT EXISTS subscriptions (
+    endpoint TEXT PRIMARY KEY,
+    keys TEXT NOT NULL,             -- JSON {"p256dh": ..., "auth": ...}
+    created REAL NOT NULL,
+    last_push_at REAL
+);
+CREATE TABLE IF NOT EXISTS subscription_zones (
+    endpoint TEXT NOT NULL REFERENCES subscriptions (endpoint) ON DELETE CASCADE,
+    zone TEXT NOT NULL,
+    PRIMARY KEY (zone, endpoint)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS policy_state (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    saved_at REAL NOT NULL,
+    json TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS rejects (
+    sensor TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    count INTEGER NOT NULL,
+    PRIMARY KEY (sensor, reason)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+
+
+class LevelRecord(Protocol):
+    """What `add_levels` reads from each record (a `policy.LevelEvent` fits)."""
+
+    @property
+    def sensor(self) -> str: ...
+    @property
+    def t0(self) -> float: ...
+    @property
+    def t1(self) -> float: ...
+    @property
+    def laeq(self) -> float: ...
+    @property
+    def lafmax(self) -> float: ...
+    @property
+    def lceq(self) -> float: ...
+    @property
+    def flags(self) -> Sequence[str]: ...
+
+
+@dataclass(frozen=True)
+class SummaryRecord:
+    """A sensor's own one-minute summary (``.../summary`` topic); times in UTC epoch s."""
+
+    sensor: str
+    seq: int
+    t0: float
+    t1: float
+    laeq: float
+    lafmax: float
+    lamin: float
+    l10: float
+    l50: float
+    l90: float
+    lceq: float
+    peaks: int
+
+
+@dataclass(frozen=True)
+class MinuteRow:
+    """One sensor's levels over one minute, folded from its 1 s records."""
+
+    sensor: str
+    minute: int
+    n: int
+    dur: float
+    laeq: float
+    lceq: float
+    lafmax: float
+    peaks: int
+    calibrating: int
+
+
+@dataclass(frozen=True)
+class EpisodeRow:
+    """A stored nudge or control."""
+
+    id: str
+    zone: str
+    at: float
+    control: bool
+    kind: str
+    laeq: float
+    sensors: tuple[str, ...]
+    ended_at: float | None
+    end_reason: str | None
+
+
+@dataclass(frozen=True)
+class Subscription:
+    """A resident's Web Push subscription."""
+
+    endpoint: str
+    keys: Mapping[str, str]
+    zones: tuple[str, ...]
+    created: float
+    last_push_at: float | None
+
+
+class Storage:
+    """The gateway's SQLite database; see the module docstring for what lives where."""
+
+    def __init__(self, path: str | Path, peak_threshold_db: float = 70.0) -> None:
+        self.path = Path(path)
+        self.peak_threshold_db = peak_threshold_db
+        self._lock = threading.Lock()
+        try:
+            self._db = sqlite3.connect(
+                str(self.path), check_same_thread=False, isolation_level=None, timeout=10.0
+            )
+        except sqlite3.Error as exc:
+            raise StorageError(
+                f"{self.path}: cannot open the database ({exc}); check the directory exists and "
+                "is writable, or set storage.path"
+            ) from exc
+        try:
+            self._setup()
+        except sqlite3.DatabaseError as exc:
+            self._db.close()
+            raise StorageError(
+                f"{self.path}: not a usable SQLite database ({exc}); point storage.path at a new "
+                "file or at a hushlight database"
+            ) from exc
+        except StorageError:
+            self._db.close()
+            raise
+
+    def _setup(self) -> None:
+        db = self._db
+        version = int(db.execute("PRAGMA user_version").fetchone()[0])
+        if version > SCHEMA_VERSION:
+            raise StorageError(
+                f"{self.path}: written by a newer hushlight (schema {version}, this one reads up "
+                f"to {SCHEMA_VERSION}); upgrade hushlight or use another file"
+            )
+        if version == 0:
+            tables = db.execute("SELECT count(*) FROM sqlite_master WHERE type='table'").fetchone()
+            if tables[0]:
+                raise StorageError(
+                    f"{self.path}: holds other tables and no hushlight schema; "
+                    "use a new file for storage.path"
+                )
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+        db.execute("PRAGMA foreign_keys=ON")
+        with self._tx():
+            for statement in _SCHEMA.split(";"):
+                if statement.strip():
+                    db.execute(statement)
+            db.execute(
+                "INSERT OR IGNORE INTO meta (key, value) VALUES ('peak_threshold_db', ?)",
+                (str(self.peak_threshold_db),),
+            )
+            db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def _read(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        with self._lock:
+            return self._db.execute(sql, params).fetchall()
+
+    def close(self) -> None:
+        """Close the database; the object cannot be used afterwards."""
+        with self._lock:
+            self._db.close()
+
+    def __enter__(self) -> Storage:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------ levels
+
+    def add_levels(self, records: Iterable[LevelRecord]) -> int:
+        """Fold a batch of interval records into the minute rows; return how many were folded.
+
+        Records with non-finite levels are skipped (ingest should have refused them).
+        """
+        acc: dict[tuple[str, int], list[float]] = {}
+        threshold = self.peak_threshold_db
+        count = 0
+        for r in records:
+            if not (math.isfinite(r.laeq) and math.isfinite(r.lafmax) and math.isfinite(r.lceq)):
+                continue
+            d = r.t1 - r.t0 if r.t1 > r.t0 else 1.0
+            key = (r.sensor, int(r.t0 // 60) * 60)
+            row = acc.get(key)
+            if row is None:
+                row = acc[key] = [0, 0.0, 0.0, 0.0, -math.inf, 0, 0]
+            row[0] += 1
+            row[1] += d
+            row[2] += d * 10.0 ** (r.laeq / 10.0)
+            row[3] += d * 10.0 ** (r.lceq / 10.0)
+            row[4] = max(row[4], r.lafmax)
+            row[5] += r.lafmax >= threshold
+            row[6] += "calibrating" in r.flags
+            count += 1
+        if not acc:
+            return 0
+        rows = [
+            (s, m, int(v[0]), v[1], v[2], v[3], v[4], int(v[5]), int(v[6]))
+            for (s, m), v in acc.items()
+        ]
+        with self._tx() as db:
+            db.executemany(
+                """INSERT INTO levels_minute
+                       (sensor, minute, n, dur, energy_a, energy_c, lafmax, peaks, calibrating)
+                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
+                   ON CONFLICT (sensor, minute) DO UPDATE SET
+                       n = n + excluded.n, dur = dur + excluded.dur,
+                       energy_a = energy_a + excluded.energy_a,
+                       energy_c = energy_c + excluded.energy_c,
+                       lafmax = max(lafmax, excluded.lafmax),
+                       peaks = peaks + excluded.peaks,
+                       calibrating = calibrating + excluded.calibrating""",
+                rows,
+            )
+        return count
+
+    def add_summaries(self, records: Iterable[SummaryRecord]) -> None:
+        """Store sensors' minute summaries as they arrive (a repeat of the same minute replaces)."""
+        rows = [
+            (
+                r.sensor,
+                r.seq,
+                r.t0,
+                r.t1,
+                r.laeq,
+                r.lafmax,
+                r.lamin,
+                r.l10,
+                r.l50,
+                r.l90,
+                r.lceq,
+                r.peaks,
+            )
+            for r in records
+        ]
+        if rows:
+            with self._tx() as db:
+                db.executemany(
+                    "INSERT OR REPLACE INTO summaries VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    rows,
+                )
+
+    def minute_levels(
+        self, sensors: Sequence[str], start: float, end: float, *, include_calibrating: bool = False
+    ) -> list[MinuteRow]:
+        """Minute rows of `sensors` whose minute starts in [start, end), oldest first."""
+        if not sensors:
+            return []
+        marks = ",".join("?" * len(sensors))
+        rows = self._read(
+            f"""SELECT sensor, minute, n, dur, energy_a, energy_c, lafmax, peaks, calibrating
+                FROM levels_minute WHERE sensor IN ({marks}) AND minute >= ? AND minute < ?
+                ORDER BY minute, sensor""",
+            [*sensors, start, end],
+        )
+        out = []
+        for s, m, n, dur, ea, ec, fmax, peaks, cal in rows:
+            if cal and not include_calibrating:
+                continue
+            out.append(
+                MinuteRow(
+                    s,
+                    m,
+                    n,
+                    dur,
+                    10 * math.log10(ea / dur),
+                    10 * math.log10(ec / dur),
+                    fmax,
+                    peaks,
+                    cal,
+                )
+            )
+        return out
+
+    # ------------------------------------------------------------ decisions
+
+    def record_decision(self, decision: Decision, at: float) -> None:
+        """Log a policy decision with its evidence; nudges and controls also become episodes."""
+        data = json.dumps(asdict(decision), sort_keys=True, default=_json_default)
+        zone = decision.zone
+        episode = _episode_of(decision)
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO decisions (at, zone, type, episode, data) VALUES (?, ?, ?, ?, ?)",
+                (at, zone, type(decision).__name__, episode, data),
+            )
+            if isinstance(decision, Nudge | Control):
+                db.execute(
+                    """INSERT OR IGNORE INTO episodes
+                           (id, zone, at, control, kind, laeq, sensors, evidence)
+                       VALUES (?, ?, ?, ?, ?, ?, ?, ?)""",
+                    (
+                        episode,
+                        zone,
+                        decision.at,
+                        isinstance(decision, Control),
+                        decision.kind,
+                        decision.laeq,
+                        json.dumps(list(decision.sensors)),
+                        json.dumps(dict(decision.evidence), sort_keys=True),
+                    ),
+                )
+            elif isinstance(decision, EpisodeEnded):
+                db.execute(
+                    "UPDATE episodes SET ended_at = ?, end_reason = ? WHERE id = ?",
+                    (decision.at, decision.reason, decision.episode),
+                )
+
+    def recent_decisions(self, limit: int = 50) -> list[dict[str, Any]]:
+        """The latest decisions, newest first, as JSON-ready dicts with a "type" key."""
+        rows = self._read(
+            "SELECT type, data FROM decisions ORDER BY id DESC LIMIT ?", (max(0, limit),)
+        )
+        return [{"type": t, **json.loads(d)} for t, d in rows]
+
+    def has_nudge(self, nudge_id: str) -> bool:
+        """Whether this nudge (or control) id is already recorded: a restart must not repeat it."""
+        return bool(self._read("SELECT 1 FROM episodes WHERE id = ?", (nudge_id,)))
+
+    def episodes(self, since: float | None = None, zone: str | None = None) -> list[EpisodeRow]:
+        """Stored nudges and controls, oldest first, optionally from `since` and for one zone."""
+        sql = (
+            "SELECT id, zone, at, control, kind, laeq, sensors, ended_at, end_reason FROM episodes"
+        )
+        where: list[str] = []
+        params: list[Any] = []
+        if since is not None:
+            where.append("at >= ?")
+            params.append(since)
+        if zone is not None:
+            where.append("zone = ?")
+            params.append(zone)
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        rows = self._read(sql + " ORDER BY at, id", params)
+        return [
+            EpisodeRow(i, z, at, bool(c), k, laeq, tuple(json.loads(s)), e, r)
+            for i, z, at, c, k, laeq, s, e, r in rows
+        ]
+
+    # ------------------------------------------------------------ light commands
+
+    def record_override_sent(
+        self, command: Override | Release, sent_at: float | None = None
+    ) -> None:
+        """Record a light command as sent (a `Release` is stored with level NULL)."""
+        level = command.level if isinstance(command, Override) else None
+        ramp = command.ramp_s if isinstance(command, Override) else None
+        expires = command.expires_at if isinstance(command, Override) else None
+        evidence = dict(command.evidence) if isinstance(command, Override) else {}
+        with self._tx() as db:
+            db.execute(
+                """INSERT OR REPLACE INTO commands
+                       (cmd_id, zone, grp, level, ramp_s, expires_at, reason, episode, evidence,
+                        sent_at, acked_at)
+                   VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL)""",
+                (
+                    command.cmd_id,
+                    command.zone,
+                    command.group,
+                    level,
+                    ramp,
+                    expires,
+                    command.reason,
+                    command.episode,
+                    json.dumps(evidence, sort_keys=True),
+                    command.at if sent_at is None else sent_at,
+                ),
+            )
+
+    def record_override_acked(self, cmd_id: str, at: float) -> bool:
+        """Mark a command acknowledged by the lights (first ack wins); False if unknown."""
+        with self._tx() as db:
+            cur = db.execute(
+                "UPDATE commands SET acked_at = coalesce(acked_at, ?) WHERE cmd_id = ?",
+                (at, cmd_id),
+            )
+            return cur.rowcount > 0
+
+    def active_overrides(self, now: float) -> list[Override]:
+        """Overrides still in force at `now`: per light group, the latest command if it is an
+        override whose expiry is ahead.  After a restart these are the ones to release."""
+        rows = self._read(
+            """SELECT c.cmd_id, c.zone, c.grp, c.level, c.ramp_s, c.expires_at, c.reason,
+                      c.episode, c.evidence, c.sent_at
+               FROM commands c
+               WHERE c.sent_at = (SELECT max(sent_at) FROM commands d WHERE d.grp = c.grp)
+                 AND c.level IS NOT NULL AND c.expires_at > ?
+               ORDER BY c.grp""",
+            (now,),
+        )
+        return [
+            Override(zone, grp, cmd, level, ramp, exp, reason, json.loads(ev), sent, episode)
+            for cmd, zone, grp, level, ramp, exp, reason, episode, ev, sent in rows
+        ]
+
+    # ------------------------------------------------------------ notifications
+
+    def record_notification(
+        self, nudge_id: str, channel: str, target: str, at: float, ok: bool = True, detail: str = ""
+    ) -> None:
+        """Record one delivery attempt of a nudge (`channel` e.g. "mqtt" or "webpush")."""
+        with self._tx() as db:
+            db.execute(
+                """INSERT INTO notifications (nudge_id, channel, target, at, ok, detail)
+                   VALUES (?, ?, ?, ?, ?, ?)""",
+                (nudge_id, channel, target, at, ok, detail),
+            )
+
+    def has_notification(self, nudge_id: str, channel: str, target: str | None = None) -> bool:
+        """Whether the nudge was already delivered successfully on `channel` (to `target`)."""
+        sql = "SELECT 1 FROM notifications WHERE nudge_id = ? AND channel = ? AND ok"
+        params: list[Any] = [nudge_id, channel]
+        if target is not None:
+            sql += " AND target = ?"
+            params.append(target)
+        return bool(self._read(sql + " LIMIT 1", params))
+
+    # ------------------------------------------------------------ subscriptions
+
+    def add_subscription(
+        self, endpoint: str, keys: Mapping[str, str], zones: Sequence[str], created: float
+    ) -> None:
+        """Add or replace a Web Push subscription for `zones`."""
+        with self._tx() as db:
+            db.execute("DELETE FROM subscriptions WHERE endpoint = ?", (endpoint,))
+            db.execute(
+                "INSERT INTO subscriptions (endpoint, keys, created) VALUES (?, ?, ?)",
+                (endpoint, json.dumps(dict(keys), sort_keys=True), created),
+            )
+            db.executemany(
+                "INSERT OR IGNORE INTO subscription_zones (endpoint, zone) VALUES (?, ?)",
+                [(endpoint, z) for z in zones],
+            )
+
+    def remove_subscription(self, endpoint: str) -> bool:
+        """Remove a subscription; False if there was none."""
+        with self._tx() as db:
+            return (
+                db.execute("DELETE FROM subscriptions WHERE endpoint = ?", (endpoint,)).rowcount > 0
+            )
+
+    def subscriptions_for_zone(self, zone: str) -> list[Subscription]:
+        """Subscriptions that asked for `zone`."""
+        rows = self._read(
+            """SELECT s.endpoint FROM subscription_zones z JOIN subscriptions s USING (endpoint)
+               WHERE z.zone = ? ORDER BY s.created, s.endpoint""",
+            (zone,),
+        )
+        return [sub for (endpoint,) in rows if (sub := self.subscription(endpoint)) is not None]
+
+    def subscription(self, endpoint: str) -> Subscription | None:
+        """One subscription by endpoint, or None."""
+        rows = self._read(
+            "SELECT keys, created, last_push_at FROM subscriptions WHERE endpoint = ?", (endpoint,)
+        )
+        if not rows:
+            return None
+        keys, created, last = rows[0]
+        zones = self._read(
+            "SELECT zone FROM subscription_zones WHERE endpoint = ? ORDER BY zone", (endpoint,)
+        )
+        return Subscription(endpoint, json.loads(keys), tuple(z for (z,) in zones), created, last)
+
+    def mark_pushed(self, endpoint: str, at: float) -> None:
+        """Remember when a subscriber was last pushed to (for the per-subscriber rate limit)."""
+        with self._tx() as db:
+            db.execute(
+                "UPDATE subscriptions SET last_push_at = ? WHERE endpoint = ?", (at, endpoint)
+            )
+
+    # ------------------------------------------------------------ policy state
+
+    def save_state(self, state: PolicyState, at: float) -> None:
+        """Save the policy state (one row, replaced each time)."""
+        text = state_to_json(state)
+        with self._tx() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO policy_state (id, saved_at, json) VALUES (1, ?, ?)",
+                (at, text),
+            )
+
+    def load_state(self, config: SiteConfig) -> PolicyState | None:
+        """The saved policy state adapted to `config`, or None if none was saved.
+
+        Raises `StateError` if the saved state is damaged; the caller may start fresh.
+        """
+        rows = self._read("SELECT json FROM policy_state WHERE id = 1")
+        if not rows:
+            return None
+        try:
+            return state_from_json(rows[0][0], config)
+        except StateError as exc:
+            raise StateError(f"{self.path}: {exc}") from exc
+
+    # ------------------------------------------------------------ rejects
+
+    def add_rejects(self, counts: Mapping[tuple[str, str], int]) -> None:
+        """Add to the counters of rejected input, keyed by (sensor or "?", reason)."""
+        if counts:
+            with self._tx() as db:
+                db.executemany(
+                    """INSERT INTO rejects (sensor, reason, count) VALUES (?, ?, ?)
+                       ON CONFLICT (sensor, reason) DO UPDATE SET count = count + excluded.count""",
+                    [(s, r, n) for (s, r), n in counts.items()],
+                )
+
+    def rejects(self) -> dict[tuple[str, str], int]:
+        """All reject counters."""
+        return {(s, r): n for s, r, n in self._read("SELECT sensor, reason, count FROM rejects")}
+
+
+def _episode_of(decision: Decision) -> str | None:
+    if isinstance(decision, Nudge):
+        return decision.nudge_id
+    if isinstance(decision, Control):
+        return decision.control_id
+    if isinstance(decision, Override | Release | EpisodeEnded):
+        return decision.episode
+    return None
+
+
+def _json_default(value: object) -> Any:
+    if isinstance(value, Mapping):
+        return dict(value)
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    raise TypeError(f"cannot store {type(value).__name__} as JSON")
