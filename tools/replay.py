@@ -1,0 +1,245 @@
+"""`hushlight replay`: what a sensor would have reported for a WAV recording.
+
+The recording is read block by block (an hour-long file never sits in memory)
+and measured by one of two engines:
+
+- ``firmware`` (default): the firmware's own meter, running in the real
+  MicroPython interpreter (`firmware/hushlight/replay_main.py`); the first
+  channel goes to it as the I2S int32 words an INMP441 would have delivered,
+  raw little-endian on its stdin, and its JSON lines come back on stdout;
+- ``reference``: the float64 reference meter of `dsp.reference`.
+
+Either way stdout gets one JSON object per interval: ``t0``, ``t1`` (s from
+the start of the file), ``laeq``, ``lafmax``, ``lceq`` (dB, 0.01 dB).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import math
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import IO, Any, Final
+
+from dsp import reference
+from dsp.errors import WavFormatError
+from dsp.wavfile import WavReader
+from tools import upy
+from tools.errors import ToolError, UsageError
+
+HELP = "print the levels a sensor would report for a WAV recording, one JSON line per interval"
+
+ENGINES: Final = ("firmware", "reference")
+REPLAY_SCRIPT: Final = upy.FIRMWARE_DIR / "hushlight" / "replay_main.py"
+# Bounds that catch a typo (a sign, a missing digit) without ruling out any
+# real MEMS microphone or calibration.
+SENSITIVITY_RANGE: Final = (-80.0, 0.0)
+OFFSET_LIMIT_DB: Final = 30.0
+# Files shorter than this finish before a progress line would help.
+PROGRESS_AFTER_S: Final = 60.0
+# frames handed to the meter at a time: 1 s at 48 kHz
+CHUNK_FRAMES: Final = 48000
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("wav", metavar="FILE.wav", type=Path, help="the recording to replay")
+    parser.add_argument(
+        "--engine",
+        choices=ENGINES,
+        default="firmware",
+        help="firmware: the sensor's meter in MicroPython (default); reference: float64 meter",
+    )
+    parser.add_argument(
+        "--interval",
+        type=float,
+        default=1.0,
+        metavar="SECONDS",
+        help="length of each reported interval, a multiple of 0.125 s (default 1)",
+    )
+    parser.add_argument(
+        "--sensitivity-dbfs",
+        type=float,
+        default=-26.0,
+        metavar="DBFS",
+        help="microphone output in dBFS at 94 dB SPL, 1 kHz (default -26, the INMP441)",
+    )
+    parser.add_argument(
+        "--calibration-offset-db",
+        type=float,
+        default=0.0,
+        metavar="DB",
+        help="calibration offset added to every level (default 0)",
+    )
+
+
+def check_options(interval_s: float, sensitivity_dbfs: float, calibration_offset_db: float) -> None:
+    """Raise UsageError for an interval, sensitivity or offset the meter cannot use."""
+    try:
+        reference.blocks_per_interval(interval_s)
+    except ValueError:
+        raise UsageError(
+            f"--interval {interval_s:g} s is not a positive multiple of 0.125 s "
+            "(the meter's block); give e.g. 0.125, 0.5, 1 or 60"
+        ) from None
+    low, high = SENSITIVITY_RANGE
+    if not (math.isfinite(sensitivity_dbfs) and low <= sensitivity_dbfs <= high):
+        raise UsageError(
+            f"--sensitivity-dbfs {sensitivity_dbfs:g} is outside {low:g}..{high:g} dBFS; "
+            "give the microphone's output at 94 dB SPL (the INMP441's is -26)"
+        )
+    if not (math.isfinite(calibration_offset_db) and abs(calibration_offset_db) <= OFFSET_LIMIT_DB):
+        raise UsageError(
+            f"--calibration-offset-db {calibration_offset_db:g} is outside "
+            f"-{OFFSET_LIMIT_DB:g}..{OFFSET_LIMIT_DB:g} dB; give the offset the calibration found"
+        )
+
+
+def open_wav(path: Path) -> WavReader:
+    try:
+        return WavReader(path)
+    except WavFormatError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def replay(
+    wav: WavReader,
+    engine: str = "firmware",
+    interval_s: float = 1.0,
+    sensitivity_dbfs: float = -26.0,
+    calibration_offset_db: float = 0.0,
+) -> Iterator[dict[str, Any]]:
+    """The intervals of a recording, as the chosen engine reports them, as they come."""
+    check_options(interval_s, sensitivity_dbfs, calibration_offset_db)
+    if engine == "reference":
+        return _reference(wav, interval_s, sensitivity_dbfs, calibration_offset_db)
+    if engine == "firmware":
+        return _firmware(wav, interval_s, sensitivity_dbfs, calibration_offset_db)
+    raise UsageError(f"engine {engine!r} is unknown; give one of {', '.join(ENGINES)}")
+
+
+def _reference(
+    wav: WavReader, interval_s: float, sensitivity_dbfs: float, calibration_offset_db: float
+) -> Iterator[dict[str, Any]]:
+    meter = reference.ReferenceMeter(wav.rate)
+
+    def blocks() -> Iterator[reference.Block]:
+        for x in wav.samples(CHUNK_FRAMES):
+            yield from meter.process(x)
+
+    for iv in reference.intervals(
+        blocks(),
+        wav.rate,
+        interval_s,
+        sensitivity_dbfs=sensitivity_dbfs,
+        calibration_offset_db=calibration_offset_db,
+    ):
+        yield iv.as_dict()
+
+
+def _firmware(
+    wav: WavReader, interval_s: float, sensitivity_dbfs: float, calibration_offset_db: float
+) -> Iterator[dict[str, Any]]:
+    proc = upy.spawn(
+        REPLAY_SCRIPT,
+        "--rate",
+        str(wav.rate),
+        "--interval",
+        f"{interval_s:g}",
+        "--sensitivity-dbfs",
+        f"{sensitivity_dbfs:g}",
+        "--calibration-offset-db",
+        f"{calibration_offset_db:g}",
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
+    feed_errors: list[Exception] = []
+    stderr_text: list[bytes] = []
+    # The words go in on one thread while the levels come out on this one:
+    # with both on one thread a full stdout pipe would stall the meter.
+    feeder = threading.Thread(
+        target=_feed, args=(wav, proc.stdin, feed_errors), name="replay-feed", daemon=True
+    )
+    drainer = threading.Thread(
+        target=lambda: stderr_text.append(proc.stderr.read()),  # type: ignore[union-attr]
+        name="replay-stderr",
+        daemon=True,
+    )
+    feeder.start()
+    drainer.start()
+    try:
+        for raw in proc.stdout:
+            line = raw.strip()
+            if not line:
+                continue
+            try:
+                record = json.loads(line)
+            except ValueError:
+                record = None
+            if not isinstance(record, dict):
+                # anything else the interpreter prints is a diagnostic, not a level
+                print(line.decode(errors="replace"), file=sys.stderr)
+                continue
+            yield record
+        status = proc.wait()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        feeder.join()
+        drainer.join()
+        proc.stdout.close()
+        proc.stderr.close()
+    if feed_errors and isinstance(feed_errors[0], WavFormatError):
+        raise UsageError(str(feed_errors[0]))
+    if status != 0 or feed_errors:
+        detail = b"".join(stderr_text).decode(errors="replace").strip().splitlines()
+        last = detail[-1] if detail else (str(feed_errors[0]) if feed_errors else "no message")
+        raise ToolError(f"the firmware meter stopped with exit status {status}: {last}")
+
+
+def _feed(wav: WavReader, sink: IO[bytes], errors: list[Exception]) -> None:
+    try:
+        for words in wav.i2s_words(CHUNK_FRAMES):
+            sink.write(words.astype("<i4").tobytes())
+    except BrokenPipeError:
+        pass  # the meter stopped early; its exit status and stderr tell why
+    except Exception as exc:  # handed to the reading thread, which reports it
+        errors.append(exc)
+    finally:
+        with contextlib.suppress(BrokenPipeError):
+            sink.close()
+
+
+def run(args: argparse.Namespace) -> int:
+    check_options(args.interval, args.sensitivity_dbfs, args.calibration_offset_db)
+    wav = open_wav(args.wav)
+    progress = sys.stderr.isatty() and wav.seconds >= PROGRESS_AFTER_S
+    try:
+        for record in replay(
+            wav, args.engine, args.interval, args.sensitivity_dbfs, args.calibration_offset_db
+        ):
+            print(json.dumps(record), flush=True)
+            if progress:
+                done = float(record.get("t1", 0.0))
+                print(
+                    f"\r{wav.path.name}: {done:.0f} of {wav.seconds:.0f} s",
+                    end="",
+                    file=sys.stderr,
+                    flush=True,
+                )
+    except ToolError as exc:
+        if isinstance(exc, UsageError):
+            raise
+        print(f"hushlight replay: error: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        if progress:
+            print(file=sys.stderr)
+    return 0
