@@ -1,0 +1,160 @@
+"""`hushlight provision`: config file, Mosquitto password hash and ACL, checked by a real broker."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import aiomqtt
+import pytest
+
+from tools import provision
+from tools.broker import Mosquitto
+from tools.errors import UsageError
+
+SITE = "leuven"
+
+
+def _provision(tmp_path: Path, sensor: str, *extra: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tools.cli",
+            "provision",
+            "--out",
+            str(tmp_path / f"{sensor}.json"),
+            "--id",
+            sensor,
+            "--site",
+            SITE,
+            "--wifi-ssid",
+            "street",
+            "--wifi-password",
+            "pw",
+            "--broker",
+            "mqtt://127.0.0.1:1884",
+            "--passwd-file",
+            str(tmp_path / "mosquitto.passwd"),
+            "--acl-file",
+            str(tmp_path / "mosquitto.acl"),
+            *extra,
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
+def test_hash_matches_pbkdf2_definition() -> None:
+    salt = bytes(range(12))
+    hashed = provision.hash_password("secret", salt=salt)
+    scheme, iterations, salt64, key64 = hashed.split("$")[1:]
+    assert (scheme, iterations) == ("7", "101")
+    assert base64.b64decode(salt64) == salt
+    # PBKDF2-HMAC-SHA512 (RFC 8018) over the decoded salt, as Mosquitto checks it.
+    assert base64.b64decode(key64) == hashlib.pbkdf2_hmac("sha512", b"secret", salt, 101, 64)
+    assert provision.check_password("secret", hashed)
+    assert not provision.check_password("Secret", hashed)
+
+
+def test_reprovision_replaces_lines(tmp_path: Path) -> None:
+    passwd = tmp_path / "p"
+    acl = tmp_path / "a"
+    acl.write_text("user gateway\ntopic readwrite hushlight/#\n")
+    for sensor in ("ns-01", "ns-02", "ns-01"):
+        provision.upsert_password(passwd, sensor, provision.hash_password(sensor))
+        provision.upsert_acl(acl, SITE, sensor)
+    users = [line.split(":")[0] for line in passwd.read_text().splitlines()]
+    assert sorted(users) == ["ns-01", "ns-02"]
+    text = acl.read_text()
+    assert text.count("user ns-01") == 1
+    assert text.count("user ns-02") == 1
+    assert text.startswith("user gateway\ntopic readwrite hushlight/#\n")
+    assert oct(passwd.stat().st_mode & 0o777) == "0o600"
+
+
+def test_bad_values_are_usage_errors(tmp_path: Path) -> None:
+    proc = _provision(tmp_path, "NS_01")
+    assert proc.returncode == 2
+    assert "'NS_01'" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
+    with pytest.raises(UsageError, match="ftp://x"):
+        provision.parse_broker("ftp://x")
+    assert provision.parse_broker("mqtts://broker.city") == ("mqtts", "broker.city", 8883)
+
+
+def _sensor_password(tmp_path: Path, sensor: str) -> str:
+    config = json.loads((tmp_path / f"{sensor}.json").read_text())
+    assert config["id"] == sensor and config["site"] == SITE
+    password = config["mqtt_password"]
+    assert isinstance(password, str)
+    return password
+
+
+async def _expect(client: aiomqtt.Client, count: int) -> list[str]:
+    seen: list[str] = []
+    async with asyncio.timeout(10):
+        async for message in client.messages:
+            seen.append(str(message.topic))
+            if len(seen) == count:
+                return seen
+    return seen
+
+
+def _client(broker: Mosquitto, user: str, password: str) -> aiomqtt.Client:
+    return aiomqtt.Client(
+        "127.0.0.1", broker.port, username=user, password=password, identifier=user
+    )
+
+
+async def test_real_mosquitto_enforces_the_acl(tmp_path: Path) -> None:
+    for sensor in ("ns-01", "ns-02"):
+        proc = _provision(tmp_path, sensor)
+        assert proc.returncode == 0, proc.stderr
+    passwd = tmp_path / "mosquitto.passwd"
+    acl = tmp_path / "mosquitto.acl"
+    # An observer that sees everything and may write configs, as the gateway would.
+    provision.upsert_password(passwd, "observer", provision.hash_password("watch"))
+    acl.write_text(
+        "user observer\ntopic read hushlight/#\ntopic write hushlight/v1/+/sensors/+/config\n\n"
+        + acl.read_text()
+    )
+    ns01 = _sensor_password(tmp_path, "ns-01")
+    root = f"hushlight/v1/{SITE}/sensors"
+    # Run as root, Mosquitto would switch to its own user, which cannot read pytest's
+    # private tmp folder; `user root` keeps it as it is (ignored when not root).
+    with Mosquitto(password_file=passwd, acl_file=acl, extra=("user root",)) as broker:
+        with pytest.raises(aiomqtt.MqttError):
+            async with _client(broker, "ns-01", "wrong"):
+                pass
+        async with (
+            _client(broker, "observer", "watch") as observer,
+            _client(broker, "ns-01", ns01) as device,
+        ):
+            await observer.subscribe("hushlight/#", qos=1)
+            await device.subscribe(f"{root}/ns-01/config", qos=1)
+            # Mosquitto 2.0 grants this subscription but delivers nothing through it.
+            await device.subscribe(f"{root}/ns-02/config", qos=1)
+            # Denied first, allowed second, same client and QoS: the broker keeps their order,
+            # so if the first is not seen before the second it was dropped.
+            await device.publish(f"{root}/ns-02/levels", b"{}", qos=1)
+            await device.publish(f"{root}/ns-01/levels", b"{}", qos=1)
+            assert await _expect(observer, 1) == [f"{root}/ns-01/levels"]
+            await observer.publish(f"{root}/ns-02/config", b'{"rev":1}', qos=1)
+            await observer.publish(f"{root}/ns-01/config", b'{"rev":1}', qos=1)
+            assert await _expect(device, 1) == [f"{root}/ns-01/config"]
+            # The sensor cannot write its own config (only the gateway or tools may).
+            await device.publish(f"{root}/ns-01/config", b'{"rev":2}', qos=1)
+            await device.publish(f"{root}/ns-01/status", b"{}", qos=1)
+            # The observer also hears its own two config publishes; the sensor's is not there.
+            assert await _expect(observer, 3) == [
+                f"{root}/ns-02/config",
+                f"{root}/ns-01/config",
+                f"{root}/ns-01/status",
+            ]

@@ -1,0 +1,293 @@
+"""`hushlight provision`: give a sensor its identity, its network and its broker account.
+
+One run does three things for one sensor:
+
+1. writes the firmware's `config.json` (the keys of `firmware/config.example.json`)
+   to the board with mpremote, or to a file with `--out`;
+2. makes a fresh MQTT password for the sensor (`secrets`) and adds or replaces
+   the sensor's line in a Mosquitto password file, hashed as `mosquitto_passwd`
+   does (PBKDF2-HMAC-SHA512, format `$7$`), so the plain password lives only
+   in the sensor's config;
+3. adds or replaces the sensor's block in a Mosquitto ACL file: it may publish
+   only its own levels, summary and status, and read only its own config.
+
+Re-provisioning a sensor replaces its lines, so a lost or replaced board gets
+new credentials and the old ones stop working when the broker reloads its
+files (`kill -HUP` or a restart).
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import hashlib
+import json
+import os
+import secrets
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from protocol import topics
+from protocol.errors import ProtocolError
+from tools.errors import UsageError
+from tools.upy import FIRMWARE_DIR
+
+HELP = "write a sensor's config and add its MQTT credentials and ACL to Mosquitto's files"
+
+EXAMPLE_CONFIG = FIRMWARE_DIR / "config.example.json"
+
+# mosquitto_passwd (Mosquitto 2.0, password_mosq.c): PBKDF2-HMAC-SHA512 with a
+# 12-byte random salt, 101 iterations, a 64-byte key, both base64-encoded.
+PBKDF2_ITERATIONS = 101
+SALT_BYTES = 12
+# The password only ever travels inside config.json, so it can be long.
+PASSWORD_BYTES = 24
+# Topics a sensor publishes (DESIGN.md, MQTT contract); status carries its last will.
+PUBLISHED = (topics.levels, topics.summary, topics.status)
+CA_NAME = "ca.pem"
+
+
+def hash_password(
+    password: str, *, salt: bytes | None = None, iterations: int = PBKDF2_ITERATIONS
+) -> str:
+    """The `$7$` hash Mosquitto's `password_file` accepts for `password`."""
+    salt = secrets.token_bytes(SALT_BYTES) if salt is None else salt
+    key = hashlib.pbkdf2_hmac("sha512", password.encode(), salt, iterations, dklen=64)
+    b64 = base64.b64encode
+    return f"$7${iterations}${b64(salt).decode()}${b64(key).decode()}"
+
+
+def check_password(password: str, hashed: str) -> bool:
+    """Whether `hashed` (a `$7$` hash) was made from `password`."""
+    parts = hashed.split("$")
+    if len(parts) != 5 or parts[1] != "7":
+        raise ValueError(f"{hashed[:12]!r}... is not a Mosquitto $7$ hash")
+    salt = base64.b64decode(parts[3])
+    return secrets.compare_digest(
+        hash_password(password, salt=salt, iterations=int(parts[2])), hashed
+    )
+
+
+def acl_block(site: str, sensor: str) -> str:
+    """The Mosquitto ACL lines for one sensor, user name = sensor id."""
+    lines = [f"# sensor {sensor} of site {site}, written by hushlight provision", f"user {sensor}"]
+    lines += [f"topic write {topic(site, sensor)}" for topic in PUBLISHED]
+    lines.append(f"topic read {topics.config(site, sensor)}")
+    return "\n".join(lines) + "\n"
+
+
+def upsert_password(path: Path, user: str, hashed: str) -> None:
+    """Add `user:hashed` to a Mosquitto password file, replacing the user's old line."""
+    kept = [line for line in _read_lines(path) if line.split(":", 1)[0] != user]
+    kept.append(f"{user}:{hashed}")
+    _write_private(path, "\n".join(kept) + "\n")
+
+
+def upsert_acl(path: Path, site: str, sensor: str) -> None:
+    """Add the sensor's block to an ACL file, dropping a previous block of the same user.
+
+    A block is a `user NAME` line and the lines up to the next `user`/`pattern`
+    line; the comment line this tool writes above it goes with it.
+    """
+    lines = _read_lines(path)
+    out: list[str] = []
+    skipping = False
+    for line in lines:
+        words = line.split()
+        if words[:1] in (["user"], ["pattern"]):
+            skipping = words == ["user", sensor]
+        if skipping:
+            continue
+        out.append(line)
+    marker = f"# sensor {sensor} of site "
+    out = [line for line in out if not line.startswith(marker)]
+    while out and not out[-1].strip():
+        out.pop()
+    text = "\n".join(out) + ("\n\n" if out else "") + acl_block(site, sensor)
+    _write_private(path, text)
+
+
+def _read_lines(path: Path) -> list[str]:
+    try:
+        return path.read_text().splitlines()
+    except FileNotFoundError:
+        return []
+    except OSError as exc:
+        raise UsageError(
+            f"cannot read {path}: {exc.strerror}; check the path and its permissions"
+        ) from exc
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Replace `path` with `text`, keeping an existing file's mode and owner.
+
+    Written next to the target and renamed, so the broker never reads half a
+    file.  A new file is readable by its owner only: it holds password hashes
+    or a Wi-Fi password.  An existing one keeps its mode and owner, because
+    the broker (user `mosquitto`) must still be able to read it.
+    """
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(text)
+        if path.exists():
+            old = path.stat()
+            os.chmod(tmp, old.st_mode & 0o777)
+            if os.geteuid() == 0:
+                os.chown(tmp, old.st_uid, old.st_gid)
+        else:
+            tmp.chmod(0o600)
+        tmp.replace(path)
+    except OSError as exc:
+        raise UsageError(
+            f"cannot write {path}: {exc.strerror}; check the path and its permissions"
+        ) from exc
+
+
+def parse_broker(url: str) -> tuple[str, str, int]:
+    """(scheme, host, port) of an mqtt:// or mqtts:// URL; default ports 1883 and 8883."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
+        raise UsageError(
+            f"broker {url!r} is not an MQTT URL; give mqtts://HOST:PORT (or mqtt://HOST:PORT "
+            "for a test broker without TLS)"
+        )
+    try:
+        port = parts.port or (8883 if parts.scheme == "mqtts" else 1883)
+    except ValueError:
+        raise UsageError(f"broker {url!r} has a bad port; give a number from 1 to 65535") from None
+    return parts.scheme, parts.hostname, port
+
+
+def example_config() -> dict[str, Any]:
+    try:
+        base = json.loads(EXAMPLE_CONFIG.read_text())
+    except FileNotFoundError:
+        return {}
+    if not isinstance(base, dict):
+        raise UsageError(f"{EXAMPLE_CONFIG} is not a JSON object; restore it from git")
+    return base
+
+
+def sensor_config(
+    *,
+    sensor: str,
+    site: str,
+    ssid: str,
+    wifi_password: str,
+    broker: str,
+    username: str,
+    password: str,
+    ca: bool,
+) -> dict[str, Any]:
+    """The firmware config: the committed example with this sensor's values filled in."""
+    config = example_config()
+    config.update(
+        {
+            "id": sensor,
+            "site": site,
+            "wifi_ssid": ssid,
+            "wifi_password": wifi_password,
+            "broker": broker,
+            "mqtt_user": username,
+            "mqtt_password": password,
+        }
+    )
+    if ca:
+        config["ca_file"] = CA_NAME
+    return config
+
+
+def _check_id(kind: str, value: str) -> str:
+    try:
+        return topics.check_id(kind, value)
+    except ProtocolError as exc:
+        raise UsageError(f"{exc} (e.g. ns-01)") from None
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--port", help="serial port of the board (e.g. /dev/ttyUSB0); or use --out")
+    parser.add_argument(
+        "--out", type=Path, help="write config.json to this file instead of a board"
+    )
+    parser.add_argument("--id", required=True, help="sensor id, e.g. ns-01")
+    parser.add_argument("--site", required=True, help="site id, e.g. leuven")
+    parser.add_argument("--wifi-ssid", required=True)
+    parser.add_argument("--wifi-password", required=True)
+    parser.add_argument("--broker", required=True, help="mqtts://HOST:PORT")
+    parser.add_argument("--ca", type=Path, help="CA certificate (PEM) the sensor pins for mqtts://")
+    parser.add_argument("--passwd-file", type=Path, help="Mosquitto password file to update")
+    parser.add_argument("--acl-file", type=Path, help="Mosquitto ACL file to update")
+
+
+def run(args: argparse.Namespace) -> int:
+    sensor = _check_id("sensor id", args.id)
+    site = _check_id("site id", args.site)
+    scheme, host, port = parse_broker(args.broker)
+    if (args.port is None) == (args.out is None):
+        raise UsageError(
+            "give either --port PORT (write to the board) or --out FILE (write a file)"
+        )
+    if args.ca is not None and not args.ca.is_file():
+        raise UsageError(f"CA certificate {args.ca} does not exist; give the broker's CA in PEM")
+    if scheme == "mqtts" and args.ca is None:
+        print(
+            "note: no --ca given; the sensor will use the CA already on the board", file=sys.stderr
+        )
+    if len(args.wifi_ssid) > 32:
+        raise UsageError(f"Wi-Fi SSID {args.wifi_ssid!r} is longer than 32 bytes; check the name")
+
+    password = secrets.token_urlsafe(PASSWORD_BYTES)
+    config = sensor_config(
+        sensor=sensor,
+        site=site,
+        ssid=args.wifi_ssid,
+        wifi_password=args.wifi_password,
+        broker=f"{scheme}://{host}:{port}",
+        username=sensor,
+        password=password,
+        ca=args.ca is not None,
+    )
+    text = json.dumps(config, indent=2, sort_keys=True) + "\n"
+    if args.out is not None:
+        _write_private(args.out, text)
+        if args.ca is not None:
+            (args.out.parent / CA_NAME).write_bytes(args.ca.read_bytes())
+        print(f"config for {sensor} written to {args.out}")
+    else:
+        _write_to_board(args.port, text, args.ca)
+    if args.passwd_file is not None:
+        upsert_password(args.passwd_file, sensor, hash_password(password))
+        print(f"MQTT user {sensor} set in {args.passwd_file}")
+    if args.acl_file is not None:
+        upsert_acl(args.acl_file, site, sensor)
+        print(
+            f"ACL for {sensor} set in {args.acl_file} "
+            "(publishes its levels/summary/status, reads its config)"
+        )
+    if args.passwd_file is not None or args.acl_file is not None:
+        print(
+            "reload the broker so it reads them: "
+            "`sudo systemctl reload mosquitto` or `kill -HUP PID`"
+        )
+    return 0
+
+
+def _write_to_board(port: str, text: str, ca: Path | None) -> None:
+    # Imported here: flash pulls in the step runner, not needed for --out.
+    from tools import flash
+
+    with tempfile.TemporaryDirectory(prefix="hushlight-provision-") as tmp:
+        local = Path(tmp) / "config.json"
+        local.write_text(text)
+        copies = [str(local), ":config.json"]
+        steps = [("copy config.json to the board", ["fs", "cp", *copies])]
+        if ca is not None:
+            steps.append(
+                ("copy the CA certificate to the board", ["fs", "cp", str(ca), ":" + CA_NAME])
+            )
+        for number, (title, argv) in enumerate(steps, 1):
+            flash.run_mpremote(flash.Step(number, len(steps), title), port, argv)
