@@ -1,0 +1,639 @@
+"""Encode and validate the JSON payloads of the MQTT contract.
+
+``decode_<kind>(data)`` (or ``decode(kind, data)``) takes the raw payload
+(bytes, bytearray, memoryview or str) and returns a new dict holding every
+field of the message, normalised: numbers of float fields as float, absent
+optional fields as ``None`` (``[]`` for flags), unknown extra fields dropped
+(they are accepted for forward compatibility, except in config where a typo
+must not pass silently).  Anything that breaks the contract raises
+`ProtocolError` with a stable ``reason``; nothing else escapes.
+
+``encode_<kind>(...)`` returns compact JSON bytes with the fields in table
+order, numbers at their wire resolution (levels at 0.01 dB) and trailing
+zeros dropped.  Encoders run the decoder's checks, so what they produce
+always decodes; the one leniency is that levels are clamped into 0-160 dB
+(a dead microphone yields -inf dB and must still publish its record).
+
+`encode_levels` is the firmware's once-a-second path: plain %-formatting,
+flags given as a bitmask (``FLAG_*``) map to preformatted strings.
+
+CPython and MicroPython 1.29 accept and refuse exactly the same payloads:
+MicroPython's lenient `json` is preceded by `protocol.strictjson`; CPython's
+`json` is told to refuse NaN/Infinity.  The shared vectors in
+tests/protocol/vectors/ run under both.
+"""
+
+import json
+import sys
+
+from protocol import MAX_PAYLOAD
+from protocol.errors import ProtocolError
+from protocol.schema import (
+    EXTRA,
+    FLAGS,
+    HI,
+    INTERVAL_STEP_S,
+    KINDS,
+    LEVEL_MAX,
+    LEVEL_MIN,
+    LO,
+    MESSAGES,
+    NAME,
+    NULLABLE,
+    REQUIRED,
+    SPAN_MS_MAX,
+    STATUS_ONLINE_REQUIRED,
+    T_BOOL,
+    T_ENUM,
+    T_FLAGS,
+    T_ID,
+    T_INT,
+    T_LANGMAP,
+    T_LEVEL,
+    T_NUM,
+    T_TEXT,
+    T_TIME_MS,
+    T_TIME_S,
+    T_TOKEN,
+    T_UINT,
+    TIME_MS_MAX,
+    TYPE,
+    UINT_MAX,
+)
+from protocol.topics import valid_id
+
+try:
+    from typing import Any
+except ImportError:  # MicroPython: annotations are never evaluated there
+    pass
+
+from protocol import strictjson
+
+_MICROPYTHON = sys.implementation.name == "micropython"
+
+# 10**decimals, and the format of a fixed-point number with that many decimals
+_SCALES = (1, 10, 100, 1000, 10000)
+_FRACTION_FORMATS = ("%d", "%d.%01d", "%d.%02d", "%d.%03d", "%d.%04d")
+
+# flags bitmask -> its JSON array, built once so encoding flags allocates nothing
+_flag_json: list[str] = []
+for _mask in range(1 << len(FLAGS)):
+    _flag_json.append(
+        "[" + ",".join('"%s"' % FLAGS[b] for b in range(len(FLAGS)) if _mask & (1 << b)) + "]"
+    )
+_FLAG_JSON = tuple(_flag_json)
+del _flag_json
+
+_TOKEN_PUNCTUATION = "._:-"
+
+
+# ---------------------------------------------------------------- decoding
+
+
+def decode(kind: str, data: object) -> dict[str, Any]:
+    """Validate the payload ``data`` of message ``kind`` and return its fields."""
+    fields, open_ = _message(kind)
+    obj = _loads(kind, data)
+    out = {}
+    for f in fields:
+        name = f[NAME]
+        if name in obj:
+            v = obj[name]
+            out[name] = None if v is None and f[NULLABLE] else _check(kind, f, v)
+        elif f[REQUIRED]:
+            raise ProtocolError(
+                "missing_field",
+                "%s payload lacks the required field '%s'; add it" % (kind, name),
+                name,
+            )
+        else:
+            out[name] = [] if f[TYPE] == T_FLAGS else None
+    if not open_:
+        for name in obj:
+            if name not in out:
+                raise ProtocolError(
+                    "unknown_field",
+                    "%s payload has the unknown field %r; allowed fields are %s"
+                    % (kind, name, ", ".join(f[NAME] for f in fields)),
+                    name,
+                )
+    _cross_check(kind, out)
+    return out
+
+
+def decode_levels(data: object) -> dict[str, Any]:
+    return decode("levels", data)
+
+
+def decode_summary(data: object) -> dict[str, Any]:
+    return decode("summary", data)
+
+
+def decode_status(data: object) -> dict[str, Any]:
+    return decode("status", data)
+
+
+def decode_config(data: object) -> dict[str, Any]:
+    """Validate a remote config; keys absent from it decode as None (keep the current value)."""
+    return decode("config", data)
+
+
+def decode_light_set(data: object) -> dict[str, Any]:
+    return decode("light_set", data)
+
+
+def decode_light_state(data: object) -> dict[str, Any]:
+    return decode("light_state", data)
+
+
+def decode_nudge(data: object) -> dict[str, Any]:
+    return decode("nudge", data)
+
+
+def _message(kind: str) -> tuple[Any, bool]:
+    try:
+        return MESSAGES[kind]
+    except KeyError:
+        raise ProtocolError(
+            "unknown_kind",
+            "message kind %r does not exist; use one of %s" % (kind, ", ".join(KINDS)),
+        ) from None
+
+
+def _reject_constant(token: str) -> None:
+    raise ValueError("JSON has no %s" % token)
+
+
+def _loads(kind: str, data: object) -> dict[str, Any]:
+    raw = data.encode() if isinstance(data, str) else data
+    try:
+        size = len(raw)  # type: ignore[arg-type]  # anything else is refused below
+    except TypeError:
+        raise ProtocolError(
+            "bad_type",
+            "%s payload must be bytes or str, not %s" % (kind, type(data).__name__),
+        ) from None
+    # Size first: never parse (or allocate for) an oversized payload.
+    if size > MAX_PAYLOAD:
+        raise ProtocolError(
+            "too_large",
+            "%s payload is %d bytes, over the %d-byte limit; send a smaller message"
+            % (kind, size, MAX_PAYLOAD),
+        )
+    try:
+        text = str(raw, "utf-8")  # type: ignore[call-overload]  # bytes-like checked above
+        if _MICROPYTHON:
+            if not strictjson.valid(raw):  # type: ignore[arg-type]
+                raise ValueError("not strict JSON")
+            obj = json.loads(text)
+        else:
+            # CPython's parser is strict already; only the nesting limit needs
+            # the slow scan, and only payloads with enough brackets can break it.
+            if text.count("[") + text.count("{") > strictjson.MAX_DEPTH and not strictjson.valid(
+                bytes(raw)  # type: ignore[call-overload]
+            ):
+                raise ValueError("nested too deep")
+            obj = json.loads(text, parse_constant=_reject_constant)
+    except (ValueError, RuntimeError, TypeError):
+        # UnicodeError is a ValueError; RuntimeError covers CPython's
+        # RecursionError on deeply nested arrays.
+        raise ProtocolError(
+            "bad_json",
+            "%s payload is not valid UTF-8 JSON (NaN and Infinity are not JSON); "
+            "send one JSON object" % kind,
+        ) from None
+    if type(obj) is not dict:
+        raise ProtocolError(
+            "bad_type",
+            "%s payload is a JSON %s; send one JSON object" % (kind, _json_type(obj)),
+        )
+    return obj
+
+
+def _json_type(v: object) -> str:
+    if v is None:
+        return "null"
+    t = type(v)
+    if t is bool:
+        return "boolean"
+    if t is int or t is float:
+        return "number"
+    if t is str:
+        return "string"
+    if t is list:
+        return "array"
+    return "object"
+
+
+def _bad_type(kind: str, name: str, v: object, want: str) -> ProtocolError:
+    return ProtocolError(
+        "bad_type",
+        "%s field '%s' is a %s (%r); it must be %s" % (kind, name, _json_type(v), v, want),
+        name,
+    )
+
+
+def _range(kind: str, f: Any, v: Any, unit: str) -> None:
+    if v < f[LO] or v > f[HI]:
+        raise ProtocolError(
+            "out_of_range",
+            "%s field '%s' is %r, outside %s..%s%s; send a value in that range"
+            % (kind, f[NAME], v, _num(f[LO]), _num(f[HI]), unit),
+            f[NAME],
+        )
+
+
+def _num(x: Any) -> str:
+    return "%d" % x if x == int(x) else repr(x)
+
+
+def _check(kind: str, f: Any, v: Any) -> Any:
+    """Validate value ``v`` of field ``f``; return it normalised."""
+    name = f[NAME]
+    t = f[TYPE]
+    vt = type(v)
+    if t == T_LEVEL or t == T_NUM:
+        if vt is not int and vt is not float:
+            return _raise(_bad_type(kind, name, v, "a number"))
+        v = float(v)
+        # x - x is 0 for every finite float, NaN for NaN and +-inf
+        # (MicroPython's math may lack isfinite on small ports).
+        if v - v != 0:
+            raise ProtocolError(
+                "not_finite",
+                "%s field '%s' is %r; send a finite number" % (kind, name, v),
+                name,
+            )
+        _range(kind, f, v, " dB" if t == T_LEVEL else "")
+        return v
+    if t == T_UINT or t == T_INT or t == T_TIME_MS or t == T_TIME_S:
+        if vt is not int:
+            want = "a whole number of %s" % ("milliseconds" if t == T_TIME_MS else "seconds")
+            return _raise(
+                _bad_type(kind, name, v, want if t in (T_TIME_MS, T_TIME_S) else "an integer")
+            )
+        if t == T_TIME_MS or t == T_TIME_S:
+            if v < f[LO] or v > f[HI]:
+                raise ProtocolError(
+                    "bad_time",
+                    "%s field '%s' is %r, outside the epoch range up to year 2100; "
+                    "send UTC epoch %s" % (kind, name, v, "ms" if t == T_TIME_MS else "s"),
+                    name,
+                )
+        else:
+            _range(kind, f, v, "")
+        if f[EXTRA] is not None and v not in f[EXTRA]:
+            raise ProtocolError(
+                "out_of_range",
+                "%s field '%s' is %r; use one of %s"
+                % (kind, name, v, ", ".join("%d" % c for c in f[EXTRA])),
+                name,
+            )
+        return v
+    if t == T_BOOL:
+        if vt is not bool:
+            return _raise(_bad_type(kind, name, v, "true or false"))
+        return v
+    if vt is not str and t != T_FLAGS and t != T_LANGMAP:
+        return _raise(_bad_type(kind, name, v, "a string"))
+    if t == T_ID:
+        if not valid_id(v):
+            raise ProtocolError(
+                "bad_id",
+                "%s field '%s' is %r; ids are 1 to 32 characters from a-z, 0-9 and '-'"
+                % (kind, name, v),
+                name,
+            )
+        return v
+    if t == T_TOKEN:
+        if not _valid_token(v, f[HI]):
+            raise ProtocolError(
+                "bad_value",
+                "%s field '%s' is %r; use 1 to %d characters from A-Z, a-z, 0-9 and '%s'"
+                % (kind, name, v, f[HI], _TOKEN_PUNCTUATION),
+                name,
+            )
+        return v
+    if t == T_TEXT:
+        if not f[LO] <= len(v) <= f[HI]:
+            raise ProtocolError(
+                "out_of_range",
+                "%s field '%s' has %d characters; use %d to %d"
+                % (kind, name, len(v), f[LO], f[HI]),
+                name,
+            )
+        return v
+    if t == T_ENUM:
+        if v not in f[EXTRA]:
+            raise ProtocolError(
+                "bad_value",
+                "%s field '%s' is %r; use one of %s" % (kind, name, v, ", ".join(f[EXTRA])),
+                name,
+            )
+        return v
+    if t == T_FLAGS:
+        if vt is not list:
+            return _raise(_bad_type(kind, name, v, "an array of strings"))
+        flags_mask(v, kind)
+        return v
+    # T_LANGMAP
+    if vt is not dict:
+        return _raise(_bad_type(kind, name, v, "an object of {language: text}"))
+    if not v:
+        raise ProtocolError(
+            "missing_field",
+            "%s field '%s' is empty; give the text in at least one language" % (kind, name),
+            name,
+        )
+    for lang in v:
+        text = v[lang]
+        if not valid_id(lang) or len(lang) > 8:
+            raise ProtocolError(
+                "bad_value",
+                "%s field '%s' has the language %r; use a lower-case tag such as 'nl' or 'en'"
+                % (kind, name, lang),
+                name,
+            )
+        if type(text) is not str:
+            return _raise(_bad_type(kind, name + "." + lang, text, "a string"))
+        if not 1 <= len(text) <= f[HI]:
+            raise ProtocolError(
+                "out_of_range",
+                "%s field '%s.%s' has %d characters; use 1 to %d"
+                % (kind, name, lang, len(text), f[HI]),
+                name,
+            )
+    return v
+
+
+def _raise(err: ProtocolError) -> Any:
+    raise err
+
+
+def _valid_token(s: str, hi: int) -> bool:
+    if not 0 < len(s) <= hi:
+        return False
+    for c in s:
+        if not ("a" <= c <= "z" or "A" <= c <= "Z" or "0" <= c <= "9" or c in _TOKEN_PUNCTUATION):
+            return False
+    return True
+
+
+def flags_mask(flags: object, kind: str = "levels") -> int:
+    """Bitmask (``FLAG_*``) of a list of flag names; ProtocolError for unknown or repeated names."""
+    mask = 0
+    for name in flags:  # type: ignore[attr-defined]  # callers pass a list or tuple
+        try:
+            bit = 1 << FLAGS.index(name)
+        except ValueError:
+            raise ProtocolError(
+                "bad_value",
+                "%s flag %r is unknown; flags are %s" % (kind, name, ", ".join(FLAGS)),
+                "flags",
+            ) from None
+        if mask & bit:
+            raise ProtocolError(
+                "bad_value", "%s flag %r is repeated; list each flag once" % (kind, name), "flags"
+            )
+        mask |= bit
+    return mask
+
+
+def _cross_check(kind: str, v: dict[str, Any]) -> None:
+    if kind == "levels" or kind == "summary":
+        if v["t1"] <= v["t0"] or v["t1"] - v["t0"] > SPAN_MS_MAX:
+            raise ProtocolError(
+                "bad_time",
+                "%s record runs from t0=%r to t1=%r ms; t1 must be after t0, "
+                "by at most %d ms" % (kind, v["t0"], v["t1"], SPAN_MS_MAX),
+                "t1",
+            )
+    if kind == "summary" and not v["l10"] >= v["l50"] >= v["l90"]:
+        raise ProtocolError(
+            "out_of_range",
+            "summary percentiles are l10=%r, l50=%r, l90=%r; they must satisfy l10 >= l50 >= l90"
+            % (v["l10"], v["l50"], v["l90"]),
+            "l50",
+        )
+    if kind == "config" and v["interval_s"] is not None:
+        blocks = v["interval_s"] / INTERVAL_STEP_S
+        if blocks != int(blocks):
+            raise ProtocolError(
+                "out_of_range",
+                "config field 'interval_s' is %r, not a multiple of %r s (one DSP block); "
+                "round it to a whole number of blocks" % (v["interval_s"], INTERVAL_STEP_S),
+                "interval_s",
+            )
+    if kind == "status" and v["state"] == "online":
+        for name in STATUS_ONLINE_REQUIRED:
+            if v[name] is None:
+                raise ProtocolError(
+                    "missing_field",
+                    "status payload with state 'online' lacks the field '%s'; add it" % name,
+                    name,
+                )
+
+
+# ---------------------------------------------------------------- encoding
+
+
+def _fixed(v: Any, decimals: int) -> str:
+    """``v`` rounded to ``decimals`` places, without trailing zeros.
+
+    Integer arithmetic after one rounding, so CPython and MicroPython (whose
+    float repr is not shortest-round-trip) print the same digits."""
+    scale = _SCALES[decimals]
+    n = round(v * scale)
+    sign = ""
+    if n < 0:
+        sign = "-"
+        n = -n
+    frac = n % scale
+    if frac == 0:
+        return sign + "%d" % (n // scale)
+    return sign + (_FRACTION_FORMATS[decimals] % (n // scale, frac)).rstrip("0")
+
+
+def _level(v: Any, kind: str, name: str) -> str:
+    if type(v) is not int and type(v) is not float:
+        raise _bad_type(kind, name, v, "a number")
+    if v != v:
+        raise ProtocolError(
+            "not_finite", "%s field '%s' is NaN; pass a finite level" % (kind, name), name
+        )
+    # clamp (see module doc): -inf from digital silence becomes 0 dB
+    if v < LEVEL_MIN:
+        return "0"
+    if v > LEVEL_MAX:
+        return "160"
+    return _fixed(v, 2)
+
+
+def _jstr(s: str) -> str:
+    """JSON string literal of ``s``; identical output on both Pythons (raw UTF-8)."""
+    for c in s:
+        if c < " " or c == '"' or c == "\\":
+            break
+    else:
+        return '"' + s + '"'
+    out = []
+    for c in s:
+        if c == '"' or c == "\\":
+            out.append("\\" + c)
+        elif c < " ":
+            out.append("\\u%04x" % ord(c))
+        else:
+            out.append(c)
+    return '"' + "".join(out) + '"'
+
+
+def _uint(kind: str, name: str, v: Any, hi: int) -> None:
+    if type(v) is not int:
+        raise _bad_type(kind, name, v, "an integer")
+    if v < 0 or v > hi:
+        raise ProtocolError(
+            "out_of_range" if name == "seq" else "bad_time",
+            "%s field '%s' is %r, outside 0..%d" % (kind, name, v, hi),
+            name,
+        )
+
+
+def encode_levels(
+    seq: int, t0: int, t1: int, laeq: float, lafmax: float, lceq: float, flags: Any = 0
+) -> bytes:
+    """One interval record.  ``flags``: a ``FLAG_*`` bitmask or a list of flag names."""
+    _uint("levels", "seq", seq, UINT_MAX)
+    _uint("levels", "t0", t0, TIME_MS_MAX)
+    _uint("levels", "t1", t1, TIME_MS_MAX)
+    _cross_check("levels", {"t0": t0, "t1": t1})
+    if type(flags) is not int:
+        flags = flags_mask(flags)
+    elif not 0 <= flags < len(_FLAG_JSON):
+        raise ProtocolError(
+            "bad_value",
+            "levels flags bitmask %r has unknown bits; combine FLAG_* constants" % flags,
+            "flags",
+        )
+    return (
+        '{"seq":%d,"t0":%d,"t1":%d,"laeq":%s,"lafmax":%s,"lceq":%s,"flags":%s}'
+        % (
+            seq,
+            t0,
+            t1,
+            _level(laeq, "levels", "laeq"),
+            _level(lafmax, "levels", "lafmax"),
+            _level(lceq, "levels", "lceq"),
+            _FLAG_JSON[flags],
+        )
+    ).encode()
+
+
+def encode(kind: str, values: dict[str, Any]) -> bytes:
+    """Encode message ``kind`` from a dict of its fields (any order).
+
+    A None value omits an optional field and writes ``null`` for a required
+    nullable one.  Unknown keys are refused: they are a caller's typo."""
+    fields, open_ = _message(kind)
+    names = [f[NAME] for f in fields]
+    for name in values:
+        if name not in names:
+            raise ProtocolError(
+                "unknown_field",
+                "%s has no field %r; its fields are %s" % (kind, name, ", ".join(names)),
+                name,
+            )
+    checked: dict[str, Any] = {}
+    parts = []
+    for f in fields:
+        name = f[NAME]
+        t = f[TYPE]
+        v = values.get(name)
+        if v is None:
+            if not f[REQUIRED]:
+                checked[name] = [] if t == T_FLAGS else None
+                continue
+            if not f[NULLABLE]:
+                raise ProtocolError(
+                    "missing_field",
+                    "%s needs the field '%s'; pass it" % (kind, name),
+                    name,
+                )
+            checked[name] = None
+            parts.append('"%s":null' % name)
+            continue
+        if t == T_LEVEL:
+            text = _level(v, kind, name)
+            v = float(text)
+        else:
+            v = _check(kind, f, v)
+            if t == T_NUM:
+                text = _fixed(v, f[EXTRA])
+            elif t == T_BOOL:
+                text = "true" if v else "false"
+            elif t == T_FLAGS:
+                text = _FLAG_JSON[flags_mask(v, kind)]
+            elif t == T_LANGMAP:
+                text = "{" + ",".join(_jstr(k) + ":" + _jstr(v[k]) for k in sorted(v)) + "}"
+            elif type(v) is int:
+                text = "%d" % v
+            else:
+                text = _jstr(v)
+        checked[name] = v
+        parts.append('"' + name + '":' + text)
+    _cross_check(kind, checked)
+    return ("{" + ",".join(parts) + "}").encode()
+
+
+def encode_summary(**fields: Any) -> bytes:
+    """Fields: seq, t0, t1, laeq, lafmax, lamin, l10, l50, l90, lceq, peaks[, flags]."""
+    return encode("summary", fields)
+
+
+def encode_status(state: str, **fields: Any) -> bytes:
+    """``encode_status("offline")`` is the last will; online needs the fields of
+    `protocol.schema.STATUS_ONLINE_REQUIRED`."""
+    fields["state"] = state
+    return encode("status", fields)
+
+
+def encode_config(rev: int, **fields: Any) -> bytes:
+    fields["rev"] = rev
+    return encode("config", fields)
+
+
+def encode_light_set(
+    cmd_id: str, level: float | None, ramp_s: float, expires_at: int, reason: str, zone: str | None
+) -> bytes:
+    """``level`` None sends the group back to its programme; ``expires_at`` is UTC epoch s."""
+    return encode(
+        "light_set",
+        {
+            "cmd_id": cmd_id,
+            "level": level,
+            "ramp_s": ramp_s,
+            "expires_at": expires_at,
+            "reason": reason,
+            "zone": zone,
+        },
+    )
+
+
+def encode_light_state(level: float | None, source: str, cmd_id: str | None = None) -> bytes:
+    return encode("light_state", {"level": level, "source": source, "cmd_id": cmd_id})
+
+
+def encode_nudge(
+    nudge_id: str, zone: str, at: int, laeq: float, kind: str, message: dict[str, str]
+) -> bytes:
+    """``at`` is UTC epoch ms; ``message`` maps a language tag to the text."""
+    return encode(
+        "nudge",
+        {
+            "nudge_id": nudge_id,
+            "zone": zone,
+            "at": at,
+            "laeq": laeq,
+            "kind": kind,
+            "message": message,
+        },
+    )
