@@ -1,0 +1,56 @@
+"""`hushlight gateway --config site.toml`: run the gateway service for one site."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+
+from gateway.clock import add_clock_arguments, clock_from_args
+from gateway.config import load_config
+from gateway.errors import ConfigError, StorageError
+from tools.errors import UsageError
+
+__all__ = ["HELP", "configure", "run"]
+
+HELP = "run the gateway: sensor levels in, light overrides and nudges out"
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--config", required=True, metavar="SITE.toml", help="site configuration file"
+    )
+    parser.add_argument(
+        "--on-stop",
+        choices=("leave", "release"),
+        default="leave",
+        help="on SIGTERM, leave overrides to expire (default: a restart resumes them) "
+        "or release them at once",
+    )
+    parser.add_argument(
+        "--log-level",
+        choices=("debug", "info", "warning", "error"),
+        default="info",
+        help="how much to log (default info)",
+    )
+    add_clock_arguments(parser)
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        config = load_config(args.config)
+        clock = clock_from_args(args)
+    except (ConfigError, ValueError) as exc:
+        raise UsageError(str(exc)) from None
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    # imported here so that `hushlight --help` does not load aiomqtt and aiohttp
+    from gateway.service import Gateway
+
+    try:
+        gateway = Gateway(config, clock=clock, on_stop=args.on_stop)
+    except StorageError as exc:
+        raise UsageError(str(exc)) from None
+    asyncio.run(gateway.run())
+    return 0

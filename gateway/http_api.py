@@ -1,0 +1,274 @@
+"""The gateway's small HTTP API (aiohttp), on localhost unless configured otherwise.
+
+Public:
+    GET    /api/health          is the service up, connected, keeping up
+    POST   /api/subscriptions   {"subscription": <W3C PushSubscription JSON>, "zones": [ids]}
+    DELETE /api/subscriptions   {"endpoint": "https://..."}
+
+Operator (``Authorization: Bearer <http.token>``; refused while no token is set):
+    GET    /api/zones           each zone's current state
+    GET    /api/decisions       recent decisions, newest first (``?limit=1..1000``, default 100)
+    GET    /metrics             Prometheus text format
+
+Subscriptions come from anybody's phone, so they are checked before they are
+stored: a push endpoint on https (http only on a loopback address, for local
+tests), a ``p256dh`` that is an uncompressed P-256 point, a 16-byte ``auth``
+secret, and zone ids that exist.  Errors are JSON ``{"error": sentence}``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import hmac
+import ipaddress
+import json
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, Protocol
+from urllib.parse import urlsplit
+
+from aiohttp import web
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from gateway.config import HttpConfig
+from gateway.metrics import Metrics
+
+__all__ = ["GatewayView", "HttpApi", "SubscriptionError", "check_subscription"]
+
+log = logging.getLogger("hushlight.http")
+
+MAX_BODY = 16 * 1024  # a push subscription is a few hundred bytes
+MAX_ZONES = 64
+MAX_LIMIT = 1000
+
+
+class GatewayView(Protocol):
+    """What the API reads from the running service."""
+
+    def health(self) -> Mapping[str, Any]: ...
+
+    def zones(self) -> Sequence[Mapping[str, Any]]: ...
+
+    def decisions(self, limit: int) -> Sequence[Mapping[str, Any]]: ...
+
+    def zone_ids(self) -> frozenset[str]: ...
+
+    def subscribe(self, endpoint: str, p256dh: str, auth: str, zones: Sequence[str]) -> None: ...
+
+    def unsubscribe(self, endpoint: str) -> bool: ...
+
+
+class SubscriptionError(ValueError):
+    """A push subscription that cannot be stored; the message says what is wrong."""
+
+
+def _b64url(value: Any, what: str) -> bytes:
+    if not isinstance(value, str) or not value or len(value) > 200:
+        raise SubscriptionError(f"keys.{what} must be a base64url string")
+    try:
+        return base64.urlsafe_b64decode(value + "=" * (-len(value) % 4))
+    except (binascii.Error, ValueError):
+        raise SubscriptionError(f"keys.{what} {value[:40]!r} is not base64url") from None
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_subscription(body: Any, known_zones: frozenset[str]) -> tuple[str, str, str, list[str]]:
+    """(endpoint, p256dh, auth, zones) from a POST body; `SubscriptionError` says what is wrong."""
+    if not isinstance(body, dict):
+        raise SubscriptionError(
+            'the body must be a JSON object {"subscription": ..., "zones": [...]}'
+        )
+    sub = body.get("subscription")
+    if not isinstance(sub, dict):
+        raise SubscriptionError(
+            '"subscription" must be the JSON of a browser PushSubscription (endpoint and keys)'
+        )
+    endpoint = sub.get("endpoint")
+    if not isinstance(endpoint, str) or len(endpoint) > 1024:
+        raise SubscriptionError("subscription.endpoint must be a URL of at most 1024 characters")
+    parts = urlsplit(endpoint)
+    host = parts.hostname or ""
+    if not host or not (parts.scheme == "https" or (parts.scheme == "http" and _loopback(host))):
+        raise SubscriptionError(
+            f"subscription.endpoint {endpoint[:80]!r} must be an https:// URL of a push service"
+        )
+    keys = sub.get("keys")
+    if not isinstance(keys, dict):
+        raise SubscriptionError('subscription.keys must be an object with "p256dh" and "auth"')
+    p256dh = keys.get("p256dh")
+    raw = _b64url(p256dh, "p256dh")
+    try:
+        if len(raw) != 65 or raw[0] != 4:
+            raise ValueError
+        ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), raw)
+    except ValueError:
+        raise SubscriptionError(
+            "keys.p256dh must be an uncompressed P-256 public key (65 bytes, base64url)"
+        ) from None
+    auth = keys.get("auth")
+    if len(_b64url(auth, "auth")) != 16:
+        raise SubscriptionError("keys.auth must be a 16-byte secret (base64url)")
+    zones = body.get("zones")
+    if (
+        not isinstance(zones, list)
+        or not zones
+        or len(zones) > MAX_ZONES
+        or not all(isinstance(z, str) for z in zones)
+    ):
+        raise SubscriptionError(f'"zones" must be a list of 1 to {MAX_ZONES} zone ids')
+    unknown = sorted(set(zones) - known_zones)
+    if unknown:
+        known = ", ".join(sorted(known_zones))
+        raise SubscriptionError(f"zone {unknown[0][:40]!r} does not exist; known zones: {known}")
+    assert isinstance(p256dh, str) and isinstance(auth, str)
+    return endpoint, p256dh, auth, sorted(set(zones))
+
+
+def _error(status: int, sentence: str) -> web.Response:
+    return web.json_response({"error": sentence}, status=status)
+
+
+class HttpApi:
+    def __init__(
+        self,
+        config: HttpConfig,
+        view: GatewayView,
+        metrics: Metrics,
+        *,
+        refresh_metrics: Callable[[], None] | None = None,
+    ) -> None:
+        self.config = config
+        self.view = view
+        self.metrics = metrics
+        self.refresh_metrics = refresh_metrics
+        self.app = web.Application(client_max_size=MAX_BODY, middlewares=[self._errors])
+        self.app.add_routes(
+            [
+                web.get("/api/health", self.health),
+                web.get("/api/zones", self.zones),
+                web.get("/api/decisions", self.decisions),
+                web.post("/api/subscriptions", self.subscribe),
+                web.delete("/api/subscriptions", self.unsubscribe),
+                web.get("/metrics", self.prometheus),
+            ]
+        )
+        self.port: int | None = None
+
+    @web.middleware
+    async def _errors(
+        self, request: web.Request, handler: Callable[[web.Request], Any]
+    ) -> web.StreamResponse:
+        try:
+            response: web.StreamResponse = await handler(request)
+            return response
+        except web.HTTPRequestEntityTooLarge:
+            return _error(413, f"the body is larger than {MAX_BODY} bytes")
+        except web.HTTPException as exc:
+            return _error(exc.status, exc.reason)
+
+    def _authorised(self, request: web.Request) -> web.Response | None:
+        token = self.config.token
+        if not token:
+            return _error(403, "operator endpoints are off: set http.token in the site config")
+        given = request.headers.get("Authorization", "")
+        if not hmac.compare_digest(given.encode(), f"Bearer {token}".encode()):
+            return web.json_response(
+                {"error": "this endpoint needs Authorization: Bearer <http.token>"},
+                status=401,
+                headers={"WWW-Authenticate": 'Bearer realm="hushlight"'},
+            )
+        return None
+
+    async def health(self, request: web.Request) -> web.Response:
+        return web.json_response(dict(self.view.health()))
+
+    async def zones(self, request: web.Request) -> web.Response:
+        return self._authorised(request) or web.json_response({"zones": list(self.view.zones())})
+
+    async def decisions(self, request: web.Request) -> web.Response:
+        denied = self._authorised(request)
+        if denied:
+            return denied
+        text = request.query.get("limit", "100")
+        try:
+            limit = int(text)
+        except ValueError:
+            limit = -1
+        if not 1 <= limit <= MAX_LIMIT:
+            return _error(400, f"limit {text[:20]!r} must be a whole number from 1 to {MAX_LIMIT}")
+        rows = await asyncio.to_thread(self.view.decisions, limit)
+        return web.json_response({"decisions": list(rows)})
+
+    async def prometheus(self, request: web.Request) -> web.Response:
+        denied = self._authorised(request)
+        if denied:
+            return denied
+        if self.refresh_metrics is not None:
+            self.refresh_metrics()
+        return web.Response(
+            text=self.metrics.render(),
+            content_type="text/plain",
+            charset="utf-8",
+            headers={"X-Content-Type-Options": "nosniff"},
+        )
+
+    async def _json_body(self, request: web.Request) -> Any:
+        try:
+            return await request.json(loads=_strict_loads)
+        except (ValueError, UnicodeDecodeError):
+            raise SubscriptionError("the body is not valid JSON") from None
+
+    async def subscribe(self, request: web.Request) -> web.Response:
+        try:
+            body = await self._json_body(request)
+            endpoint, p256dh, auth, zones = check_subscription(body, self.view.zone_ids())
+        except SubscriptionError as exc:
+            return _error(400, str(exc))
+        self.view.subscribe(endpoint, p256dh, auth, zones)
+        return web.json_response({"endpoint": endpoint, "zones": zones}, status=201)
+
+    async def unsubscribe(self, request: web.Request) -> web.Response:
+        try:
+            body = await self._json_body(request)
+        except SubscriptionError as exc:
+            return _error(400, str(exc))
+        endpoint = body.get("endpoint") if isinstance(body, dict) else None
+        if not isinstance(endpoint, str) or not endpoint:
+            return _error(400, 'the body must be {"endpoint": "<the subscription endpoint>"}')
+        if not self.view.unsubscribe(endpoint):
+            return _error(404, "no subscription has this endpoint")
+        return web.Response(status=204)
+
+    async def serve(self, ready: asyncio.Event | None = None) -> None:
+        """Listen until cancelled."""
+        runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
+        await runner.setup()
+        try:
+            site = web.TCPSite(runner, self.config.host, self.config.port)
+            await site.start()
+            server = site._server  # the bound port when the config says 0
+            sockets = getattr(server, "sockets", None) or []
+            self.port = sockets[0].getsockname()[1] if sockets else self.config.port
+            log.info("HTTP API on http://%s:%s", self.config.host, self.port)
+            if ready is not None:
+                ready.set()
+            await asyncio.Event().wait()
+        finally:
+            await runner.cleanup()
+
+
+def _strict_loads(text: str) -> Any:
+    def refuse(constant: str) -> Any:
+        raise ValueError(f"{constant} is not JSON")
+
+    return json.loads(text, parse_constant=refuse)

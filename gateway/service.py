@@ -1,0 +1,471 @@
+"""The gateway service: MQTT in, policy, lights and notifications out.
+
+Structure (one root `asyncio.TaskGroup`, every task named, nothing fire-and-forget):
+
+    mqtt      connect (fixed client id, persistent session, QoS 1), read into
+              the bounded incoming queue, publish the outbox; on any broker
+              error reconnect after a capped, jittered back-off
+    ingest    drain the queue in batches: decode/validate/dedup (`Ingest`),
+              store levels (one transaction per batch, in a thread), step the
+              pure policy, carry out its decisions
+    tick      advance the policy clock (hold ends, renewals, silent sensors)
+              and save its state
+    push      Web Push deliveries (`Notifier`)
+    http      the HTTP API
+    shutdown  waits for SIGTERM/SIGINT (or `stop()`), then drains and ends the group
+
+Decisions are recorded, and the policy state saved, *before* anything is
+sent: a crash between the two loses a nudge rather than sending it twice.
+
+On a graceful stop every override is either left to expire (``on_stop="leave"``,
+the default: a restart within the hold picks the episode up again without the
+lights flickering) or released (``on_stop="release"``); either way no light is
+ever left overridden without an expiry.  Storage is flushed before exit.
+
+The incoming queue is bounded: when the gateway cannot keep up, messages are
+dropped and counted (``hushlight_queue_dropped_total``) instead of memory
+growing until the process dies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+import signal
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
+from typing import Any, Literal
+
+import aiomqtt
+
+from gateway.clock import Clock, RealClock
+from gateway.config import SiteConfig
+from gateway.errors import StateError
+from gateway.http_api import HttpApi
+from gateway.ingest import Ingest
+from gateway.lighting import LightingAdapter, MqttLighting
+from gateway.metrics import Metrics
+from gateway.mqtt import Backoff, parse_broker_url
+from gateway.notify import Notifier
+from gateway.policy import (
+    Control,
+    Decision,
+    Event,
+    LevelEvent,
+    LightStateEvent,
+    Nudge,
+    Override,
+    PolicyState,
+    Release,
+    Tick,
+    initial_state,
+    step,
+    zone_status,
+)
+from gateway.storage import Storage
+
+__all__ = ["Gateway", "Outbox"]
+
+log = logging.getLogger("hushlight.gateway")
+
+QUEUE_MAX = 100_000  # ~10 s of 10,000 sensors at 1 Hz
+BATCH_MAX = 2_000  # messages handled per turn of the ingest task
+OUTBOX_MAX = 10_000
+TICK_WALL_S = 0.25  # the policy clock advances at least this often (wall seconds)
+SAVE_EVERY_WALL_S = 5.0  # policy state saved this often even without decisions
+STOP_FLUSH_S = 5.0  # at most this long to drain and publish on a graceful stop
+
+Item = tuple[str, bytes, float]  # topic, payload, site time of arrival
+
+
+class _Stopped(Exception):
+    """Ends the root task group once the shutdown task has drained everything."""
+
+
+class Outbox:
+    """Messages waiting for the broker; survives reconnects, bounded (drops the oldest)."""
+
+    def __init__(self, maxlen: int = OUTBOX_MAX) -> None:
+        self._items: collections.deque[tuple[str, bytes, int, bool]] = collections.deque()
+        self._maxlen = maxlen
+        self._ready = asyncio.Event()
+        self._empty = asyncio.Event()
+        self._empty.set()
+        self.dropped = 0
+
+    def publish(self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False) -> None:
+        if len(self._items) >= self._maxlen:
+            self._items.popleft()
+            self.dropped += 1
+        self._items.append((topic, payload, qos, retain))
+        self._ready.set()
+        self._empty.clear()
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    async def pump(self, client: aiomqtt.Client) -> None:
+        """Publish until cancelled; a message leaves the outbox only once the broker has it."""
+        while True:
+            await self._ready.wait()
+            while self._items:
+                item = self._items[0]
+                topic, payload, qos, retain = item
+                await client.publish(topic, payload, qos=qos, retain=retain)
+                if self._items and self._items[0] is item:  # not dropped meanwhile
+                    self._items.popleft()
+            self._ready.clear()
+            self._empty.set()
+
+    async def flushed(self) -> None:
+        await self._empty.wait()
+
+
+class Gateway:
+    """One gateway process for one site; `run()` until `stop()` or a signal."""
+
+    def __init__(
+        self,
+        config: SiteConfig,
+        *,
+        clock: Clock | None = None,
+        lighting: LightingAdapter | None = None,
+        push_send: Callable[..., Any] | None = None,
+        on_stop: Literal["leave", "release"] = "leave",
+        queue_max: int = QUEUE_MAX,
+        install_signals: bool = True,
+    ) -> None:
+        self.config = config
+        self.clock: Clock = clock or RealClock()
+        self.metrics = Metrics()
+        self.ingest = Ingest(config, self.metrics)
+        self.storage = Storage(config.storage.path, config.storage.peak_threshold_db)
+        self.outbox = Outbox()
+        self.lighting: LightingAdapter = lighting or MqttLighting(config.site_id, self.outbox)
+        self.notifier = Notifier(
+            config.site_id,
+            config.webpush,
+            self.storage,
+            self.outbox,
+            self.metrics,
+            self.clock,
+            send=push_send,
+        )
+        self.http = HttpApi(config.http, self, self.metrics, refresh_metrics=self._refresh_metrics)
+        self.on_stop = on_stop
+        self.install_signals = install_signals
+        self.queue: asyncio.Queue[Item] = asyncio.Queue(queue_max)
+        self.state: PolicyState = initial_state(config)
+        self.connected = asyncio.Event()
+        self.ready = asyncio.Event()  # subscribed and restored: tests wait on it
+        self.http_ready = asyncio.Event()
+        self._stop = asyncio.Event()
+        self._started = time.monotonic()
+        self._last_save = 0.0
+        self._sent: collections.OrderedDict[str, str] = collections.OrderedDict()  # cmd -> group
+
+    # ------------------------------------------------------------ life cycle
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    async def run(self) -> None:
+        await self._restore()
+        loop = asyncio.get_running_loop()
+        if self.install_signals:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, self.stop)
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tg.create_task(self._mqtt(), name="mqtt")
+                tg.create_task(self._work(), name="ingest")
+                tg.create_task(self._tick(), name="tick")
+                tg.create_task(self.notifier.run(), name="push")
+                tg.create_task(self.http.serve(self.http_ready), name="http")
+                tg.create_task(self._shutdown(), name="shutdown")
+        except* _Stopped:
+            pass
+        finally:
+            if self.install_signals:
+                for sig in (signal.SIGTERM, signal.SIGINT):
+                    loop.remove_signal_handler(sig)
+            self._save()
+            self.storage.close()
+            log.info("gateway stopped")
+
+    async def _restore(self) -> None:
+        """Policy state from storage; commands in force the state does not know are released."""
+        now = self.clock.now()
+        try:
+            saved = self.storage.load_state(self.config)
+        except StateError as exc:
+            log.error("%s; starting with a fresh policy state", exc)
+            saved = None
+        if saved is not None:
+            self.state = saved
+            log.info("policy state restored")
+        known = {
+            o.cmd_id
+            for zs in self.state.zones.values()
+            if zs.episode is not None
+            for o in zs.episode.overrides
+        }
+        for o in self.storage.active_overrides(now):
+            if o.cmd_id not in known:
+                # sent, then the gateway died before saving the state that owns it
+                release = Release(o.zone, o.group, f"{o.cmd_id}.r", "restart", now, o.episode)
+                self.storage.record_override_sent(release, now)
+                self._count_release(release)
+                await self.lighting.release(release)
+        # stale episodes (sensors silent, hold over) end on the first tick
+
+    async def _shutdown(self) -> None:
+        await self._stop.wait()
+        log.info("stopping: draining %d queued messages", self.queue.qsize())
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(STOP_FLUSH_S):
+                await self._drain()
+                if self.on_stop == "release":
+                    await self._release_all("shutdown")
+                if self.connected.is_set():
+                    await self.outbox.flushed()
+        if len(self.outbox):
+            log.warning(
+                "stopping with %d messages unsent (overrides expire by themselves)",
+                len(self.outbox),
+            )
+        raise _Stopped
+
+    async def _drain(self) -> None:
+        while not self.queue.empty():
+            await self._handle(self._take_batch())
+
+    async def _release_all(self, reason: str) -> None:
+        now = self.clock.now()
+        zones = dict(self.state.zones)
+        for zid, zs in self.state.zones.items():
+            ep = zs.episode
+            if ep is None:
+                continue
+            for i, o in enumerate(ep.overrides):
+                release = Release(zid, o.group, f"{ep.id}.s{i + 1}", reason, now, ep.id)
+                self.storage.record_decision(release, now)
+                self.storage.record_override_sent(release, now)
+                self._count_release(release)
+                await self.lighting.release(release)
+            zone = self.config.zones_by_id[zid]
+            zones[zid] = replace(zs, episode=None, cooldown_until=now + zone.cooldown_s)
+        self.state = replace(self.state, zones=zones)
+
+    # ------------------------------------------------------------ MQTT
+
+    async def _mqtt(self) -> None:
+        broker = self.config.broker
+        address = parse_broker_url(broker.url)
+        backoff = Backoff()
+        while True:
+            try:
+                async with aiomqtt.Client(
+                    address.host,
+                    address.port,
+                    identifier=self.config.client_id,
+                    clean_session=False,  # the broker keeps our QoS 1 messages while we are away
+                    username=broker.username,
+                    password=broker.password,
+                    keepalive=broker.keepalive,
+                    tls_context=address.tls_context(str(broker.ca) if broker.ca else None),
+                    max_queued_incoming_messages=0,
+                ) as client:
+                    await client.subscribe([(f, 1) for f in self.ingest.subscriptions()])
+                    backoff.reset()
+                    self.connected.set()
+                    self.metrics.connected.set(1)
+                    self.ready.set()
+                    log.info("connected to %s as %s", broker.url, self.config.client_id)
+                    async with asyncio.TaskGroup() as tg:
+                        tg.create_task(self._read(client), name="mqtt-read")
+                        tg.create_task(self.outbox.pump(client), name="mqtt-publish")
+            except* aiomqtt.MqttError as group:
+                self.metrics.reconnects.inc()
+                log.warning("broker %s: %s", broker.url, group.exceptions[0])
+            finally:
+                self.connected.clear()
+                self.metrics.connected.set(0)
+            delay = backoff.next()
+            log.info("reconnecting to %s in %.1f s", broker.url, delay)
+            await asyncio.sleep(delay)
+
+    async def _read(self, client: aiomqtt.Client) -> None:
+        queue = self.queue
+        put = queue.put_nowait
+        now = self.clock.now
+        dropped = self.metrics.queue_dropped
+        async for message in client.messages:
+            payload = message.payload
+            if not isinstance(payload, bytes):
+                payload = b""  # aiomqtt gives bytes for every MQTT payload; be safe anyway
+            try:
+                put((message.topic.value, payload, now()))
+            except asyncio.QueueFull:
+                dropped.inc()
+
+    # ------------------------------------------------------------ ingest + policy
+
+    def _take_batch(self) -> list[Item]:
+        queue = self.queue
+        batch = []
+        for _ in range(min(BATCH_MAX, queue.qsize())):
+            batch.append(queue.get_nowait())
+        return batch
+
+    async def _work(self) -> None:
+        while True:
+            first = await self.queue.get()
+            batch = [first, *self._take_batch()]
+            await self._handle(batch)
+
+    async def _handle(self, batch: Sequence[Item]) -> None:
+        levels: list[LevelEvent] = []
+        decisions: list[Decision] = []
+        handle = self.ingest.handle
+        for topic, payload, at in batch:
+            try:
+                for accepted in handle(topic, payload, at):
+                    event = accepted.event
+                    if isinstance(event, LevelEvent):
+                        levels.append(event)
+                        if not accepted.live:
+                            continue
+                    elif isinstance(event, LightStateEvent):
+                        self._acked(event)
+                    self._step(event, at, decisions)
+            except Exception as exc:  # a bug must cost one message, not the gateway
+                self.metrics.worker_errors.inc(type(exc).__name__)
+                log.exception("handling a message on %s failed", topic[:120])
+        if levels:
+            await asyncio.to_thread(self.storage.add_levels, levels)
+        if decisions:
+            await self._carry_out(decisions)
+
+    def _step(self, event: Event, now: float, out: list[Decision]) -> None:
+        self.state, decisions = step(self.config, self.state, event, now)
+        if decisions:
+            out.extend(decisions)
+
+    def _acked(self, event: LightStateEvent) -> None:
+        if event.cmd_id is not None and event.source == "override":
+            group = self._sent.pop(event.cmd_id, None)
+            if group is not None:
+                self.storage.record_override_acked(event.cmd_id, event.at)
+                self.metrics.overrides_acked.inc(group)
+
+    async def _carry_out(self, decisions: Sequence[Decision]) -> None:
+        now = self.clock.now()
+
+        def record() -> None:
+            for d in decisions:
+                self.storage.record_decision(d, now)
+                if isinstance(d, Override | Release):
+                    self.storage.record_override_sent(d, now)
+            self.storage.save_state(self.state, now)
+
+        # recorded and saved before anything goes out: never twice, at worst once lost
+        await asyncio.to_thread(record)
+        self._last_save = time.monotonic()
+        for d in decisions:
+            kind = type(d).__name__.lower()
+            self.metrics.decisions.inc(kind)
+            if isinstance(d, Override):
+                self._remember(d.cmd_id, d.group)
+                self.metrics.overrides_sent.inc(d.group, "override")
+                await self.lighting.apply(d)
+                log.info(
+                    "override %s: %s -> %.0f%% until %.0f (%s)",
+                    d.cmd_id,
+                    d.group,
+                    d.level,
+                    d.expires_at,
+                    d.reason,
+                )
+            elif isinstance(d, Release):
+                self._count_release(d)
+                await self.lighting.release(d)
+            elif isinstance(d, Nudge):
+                log.info("nudge %s in %s (%s, %.1f dB)", d.nudge_id, d.zone, d.kind, d.laeq)
+                self.notifier.nudge(d)
+            elif isinstance(d, Control):
+                log.info("control %s in %s: trigger recorded, nothing sent", d.control_id, d.zone)
+
+    def _count_release(self, release: Release) -> None:
+        self.metrics.overrides_sent.inc(release.group, "release")
+        log.info(
+            "release %s: %s back to programme (%s)", release.cmd_id, release.group, release.reason
+        )
+
+    def _remember(self, cmd_id: str, group: str) -> None:
+        self._sent[cmd_id] = group
+        while len(self._sent) > 10_000:  # bounded: unacknowledged ids age out
+            self._sent.popitem(last=False)
+
+    async def _tick(self) -> None:
+        while True:
+            await asyncio.sleep(min(TICK_WALL_S, self.clock.wall(1.0)))
+            now = self.clock.now()
+            decisions: list[Decision] = []
+            for accepted in self.ingest.sweep(now):
+                self._step(accepted.event, now, decisions)
+            self._step(Tick(now), now, decisions)
+            if decisions:
+                await self._carry_out(decisions)
+            elif time.monotonic() - self._last_save >= SAVE_EVERY_WALL_S:
+                await asyncio.to_thread(self._save)
+
+    def _save(self) -> None:
+        self.storage.save_state(self.state, self.clock.now())
+        self._last_save = time.monotonic()
+
+    # ------------------------------------------------------------ what the HTTP API reads
+
+    def _refresh_metrics(self) -> None:
+        m = self.metrics
+        m.queue_depth.set(self.queue.qsize())
+        m.active_overrides.set(
+            sum(
+                len(zs.episode.overrides)
+                for zs in self.state.zones.values()
+                if zs.episode is not None and not zs.episode.control
+            )
+        )
+
+    def health(self) -> Mapping[str, Any]:
+        return {
+            "status": "ok" if self.connected.is_set() else "degraded",
+            "site": self.config.site_id,
+            "mqtt_connected": self.connected.is_set(),
+            "queue_depth": self.queue.qsize(),
+            "sensors_online": self.ingest.online,
+            "sensors_configured": len(self.ingest.sensors),
+            "uptime_s": round(time.monotonic() - self._started, 1),
+            "now": self.clock.now(),
+        }
+
+    def zones(self) -> Sequence[Mapping[str, Any]]:
+        now = self.clock.now()
+        return [zone_status(self.config, self.state, z.id, now) for z in self.config.zones]
+
+    def decisions(self, limit: int) -> Sequence[Mapping[str, Any]]:
+        return self.storage.recent_decisions(limit)
+
+    def zone_ids(self) -> frozenset[str]:
+        return frozenset(self.config.zones_by_id)
+
+    def subscribe(self, endpoint: str, p256dh: str, auth: str, zones: Sequence[str]) -> None:
+        self.storage.add_subscription(
+            endpoint, {"p256dh": p256dh, "auth": auth}, zones, self.clock.now()
+        )
+
+    def unsubscribe(self, endpoint: str) -> bool:
+        return self.storage.remove_subscription(endpoint)
