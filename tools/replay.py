@@ -26,6 +26,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any, Final
 
+import numpy as np
+import numpy.typing as npt
+
 from dsp import reference
 from dsp.errors import WavFormatError
 from dsp.wavfile import WavReader
@@ -146,14 +149,7 @@ def _firmware(
 ) -> Iterator[dict[str, Any]]:
     proc = upy.spawn(
         REPLAY_SCRIPT,
-        "--rate",
-        str(wav.rate),
-        "--interval",
-        f"{interval_s:g}",
-        "--sensitivity-dbfs",
-        f"{sensitivity_dbfs:g}",
-        "--calibration-offset-db",
-        f"{calibration_offset_db:g}",
+        *_runner_args(wav.rate, interval_s, sensitivity_dbfs, calibration_offset_db),
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -202,6 +198,53 @@ def _firmware(
         detail = b"".join(stderr_text).decode(errors="replace").strip().splitlines()
         last = detail[-1] if detail else (str(feed_errors[0]) if feed_errors else "no message")
         raise ToolError(f"the firmware meter stopped with exit status {status}: {last}")
+
+
+def _runner_args(
+    rate: int, interval_s: float, sensitivity_dbfs: float, calibration_offset_db: float
+) -> list[str]:
+    # repr keeps every digit: "%g" would round a sensitivity such as -26.1234567
+    return [
+        "--rate",
+        str(rate),
+        "--interval",
+        repr(float(interval_s)),
+        "--sensitivity-dbfs",
+        repr(float(sensitivity_dbfs)),
+        "--calibration-offset-db",
+        repr(float(calibration_offset_db)),
+    ]
+
+
+def firmware_levels(
+    rate: int,
+    words: npt.ArrayLike,
+    interval_s: float = 1.0,
+    sensitivity_dbfs: float = -26.0,
+    calibration_offset_db: float = 0.0,
+    timeout: float = 120.0,
+) -> list[dict[str, Any]]:
+    """Run the firmware meter on I2S words held in memory (tests, benchmarks, short signals)."""
+    check_options(interval_s, sensitivity_dbfs, calibration_offset_db)
+    data = np.asarray(words, dtype="<i4").tobytes()
+    proc = upy.run(
+        REPLAY_SCRIPT,
+        *_runner_args(rate, interval_s, sensitivity_dbfs, calibration_offset_db),
+        input=data,
+        timeout=timeout,
+    )
+    if proc.returncode != 0:
+        detail = proc.stderr.decode(errors="replace").strip().splitlines()
+        raise ToolError(
+            f"the firmware meter stopped with exit status {proc.returncode}: "
+            + (detail[-1] if detail else "no message")
+        )
+    out = []
+    for line in proc.stdout.decode().splitlines():
+        record = json.loads(line) if line.strip().startswith("{") else None
+        if isinstance(record, dict):
+            out.append(record)
+    return out
 
 
 def _feed(wav: WavReader, sink: IO[bytes], errors: list[Exception]) -> None:
