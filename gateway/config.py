@@ -289,17 +289,22 @@ class _Table:
         if value is None:
             return default
         what = f"a number of {unit} between {_num(lo)} and {_num(hi)}"
+        if not unit:
+            what = f"a number between {_num(lo)} and {_num(hi)}"
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ConfigError(f"{self.key(name)}: expected {what}, got {_show(value)}")
         if not math.isfinite(value) or not lo <= value <= hi:
             raise ConfigError(f"{self.key(name)}: expected {what}, got {_show(value)}")
         return float(value)
 
-    def integer(self, name: str, default: int, lo: int, hi: int, unit: str) -> int:
+    def integer(
+        self, name: str, default: int, lo: int, hi: int, unit: str, lo_is: str = "", hi_is: str = ""
+    ) -> int:
+        """`lo_is`/`hi_is` name the key a bound comes from, e.g. " (hold_s)"."""
         value = self.get(name)
         if value is None:
             return default
-        what = f"a whole number of {unit} between {lo} and {hi}"
+        what = f"a whole number of {unit} between {lo}{lo_is} and {hi}{hi_is}"
         if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
             raise ConfigError(f"{self.key(name)}: expected {what}, got {_show(value)}")
         return value
@@ -488,11 +493,13 @@ def _zone(t: _Table) -> ZoneConfig:
         )
     ramp = t.number("ramp_s", 5.0, 0.0, 600.0, "seconds")
     hold = t.integer("hold_s", 600, 10, 86400, "seconds")
-    max_hold = t.integer("max_hold_s", max(1800, hold), hold, 86400, "seconds (>= hold_s)")
-    renew = t.integer("renew_before_s", min(60, hold // 2), 1, hold - 1, "seconds (< hold_s)")
+    max_hold = t.integer("max_hold_s", max(1800, hold), hold, 86400, "seconds", lo_is=" (hold_s)")
+    renew = t.integer(
+        "renew_before_s", min(60, hold // 2), 1, hold - 1, "seconds", hi_is=" (hold_s - 1)"
+    )
     cooldown = t.integer("cooldown_s", 300, 0, 86400, "seconds")
     per_hour = t.integer("max_nudges_per_hour", 3, 1, 3600, "nudges")
-    control = t.number("control_fraction", 0.0, 0.0, 1.0, "(a share)")
+    control = t.number("control_fraction", 0.0, 0.0, 1.0, "")
     messages = _messages(t.table("messages"))
     t.finish()
     return ZoneConfig(

@@ -12,10 +12,11 @@ whose end is not after its start crosses midnight and belongs to the day it
 starts: ``"fri 23:00-02:00"`` is Friday night, ending early Saturday.
 
 Local times are turned into instants with `zoneinfo`, so a window keeps its
-wall-clock meaning across daylight-saving changes (the 23:00-05:00 window on the
-night clocks go forward lasts five hours, not six).  A wall-clock time that does
-not exist that night (02:30 when clocks jump from 02:00 to 03:00) is read with
-the offset in force before the jump, which moves it past the gap.
+wall-clock meaning across daylight-saving changes: the 23:00-05:00 window lasts
+five hours on the night clocks go forward and seven on the night they go back.
+A time the clock skips (02:30 when it jumps from 02:00 to 03:00) starts or ends
+the window at the jump; a time it shows twice starts a window at its first
+occurrence and ends one at its last.
 
 Windows that touch or overlap merge into one active period, so ``"00:00-24:00"``
 is one period with no end at midnight and a nudge is not cut at 00:00.
@@ -73,7 +74,9 @@ class Schedule:
     def active_period(self, at: float, tz: ZoneInfo) -> tuple[float, float] | None:
         """The active period containing `at` (UTC epoch s) as (start, end) epoch s, or None.
 
-        Periods are half-open: `start <= at < end`.
+        Periods are half-open: `start <= at < end`.  A schedule that runs for
+        days on end (``"00:00-24:00"``) is only followed a week ahead and a day
+        back, so its bounds are that far from `at`, not infinite.
         """
         local_day = dt.datetime.fromtimestamp(at, tz).date()
         for start, end in _periods(self, tz.key, local_day.toordinal()):
@@ -100,7 +103,12 @@ def _periods(schedule: Schedule, tz_key: str, day: int) -> tuple[tuple[float, fl
             if date.weekday() not in w.days:
                 continue
             end_date = date + dt.timedelta(days=1) if w.crosses_midnight else date
-            spans.append((_instant(date, w.start_min, tz), _instant(end_date, w.end_min, tz)))
+            spans.append(
+                (
+                    _instant(date, w.start_min, tz, end=False),
+                    _instant(end_date, w.end_min, tz, end=True),
+                )
+            )
     spans.sort()
     merged: list[tuple[float, float]] = []
     for start, end in spans:
@@ -113,12 +121,29 @@ def _periods(schedule: Schedule, tz_key: str, day: int) -> tuple[tuple[float, fl
     return tuple(merged)
 
 
-def _instant(date: dt.date, minute: int, tz: ZoneInfo) -> float:
-    # 24:00 is midnight of the next day; datetime does not accept hour 24.
-    date += dt.timedelta(days=minute // 1440)
+def _instant(date: dt.date, minute: int, tz: ZoneInfo, *, end: bool) -> float:
+    """The UTC instant at which the wall clock reads `minute` on `date` (minute 1440 = 24:00).
+
+    A time the clock shows twice (the hour repeated when clocks go back) is
+    read as its first occurrence for a start and its last for an end, so the
+    window covers every moment the clock shows a time inside it.  A time the
+    clock skips (the hour lost when clocks go forward) is read as the moment of
+    the jump: the first moment the clock shows a later time.
+    """
+    date += dt.timedelta(days=minute // 1440)  # datetime does not accept hour 24
     minute %= 1440
-    local = dt.datetime(date.year, date.month, date.day, minute // 60, minute % 60, tzinfo=tz)
-    return local.timestamp()
+    while True:
+        local = dt.datetime(
+            date.year, date.month, date.day, minute // 60, minute % 60, tzinfo=tz, fold=int(end)
+        )
+        at = local.timestamp()
+        if dt.datetime.fromtimestamp(at, tz).replace(tzinfo=None) == local.replace(tzinfo=None):
+            return at
+        # skipped by a jump forward: try the next minute (jumps fall on whole minutes)
+        minute += 1
+        if minute == 1440:
+            date += dt.timedelta(days=1)
+            minute = 0
 
 
 def parse_window(text: str) -> Window:
