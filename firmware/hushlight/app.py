@@ -1,0 +1,475 @@
+"""The sensor application: capture + DSP, publishing, status, config, console.
+
+One asyncio loop runs these tasks:
+
+- capture: read a 125 ms block from the source, run the level meter over it
+  (preallocated buffer, nothing allocated per block), every `interval_s` make
+  a levels record and every minute a summary, each with its `seq`, into the
+  store;
+- publisher: send the stored records oldest first with QoS 1 (a bounded
+  window in flight), drop them from the store on PUBACK; on every new
+  connection resend whatever is not acknowledged, at most `backlog_rate`
+  records a second;
+- status: retained status every `status_interval_s` and on change;
+- the MQTT client itself (reconnects by itself), Wi-Fi and NTP on the ESP32,
+  and the console.
+
+A remote config (retained, on `.../config`) is validated whole, applied at
+once (the interval at the next interval boundary) and persisted; a bad one
+is reported in status `config_error` and changes nothing.
+
+When a non-live source ends (a WAV file), the application waits until every
+record is acknowledged, publishes its offline status and stops.  On the unix
+port `reboot` exits with status 0 after leaving a `reboot` marker file that
+`hushlight sensor` takes as "start me again".
+"""
+
+import array
+import asyncio
+import gc
+import time
+
+from hushlight import platform, timesync
+from hushlight.config import Config, parse_broker
+from hushlight.console import CalRun, Console
+from hushlight.errors import ConfigError
+from hushlight.sources import Pacer, block_len, open_source
+from hushlight.store import LEVELS, SUMMARY, Store
+
+from protocol import payloads, schema, topics
+
+_WINDOW = 8  # QoS 1 messages in flight at once
+_SUMMARY_BLOCKS = 480  # one minute of 125 ms blocks
+REBOOT_MARKER = "reboot"
+
+
+def log(msg):
+    print("hushlight: " + msg)
+
+
+class App:
+    def __init__(self, config_path="config.json"):
+        self.cfg = Config(config_path)
+        cfg = self.cfg
+        self.store = Store(".", cfg["buffer_records"])
+        self.clock = timesync.Clock(cfg["time_origin"])
+        self.site = cfg["site"]
+        self.sensor = cfg["id"]
+        self.t_levels = topics.levels(self.site, self.sensor)
+        self.t_summary = topics.summary(self.site, self.sensor)
+        self.t_status = topics.status(self.site, self.sensor)
+        self.t_config = topics.config(self.site, self.sensor)
+        self.boot_ms = time.ticks_ms()
+        self.inflight = {}
+        self.config_error = None
+        self.last_interval = None
+        self.cal = None
+        self.calibrating = False
+        self.stopping = False
+        self.reboot = False
+        self.wake_publisher = asyncio.Event()
+        self.status_changed = asyncio.Event()
+        self.dsp_us = 0
+        self.audio_us = 0
+        self.dsp_load_last = 0.0
+        self.lag_blocks = 0
+        self.console = None
+        self._open_audio()
+        self.mqtt = self._make_client()
+
+    # ---- set-up ----------------------------------------------------------
+
+    def _open_audio(self):
+        from hushlight.levelmeter import LevelMeter
+
+        cfg = self.cfg
+        rate = cfg["sample_rate"]
+        self.source = open_source(cfg.values, block_len(rate))
+        if self.source.rate != rate:
+            # a file brings its own rate; a smaller or larger block follows
+            rate = self.source.rate
+            self.source.close()
+            self.source = open_source(cfg.values, block_len(rate))
+        self.rate = rate
+        self.meter = LevelMeter(
+            rate=rate,
+            sensitivity_dbfs=cfg["sensitivity_dbfs"],
+            calibration_offset_db=cfg["calibration_offset_db"],
+            peak_threshold_db=cfg["peak_threshold_db"],
+        )
+        self.block = self.meter.block_len
+        self.buf = array.array("i", bytes(4 * self.block))
+        self.block_ms = self.block * 1000 // rate
+
+    def _make_client(self):
+        from hushlight.mqtt import MQTTClient
+
+        cfg = self.cfg
+        tls, host, port = parse_broker(cfg["broker"])
+        will = payloads.encode_status("offline")
+        kw = {
+            "user": cfg["mqtt_user"],
+            "password": cfg["mqtt_password"],
+            "keepalive": cfg["keepalive_s"],
+            "clean_session": False,
+            "will_topic": self.t_status,
+            "will_payload": will,
+            "will_retain": True,
+            "will_qos": 1,
+        }
+        if tls:
+            kw["ssl_cafile"] = cfg["ca_file"] or "ca.pem"
+            kw["server_hostname"] = cfg["server_hostname"] or host
+        client = MQTTClient(self.site + "-" + self.sensor, host, port, **kw)
+        client.on_connect = self._on_connect
+        client.on_message = self._on_message
+        client.on_puback = self._on_puback
+        return client
+
+    # ---- status ----------------------------------------------------------
+
+    def dsp_load(self):
+        if self.audio_us:
+            return self.dsp_us / self.audio_us
+        return self.dsp_load_last
+
+    def status_fields(self, full=False):
+        gc.collect()
+        f = {
+            "state": "online",
+            "fw": platform.FW_VERSION,
+            "uptime_s": time.ticks_diff(time.ticks_ms(), self.boot_ms) // 1000,
+            "rssi": platform.rssi(),
+            "free_mem": platform.free_mem(),
+            "dsp_load": round(self.dsp_load(), 4),
+            "buffered": self.store.buffered(),
+            "dropped": self.store.dropped,
+            "calibration_offset_db": self.cfg["calibration_offset_db"],
+            "config_rev": self.cfg["config_rev"],
+            "config_error": self.config_error,
+            "time_synced": self.clock.synced,
+        }
+        if full:
+            f["id"] = self.sensor
+            f["site"] = self.site
+            f["broker_connected"] = self.mqtt.connected()
+            f["rate"] = self.rate
+        return f
+
+    def status_payload(self):
+        f = self.status_fields()
+        state = f.pop("state")
+        # the load of the last period, then a new period starts
+        self.dsp_load_last = f["dsp_load"]
+        self.dsp_us = 0
+        self.audio_us = 0
+        return payloads.encode_status(state, **f)
+
+    async def _publish_status(self):
+        try:
+            await self.mqtt.publish(self.t_status, self.status_payload(), qos=1, retain=True)
+        except OSError:
+            pass  # not connected: the next connection publishes a fresh one
+
+    async def status_task(self):
+        while True:
+            try:
+                await asyncio.wait_for(self.status_changed.wait(), self.cfg["status_interval_s"])
+            except asyncio.TimeoutError:
+                pass
+            self.status_changed.clear()
+            if self.mqtt.connected():
+                await self._publish_status()
+
+    # ---- MQTT callbacks --------------------------------------------------
+
+    async def _on_connect(self):
+        log("connected to %s" % self.cfg["broker"])
+        # everything not acknowledged goes again, oldest first (duplicates are
+        # fine: the gateway drops them by seq)
+        self.inflight = {}
+        self.store.rewind()
+        await self._publish_status()
+        await self.mqtt.subscribe(self.t_config, 1)
+        self.wake_publisher.set()
+
+    def _on_puback(self, pid):
+        rec = self.inflight.pop(pid, None)
+        if rec is not None:
+            self.store.ack(rec[0], rec[1])
+            self.wake_publisher.set()
+
+    def _on_message(self, topic, payload, retained):
+        if topic != self.t_config:
+            return
+        try:
+            new, changed = self.cfg.decode_remote(payload)
+        except ConfigError as e:
+            log("config rejected: %s" % e)
+            self.config_error = str(e)[:200]
+            self.status_changed.set()
+            return
+        if not changed:
+            return
+        if new["config_rev"] == self.cfg["config_rev"] and changed == ["config_rev"]:
+            return
+        if new["config_rev"] == self.cfg["config_rev"]:
+            # the retained config comes again on every connection: a rev
+            # already applied stays as it is, console changes included
+            return
+        try:
+            self._apply(new, changed)
+        except ConfigError as e:
+            log("config rejected: %s" % e)
+            self.config_error = str(e)[:200]
+            self.status_changed.set()
+            return
+        log("config rev %s applied: %s" % (new["config_rev"], ", ".join(changed)))
+        self.config_error = None
+        self.status_changed.set()
+
+    # ---- config ----------------------------------------------------------
+
+    def _apply(self, new, changed):
+        if "sample_rate" in changed and not self.cfg["source"].startswith(("i2s", "synthetic:")):
+            raise ConfigError(
+                "sample_rate %r cannot be applied: the audio source %r has its own rate of %d Hz"
+                % (new["sample_rate"], self.cfg["source"], self.rate)
+            )
+        self.cfg.commit(new)
+        if "calibration_offset_db" in changed:
+            self.meter.set_calibration(new["calibration_offset_db"])
+        if "peak_threshold_db" in changed:
+            self.meter.peak_threshold_db = new["peak_threshold_db"]
+        # interval_s and sample_rate take effect at the next interval boundary,
+        # status_interval_s and backlog_rate at their next use
+
+    def set_config(self, key, value):
+        """Console `set`: the same validation as a remote config."""
+        if key == "rev" or key == "config_rev" or key not in self.cfg.values:
+            raise ConfigError(
+                "key %r cannot be set; settable keys: %s" % (key, ", ".join(schema.CONFIG_KEYS))
+            )
+        if key not in schema.CONFIG_KEYS:
+            raise ConfigError(
+                "%s is a provisioning setting, not settable from the console; settable keys: %s"
+                % (key, ", ".join(schema.CONFIG_KEYS))
+            )
+        new, changed = self.cfg.candidate({key: value})
+        if changed:
+            self._apply(new, changed)
+            self.status_changed.set()
+
+    # ---- calibration -------------------------------------------------------
+
+    def start_calibration(self, blocks):
+        self.cal = CalRun(blocks)
+        self.calibrating = True
+        return self.cal
+
+    def end_calibration(self):
+        self.cal = None
+        self.calibrating = False
+
+    def request_reboot(self):
+        self.reboot = True
+        self.stopping = True
+
+    # ---- capture -----------------------------------------------------------
+
+    async def capture(self):
+        src = self.source
+        meter = self.meter
+        buf = self.buf
+        wdt = platform.Watchdog()
+        pacer = None if src.live else Pacer(self.cfg["speed"], time.ticks_ms, time.ticks_diff)
+        live_clock = src.live or self.cfg["speed"] == 1
+        ticks_us = time.ticks_us
+        ticks_diff = time.ticks_diff
+        samples = 0
+        start_ms = self.clock.now_ms()
+        interval_blocks = int(self.cfg["interval_s"] * 8)
+        in_interval = 0
+        in_minute = 0
+        interval_start = 0
+        minute_start = 0
+        flags = 0
+        block_us = self.block * 1000000 // self.rate
+        while not self.stopping:
+            if not await src.read_block(buf):
+                break
+            t = ticks_us()
+            meter.process_block(buf)
+            self.dsp_us += ticks_diff(ticks_us(), t)
+            self.audio_us += block_us
+            samples += self.block
+            wdt.feed()
+            in_interval += 1
+            in_minute += 1
+            if self.cal is not None:
+                self.cal.add(meter.last_block_laeq(), meter.last_block_clipped())
+                flags |= schema.FLAG_CALIBRATING
+            audio_ms = samples * 1000 // self.rate
+            if pacer is not None:
+                due = pacer.due_in_ms(audio_ms)
+                if due < -2 * self.block_ms:
+                    flags |= schema.FLAG_OVERLOAD
+            if in_interval >= interval_blocks:
+                if live_clock and not self.clock.virtual:
+                    # follow the wall clock (NTP steps, crystal drift)
+                    drift = self.clock.now_ms() - (start_ms + audio_ms)
+                    if drift > 2000 or drift < -2000:
+                        start_ms += drift
+                        interval_start = audio_ms - in_interval * self.block_ms
+                self._interval(start_ms, interval_start, audio_ms, flags)
+                flags = 0
+                in_interval = 0
+                interval_start = audio_ms
+                interval_blocks = int(self.cfg["interval_s"] * 8)
+            if in_minute >= _SUMMARY_BLOCKS:
+                self._summary(start_ms, minute_start, audio_ms)
+                in_minute = 0
+                minute_start = audio_ms
+            if pacer is not None and due > 0:
+                await asyncio.sleep_ms(due)
+            else:
+                await asyncio.sleep_ms(0)
+        src.close()
+
+    def _flags(self, flags):
+        if not self.clock.synced:
+            flags |= schema.FLAG_UNSYNCED_TIME
+        return flags
+
+    def _interval(self, start_ms, a0, a1, flags):
+        laeq, lafmax, lceq, clipped = self.meter.take_interval()
+        if clipped:
+            flags |= schema.FLAG_CLIPPED
+        self.last_interval = (laeq, lafmax, lceq, clipped)
+        seq = self.store.next_seq(LEVELS)
+        t0 = self.clock.stamp(a0, start_ms)
+        t1 = self.clock.stamp(a1, start_ms)
+        payload = payloads.encode_levels(seq, t0, t1, laeq, lafmax, lceq, self._flags(flags))
+        self.store.add(LEVELS, seq, payload)
+        self.wake_publisher.set()
+        if self.console is not None:
+            self.console.on_levels(payload)
+
+    def _summary(self, start_ms, a0, a1):
+        s = self.meter.take_summary()
+        seq = self.store.next_seq(SUMMARY)
+        fields = {}
+        for key in ("laeq", "lafmax", "lamin", "l10", "l50", "l90", "lceq", "peaks"):
+            fields[key] = s[key]
+        flags = self._flags(0)
+        fields["flags"] = [schema.FLAGS[i] for i in range(len(schema.FLAGS)) if flags & (1 << i)]
+        payload = payloads.encode_summary(
+            seq=seq, t0=self.clock.stamp(a0, start_ms), t1=self.clock.stamp(a1, start_ms), **fields
+        )
+        self.store.add(SUMMARY, seq, payload)
+        self.wake_publisher.set()
+
+    # ---- publishing --------------------------------------------------------
+
+    async def publisher(self):
+        store = self.store
+        sent_at = time.ticks_ms()
+        while True:
+            if not self.mqtt.connected():
+                await self.mqtt.wait_connected()
+                continue
+            if len(self.inflight) >= _WINDOW:
+                self.wake_publisher.clear()
+                await self.wake_publisher.wait()
+                continue
+            kind = SUMMARY
+            rec = store.next_unsent(SUMMARY)
+            if rec is None:
+                kind = LEVELS
+                rec = store.next_unsent(LEVELS)
+            if rec is None:
+                self.wake_publisher.clear()
+                await self.wake_publisher.wait()
+                continue
+            topic = self.t_summary if kind == SUMMARY else self.t_levels
+            try:
+                pid = await self.mqtt.publish(topic, rec[1], qos=1)
+            except OSError:
+                continue  # the link dropped; _on_connect rewinds
+            self.inflight[pid] = (kind, rec[0])
+            # bounded rate: backlog_rate records per second of audio time
+            speed = self.cfg["speed"] if not self.source.live else 1
+            if speed > 0:
+                gap = int(1000 / (self.cfg["backlog_rate"] * max(speed, 1)))
+                wait = gap - time.ticks_diff(time.ticks_ms(), sent_at)
+                if wait > 0:
+                    await asyncio.sleep_ms(wait)
+            sent_at = time.ticks_ms()
+
+    # ---- run ---------------------------------------------------------------
+
+    async def run(self):
+        cfg = self.cfg
+        from hushlight import net
+
+        tasks = [
+            asyncio.create_task(net.keep_connected(cfg["wifi_ssid"], cfg["wifi_password"], log)),
+            asyncio.create_task(
+                timesync.ntp_task(self.clock, cfg["ntp_host"], cfg["ntp_resync_s"], log)
+            ),
+            asyncio.create_task(self.mqtt.run()),
+            asyncio.create_task(self.publisher()),
+            asyncio.create_task(self.status_task()),
+        ]
+        if cfg["console"] != "off":
+            self.console = Console(self, cfg["console"])
+            tasks.append(asyncio.create_task(self.console.run()))
+        await self.capture()
+        if not self.stopping:
+            # the audio ended (a file): deliver everything, then say goodbye
+            log("audio ended; delivering %d buffered records" % self.store.buffered())
+            while self.store.pending() and not self.stopping:
+                self.wake_publisher.set()
+                await asyncio.sleep_ms(50)
+        await self.goodbye()
+        for t in tasks:
+            t.cancel()
+
+    async def goodbye(self):
+        if self.mqtt.connected():
+            try:
+                await self.mqtt.publish(
+                    self.t_status, payloads.encode_status("offline"), qos=1, retain=True
+                )
+                await asyncio.sleep_ms(100)
+                await self.mqtt.disconnect()
+            except OSError:
+                pass
+
+    def shutdown(self):
+        self.store.flush()
+        if self.reboot and platform.UNIX:
+            with open(REBOOT_MARKER, "w") as f:
+                f.write("1")
+
+
+def main():
+    try:
+        app = App()
+    except ConfigError as e:
+        import sys
+
+        print("hushlight: error: %s" % e, file=sys.stderr)
+        if platform.ESP32:
+            # nothing sensible to run: wait for a technician, then try again
+            time.sleep(60)
+            platform.reset()
+        raise SystemExit(2)
+    try:
+        asyncio.run(app.run())
+    except KeyboardInterrupt:
+        log("stopping")
+    finally:
+        app.shutdown()
+    if app.reboot:
+        platform.reset()

@@ -1,0 +1,259 @@
+"""The sensor's settings: `config.json` in the flash root (the state directory
+on the unix port), remote config from MQTT, console `set`.
+
+Every key of config.json (firmware/config.example.json shows them all):
+
+Identity and network, written by the provisioning tools:
+  id                 sensor id, [a-z0-9-]{1,32}
+  site               site id, [a-z0-9-]{1,32}
+  broker             mqtt://HOST[:PORT] or mqtts://HOST[:PORT] (TLS, 8883 by default)
+  ca_file            CA certificate file (PEM) that must sign the broker's certificate
+                     (mqtts only; provisioning writes ca.pem beside config.json)
+  server_hostname    name checked in the broker's certificate (default: HOST)
+  mqtt_user, mqtt_password   MQTT credentials (optional)
+  keepalive_s        MQTT keepalive, 5..600 s (default 30): the offline status
+                     appears at most 1.5 times this after the sensor dies
+  wifi_ssid, wifi_password   Wi-Fi network (ESP32 only)
+  ntp_host           NTP server (ESP32 only; default pool.ntp.org)
+  ntp_resync_s       seconds between NTP re-syncs (default 3600)
+
+Audio:
+  source             "i2s" (ESP32), "wav:PATH", "stdin" (s16le mono PCM) or
+                     "synthetic:SCENE" (quiet, street, cal94, silence)
+  sample_rate        48000 (default), 44100, 32000 or 16000 (remote-settable)
+  sensitivity_dbfs   microphone sensitivity at 94 dB SPL, 1 kHz (INMP441: -26.0)
+  i2s_id, i2s_sck, i2s_ws, i2s_sd   I2S peripheral and pins (INMP441 defaults 0, 32, 25, 33)
+  speed              unix port: play a non-live source at this many times real
+                     time; 0 = as fast as possible
+  time_origin        unix port: UTC epoch seconds of the first sample; records
+                     are stamped origin + audio time (null: the host clock)
+
+Remote-settable (validated by protocol.schema.CONFIG, the same rules for the
+MQTT config topic and the console `set`):
+  config_rev             rev of the last remote config applied (null: none yet)
+  interval_s             record interval, a multiple of 0.125 s in 1..60 (default 1)
+  peak_threshold_db      LAFmax above which a summary counts a peak (default 70)
+  calibration_offset_db  added to every level, -20..20 dB (set by `cal`)
+  status_interval_s      status heartbeat, 10..3600 s (default 60)
+  backlog_rate           records per second when resending a backlog (default 20)
+
+Buffering and the console:
+  buffer_records     records kept while the broker is unreachable (default
+                     2400: 10 min of 1 s records plus 24 h of minute
+                     summaries, with room to spare)
+  console            "stdio" (the serial REPL line), "fd:N" (unix port: a
+                     pseudo-terminal on file descriptor N) or "off"
+
+A remote config is validated whole, then applied all at once and written to
+config.json with an atomic rename; a bad one changes nothing.
+"""
+
+import json
+
+from hushlight.errors import ConfigError
+from hushlight.store import write_atomic
+
+from protocol import payloads, schema, topics
+from protocol.errors import ProtocolError
+
+PATH = "config.json"
+
+DEFAULTS = {
+    "id": None,
+    "site": None,
+    "broker": None,
+    "ca_file": None,
+    "server_hostname": None,
+    "mqtt_user": None,
+    "mqtt_password": None,
+    "keepalive_s": 30,
+    "wifi_ssid": None,
+    "wifi_password": None,
+    "ntp_host": "pool.ntp.org",
+    "ntp_resync_s": 3600,
+    "source": "i2s",
+    "sample_rate": 48000,
+    "sensitivity_dbfs": -26.0,
+    "i2s_id": 0,
+    "i2s_sck": 32,
+    "i2s_ws": 25,
+    "i2s_sd": 33,
+    "speed": 1.0,
+    "time_origin": None,
+    "config_rev": None,
+    "interval_s": 1.0,
+    "peak_threshold_db": 70.0,
+    "calibration_offset_db": 0.0,
+    "status_interval_s": 60,
+    "backlog_rate": 20,
+    "buffer_records": 2400,
+    "console": "stdio",
+}
+
+REMOTE_KEYS = schema.CONFIG_KEYS
+SECRET_KEYS = ("mqtt_password", "wifi_password")
+
+
+def parse_broker(url):
+    """(tls, host, port) of an mqtt:// or mqtts:// URL."""
+    if not isinstance(url, str):
+        raise ConfigError(
+            "broker %r is not a URL; give mqtt://HOST:PORT or mqtts://HOST:PORT" % (url,)
+        )
+    if url.startswith("mqtt://"):
+        tls, rest, port = False, url[7:], 1883
+    elif url.startswith("mqtts://"):
+        tls, rest, port = True, url[8:], 8883
+    else:
+        raise ConfigError(
+            "broker %r has an unknown scheme; give mqtt://HOST:PORT or mqtts://HOST:PORT" % url
+        )
+    rest = rest.rstrip("/")
+    host = rest
+    if rest.startswith("["):  # [IPv6]:port
+        end = rest.find("]")
+        host = rest[1:end]
+        rest = rest[end + 1 :]
+        if rest.startswith(":"):
+            port = _port(url, rest[1:])
+    elif ":" in rest:
+        host, p = rest.rsplit(":", 1)
+        port = _port(url, p)
+    if not host:
+        raise ConfigError("broker %r names no host; give mqtt://HOST:PORT" % url)
+    return tls, host, port
+
+
+def _port(url, text):
+    try:
+        port = int(text)
+    except ValueError:
+        port = -1
+    if not 0 < port < 65536:
+        raise ConfigError("broker %r has a bad port %r; give a port in 1..65535" % (url, text))
+    return port
+
+
+def _check_int(values, key, lo, hi):
+    v = values[key]
+    if type(v) is not int or not lo <= v <= hi:
+        raise ConfigError("%s is %r; give a whole number in %d..%d" % (key, v, lo, hi))
+
+
+def validate_local(values):
+    """Raise ConfigError for a setting the device cannot run with."""
+    for key in ("id", "site"):
+        try:
+            topics.check_id(key, values[key])
+        except ProtocolError as e:
+            raise ConfigError(str(e))
+    parse_broker(values["broker"])
+    _check_int(values, "keepalive_s", 5, 600)
+    _check_int(values, "buffer_records", 100, 100000)
+    speed = values["speed"]
+    if type(speed) not in (int, float) or not 0 <= speed <= 100000:
+        raise ConfigError("speed is %r; give 0 (as fast as possible) or a factor > 0" % (speed,))
+    origin = values["time_origin"]
+    if origin is not None and (type(origin) not in (int, float) or not 0 <= origin < 4102444800):
+        raise ConfigError("time_origin is %r; give UTC epoch seconds or null" % (origin,))
+    console = values["console"]
+    if console not in ("stdio", "off") and not (
+        isinstance(console, str) and console.startswith("fd:") and console[3:].isdigit()
+    ):
+        raise ConfigError("console is %r; give stdio, fd:N or off" % (console,))
+    # the remote-settable keys follow the wire rules
+    remote = {}
+    for key in REMOTE_KEYS:
+        remote[key] = values[key]
+    rev = values["config_rev"]
+    remote["rev"] = 0 if rev is None else rev
+    check_remote(remote)
+
+
+def check_remote(d):
+    """Validate a remote config dict with the wire rules; return it decoded."""
+    try:
+        return payloads.decode_config(json.dumps(d))
+    except ProtocolError as e:
+        raise ConfigError(str(e))
+
+
+class Config:
+    def __init__(self, path=PATH):
+        self.path = path
+        self.values = dict(DEFAULTS)
+        try:
+            with open(path) as f:
+                raw = json.load(f)
+        except OSError:
+            raise ConfigError("no %s on the device; write one with `hushlight provision`" % path)
+        except ValueError:
+            raise ConfigError(
+                "%s is not valid JSON; write it again with `hushlight provision`" % path
+            )
+        if type(raw) is not dict:
+            raise ConfigError("%s must hold one JSON object" % path)
+        for key in raw:
+            if key not in DEFAULTS:
+                raise ConfigError(
+                    "%s has the unknown key %r; see config.example.json for the keys" % (path, key)
+                )
+        self.values.update(raw)
+        validate_local(self.values)
+
+    def __getitem__(self, key):
+        return self.values[key]
+
+    def get(self, key, default=None):
+        return self.values.get(key, default)
+
+    def public(self, key):
+        """Value shown on the console: secrets are masked."""
+        v = self.values[key]
+        if key in SECRET_KEYS and v:
+            return "***"
+        return v
+
+    def candidate(self, changes):
+        """A validated copy of the remote settings with `changes` applied:
+        (new values dict, list of changed keys)."""
+        cur = {}
+        for key in REMOTE_KEYS:
+            cur[key] = self.values[key]
+        cur.update(changes)
+        rev = cur.pop("rev", self.values["config_rev"])
+        cur["rev"] = 0 if rev is None else rev
+        decoded = check_remote(cur)
+        new = {}
+        changed = []
+        for key in REMOTE_KEYS:
+            v = decoded[key]
+            if v is None:
+                v = self.values[key]
+            new[key] = v
+            if v != self.values[key]:
+                changed.append(key)
+        new["config_rev"] = rev
+        if rev != self.values["config_rev"]:
+            changed.append("config_rev")
+        return new, changed
+
+    def decode_remote(self, payload):
+        """Validate a config message; return (new values, changed keys)."""
+        try:
+            msg = payloads.decode_config(payload)
+        except ProtocolError as e:
+            raise ConfigError(str(e))
+        changes = {"rev": msg["rev"]}
+        for key in REMOTE_KEYS:
+            if msg[key] is not None:
+                changes[key] = msg[key]
+        return self.candidate(changes)
+
+    def commit(self, new):
+        """Take validated values and persist them (atomic file replace)."""
+        self.values.update(new)
+        self.save()
+
+    def save(self):
+        write_atomic(self.path, json.dumps(self.values).encode())

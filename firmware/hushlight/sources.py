@@ -1,0 +1,384 @@
+"""Audio sources behind one interface, and the pacer that plays them in time.
+
+Every source fills a preallocated `array('i')` of `block_len` I2S words (the
+INMP441's 24-bit sample left-justified in 32 bits, as the ESP32 I2S
+peripheral delivers it) with ``await source.read_block(buf)``, which returns
+False once the audio has ended.  Nothing is allocated per block: raw bytes go
+into a buffer made once and a viper loop converts them in place.
+
+- `I2SSource`: `machine.I2S` on the ESP32 (INMP441 defaults; the first
+  ~100 ms after start-up are junk and are discarded).
+- `WavSource`: a WAV file on the unix port: 16-, 24- or 32-bit PCM, first
+  channel, laid out exactly as `dsp.wavfile.WavReader.i2s_words` does, so
+  `hushlight replay` sees the same words.
+- `PcmSource`: raw signed 16-bit little-endian mono PCM from a stream (stdin).
+- `SyntheticSource`: scenes generated with integer noise and precomputed
+  tables, cheap enough for the device itself:
+
+  ``quiet``    white noise at about 40 dB(A), a quiet street at night;
+  ``street``   ``quiet`` with a 1.5 s burst at about 75 dB(A) every 20 s
+               (a shout, a scooter): LAFmax crosses the 70 dB(A) line;
+  ``cal94``    a 1 kHz sine at 94 dB SPL, what a sound calibrator plays;
+  ``silence``  digital zeros (a dead microphone).
+
+Levels assume the INMP441's -26 dBFS sensitivity (full-scale sine =
+120 dB SPL).
+"""
+
+import array
+import math
+import struct
+
+import micropython
+from hushlight.errors import ConfigError
+
+RATES = (48000, 44100, 32000, 16000)
+SCENES = ("quiet", "street", "cal94", "silence")
+# the INMP441 needs ~85 ms to settle after its clock starts (datasheet, start-up time)
+_SETTLE_MS = 100
+
+
+def block_len(rate):
+    return rate // 8
+
+
+def check_rate(rate):
+    if rate not in RATES:
+        raise ConfigError(
+            "sample rate %r Hz is not supported; use one of 48000, 44100, 32000, 16000" % (rate,)
+        )
+
+
+@micropython.viper
+def _pcm_to_words(raw: ptr8, out: ptr32, n: int, stride: int, width: int):
+    # little-endian PCM -> 24 significant bits, left-justified (the INMP441 word)
+    i = 0
+    p = 0
+    while i < n:
+        if width == 2:
+            out[i] = (raw[p] << 16) | (raw[p + 1] << 24)
+        elif width == 3:
+            out[i] = (raw[p] << 8) | (raw[p + 1] << 16) | (raw[p + 2] << 24)
+        else:
+            out[i] = (raw[p + 1] << 8) | (raw[p + 2] << 16) | (raw[p + 3] << 24)
+        i += 1
+        p += stride
+
+
+class I2SSource:
+    """The microphone on the ESP32's I2S peripheral (INMP441: L/R to GND, left slot)."""
+
+    live = True
+
+    def __init__(self, rate, block, sck=32, ws=25, sd=33, i2s_id=0):
+        import asyncio
+
+        from machine import I2S, Pin
+
+        check_rate(rate)
+        self.rate = rate
+        self._i2s = I2S(
+            i2s_id,
+            sck=Pin(sck),
+            ws=Pin(ws),
+            sd=Pin(sd),
+            mode=I2S.RX,
+            bits=32,
+            format=I2S.MONO,
+            rate=rate,
+            ibuf=block * 4 * 4,
+        )
+        self._reader = asyncio.StreamReader(self._i2s)
+        self._settle = (_SETTLE_MS * rate // 1000 + block - 1) // block
+
+    async def _fill(self, buf):
+        mv = memoryview(buf).cast("B") if hasattr(memoryview, "cast") else memoryview(buf)
+        total = len(buf) * 4
+        got = await self._reader.readinto(mv)
+        while got < total:
+            n = await self._reader.readinto(mv[got:])
+            if not n:
+                return False
+            got += n
+        return True
+
+    async def read_block(self, buf):
+        while self._settle:
+            self._settle -= 1
+            await self._fill(buf)
+        return await self._fill(buf)
+
+    def close(self):
+        self._i2s.deinit()
+
+
+class WavSource:
+    """A PCM WAV file played as if the INMP441 heard it."""
+
+    live = False
+
+    def __init__(self, path, block):
+        try:
+            self._f = open(path, "rb")
+        except OSError:
+            raise ConfigError("cannot open WAV file %r; give the path of a readable file" % path)
+        try:
+            self._parse(path)
+        except Exception:
+            self._f.close()
+            raise
+        self._raw = bytearray(block * self._align)
+        self._rawv = memoryview(self._raw)
+
+    def _refuse(self, path, what):
+        return ConfigError(
+            "%s %s; give 16-, 24- or 32-bit PCM WAV at 48000, 44100, 32000 or 16000 Hz"
+            % (path, what)
+        )
+
+    def _parse(self, path):
+        f = self._f
+        head = f.read(12)
+        if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+            raise self._refuse(path, "is not a WAV file")
+        fmt = None
+        while True:
+            chunk = f.read(8)
+            if len(chunk) < 8:
+                raise self._refuse(path, "has no data chunk")
+            cid = chunk[:4]
+            size = struct.unpack("<I", chunk[4:])[0]
+            if cid == b"fmt ":
+                fmt = f.read(size + (size & 1))
+            elif cid == b"data":
+                break
+            else:
+                f.seek(size + (size & 1), 1)
+        if fmt is None or len(fmt) < 16:
+            raise self._refuse(path, "has no format chunk before its data")
+        tag, channels, rate, _, align, bits = struct.unpack("<HHIIHH", fmt[:16])
+        if tag == 0xFFFE and len(fmt) >= 26:
+            tag = struct.unpack("<H", fmt[24:26])[0]
+        if tag != 1 or bits not in (16, 24, 32) or channels < 1:
+            raise self._refuse(path, "is format %d with %d-bit samples" % (tag, bits))
+        if rate not in RATES:
+            raise self._refuse(path, "is sampled at %d Hz" % rate)
+        self.rate = rate
+        self._width = bits // 8
+        self._align = align
+        self._left = size // align
+
+    async def read_block(self, buf):
+        n = len(buf)
+        if self._left < n:
+            return False  # a partial last block is not a whole 125 ms: dropped
+        need = n * self._align
+        got = self._f.readinto(self._raw)
+        if got is None or got < need:
+            return False
+        _pcm_to_words(self._raw, buf, n, self._align, self._width)
+        self._left -= n
+        return True
+
+    def close(self):
+        self._f.close()
+
+
+class PcmSource:
+    """Raw signed 16-bit little-endian mono PCM from a stream, e.g. stdin."""
+
+    live = False
+
+    def __init__(self, stream, rate, block):
+        check_rate(rate)
+        self.rate = rate
+        self._s = stream
+        self._raw = bytearray(block * 2)
+        self._rawv = memoryview(self._raw)
+
+    async def read_block(self, buf):
+        need = len(self._raw)
+        got = 0
+        while got < need:
+            n = self._s.readinto(self._rawv[got:]) if got else self._s.readinto(self._raw)
+            if not n:
+                return False
+            got += n
+        _pcm_to_words(self._raw, buf, len(buf), 2, 2)
+        return True
+
+    def close(self):
+        pass
+
+
+@micropython.viper
+def _noise(out: ptr32, n: int, state: ptr32, gain: int):
+    # xorshift32; every shift-left goes through the 32-bit cell so it wraps the
+    # same on the 32-bit ESP32 and the 64-bit host
+    i = 0
+    while i < n:
+        x = state[0]
+        state[0] = x ^ (x << 13)
+        x = state[0]
+        x = x ^ (x >> 17)
+        state[0] = x ^ (x << 5)
+        x = state[0]
+        s = (int(x >> 16) - 32768) * gain
+        out[i] = (s >> 8) << 8
+        i += 1
+
+
+@micropython.viper
+def _tone(out: ptr32, n: int, table: ptr32, period: int, state: ptr32):
+    k = state[0]
+    i = 0
+    while i < n:
+        out[i] = table[k]
+        k += 1
+        if k == period:
+            k = 0
+        i += 1
+    state[0] = k
+
+
+@micropython.viper
+def _zero(out: ptr32, n: int):
+    i = 0
+    while i < n:
+        out[i] = 0
+        i += 1
+
+
+def _gcd(a, b):
+    while b:
+        a, b = b, a % b
+    return a
+
+
+# Full-scale sine = 120 dB SPL; its RMS is 2**31 / sqrt(2).
+def _rms_words(db_spl):
+    return (2**31 / math.sqrt(2)) * 10 ** ((db_spl - 120.0) / 20.0)
+
+
+# Uniform 16-bit noise times `gain` has RMS 65536 / sqrt(12) * gain.  White
+# noise up to 24 kHz loses about 1.8 dB through the A weighting (mean of
+# |A(f)|^2 over the band), so the unweighted level is set that much higher.
+_NOISE_RMS = 65536 / math.sqrt(12)
+_A_LOSS_DB = 1.8
+
+
+def _noise_gain(db_a):
+    return int(_rms_words(db_a + _A_LOSS_DB) / _NOISE_RMS + 0.5)
+
+
+class SyntheticSource:
+    """A generated scene (see the module docstring); endless."""
+
+    live = False
+
+    def __init__(self, scene, rate, block):
+        check_rate(rate)
+        if scene not in SCENES:
+            raise ConfigError(
+                "synthetic scene %r is unknown; use one of %s" % (scene, ", ".join(SCENES))
+            )
+        self.scene = scene
+        self.rate = rate
+        self._state = array.array("I", [0x2545F491])
+        self._k = array.array("i", [0])
+        self._blocks = 0
+        self._quiet = _noise_gain(40.0)
+        self._loud = _noise_gain(75.0)
+        # 20 s cycle, burst in its second half for 1.5 s
+        self._cycle = 20 * 8
+        self._burst_from = 10 * 8
+        self._burst_to = self._burst_from + 12
+        self._table = None
+        if scene == "cal94":
+            # one exact period of 1 kHz at this rate (10 cycles at 44.1 kHz)
+            period = rate // _gcd(rate, 1000)
+            cycles = period * 1000 // rate
+            peak = _rms_words(94.0) * math.sqrt(2)
+            self._period = period
+            self._table = array.array(
+                "i",
+                [
+                    int(peak * math.sin(2 * math.pi * cycles * i / period)) >> 8 << 8
+                    for i in range(period)
+                ],
+            )
+
+    async def read_block(self, buf):
+        n = len(buf)
+        scene = self.scene
+        if scene == "silence":
+            _zero(buf, n)
+        elif scene == "cal94":
+            _tone(buf, n, self._table, self._period, self._k)
+        else:
+            gain = self._quiet
+            if scene == "street":
+                phase = self._blocks % self._cycle
+                if self._burst_from <= phase < self._burst_to:
+                    gain = self._loud
+            _noise(buf, n, self._state, gain)
+        self._blocks += 1
+        return True
+
+    def close(self):
+        pass
+
+
+def open_source(cfg, block):
+    """The source `cfg` (the device config dict) asks for.
+
+    ``source``: ``"i2s"`` (ESP32), ``"wav:PATH"``, ``"stdin"`` or
+    ``"synthetic:SCENE"`` (unix port).
+    """
+    spec = cfg.get("source", "i2s")
+    rate = cfg.get("rate", 48000)
+    if spec == "i2s":
+        return I2SSource(
+            rate,
+            block,
+            cfg.get("i2s_sck", 32),
+            cfg.get("i2s_ws", 25),
+            cfg.get("i2s_sd", 33),
+            cfg.get("i2s_id", 0),
+        )
+    if spec.startswith("wav:"):
+        return WavSource(spec[4:], block)
+    if spec == "stdin":
+        import sys
+
+        stream = sys.stdin.buffer if hasattr(sys.stdin, "buffer") else sys.stdin
+        return PcmSource(stream, rate, block)
+    if spec.startswith("synthetic:"):
+        return SyntheticSource(spec[10:], rate, block)
+    raise ConfigError(
+        "audio source %r is unknown; use i2s, wav:PATH, stdin or synthetic:SCENE" % (spec,)
+    )
+
+
+class Pacer:
+    """Plays a non-live source at `speed` times real time (0: as fast as possible).
+
+    Returns how far behind schedule the audio is, in ms (0 when on time), so
+    the application can flag overload: on the device that is the I2S buffer
+    overflowing.
+    """
+
+    def __init__(self, speed, ticks_ms, ticks_diff):
+        self.speed = speed
+        self._ticks_ms = ticks_ms
+        self._diff = ticks_diff
+        self._start = ticks_ms()
+
+    def restart(self):
+        self._start = self._ticks_ms()
+
+    def due_in_ms(self, audio_ms):
+        """ms to wait before the block ending at `audio_ms` (negative: late)."""
+        if self.speed <= 0:
+            return 0
+        return int(audio_ms / self.speed) - self._diff(self._ticks_ms(), self._start)
