@@ -388,12 +388,15 @@ def flags_mask(flags: object, kind: str = "levels") -> int:
         except ValueError:
             raise ProtocolError(
                 "bad_value",
-                "%s flag %r is unknown; flags are %s" % (kind, name, ", ".join(FLAGS)),
+                "%s field 'flags' holds %r, not a known flag; flags are %s"
+                % (kind, name, ", ".join(FLAGS)),
                 "flags",
             ) from None
         if mask & bit:
             raise ProtocolError(
-                "bad_value", "%s flag %r is repeated; list each flag once" % (kind, name), "flags"
+                "bad_value",
+                "%s field 'flags' lists %r twice; list each flag once" % (kind, name),
+                "flags",
             )
         mask |= bit
     return mask
@@ -511,7 +514,8 @@ def encode_levels(
     elif not 0 <= flags < len(_FLAG_JSON):
         raise ProtocolError(
             "bad_value",
-            "levels flags bitmask %r has unknown bits; combine FLAG_* constants" % flags,
+            "levels field 'flags' is the bitmask %r with unknown bits; combine FLAG_* constants"
+            % flags,
             "flags",
         )
     return (

@@ -156,5 +156,8 @@ def message_kind(kind: str, leaf: str) -> str:
         return MESSAGE_KINDS[(kind, leaf)]
     except KeyError:
         raise ProtocolError(
-            "unknown_topic", "no message is defined for %s/.../%s" % (kind, leaf), "topic"
+            "unknown_topic",
+            "no message is defined for kind %r with leaf %r; see protocol.topics.MESSAGE_KINDS"
+            % (kind, leaf),
+            "topic",
         ) from None

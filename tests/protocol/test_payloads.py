@@ -1,0 +1,204 @@
+"""protocol/payloads.py against the shared vectors, under CPython and MicroPython."""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+import pytest
+
+from protocol import MAX_PAYLOAD, payloads, schema
+from protocol.errors import REASONS, ProtocolError
+from tests.protocol.conftest import (
+    decode_vectors,
+    load,
+    number,
+    payload_bytes,
+    same,
+    vector_id,
+)
+
+DECODE = decode_vectors()
+ENCODE = load("encode")
+
+
+def cpython_decode(v: dict[str, Any]) -> dict[str, Any]:
+    try:
+        return {"ok": True, "fields": payloads.decode(v["kind"], payload_bytes(v))}
+    except ProtocolError as e:
+        return {"ok": False, "reason": e.reason, "field": e.field, "message": str(e)}
+
+
+def check_decoded(v: dict[str, Any], got: dict[str, Any]) -> None:
+    assert got["ok"] is v["ok"], got
+    if not v["ok"]:
+        assert got["reason"] == v["reason"], got
+        assert got["reason"] in REASONS
+        if "field" in v:
+            assert got["field"] == v["field"], got
+            # the sentence names the offending field
+            assert v["field"].split(".")[0] in got["message"]
+        return
+    fields = got["fields"]
+    # every field of the message is present, nothing else
+    names = [str(f[schema.NAME]) for f in schema.MESSAGES[v["kind"]][0]]
+    assert sorted(fields) == sorted(names)
+    for name, expected in v.get("fields", {}).items():
+        assert same(expected, fields[name]), (name, expected, fields[name])
+
+
+@pytest.mark.parametrize("v", DECODE, ids=vector_id)
+def test_decode_cpython(v: dict[str, Any]) -> None:
+    check_decoded(v, cpython_decode(v))
+
+
+@pytest.mark.parametrize("v", DECODE, ids=vector_id)
+def test_decode_micropython(v: dict[str, Any], upy_results: dict[str, dict[str, Any]]) -> None:
+    got = upy_results["decode " + vector_id(v)]
+    check_decoded(v, got)
+    # and the firmware's result is the gateway's, field for field
+    cpython = cpython_decode(v)
+    if v["ok"]:
+        assert same(cpython["fields"], got["fields"])
+    else:
+        assert (got["reason"], got["field"]) == (cpython["reason"], cpython["field"])
+
+
+def cpython_encode(v: dict[str, Any], fast: bool = False) -> dict[str, Any]:
+    fields = {k: number(x) for k, x in v["fields"].items()}
+    try:
+        data = payloads.encode_levels(**fields) if fast else payloads.encode(v["kind"], fields)
+        return {"ok": True, "payload": data.decode()}
+    except ProtocolError as e:
+        return {"ok": False, "reason": e.reason, "field": e.field, "message": str(e)}
+
+
+def check_encoded(v: dict[str, Any], got: dict[str, Any]) -> None:
+    if "reason" in v:
+        assert not got["ok"] and got["reason"] == v["reason"], got
+        return
+    assert got["ok"], got
+    assert got["payload"] == v["payload"]
+
+
+@pytest.mark.parametrize("v", ENCODE, ids=vector_id)
+def test_encode_cpython(v: dict[str, Any]) -> None:
+    check_encoded(v, cpython_encode(v))
+    if v["kind"] == "levels":
+        check_encoded(v, cpython_encode(v, fast=True))
+    if "payload" in v:
+        # what the encoder writes, the decoder accepts
+        payloads.decode(v["kind"], v["payload"].encode())
+
+
+@pytest.mark.parametrize("v", ENCODE, ids=vector_id)
+def test_encode_micropython(v: dict[str, Any], upy_results: dict[str, dict[str, Any]]) -> None:
+    check_encoded(v, upy_results["encode " + vector_id(v)])
+    if v["kind"] == "levels":
+        check_encoded(v, upy_results["fast " + vector_id(v)])
+
+
+def test_decode_accepts_every_bytes_like_and_str() -> None:
+    raw = b'{"state":"offline"}'
+    for data in (raw, bytearray(raw), memoryview(raw), raw.decode()):
+        assert payloads.decode_status(data)["state"] == "offline"
+
+
+def test_decode_refuses_non_bytes() -> None:
+    with pytest.raises(ProtocolError) as e:
+        payloads.decode("status", 5)
+    assert e.value.reason == "bad_type"
+
+
+def test_size_limit_counts_utf8_bytes_of_str_input() -> None:
+    # 700 three-byte characters: 2100 bytes although only ~730 characters
+    text = '{"state":"offline","x":"' + "\u20ac" * 700 + '"}'
+    assert len(text) < MAX_PAYLOAD < len(text.encode())
+    with pytest.raises(ProtocolError) as e:
+        payloads.decode_status(text)
+    assert e.value.reason == "too_large"
+
+
+def test_oversized_payload_is_refused_before_parsing() -> None:
+    # not JSON at all: the size check must win over the syntax check
+    with pytest.raises(ProtocolError) as e:
+        payloads.decode_levels(b"\xff" * (MAX_PAYLOAD + 1))
+    assert e.value.reason == "too_large"
+
+
+def test_every_decoder_matches_decode() -> None:
+    for kind in schema.KINDS:
+        assert getattr(payloads, f"decode_{kind}") is not None
+    raw = load("status")[1]["payload"].encode()
+    assert payloads.decode_status(raw) == payloads.decode("status", raw)
+
+
+def test_levels_round_trip_within_half_a_hundredth() -> None:
+    # independent oracle: the decoded level is the input to within 0.005 dB
+    for i in range(2000):
+        x = i * 0.0799 + 0.0003  # up to 159.7 dB, inside the range
+        data = payloads.encode_levels(i, 1000 * i, 1000 * i + 1000, x, 160 - x, x / 2)
+        d = payloads.decode_levels(data)
+        assert abs(d["laeq"] - x) <= 0.005 + 1e-9
+        assert abs(d["lafmax"] - (160 - x)) <= 0.005 + 1e-9
+        assert abs(d["lceq"] - x / 2) <= 0.005 + 1e-9
+        assert d["seq"] == i
+
+
+def test_levels_flags_bitmask_and_names_agree() -> None:
+    for mask in range(1 << len(schema.FLAGS)):
+        names = [f for b, f in enumerate(schema.FLAGS) if mask & (1 << b)]
+        by_mask = payloads.encode_levels(1, 0, 1000, 50, 60, 70, mask)
+        by_names = payloads.encode_levels(1, 0, 1000, 50, 60, 70, list(reversed(names)))
+        assert by_mask == by_names
+        assert json.loads(by_mask)["flags"] == names
+    assert schema.FLAG_CLIPPED | schema.FLAG_OVERLOAD == 0b1001
+    with pytest.raises(ProtocolError) as e:
+        payloads.encode_levels(1, 0, 1000, 50, 60, 70, 16)
+    assert e.value.reason == "bad_value"
+
+
+def test_encode_levels_silence_is_zero_db_and_nan_is_refused() -> None:
+    d = json.loads(payloads.encode_levels(5, 0, 1000, -math.inf, math.inf, 0.0))
+    assert (d["laeq"], d["lafmax"], d["lceq"]) == (0, 160, 0)
+    with pytest.raises(ProtocolError) as e:
+        payloads.encode_levels(5, 0, 1000, math.nan, 1.0, 1.0)
+    assert (e.value.reason, e.value.field) == ("not_finite", "laeq")
+
+
+def test_encode_levels_refuses_bad_times_and_seq() -> None:
+    for args, reason in (
+        ((1, 1000, 1000), "bad_time"),
+        ((1, 2000, 1000), "bad_time"),
+        ((-1, 0, 1000), "out_of_range"),
+        ((True, 0, 1000), "bad_type"),
+        ((1, 0.0, 1000), "bad_type"),
+    ):
+        with pytest.raises(ProtocolError) as e:
+            payloads.encode_levels(*args, 50, 60, 70)  # type: ignore[call-arg]  # bad values on purpose
+        assert e.value.reason == reason, args
+
+
+def test_status_helpers() -> None:
+    assert payloads.encode_status("offline") == b'{"state":"offline"}'
+    cfg = payloads.encode_config(7, interval_s=2)
+    assert payloads.decode_config(cfg)["interval_s"] == 2.0
+    assert payloads.decode_config(cfg)["rev"] == 7
+
+
+def test_config_keys_are_the_config_table() -> None:
+    assert schema.CONFIG_KEYS == (
+        "interval_s",
+        "peak_threshold_db",
+        "calibration_offset_db",
+        "status_interval_s",
+        "backlog_rate",
+        "sample_rate",
+    )
+
+
+def test_unknown_kind() -> None:
+    with pytest.raises(ProtocolError) as e:
+        payloads.encode("weather", {})
+    assert e.value.reason == "unknown_kind"
