@@ -19,6 +19,7 @@ import argparse
 import contextlib
 import json
 import math
+import os
 import subprocess
 import sys
 import threading
@@ -282,6 +283,10 @@ def run(args: argparse.Namespace) -> int:
             raise
         print(f"hushlight replay: error: {exc}", file=sys.stderr)
         return 1
+    except BrokenPipeError:
+        # the reader went away (`| head`): stop quietly, as shell tools do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     finally:
         if progress:
             print(file=sys.stderr)
