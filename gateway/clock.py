@@ -44,8 +44,9 @@ class ScaledClock:
     """`origin + (monotonic - m0) * scale`.
 
     Built on the monotonic clock so that a wall-clock step (NTP) does not make
-    the demo jump; two processes started with the same origin and scale agree
-    to within their start-up difference times the scale.
+    the demo jump.  `m0` is the monotonic reading at which site time was
+    `origin`; processes given the same origin, scale and real start time
+    (``--time-start``) share one timeline exactly, across restarts too.
     """
 
     def __init__(self, origin: float, scale: float, m0: float | None = None) -> None:
@@ -80,18 +81,30 @@ def add_clock_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="EPOCH",
         help="site time at start-up with --time-scale, UTC epoch seconds; default: now",
     )
+    parser.add_argument(
+        "--time-start",
+        type=float,
+        default=None,
+        metavar="EPOCH",
+        help="real time (UTC epoch s) at which site time was --time-origin; default: start-up. "
+        "Give every process of a demo the same three values and their clocks agree exactly",
+    )
 
 
 def clock_from_args(args: argparse.Namespace) -> Clock:
     """The clock the command line asked for; `ValueError` names a bad value."""
     scale = args.time_scale
     origin = args.time_origin
+    start = getattr(args, "time_start", None)
     if scale is None:
-        if origin is not None:
-            raise ValueError(f"--time-origin {origin} needs --time-scale; give both or neither")
+        if origin is not None or start is not None:
+            raise ValueError("--time-origin and --time-start need --time-scale; add --time-scale S")
         return RealClock()
     if not scale > 0 or scale != scale or scale == float("inf"):
         raise ValueError(f"--time-scale must be a positive finite number, got {scale}")
-    if origin is not None and origin != origin:
-        raise ValueError("--time-origin must be a number of UTC epoch seconds, got nan")
-    return ScaledClock(time.time() if origin is None else origin, scale)
+    for name, value in (("--time-origin", origin), ("--time-start", start)):
+        if value is not None and not abs(value) < float("inf"):
+            raise ValueError(f"{name} must be a number of UTC epoch seconds, got {value}")
+    wall = time.time()
+    m0 = time.monotonic() - (0.0 if start is None else wall - start)
+    return ScaledClock(wall if origin is None else origin, scale, m0)

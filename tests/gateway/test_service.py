@@ -4,16 +4,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
+import subprocess
+import sys
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
+
+import aiohttp
 
 from gateway.clock import ScaledClock
 from gateway.config import load_config
 from gateway.lights_sim import LightsSim
 from gateway.service import Gateway
 from tests.gateway.conftest import SITE, Sensors, collect, mqtt_client, wait_for, write_config
-from tools.broker import Mosquitto
+from tools.broker import Mosquitto, free_port
 
 SCALE = 10.0  # site seconds per wall second: a 10 s hold lasts 1 s
 ROOT = f"hushlight/v1/{SITE}"
@@ -112,3 +118,152 @@ async def test_loud_then_quiet_overrides_nudges_and_releases(
         decisions = gw.storage.recent_decisions(50)
         kinds = [d["type"] for d in decisions]
         assert "Nudge" in kinds and "Override" in kinds and "Release" in kinds
+
+
+# ---------------------------------------------------------------- the gateway as a process
+
+
+class GatewayProcess:
+    """`hushlight gateway` in a child process on a shared scaled timeline."""
+
+    def __init__(self, config: Path, port: int, origin: float, start: float, log: Path) -> None:
+        self.args = [
+            sys.executable, "-m", "tools.cli", "gateway", "--config", str(config),
+            "--time-scale", str(SCALE), "--time-origin", repr(origin), "--time-start", repr(start),
+        ]  # fmt: skip
+        self.port = port
+        self.log = log
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def spawn(self) -> subprocess.Popen[bytes]:
+        with self.log.open("ab") as out:
+            self.proc = subprocess.Popen(self.args, stdout=out, stderr=subprocess.STDOUT)
+        return self.proc
+
+    async def start(self) -> None:
+        proc = self.spawn()
+        async with aiohttp.ClientSession() as http:
+            for _ in range(300):
+                assert proc.poll() is None, self.log.read_text()
+                with contextlib.suppress(aiohttp.ClientError):
+                    async with http.get(f"http://127.0.0.1:{self.port}/api/health") as r:
+                        if (await r.json())["mqtt_connected"]:
+                            return
+                await asyncio.sleep(0.05)
+        raise AssertionError("the gateway did not come up:\n" + self.log.read_text())
+
+    def signal(self, sig: int) -> int:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+        return self.proc.wait(15)
+
+    def close(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+@contextlib.asynccontextmanager
+async def street(
+    tmp_path: Path, broker: Mosquitto, **zone: Any
+) -> AsyncIterator[tuple[GatewayProcess, ScaledClock, Sensors, list[tuple[str, dict[str, Any]]]]]:
+    """A gateway process, the lights (in this loop, on the same timeline) and a watcher."""
+    port = free_port()
+    config = write_config(tmp_path, broker.url, zone=zone, http_port=port)
+    start = time.time()
+    origin = start
+    clock = ScaledClock(origin, SCALE, m0=time.monotonic() - (time.time() - start))
+    gw = GatewayProcess(config, port, origin, start, tmp_path / "gateway.log")
+    sim = LightsSim(SITE, ["g1"], 80.0, clock)
+    sim_stop = asyncio.Event()
+    seen: list[tuple[str, dict[str, Any]]] = []
+    try:
+        async with (
+            mqtt_client(broker.port) as watcher,
+            mqtt_client(broker.port) as pub,
+            running(sim.run(broker.url, sim_stop, client_id="sim"), sim_stop.set),
+        ):
+            await watcher.subscribe(f"{ROOT}/lights/+/#", qos=1)
+            await watcher.subscribe(f"{ROOT}/zones/+/nudge", qos=1)
+            watch = asyncio.create_task(collect(watcher, seen))
+            await gw.start()
+            try:
+                yield gw, clock, Sensors(pub, clock), seen
+            finally:
+                watch.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await watch
+    finally:
+        gw.close()
+
+
+async def test_killed_gateway_lights_fall_back_at_expiry_and_restart_does_not_renudge(
+    tmp_path: Path, fresh_broker: Mosquitto
+) -> None:
+    async with street(tmp_path, fresh_broker, hold_s=20, renew_before_s=5) as (
+        gw,
+        clock,
+        sensors,
+        seen,
+    ):
+        await sensors.send("s1", 88.0)
+        await wait_for(lambda: of(seen, "set") and of(seen, "nudge"), 2.0, "override and nudge")
+        override = of(seen, "set")[0]
+        await wait_for(
+            lambda: any(s["source"] == "override" for s in of(seen, "state")), 3.0, "lights dimmed"
+        )
+        assert gw.signal(signal.SIGKILL) == -signal.SIGKILL
+        killed_at = clock.now()
+        assert killed_at < override["expires_at"]  # killed mid-nudge
+
+        # nobody tells the lights anything: they go back at the expiry by themselves
+        await wait_for(
+            lambda: of(seen, "state")[-1]["source"] == "programme",
+            (override["expires_at"] - killed_at) / SCALE + 3.0,
+            "lights back to programme",
+        )
+        back = of(seen, "state")[-1]
+        assert back["at"] >= override["expires_at"] and back["cmd_id"] == override["cmd_id"]
+        assert [s for s in of(seen, "set") if s["level"] is None] == []
+
+        # restart: the state comes back, the stale override is released, no second nudge
+        await gw.start()
+        await wait_for(
+            lambda: [s for s in of(seen, "set") if s["level"] is None], 5.0, "release after restart"
+        )
+        release = next(s for s in of(seen, "set") if s["level"] is None)
+        assert release["zone"] == "main" and release["cmd_id"].startswith(override["cmd_id"][:-2])
+        for _ in range(10):
+            await sensors.send("s1", 88.0)
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.5)
+        assert len(of(seen, "nudge")) == 1
+        assert len([s for s in of(seen, "set") if s["level"] is not None]) == 1
+
+
+async def test_graceful_restart_resumes_the_nudge_without_repeating_it(
+    tmp_path: Path, fresh_broker: Mosquitto
+) -> None:
+    async with street(tmp_path, fresh_broker, hold_s=60, renew_before_s=30) as (
+        gw,
+        clock,
+        sensors,
+        seen,
+    ):
+        await sensors.send("s1", 88.0)
+        await wait_for(lambda: of(seen, "nudge"), 2.0, "nudge")
+        first = of(seen, "set")[0]
+        assert gw.signal(signal.SIGTERM) == 0
+        # leave-with-expiry: nothing released, the lights keep the override and its expiry
+        assert [s for s in of(seen, "set") if s["level"] is None] == []
+        await gw.start()
+        # the noise goes on across the restart: the hold is renewed, not a new nudge
+        while not [s for s in of(seen, "set") if s["reason"] == "renew"]:
+            await sensors.send("s1", 88.0)
+            await asyncio.sleep(0.1)
+            assert clock.now() < first["expires_at"], "no renewal before the override expired"
+        renew = next(s for s in of(seen, "set") if s["reason"] == "renew")
+        episode = first["cmd_id"].rsplit(".", 1)[0]
+        assert renew["cmd_id"].startswith(episode + ".")
+        assert renew["expires_at"] > first["expires_at"]
+        assert len(of(seen, "nudge")) == 1
