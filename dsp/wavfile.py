@@ -56,6 +56,8 @@ _FLOAT: Final = 0x0003
 _ALAW: Final = 0x0006
 _MULAW: Final = 0x0007
 _EXTENSIBLE: Final = 0xFFFE
+# data size left at its maximum by recorders that stream to a pipe
+_UNKNOWN_SIZE: Final = 0xFFFFFFFF
 # KSDATAFORMAT_SUBTYPE_*: the format code followed by this fixed GUID tail
 _GUID_TAIL: Final = b"\x00\x00\x00\x00\x10\x00\x80\x00\x00\xaa\x00\x38\x9b\x71"
 _TAG_NAMES: Final = {_ALAW: "A-law", _MULAW: "mu-law", 0x0002: "ADPCM", 0x0055: "MP3"}
@@ -149,6 +151,8 @@ class WavReader:
                 f.seek(csize + (csize % 2), os.SEEK_CUR)
         self._data_offset = f.tell()
         available = size - self._data_offset
+        if csize == _UNKNOWN_SIZE:
+            csize = available  # written by a recorder that could not seek back: to the end
         if csize > available:
             raise _refuse(
                 self.path,

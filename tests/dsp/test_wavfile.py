@@ -132,6 +132,17 @@ def test_other_chunks_with_odd_sizes_are_skipped(tmp_path: Path) -> None:
     assert np.array_equal(wavfile.read_i2s(path)[1], codes.astype(np.int32) << 16)
 
 
+def test_streamed_file_with_unknown_data_size_reads_to_the_end(tmp_path: Path) -> None:
+    codes = np.arange(-50, 51, dtype="<i2")
+    path = tmp_path / "streamed.wav"
+    fmt = _fmt(1, 1, 48000, 16)
+    path.write_bytes(
+        b"RIFF" + b"\xff" * 4 + b"WAVE" + fmt + b"data" + b"\xff" * 4 + codes.tobytes() + b"\x01"
+    )
+    # the odd byte at the end is half a frame: dropped
+    assert np.array_equal(wavfile.read_i2s(path)[1], codes.astype(np.int32) << 16)
+
+
 def test_describe_names_the_format(tmp_path: Path) -> None:
     path = tmp_path / "d.wav"
     wavfile.write_wav(path, 48000, np.zeros((48000 * 2, 2)), "pcm24")
