@@ -1,0 +1,281 @@
+"""`hushlight sensor`: a virtual sensor, the real firmware in the MicroPython unix port.
+
+The firmware runs exactly as on the ESP32: `boot.py`, then `main.py`, in a
+"flash" folder (the state directory) holding `config.json`, the `seq`
+counters and the spilled backlog.  This command writes the settings given on
+the command line into that `config.json` (keeping what the firmware itself
+stored there: remote config, calibration), then starts the firmware and
+stays beside it:
+
+- `--console` opens a pseudo-terminal for the technician console and prints
+  its path on stderr (``console: /dev/pts/N``); pyserial opens it like a USB
+  serial port;
+- SIGTERM or SIGINT is passed on as an interrupt, so the firmware flushes its
+  backlog and counters to the state directory before it stops;
+- the console's `reboot` makes the firmware exit after leaving a `reboot`
+  marker in the state directory; this command then boots it again.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fcntl
+import json
+import os
+import pty
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tty
+from pathlib import Path
+from types import FrameType
+from typing import Any, Final
+
+from dsp.errors import WavFormatError
+from dsp.wavfile import WavReader
+from tools import upy
+from tools.errors import UsageError
+
+HELP = "run a virtual sensor: the firmware in the MicroPython unix port, publishing to a broker"
+
+SCENES: Final = ("quiet", "street", "cal94", "silence")
+RATES: Final = (48000, 44100, 32000, 16000)
+REBOOT_MARKER: Final = "reboot"
+BOOT_CODE: Final = "import boot\nimport main\n"
+_ID = re.compile(r"[a-z0-9-]{1,32}")
+# keys the firmware writes into config.json itself; a restart keeps them
+_FIRMWARE_OWNED: Final = (
+    "config_rev",
+    "interval_s",
+    "peak_threshold_db",
+    "calibration_offset_db",
+    "status_interval_s",
+    "backlog_rate",
+)
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--id", required=True, help="sensor id, [a-z0-9-]{1,32}")
+    parser.add_argument("--site", required=True, help="site id, [a-z0-9-]{1,32}")
+    parser.add_argument(
+        "--broker", required=True, metavar="URL", help="mqtt://HOST:PORT or mqtts://HOST:PORT"
+    )
+    parser.add_argument("--ca", type=Path, metavar="FILE", help="CA certificate (PEM) for mqtts")
+    parser.add_argument("--username", help="MQTT user name")
+    parser.add_argument("--password", help="MQTT password")
+    audio = parser.add_mutually_exclusive_group(required=True)
+    audio.add_argument("--wav", type=Path, metavar="FILE", help="play a WAV recording")
+    audio.add_argument(
+        "--stdin-pcm", action="store_true", help="read raw signed 16-bit mono PCM from stdin"
+    )
+    audio.add_argument("--synthetic", metavar="SCENE", help="generated audio: " + ", ".join(SCENES))
+    parser.add_argument(
+        "--rate", type=int, default=48000, help="sample rate of --stdin-pcm/--synthetic"
+    )
+    pace = parser.add_mutually_exclusive_group()
+    pace.add_argument("--realtime", action="store_true", help="play the audio in real time")
+    pace.add_argument(
+        "--speed",
+        type=float,
+        metavar="X",
+        help="play at X times real time (0: as fast as possible; default for --wav and "
+        "--stdin-pcm; --synthetic defaults to real time)",
+    )
+    parser.add_argument(
+        "--time-origin",
+        type=float,
+        metavar="EPOCH",
+        help="UTC epoch seconds of the first sample: records are stamped origin + audio time",
+    )
+    parser.add_argument(
+        "--state-dir",
+        type=Path,
+        metavar="DIR",
+        help="the sensor's flash (default ~/.local/state/hushlight/sensors/SITE/ID)",
+    )
+    parser.add_argument(
+        "--interval", type=float, metavar="S", help="record interval in s (multiple of 0.125)"
+    )
+    parser.add_argument(
+        "--console", action="store_true", help="open the technician console on a pseudo-terminal"
+    )
+    parser.add_argument("--keepalive", type=int, default=30, metavar="S", help="MQTT keepalive")
+
+
+def default_state_dir(site: str, sensor: str) -> Path:
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "hushlight" / "sensors" / site / sensor
+
+
+def _check_broker(url: str) -> None:
+    m = re.fullmatch(r"(mqtts?)://([^/:\[\]]+|\[[0-9a-fA-F:.]+\])(?::(\d+))?/?", url)
+    if m is None:
+        raise UsageError(f"broker {url!r} is not a broker URL; give mqtt://HOST:PORT or mqtts://")
+    if m.group(3) is not None and not 0 < int(m.group(3)) < 65536:
+        raise UsageError(f"broker {url!r} has a bad port; give a port from 1 to 65535")
+
+
+def settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The config.json keys the command line sets; UsageError for a bad argument."""
+    for what in ("id", "site"):
+        value = getattr(args, what)
+        if not _ID.fullmatch(value):
+            raise UsageError(
+                f"--{what} {value!r} is not a valid id; use 1 to 32 characters from a-z, 0-9, '-'"
+            )
+    _check_broker(args.broker)
+    tls = args.broker.startswith("mqtts://")
+    if args.ca is not None:
+        if not tls:
+            raise UsageError(f"--ca is for mqtts:// brokers, but the broker is {args.broker}")
+        if not args.ca.is_file():
+            raise UsageError(f"CA certificate {args.ca} does not exist; give a PEM file")
+    elif tls:
+        raise UsageError("an mqtts:// broker needs --ca FILE, the CA that signed its certificate")
+    if (args.username is None) != (args.password is None):
+        raise UsageError("give --username and --password together, or neither")
+    if args.rate not in RATES:
+        raise UsageError(f"--rate {args.rate} is not supported; use 48000, 44100, 32000 or 16000")
+    if args.keepalive is not None and not 5 <= args.keepalive <= 600:
+        raise UsageError(f"--keepalive {args.keepalive} is out of range; give 5 to 600 s")
+    speed = 1.0 if args.realtime else args.speed
+    if args.wav is not None:
+        try:
+            wav = WavReader(args.wav)
+        except (WavFormatError, OSError) as exc:
+            raise UsageError(str(exc)) from None
+        if wav.encoding == "float32":
+            raise UsageError(
+                f"{args.wav} is 32-bit float; the firmware reads PCM: convert it "
+                "(e.g. sox in.wav -b 24 out.wav)"
+            )
+        source = f"wav:{args.wav.resolve()}"
+        rate = wav.rate
+        speed = 0.0 if speed is None else speed
+    elif args.stdin_pcm:
+        source, rate = "stdin", args.rate
+        speed = 0.0 if speed is None else speed
+    else:
+        if args.synthetic not in SCENES:
+            raise UsageError(
+                f"--synthetic {args.synthetic!r} is not a scene; use one of {', '.join(SCENES)}"
+            )
+        source, rate = f"synthetic:{args.synthetic}", args.rate
+        speed = 1.0 if speed is None else speed
+    if not 0 <= speed <= 100000:
+        raise UsageError(f"--speed {speed:g} is out of range; give 0 (fastest) or up to 100000")
+    out: dict[str, Any] = {
+        "id": args.id,
+        "site": args.site,
+        "broker": args.broker,
+        "ca_file": "ca.pem" if tls else None,
+        "mqtt_user": args.username,
+        "mqtt_password": args.password,
+        "keepalive_s": args.keepalive,
+        "source": source,
+        "sample_rate": rate,
+        "speed": speed,
+        "time_origin": args.time_origin,
+    }
+    if args.time_origin is not None and not 0 <= args.time_origin < 4102444800:
+        raise UsageError(f"--time-origin {args.time_origin:g} is not UTC epoch seconds")
+    if args.interval is not None:
+        blocks = args.interval / 0.125
+        if not 1 <= args.interval <= 60 or blocks != int(blocks):
+            raise UsageError(
+                f"--interval {args.interval:g} is not valid; give a multiple of 0.125 s in 1..60"
+            )
+        out["interval_s"] = args.interval
+    return out
+
+
+def write_config(state_dir: Path, values: dict[str, Any], console: str) -> Path:
+    """config.json in `state_dir`: what the firmware stored, then `values` on top."""
+    path = state_dir / "config.json"
+    old: dict[str, Any] = {}
+    if path.exists():
+        try:
+            loaded = json.loads(path.read_text())
+        except ValueError:
+            loaded = {}
+        if isinstance(loaded, dict):
+            old = {k: v for k, v in loaded.items() if k in _FIRMWARE_OWNED}
+    config = {**old, **values, "console": console}
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(config, indent=2) + "\n")
+    tmp.replace(path)
+    return path
+
+
+def open_console() -> tuple[int, int, str]:
+    """A raw pseudo-terminal: (master fd for the firmware, slave fd, slave path)."""
+    master, slave = pty.openpty()
+    tty.setraw(slave)
+    # the firmware must never block on a terminal nobody reads
+    flags = fcntl.fcntl(master, fcntl.F_GETFL)
+    fcntl.fcntl(master, fcntl.F_SETFL, flags | os.O_NONBLOCK)
+    return master, slave, os.ttyname(slave)
+
+
+def run(args: argparse.Namespace) -> int:
+    values = settings(args)
+    state_dir: Path = args.state_dir or default_state_dir(args.site, args.id)
+    try:
+        state_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(f"cannot create the state directory {state_dir}: {exc}") from None
+    if args.ca is not None:
+        shutil.copyfile(args.ca, state_dir / "ca.pem")
+    console_fds: tuple[int, int] | None = None
+    spec = "off"
+    if args.console:
+        master, slave, path = open_console()
+        console_fds = (master, slave)
+        spec = f"fd:{master}"
+        print(f"console: {path}", file=sys.stderr, flush=True)
+    write_config(state_dir, values, spec)
+    try:
+        return _supervise(state_dir, console_fds, stdin_pcm=args.stdin_pcm)
+    finally:
+        if console_fds is not None:
+            for fd in console_fds:
+                os.close(fd)
+
+
+def _supervise(state_dir: Path, console_fds: tuple[int, int] | None, *, stdin_pcm: bool) -> int:
+    child: subprocess.Popen[bytes] | None = None
+    stop = False
+
+    def forward(signum: int, frame: FrameType | None) -> None:
+        nonlocal stop
+        stop = True
+        if child is not None and child.poll() is None:
+            child.send_signal(signal.SIGINT)
+
+    previous = {s: signal.signal(s, forward) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        while True:
+            marker = state_dir / REBOOT_MARKER
+            marker.unlink(missing_ok=True)
+            child = upy.spawn(
+                "-c",
+                BOOT_CODE,
+                cwd=state_dir,
+                stdin=None if stdin_pcm else subprocess.DEVNULL,
+                pass_fds=console_fds[:1] if console_fds else (),
+                # our own process group: a terminal's Ctrl-C reaches us only, and we
+                # pass one interrupt on, so the firmware's flush is not cut short
+                start_new_session=True,
+            )
+            status = child.wait()
+            if stop or not marker.exists():
+                return status if status >= 0 else 128 - status
+            print("hushlight sensor: rebooting", file=sys.stderr, flush=True)
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+        if child is not None and child.poll() is None:
+            child.kill()
+            child.wait()
