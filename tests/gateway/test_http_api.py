@@ -1,0 +1,223 @@
+"""The HTTP API of a real (not connected) gateway: auth, validation, JSON shapes, metrics text."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import dataclasses
+import os
+import re
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+import pytest_asyncio
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from gateway.config import load_config
+from gateway.policy import Nudge
+from gateway.service import Gateway
+from tests.gateway.conftest import TOKEN, write_config
+
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+def b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def p256dh() -> str:
+    key = ec.generate_private_key(ec.SECP256R1()).public_key()
+    return b64url(
+        key.public_bytes(serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint)
+    )
+
+
+def subscription(
+    endpoint: str = "https://push.example.net/send/abc", **keys: Any
+) -> dict[str, Any]:
+    k = {"p256dh": p256dh(), "auth": b64url(os.urandom(16))}
+    k.update(keys)
+    return {"subscription": {"endpoint": endpoint, "keys": k}, "zones": ["main"]}
+
+
+class Api:
+    def __init__(self, gw: Gateway, session: aiohttp.ClientSession) -> None:
+        self.gw = gw
+        self.session = session
+        self.base = f"http://127.0.0.1:{gw.http.port}"
+
+    async def call(
+        self, method: str, path: str, *, auth: bool = False, headers: Any = None, **kw: Any
+    ) -> tuple[int, Any, aiohttp.ClientResponse]:
+        headers = {**(AUTH if auth else {}), **(headers or {})}
+        async with self.session.request(method, self.base + path, headers=headers, **kw) as r:
+            body: Any = await r.json() if r.content_type == "application/json" else await r.text()
+            return r.status, body, r
+
+
+async def _api(tmp_path: Path, token: str | None = TOKEN) -> AsyncIterator[Api]:
+    cfg = load_config(write_config(tmp_path, "mqtt://127.0.0.1:1", http_port=1))
+    cfg = dataclasses.replace(cfg, http=dataclasses.replace(cfg.http, port=0, token=token))
+    gw = Gateway(cfg, install_signals=False)
+    task = asyncio.create_task(gw.http.serve(gw.http_ready))
+    await asyncio.wait_for(gw.http_ready.wait(), 10)
+    try:
+        async with aiohttp.ClientSession() as session:
+            yield Api(gw, session)
+    finally:
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        gw.storage.close()
+
+
+@pytest_asyncio.fixture
+async def api(tmp_path: Path) -> AsyncIterator[Api]:
+    async for a in _api(tmp_path):
+        yield a
+
+
+async def test_health_is_public(api: Api) -> None:
+    status, body, _ = await api.call("GET", "/api/health")
+    assert status == 200
+    assert body["site"] == "testsite" and body["mqtt_connected"] is False
+    assert body["status"] == "degraded" and body["sensors_configured"] == 3
+
+
+@pytest.mark.parametrize("path", ["/api/zones", "/api/decisions", "/metrics"])
+async def test_operator_endpoints_need_the_token(api: Api, path: str) -> None:
+    status, body, r = await api.call("GET", path)
+    assert status == 401 and "Bearer" in r.headers["WWW-Authenticate"]
+    assert "Authorization: Bearer" in body["error"]
+    async with api.session.get(api.base + path, headers={"Authorization": "Bearer nope"}) as r2:
+        assert r2.status == 401
+    status, _, _ = await api.call("GET", path, auth=True)
+    assert status == 200
+
+
+async def test_without_a_configured_token_operator_endpoints_are_off(tmp_path: Path) -> None:
+    async for api in _api(tmp_path, token=None):
+        status, body, _ = await api.call("GET", "/api/zones", auth=True)
+        assert status == 403 and "http.token" in body["error"]
+
+
+async def test_zones_and_decisions(api: Api) -> None:
+    status, body, _ = await api.call("GET", "/api/zones", auth=True)
+    assert status == 200
+    [zone] = body["zones"]
+    assert (
+        zone["zone"] == "main" and zone["episode"] is None and zone["sensors"] == ["s1", "s2", "s3"]
+    )
+    for i in range(3):
+        nudge = Nudge(
+            "main", f"main-{i}", 1000.0 + i, 75.0, "dim", {"en": "x"}, {"s1": 75.0}, ("s1",)
+        )
+        api.gw.storage.record_decision(nudge, 1000.0 + i)
+    status, body, _ = await api.call("GET", "/api/decisions?limit=2", auth=True)
+    assert status == 200
+    assert [d["nudge_id"] for d in body["decisions"]] == ["main-2", "main-1"]
+    for bad in ("0", "abc", "1001", "-3"):
+        status, body, _ = await api.call("GET", f"/api/decisions?limit={bad}", auth=True)
+        assert status == 400 and bad in body["error"] and "1 to 1000" in body["error"]
+
+
+async def test_metrics_are_prometheus_text(api: Api) -> None:
+    api.gw.metrics.rejects.inc("bad_json", "s1")
+    api.gw.metrics.rejects.inc("bad_json", 'we"ird\\')
+    status, text, r = await api.call("GET", "/metrics", auth=True)
+    assert status == 200 and r.content_type == "text/plain"
+    sample = re.compile(r'^[a-z_]+(\{([a-z_]+="([^"\\]|\\.)*",?)+\})? -?[0-9.e+-]+$')
+    for line in text.splitlines():
+        assert line.startswith("# HELP ") or line.startswith("# TYPE ") or sample.match(line), line
+    assert 'hushlight_rejects_total{reason="bad_json",sensor="s1"} 1' in text
+    assert "hushlight_queue_depth 0" in text
+
+
+async def test_subscribe_then_unsubscribe(api: Api) -> None:
+    body = subscription()
+    status, reply, _ = await api.call("POST", "/api/subscriptions", json=body)
+    assert status == 201 and reply["zones"] == ["main"]
+    [stored] = api.gw.storage.subscriptions_for_zone("main")
+    assert stored.endpoint == body["subscription"]["endpoint"]
+    assert dict(stored.keys) == body["subscription"]["keys"]
+    endpoint = {"endpoint": stored.endpoint}
+    status, _, _ = await api.call("DELETE", "/api/subscriptions", json=endpoint)
+    assert status == 204
+    assert api.gw.storage.subscriptions_for_zone("main") == []
+    status, reply, _ = await api.call("DELETE", "/api/subscriptions", json=endpoint)
+    assert status == 404 and "no subscription" in reply["error"]
+
+
+def _mutate(change: str) -> Any:
+    body = subscription()
+    sub = body["subscription"]
+    if change == "http":
+        sub["endpoint"] = "http://push.example.net/x"
+    elif change == "ftp":
+        sub["endpoint"] = "ftp://127.0.0.1/x"
+    elif change == "not_on_curve":
+        sub["keys"]["p256dh"] = b64url(b"\x04" + b"\x01" * 64)
+    elif change == "compressed":
+        sub["keys"]["p256dh"] = b64url(b"\x02" + b"\x01" * 32)
+    elif change == "auth":
+        sub["keys"]["auth"] = b64url(os.urandom(8))
+    elif change == "zone":
+        body["zones"] = ["nowhere"]
+    elif change == "no_zones":
+        body["zones"] = []
+    elif change == "no_keys":
+        del sub["keys"]
+    elif change == "list":
+        return [body]
+    return body
+
+
+@pytest.mark.parametrize(
+    ("change", "word"),
+    [
+        ("http", "https://"),
+        ("ftp", "https://"),
+        ("not_on_curve", "P-256"),
+        ("compressed", "P-256"),
+        ("auth", "16-byte"),
+        ("zone", "nowhere"),
+        ("no_zones", "zones"),
+        ("no_keys", "keys"),
+        ("list", "JSON object"),
+    ],
+)
+async def test_bad_subscriptions_are_refused_with_a_sentence(
+    api: Api, change: str, word: str
+) -> None:
+    status, reply, _ = await api.call("POST", "/api/subscriptions", json=_mutate(change))
+    assert status == 400 and word in reply["error"]
+    assert api.gw.storage.subscriptions_for_zone("main") == []
+
+
+async def test_loopback_http_endpoint_is_allowed_for_local_tests(api: Api) -> None:
+    status, _, _ = await api.call(
+        "POST", "/api/subscriptions", json=subscription("http://127.0.0.1:9/push")
+    )
+    assert status == 201
+
+
+@pytest.mark.parametrize(
+    ("data", "status", "word"),
+    [
+        (b"{not json", 400, "JSON"),
+        (b'{"subscription": NaN}', 400, "JSON"),
+        (b"\xff\xfe", 400, "JSON"),
+        (b'{"x": "' + b"a" * 20000 + b'"}', 413, "larger"),
+    ],
+)
+async def test_bodies_that_are_not_json_or_too_big(
+    api: Api, data: bytes, status: int, word: str
+) -> None:
+    got, reply, _ = await api.call(
+        "POST", "/api/subscriptions", data=data, headers={"Content-Type": "application/json"}
+    )
+    assert got == status and word in reply["error"]
