@@ -43,20 +43,25 @@ LOG_EVERY_S = 10.0  # at most one log line per (reason, sensor) this often
 class SeqWindow:
     """Sliding window of sequence numbers already accepted from one sensor."""
 
-    __slots__ = ("last_t1", "mask", "top")
+    __slots__ = ("floor_t", "last_t1", "mask", "top")
 
     def __init__(self) -> None:
         self.top = -1
         self.mask = 0  # bit i set: seq (top - i) was accepted
         self.last_t1 = 0.0
+        self.floor_t = -1.0  # records ending before the last counter reset are replays
 
     def accept(self, seq: int, t0: float, t1: float) -> str | None:
         """Remember `seq`; None if it is new, else why it is not (``duplicate``, ``too_old``).
 
         A sequence number far below the window whose record starts after the
         newest record seen means the sensor lost its counter (flash wiped): the
-        window restarts there instead of refusing the sensor forever.
+        window restarts there instead of refusing the sensor forever; records
+        that end before that restart can then only be replays (a wiped sensor
+        lost its backlog too) and are refused as ``too_old``.
         """
+        if t1 <= self.floor_t:
+            return "too_old"
         top = self.top
         if seq > top:
             shift = seq - top
@@ -68,6 +73,7 @@ class SeqWindow:
                 if t0 >= self.last_t1:
                     self.top, self.mask = seq, 1
                     self.last_t1 = t1
+                    self.floor_t = t0
                     return "reset"
                 return "too_old"
             bit = 1 << back
@@ -185,7 +191,9 @@ class Ingest:
         if verdict is not None:
             if verdict == "reset":
                 m.seq_resets.inc(s.id)
-                self._note("seq_reset", s.id, f"sequence restarted at {rec['seq']}")
+                self._note(
+                    "seq_reset", s.id, f"sensor {s.id} restarted its sequence at {rec['seq']}"
+                )
             else:
                 m.duplicates.inc(s.id)
                 return []
@@ -275,12 +283,12 @@ class Ingest:
 
     def _reject(self, reason: str, sensor: str, why: str) -> None:
         self.metrics.rejects.inc(reason, sensor)
-        self._note(reason, sensor, why)
+        self._note(reason, sensor, f"refused ({reason}) from {sensor}: {why}")
 
-    def _note(self, reason: str, sensor: str, why: str) -> None:
+    def _note(self, reason: str, sensor: str, line: str) -> None:
         # one line per (reason, sensor) per LOG_EVERY_S: a flood must not flood the log
         key = (reason, sensor)
         t = time.monotonic()
         if t - self._logged.get(key, -LOG_EVERY_S) >= LOG_EVERY_S:
             self._logged[key] = t
-            log.warning("refused (%s) from %s: %s", reason, sensor, why[:300])
+            log.warning("%s", line[:300])
