@@ -115,17 +115,18 @@ def _matched(freq_hz: float, rate: int) -> float:
 
 
 def _z(freq: FloatArray, rate: int) -> ComplexArray:
-    return np.exp(2j * np.pi * freq / rate)
+    return np.asarray(np.exp(2j * np.pi * freq / rate), dtype=np.complex128)
 
 
 def _first_order(zero: float, pole: float, z: ComplexArray) -> ComplexArray:
     zi = 1.0 / z
-    return (1.0 - zero * zi) / (1.0 - pole * zi)
+    return np.asarray((1.0 - zero * zi) / (1.0 - pole * zi), dtype=np.complex128)
 
 
 def _biquad(c: Biquad | npt.NDArray[np.float64], z: ComplexArray) -> ComplexArray:
     zi = 1.0 / z
-    return (c[0] + c[1] * zi + c[2] * zi * zi) / (1.0 + c[3] * zi + c[4] * zi * zi)
+    h = (c[0] + c[1] * zi + c[2] * zi * zi) / (1.0 + c[3] * zi + c[4] * zi * zi)
+    return np.asarray(h, dtype=np.complex128)
 
 
 @cache
@@ -193,7 +194,7 @@ def response(d: Design, weighting: str, freq: npt.ArrayLike) -> ComplexArray:
     _check_weighting(weighting)
     f = np.asarray(freq, dtype=np.float64)
     ref = _raw_response(d, weighting, np.array([1000.0]))[0]
-    return _raw_response(d, weighting, f) / abs(ref)
+    return np.asarray(_raw_response(d, weighting, f) / abs(ref), dtype=np.complex128)
 
 
 def response_db(d: Design, weighting: str, freq: npt.ArrayLike) -> FloatArray:
