@@ -19,17 +19,17 @@ How it is computed, and why it is the reference:
 - Levels follow DESIGN.md: a full-scale sine (AES17 0 dBFS, mean square 1/2)
   reads ``94 - sensitivity_dbfs`` dB, plus ``calibration_offset_db``; so
   ``L = 10*log10(2*ms) + 94 - S + offset``.
-- Blocks are 125 ms. At 44100 Hz that is 5512.5 samples, so block ``i``
-  ends at sample ``(i+1) * rate // 8``: blocks of 5512 and 5513 samples
-  alternate and the block clock never drifts. Intervals are whole numbers
-  of blocks; at the end of a stream a partial interval is reported when at
-  least one whole block is left, and trailing samples short of a block are
-  dropped, as the firmware's replay runner does.
+- Blocks are those of the firmware: ``rate // 8`` samples (125 ms; at
+  44100 Hz 5512 samples, 124.99 ms, so that the firmware's 1 ms Fast
+  sub-blocks divide it). Times (``t0``, ``t1``) are sample counts over the
+  rate. Intervals are whole numbers of blocks; at the end of a stream a
+  partial interval is reported when at least one whole block is left, and
+  trailing samples short of a block are dropped, as the firmware's replay
+  runner does.
 """
 
 from __future__ import annotations
 
-import importlib
 import math
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -38,6 +38,9 @@ from typing import Final
 import numpy as np
 import numpy.typing as npt
 from scipy import signal
+
+from dsp import weighting
+from dsp.iec61672_1 import FAST_TAU_S
 
 __all__ = [
     "BLOCKS_PER_SECOND",
@@ -58,8 +61,6 @@ FloatArray = npt.NDArray[np.float64]
 
 BLOCK_S: Final = 0.125
 BLOCKS_PER_SECOND: Final = 8
-# IEC 61672-1:2013, 5.7.1: time constant of the Fast time weighting
-FAST_TAU_S: Final = 0.125
 # AES17: 0 dBFS is the full-scale sine, whose mean square is 1/2
 FULL_SCALE_SINE_MS: Final = 0.5
 # Mic sensitivity convention of DESIGN.md: S dBFS at 94 dB SPL
@@ -132,7 +133,8 @@ class ReferenceMeter:
     """Streaming float64 meter: feed any number of samples, get the finished blocks.
 
     `sos_a` and `sos_c` are the weighting filters as second-order sections
-    (scipy layout); by default the float designs of `dsp.weighting` at `rate`.
+    (scipy layout); by default the float designs of `dsp.weighting` at `rate`,
+    with the equaliser of microphone preset `mic` when given.
     """
 
     def __init__(
@@ -141,14 +143,15 @@ class ReferenceMeter:
         *,
         sos_a: npt.ArrayLike | None = None,
         sos_c: npt.ArrayLike | None = None,
+        mic: str | None = None,
     ) -> None:
         if isinstance(rate, bool) or not isinstance(rate, int) or rate <= 0:
             raise ValueError(f"sample rate {rate!r} is not valid; give a positive integer in Hz")
         self.rate = rate
-        if sos_a is None or sos_c is None:
-            design_a, design_c = _weighting_sos(rate)
-            sos_a = design_a if sos_a is None else sos_a
-            sos_c = design_c if sos_c is None else sos_c
+        if sos_a is None:
+            sos_a = weighting.sos(rate, "A", mic)
+        if sos_c is None:
+            sos_c = weighting.sos(rate, "C", mic)
         self._sos_a = np.atleast_2d(np.asarray(sos_a, dtype=np.float64))
         self._sos_c = np.atleast_2d(np.asarray(sos_c, dtype=np.float64))
         self._zi_a = np.zeros((self._sos_a.shape[0], 2))
@@ -163,8 +166,8 @@ class ReferenceMeter:
         self._start = 0
 
     def block_length(self, index: int) -> int:
-        """Samples in block `index`: the 125 ms block clock floored to whole samples."""
-        return (index + 1) * self.rate // BLOCKS_PER_SECOND - index * self.rate // BLOCKS_PER_SECOND
+        """Samples in block `index`: the firmware's ``rate // 8`` for every block."""
+        return self.rate // BLOCKS_PER_SECOND
 
     def process(self, x: npt.ArrayLike) -> list[Block]:
         """Filter `x` (float, full scale 1) and return the blocks it completes."""
@@ -198,16 +201,6 @@ class ReferenceMeter:
             self._start += n
         self._rest_a, self._rest_c, self._rest_f = sq_a[pos:], sq_c[pos:], fast[pos:]
         return done
-
-
-def _weighting_sos(rate: int) -> tuple[FloatArray, FloatArray]:
-    """Float A and C weighting sections of `dsp.weighting` at `rate`."""
-    # imported when needed: the filter design is its own module's job
-    weighting = importlib.import_module("dsp.weighting")
-    return (
-        np.asarray(weighting.sos(rate, "A"), dtype=np.float64),
-        np.asarray(weighting.sos(rate, "C"), dtype=np.float64),
-    )
 
 
 def intervals(
@@ -263,9 +256,10 @@ def measure(
     calibration_offset_db: float = 0.0,
     sos_a: npt.ArrayLike | None = None,
     sos_c: npt.ArrayLike | None = None,
+    mic: str | None = None,
 ) -> list[Interval]:
     """Levels of a whole signal per interval (for tests and short recordings)."""
-    meter = ReferenceMeter(rate, sos_a=sos_a, sos_c=sos_c)
+    meter = ReferenceMeter(rate, sos_a=sos_a, sos_c=sos_c, mic=mic)
     return list(
         intervals(
             meter.process(x),

@@ -18,19 +18,37 @@ FLAT = [[1.0, 0.0, 0.0, 1.0, 0.0, 0.0]]  # one pass-through second-order section
 
 
 def flat_measure(
-    rate: int, x: np.ndarray, interval_s: float = 1.0, **kw: float
+    rate: int,
+    x: np.ndarray,
+    interval_s: float = 1.0,
+    sensitivity_dbfs: float = -26.0,
+    calibration_offset_db: float = 0.0,
 ) -> list[reference.Interval]:
-    return reference.measure(rate, x, interval_s, sos_a=FLAT, sos_c=FLAT, **kw)
+    return reference.measure(
+        rate,
+        x,
+        interval_s,
+        sensitivity_dbfs=sensitivity_dbfs,
+        calibration_offset_db=calibration_offset_db,
+        sos_a=FLAT,
+        sos_c=FLAT,
+    )
 
 
 @pytest.mark.parametrize("rate", [48000, 44100, 32000, 16000])
 def test_full_scale_sine_reads_94_minus_sensitivity(rate: int) -> None:
+    # 1 kHz over eight blocks: whole periods except at 44.1 kHz, where the
+    # 8 * 5512 samples end mid-period; the expectation uses the samples' own
+    # mean square, so only the convention is under test
     x = signals.sine(rate, 1000.0, 1.0)
+    n = 8 * (rate // 8)
+    excess = 10 * math.log10(np.mean(x[:n] ** 2) / 0.5)
+    assert abs(excess) < 0.01
     (iv,) = flat_measure(rate, x)
-    assert iv.laeq == pytest.approx(120.0, abs=1e-6)
-    assert iv.lceq == pytest.approx(120.0, abs=1e-6)
+    assert iv.laeq == pytest.approx(120.0 + excess, abs=1e-6)
+    assert iv.lceq == pytest.approx(120.0 + excess, abs=1e-6)
     (iv,) = flat_measure(rate, x, sensitivity_dbfs=-38.0, calibration_offset_db=1.5)
-    assert iv.laeq == pytest.approx(94.0 + 38.0 + 1.5, abs=1e-6)
+    assert iv.laeq == pytest.approx(94.0 + 38.0 + 1.5 + excess, abs=1e-6)
 
 
 def test_level_db_convention_and_floor() -> None:
@@ -69,12 +87,25 @@ def test_fast_toneburst_response_matches_iec_61672_1_table_4(burst_s: float, iec
     assert response == pytest.approx(iec_db, abs=0.1)
 
 
-def test_44100_block_clock_alternates_5512_and_5513_samples() -> None:
+def test_44100_blocks_are_the_firmware_blocks_of_5512_samples() -> None:
+    # rate // 8, as the firmware, whose 1 ms Fast sub-blocks (53 samples) divide it
     meter = reference.ReferenceMeter(44100, sos_a=FLAT, sos_c=FLAT)
     blocks = meter.process(np.zeros(44100 * 2))
-    assert [b.samples for b in blocks[:4]] == [5512, 5513, 5512, 5513]
-    assert len(blocks) == 16
-    assert blocks[-1].start + blocks[-1].samples == 88200  # no drift over two seconds
+    assert {b.samples for b in blocks} == {5512}
+    assert len(blocks) == 16  # 88200 samples: 16 blocks and 8 samples short of another
+    ivs = list(reference.intervals(blocks, 44100, 1.0))
+    assert [(iv.t0, iv.t1) for iv in ivs] == [(0.0, 44096 / 44100), (44096 / 44100, 88192 / 44100)]
+
+
+def test_default_filters_are_the_weighting_design() -> None:
+    # 1 kHz reads the same through A and C (both 0 dB there), 100 Hz does not:
+    # A is about 19 dB down, C a fraction of a dB (IEC 61672-1 Table 3)
+    rate = 48000
+    (k1,) = reference.measure(rate, signals.sine(rate, 1000.0, 1.0, -20.0))
+    (h1,) = reference.measure(rate, signals.sine(rate, 100.0, 1.0, -20.0))
+    assert k1.laeq == pytest.approx(100.0, abs=0.1) and k1.lceq == pytest.approx(100.0, abs=0.1)
+    assert h1.laeq == pytest.approx(100.0 - 19.1, abs=0.3)
+    assert h1.lceq == pytest.approx(100.0 - 0.3, abs=0.3)
 
 
 def test_streaming_in_odd_chunks_gives_the_same_blocks_as_one_call() -> None:
