@@ -211,16 +211,14 @@ def run_esptool(step: Step, port: str, argv: Sequence[str], *, progress: bool = 
 
 def wait_selftest(step: Step, port: str, timeout: float = SELFTEST_TIMEOUT_S) -> None:
     """Open the console on `port` and repeat `selftest` until every check passes."""
-    from tools import selftest
+    from tools.selftest import run_checks
 
     step.announce()
     deadline = time.monotonic() + timeout
     failing: list[str] = []
     while True:
         try:
-            checks = selftest.run_checks(
-                port, timeout=min(30.0, max(5.0, deadline - time.monotonic()))
-            )
+            checks = run_checks(port, timeout=min(30.0, max(5.0, deadline - time.monotonic())))
         except ToolError as exc:
             failing = [str(exc)]
         else:
