@@ -1,0 +1,652 @@
+"""An MQTT 3.1.1 client for the sensor firmware, on MicroPython's asyncio.
+
+Written for a microcontroller: packets are read into one preallocated
+buffer with `readinto` and parsed through memoryview slices; small packets
+(PUBACK, PINGREQ) are built in preallocated bytearrays; nothing grows with
+uptime.  Every network failure ends in a reconnect, never in an exception
+out of `run()`.
+
+Who retransmits: the client remembers the packet ids of QoS 1 messages
+awaiting PUBACK (`inflight()`), not their payloads (RAM is scarce and the
+application's store already holds every record).  When the link drops those
+ids are forgotten and `on_connect` runs after the next connection; the
+application resends what was not acknowledged (hushlight.app rewinds its
+store).  That keeps the at-least-once guarantee MQTT 3.1.1 section 4.4 asks
+for; the receiver drops duplicates by `seq`.
+
+Keepalive: a PINGREQ goes out when nothing was sent or received for a
+quarter of the keepalive; a PINGRESP (or any packet) must come back within
+half the keepalive, else the link counts as dead (`stats["ping_timeouts"]`)
+and is dropped, so a silent Wi-Fi or broker failure is found in at most
+three quarters of the keepalive.  The broker publishes the last will after
+1.5 keepalives without hearing from us.
+
+Reconnect: capped exponential back-off from `backoff_min_ms` to
+`backoff_max_ms` with random jitter (half fixed, half random), so a street
+of sensors does not hammer a broker that comes back.
+
+TLS (`ssl_cafile`): the broker's certificate must chain to that CA file and
+match `server_hostname` (default: the host).
+
+`socket_factory(host, port)`, if given, returns the connected socket-like
+object to talk to (a non-blocking object asyncio can poll); tests and
+simulations use it instead of the radio.
+"""
+
+import asyncio
+import random
+import socket
+import sys
+import time
+
+from micropython import const
+
+# packet types (MQTT 3.1.1 section 2.2.1), with the fixed flags of section 2.2.2
+_CONNECT = const(0x10)
+_CONNACK = const(0x20)
+_PUBLISH = const(0x30)
+_PUBACK = const(0x40)
+_SUBSCRIBE = const(0x82)
+_SUBACK = const(0x90)
+_PINGRESP = const(0xD0)
+
+# Largest packet we accept whole: a 2 KiB payload (protocol.MAX_PAYLOAD) and
+# a topic of our contract fit with room to spare.  Larger packets are read
+# through and dropped (QoS 1 ones still acknowledged, or the broker would
+# redeliver them forever).
+_RX_SIZE = const(2560)
+_MAX_REMAINING = const(268435455)  # section 2.2.3: four length bytes at most
+_CONNECT_TIMEOUT_MS = const(10000)
+_HEAD = const(256)  # start of an oversized packet kept to acknowledge it
+
+_PINGREQ_PACKET = b"\xc0\x00"
+_DISCONNECT_PACKET = b"\xe0\x00"
+
+CONNACK_ERRORS = {
+    1: "the broker does not speak MQTT 3.1.1",
+    2: "the broker rejected the client id",
+    3: "the MQTT service is unavailable",
+    4: "the broker rejected the user name or password; check mqtt_user and mqtt_password",
+    5: "the broker refused authorisation; check the user's ACL",
+}
+
+
+def _encode_length(buf, n):
+    """Write remaining length ``n`` into buf[1:] (section 2.2.3); return the header size."""
+    i = 1
+    while True:
+        b = n & 0x7F
+        n >>= 7
+        if n:
+            buf[i] = b | 0x80
+            i += 1
+        else:
+            buf[i] = b
+            return i + 1
+
+
+def _utf8(s):
+    return s if isinstance(s, (bytes, bytearray)) else s.encode()
+
+
+class MQTTClient:
+    def __init__(
+        self,
+        client_id,
+        host,
+        port=1883,
+        *,
+        user=None,
+        password=None,
+        keepalive=30,
+        ssl_cafile=None,
+        server_hostname=None,
+        clean_session=False,
+        will_topic=None,
+        will_payload=None,
+        will_retain=True,
+        will_qos=1,
+        backoff_min_ms=500,
+        backoff_max_ms=30000,
+        socket_factory=None,
+        connect_timeout_ms=_CONNECT_TIMEOUT_MS,
+    ):
+        if not 1 <= keepalive <= 65535:
+            # 0 would switch keepalive off: a dead link would then never be noticed
+            raise ValueError(
+                "keepalive %r s is outside 1..65535; use a few tens of seconds" % (keepalive,)
+            )
+        if will_qos not in (0, 1):
+            raise ValueError("will_qos %r is not supported; use 0 or 1" % (will_qos,))
+        if backoff_min_ms <= 0 or backoff_max_ms < backoff_min_ms:
+            raise ValueError(
+                "back-off %r..%r ms is not a range; use 0 < backoff_min_ms <= backoff_max_ms"
+                % (backoff_min_ms, backoff_max_ms)
+            )
+        self.client_id = _utf8(client_id)
+        self.host = host
+        self.port = port
+        self.user = user
+        self.password = password
+        self.keepalive = keepalive
+        self.ssl_cafile = ssl_cafile
+        self.server_hostname = server_hostname
+        self.clean_session = clean_session
+        self.will_topic = will_topic
+        self.will_payload = will_payload
+        self.will_retain = will_retain
+        self.will_qos = will_qos
+        self.backoff_min_ms = backoff_min_ms
+        self.backoff_max_ms = backoff_max_ms
+        self.socket_factory = socket_factory
+        self.connect_timeout_ms = connect_timeout_ms
+
+        self.on_message = None  # callable(topic: str, payload: bytes, retained: bool)
+        self.on_connect = None  # coroutine function, run after each connect
+        self.on_puback = None  # callable(pid: int)
+        self.stats = {
+            "connects": 0,
+            "reconnects": 0,
+            "connect_failures": 0,
+            "ping_timeouts": 0,
+            "published": 0,
+            "acked": 0,
+            "received": 0,
+            "dropped_in": 0,  # incoming messages too large or failing in on_message
+            "bytes_out": 0,
+            "bytes_in": 0,
+        }
+        self.last_error = None  # a sentence about the last failure, for status and selftest
+
+        self._rx = bytearray(_RX_SIZE)
+        self._rxmv = memoryview(self._rx)
+        self._hdr = bytearray(5)  # fixed header: type byte + up to 4 length bytes
+        self._ack = bytearray(4)  # PUBACK, sent by the reader only
+        self._pidbuf = bytearray(2)
+        self._topics = {}  # topic str -> encoded bytes, for the few topics a sensor uses
+        self._unacked = {}  # pid -> None, QoS 1 publishes awaiting PUBACK
+        self._pid = 0
+        self._sock = None
+        self._stream = None
+        self._link = False  # socket up and CONNACK received: publish allowed
+        self._ready = False  # on_connect done: connected() is True
+        self._ready_event = asyncio.Event()
+        self._down = asyncio.Event()  # set when the link must be dropped
+        self._write_lock = asyncio.Lock()
+        self._sub_lock = asyncio.Lock()
+        self._suback = asyncio.Event()
+        self._suback_pid = 0
+        self._suback_code = 0
+        self._stop = False
+        self._last_tx = 0
+        self._last_rx = 0
+        self._ping_sent = None  # ticks of the outstanding PINGREQ, or None
+        self._ssl_ctx = None
+
+    # ------------------------------------------------------------ public API
+
+    def connected(self):
+        return self._ready
+
+    async def wait_connected(self):
+        while not self._ready:
+            await self._ready_event.wait()
+
+    def inflight(self):
+        return len(self._unacked)
+
+    async def run(self):
+        """Connect and stay connected until `disconnect()`; never raises on network errors."""
+        self._stop = False
+        delay = self.backoff_min_ms
+        ever = False
+        while not self._stop:
+            try:
+                await asyncio.wait_for_ms(self._connect(), self.connect_timeout_ms)
+            except Exception as e:  # any failure to connect is retried
+                self._close()
+                self.stats["connect_failures"] += 1
+                if not isinstance(e, _Refused):  # _connect described a refusal already
+                    self.last_error = "cannot connect to %s:%d: %s" % (
+                        self.host,
+                        self.port,
+                        _describe(e),
+                    )
+                await self._backoff(delay)
+                delay = min(delay * 2, self.backoff_max_ms)
+                continue
+            if self._stop:  # disconnect() was called while we connected
+                self._close()
+                break
+            delay = self.backoff_min_ms
+            self.stats["connects"] += 1
+            if ever:
+                self.stats["reconnects"] += 1
+            ever = True
+            self.last_error = None
+            try:
+                await self._session()
+            except Exception as e:  # the link is dropped and rebuilt
+                self.last_error = "connection to %s:%d lost: %s" % (
+                    self.host,
+                    self.port,
+                    _describe(e),
+                )
+            finally:
+                self._close()
+            if not self._stop:
+                # a pause even after a clean drop, so a broker that accepts
+                # and drops us at once is not hammered
+                await self._backoff(self.backoff_min_ms)
+
+    async def publish(self, topic, payload, qos=0, retain=False):
+        """Send one message; return its packet id (0 for QoS 0).
+
+        Raises OSError when not connected or when the link fails while
+        sending: the caller keeps the message and sends it again later."""
+        if not self._link:
+            raise OSError(107, "MQTT not connected")  # ENOTCONN
+        if qos not in (0, 1):
+            raise ValueError("qos %r is not supported; use 0 or 1" % (qos,))
+        t = self._topics.get(topic)
+        if t is None:
+            t = _utf8(topic)
+            if len(self._topics) < 8:
+                self._topics[topic] = t
+        pid = 0
+        size = 2 + len(t) + len(payload)
+        if qos:
+            pid = self._next_pid()
+            size += 2
+        if qos:
+            # before the write: the PUBACK can arrive while we drain
+            self._unacked[pid] = None
+        n = 0
+        try:
+            async with self._write_lock:
+                # the shared header buffers are filled under the lock: another
+                # task may be publishing concurrently
+                hdr = self._hdr
+                hdr[0] = _PUBLISH | (qos << 1) | (1 if retain else 0)
+                n = _encode_length(hdr, size)
+                w = self._stream
+                w.write(memoryview(hdr)[:n])
+                self._pidbuf[0] = len(t) >> 8
+                self._pidbuf[1] = len(t) & 0xFF
+                w.write(self._pidbuf)
+                w.write(t)
+                if qos:
+                    self._pidbuf[0] = pid >> 8
+                    self._pidbuf[1] = pid & 0xFF
+                    w.write(self._pidbuf)
+                w.write(payload)
+                await w.drain()
+        except Exception as e:
+            self._unacked.pop(pid, None)
+            self._down.set()
+            raise OSError(_errno(e), "MQTT publish failed: %s" % _describe(e)) from e
+        self._last_tx = time.ticks_ms()
+        self.stats["bytes_out"] += n + size
+        self.stats["published"] += 1
+        return pid
+
+    async def subscribe(self, topic, qos=1):
+        """Subscribe and wait for the SUBACK; return the granted QoS.
+
+        Raises OSError when not connected, when no SUBACK comes within the
+        keepalive, or when the broker refuses the subscription."""
+        if not self._link:
+            raise OSError(107, "MQTT not connected")
+        t = _utf8(topic)
+        async with self._sub_lock:
+            pid = self._next_pid()
+            pkt = bytearray(5 + 2 + 2 + len(t) + 1)
+            pkt[0] = _SUBSCRIBE
+            size = 2 + 2 + len(t) + 1
+            n = _encode_length(pkt, size)
+            pkt[n] = pid >> 8
+            pkt[n + 1] = pid & 0xFF
+            pkt[n + 2] = len(t) >> 8
+            pkt[n + 3] = len(t) & 0xFF
+            pkt[n + 4 : n + 4 + len(t)] = t
+            pkt[n + 4 + len(t)] = qos
+            self._suback.clear()
+            self._suback_pid = pid
+            await self._send(memoryview(pkt)[: n + size])
+            try:
+                await asyncio.wait_for_ms(self._suback.wait(), self.keepalive * 1000)
+            except asyncio.TimeoutError:
+                self._down.set()
+                raise OSError(110, "no SUBACK for %r within %d s" % (topic, self.keepalive))
+            if not self._link:
+                raise OSError(107, "MQTT link dropped while subscribing to %r" % (topic,))
+            code = self._suback_code
+            if code == 0x80:
+                raise OSError(
+                    1, "the broker refused the subscription to %r; check the ACL" % (topic,)
+                )
+            return code
+
+    async def disconnect(self):
+        """Send DISCONNECT (the broker then drops the last will) and stop `run()`."""
+        self._stop = True
+        if self._link:
+            try:
+                await self._send(_DISCONNECT_PACKET)
+            except OSError:
+                pass
+        self._down.set()
+        self._close()
+
+    # ------------------------------------------------------------ connection
+
+    def _open_socket(self):
+        if self.socket_factory is not None:
+            return self.socket_factory(self.host, self.port)
+        ai = socket.getaddrinfo(self.host, self.port, 0, socket.SOCK_STREAM)[0]
+        s = socket.socket(ai[0], ai[1], ai[2])
+        s.setblocking(False)
+        try:
+            s.connect(ai[-1])
+        except OSError as e:
+            if e.errno != 115 and e.errno != 119:  # EINPROGRESS (Linux, lwIP)
+                s.close()
+                raise
+        if self.ssl_cafile:
+            if self._ssl_ctx is None:
+                import ssl
+
+                ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+                ctx.verify_mode = ssl.CERT_REQUIRED
+                ctx.load_verify_locations(cadata=_ca_der(self.ssl_cafile))
+                self._ssl_ctx = ctx
+            s = self._ssl_ctx.wrap_socket(
+                s, server_hostname=self.server_hostname or self.host, do_handshake_on_connect=False
+            )
+            s.setblocking(False)
+        return s
+
+    def _connect_packet(self):
+        flags = 0x02 if self.clean_session else 0
+        size = 10 + 2 + len(self.client_id)
+        will_topic = will_payload = user = password = None
+        if self.will_topic is not None:
+            will_topic = _utf8(self.will_topic)
+            will_payload = _utf8(self.will_payload or b"")
+            flags |= 0x04 | (self.will_qos << 3) | (0x20 if self.will_retain else 0)
+            size += 2 + len(will_topic) + 2 + len(will_payload)
+        if self.user is not None:
+            user = _utf8(self.user)
+            flags |= 0x80
+            size += 2 + len(user)
+            if self.password is not None:
+                password = _utf8(self.password)
+                flags |= 0x40
+                size += 2 + len(password)
+        pkt = bytearray(5 + size)
+        pkt[0] = _CONNECT
+        i = _encode_length(pkt, size)
+        pkt[i : i + 10] = b"\x00\x04MQTT\x04\x00\x00\x00"
+        pkt[i + 7] = flags
+        pkt[i + 8] = self.keepalive >> 8
+        pkt[i + 9] = self.keepalive & 0xFF
+        i += 10
+        for field in (self.client_id, will_topic, will_payload, user, password):
+            if field is not None:
+                pkt[i] = len(field) >> 8
+                pkt[i + 1] = len(field) & 0xFF
+                pkt[i + 2 : i + 2 + len(field)] = field
+                i += 2 + len(field)
+        return memoryview(pkt)[:i]
+
+    async def _connect(self):
+        self._close()
+        self._sock = self._open_socket()
+        self._stream = asyncio.StreamReader(self._sock)
+        self._down = asyncio.Event()
+        self._unacked = {}
+        self._ping_sent = None
+        pkt = self._connect_packet()
+        self._stream.write(pkt)
+        await self._stream.drain()
+        self.stats["bytes_out"] += len(pkt)
+        # CONNACK: 0x20, 2, session present, return code (section 3.2)
+        rx = self._rxmv
+        await self._read_exact(rx[:4])
+        if self._rx[0] != _CONNACK or self._rx[1] != 2:
+            raise OSError(71, "the broker answered CONNECT with packet type 0x%02x" % self._rx[0])
+        code = self._rx[3]
+        if code:
+            self.last_error = "the broker refused the connection: %s (CONNACK code %d)" % (
+                CONNACK_ERRORS.get(code, "unknown reason"),
+                code,
+            )
+            raise _Refused(code)
+        now = time.ticks_ms()
+        self._last_tx = now
+        self._last_rx = now
+        self._link = True
+
+    async def _session(self):
+        reader = asyncio.create_task(self._read_loop())
+        try:
+            if self.on_connect is not None:
+                await self.on_connect()
+            if self._down.is_set():
+                raise OSError(104, "link dropped during on_connect")
+            self._ready = True
+            self._ready_event.set()
+            await self._keepalive_loop()
+        finally:
+            reader.cancel()
+            self._link = False
+            self._ready = False
+            self._ready_event.clear()
+
+    async def _keepalive_loop(self):
+        ka = self.keepalive * 1000
+        idle_limit = ka // 4
+        step = max(idle_limit // 4, 50)
+        while not self._down.is_set():
+            try:
+                await asyncio.wait_for_ms(self._down.wait(), step)
+                break
+            except asyncio.TimeoutError:
+                pass
+            now = time.ticks_ms()
+            if self._ping_sent is not None:
+                if time.ticks_diff(now, self._ping_sent) >= ka // 2:
+                    self.stats["ping_timeouts"] += 1
+                    raise OSError(110, "no PINGRESP within %d ms" % (ka // 2))
+            elif (
+                time.ticks_diff(now, self._last_tx) >= idle_limit
+                or time.ticks_diff(now, self._last_rx) >= idle_limit
+            ):
+                self._ping_sent = now
+                await self._send(_PINGREQ_PACKET)
+        if not self._stop:
+            raise OSError(104, "MQTT link dropped")
+
+    def _close(self):
+        self._link = False
+        self._ready = False
+        self._ready_event.clear()
+        if self._sock is not None:
+            try:
+                self._sock.close()
+            except Exception:  # closing a broken socket may fail; it is gone anyway
+                pass
+        self._sock = None
+        self._stream = None
+        # a subscribe waiting for its SUBACK must not wait for the timeout
+        self._suback.set()
+
+    async def _backoff(self, delay):
+        # half fixed, half random ("equal jitter")
+        half = delay // 2
+        await asyncio.sleep_ms(half + (half * random.getrandbits(16) >> 16))
+
+    def _next_pid(self):
+        pid = self._pid
+        while True:
+            pid = pid % 65535 + 1  # 1..65535; 0 is not a packet id
+            if pid not in self._unacked:
+                self._pid = pid
+                return pid
+
+    # ------------------------------------------------------------ I/O
+
+    async def _send(self, mv):
+        try:
+            async with self._write_lock:
+                self._stream.write(mv)
+                await self._stream.drain()
+        except Exception as e:
+            self._down.set()
+            raise OSError(_errno(e), "MQTT write failed: %s" % _describe(e)) from e
+        self._last_tx = time.ticks_ms()
+        self.stats["bytes_out"] += len(mv)
+
+    async def _read_exact(self, mv):
+        got = 0
+        n = len(mv)
+        while got < n:
+            r = await self._stream.readinto(mv[got:])
+            if r is None:
+                continue  # TLS: a record is not complete yet
+            if r == 0:
+                raise OSError(104, "the broker closed the connection")
+            got += r
+        self.stats["bytes_in"] += n
+
+    async def _read_loop(self):
+        try:
+            while True:
+                await self._read_packet()
+        except Exception as e:  # any read failure drops the link
+            if not self._stop:
+                self.last_error = "reading from %s:%d failed: %s" % (
+                    self.host,
+                    self.port,
+                    _describe(e),
+                )
+            self._down.set()
+
+    async def _read_packet(self):
+        rx = self._rx
+        mv = self._rxmv
+        await self._read_exact(mv[:1])
+        kind = rx[0]
+        # remaining length, one byte at a time (section 2.2.3)
+        size = 0
+        shift = 0
+        while True:
+            await self._read_exact(mv[:1])
+            size |= (rx[0] & 0x7F) << shift
+            if not rx[0] & 0x80:
+                break
+            shift += 7
+            if shift > 21:
+                raise OSError(71, "malformed remaining length")
+        whole = size <= _RX_SIZE
+        if size:
+            await self._read_exact(mv[: min(size, _RX_SIZE)])
+        if size > _RX_SIZE:
+            # read through the rest in buffer-sized chunks, keeping the start
+            # (topic and packet id) in a small copy
+            head = bytes(mv[:_HEAD])
+            left = size - _RX_SIZE
+            while left:
+                k = min(left, _RX_SIZE)
+                await self._read_exact(mv[:k])
+                left -= k
+            rx[:_HEAD] = head
+        self._last_rx = time.ticks_ms()
+        self._ping_sent = None  # any packet proves the link alive
+        t = kind & 0xF0
+        if t == _PUBLISH:
+            await self._on_publish(kind, size, whole)
+        elif t == _PUBACK:
+            pid = rx[0] << 8 | rx[1]
+            if self._unacked.pop(pid, 0) is None:
+                self.stats["acked"] += 1
+                if self.on_puback is not None:
+                    try:
+                        self.on_puback(pid)
+                    except Exception as e:  # an application bug must not cut the link
+                        sys.print_exception(e)
+        elif t == _SUBACK:
+            if (rx[0] << 8 | rx[1]) == self._suback_pid:
+                self._suback_code = rx[2]
+                self._suback.set()
+        elif t == _PINGRESP:
+            pass
+        else:
+            raise OSError(71, "unexpected packet type 0x%02x" % kind)
+
+    async def _on_publish(self, kind, size, whole):
+        rx = self._rx
+        qos = (kind >> 1) & 3
+        tlen = rx[0] << 8 | rx[1]
+        off = 2 + tlen
+        pid = 0
+        if qos:
+            pid = rx[off] << 8 | rx[off + 1]
+            off += 2
+        if qos > 1:
+            raise OSError(71, "QoS 2 delivery although we subscribe with QoS 1 at most")
+        self.stats["received"] += 1
+        if whole and tlen <= size and off <= size:
+            if self.on_message is not None:
+                try:
+                    topic = str(self._rxmv[2 : 2 + tlen], "utf-8")
+                    self.on_message(topic, bytes(self._rxmv[off:size]), bool(kind & 1))
+                except Exception as e:  # a bad message must not cut the link
+                    self.stats["dropped_in"] += 1
+                    sys.print_exception(e)
+        else:
+            self.stats["dropped_in"] += 1
+        if qos:
+            s = self._ack
+            s[0] = _PUBACK
+            s[1] = 2
+            s[2] = pid >> 8
+            s[3] = pid & 0xFF
+            await self._send(memoryview(s)[:4])
+
+
+def _ca_der(path):
+    """The CA certificate of a PEM or DER file, as DER.
+
+    MicroPython's mbedtls is built without PEM parsing on some ports (the
+    unix port among them), so a PEM file (what provisioning writes) is
+    decoded here.  Only the first certificate of a PEM file is used: a
+    sensor pins exactly one CA."""
+    with open(path, "rb") as f:
+        data = f.read()
+    begin = b"-----BEGIN CERTIFICATE-----"
+    start = data.find(begin)
+    if start < 0:
+        return data  # DER already
+    end = data.find(b"-----END CERTIFICATE-----", start)
+    if end < 0:
+        raise ValueError("%s has no END CERTIFICATE line; provision the CA file again" % path)
+    import binascii
+
+    return binascii.a2b_base64(b"".join(data[start + len(begin) : end].split()))
+
+
+class _Refused(OSError):
+    pass
+
+
+def _errno(e):
+    return e.errno if isinstance(e, OSError) and e.errno else 104  # ECONNRESET
+
+
+def _describe(e):
+    if isinstance(e, asyncio.TimeoutError):
+        return "timed out"
+    if isinstance(e, _Refused):
+        return "refused, CONNACK code %d" % e.args[0]
+    return "%s %s" % (type(e).__name__, e)

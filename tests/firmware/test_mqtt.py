@@ -1,0 +1,612 @@
+"""firmware/hushlight/mqtt.py, run in the MicroPython unix port.
+
+Two kinds of peer:
+
+- `Wire`, a scripted TCP peer on loopback that stands in for the broker and
+  checks the exact bytes the client sends.  The expected bytes are built
+  here from the MQTT 3.1.1 specification (OASIS standard, 2014), section by
+  section, not from the client's code.
+- a real Mosquitto (the `broker` / `fresh_broker` fixtures), observed from
+  CPython with paho-mqtt, for the behaviour end to end: QoS 1 acknowledged,
+  retained config received, last will after SIGKILL, reconnect after a
+  broker restart, TLS with a pinned CA.
+
+The client runs in tests/firmware/upy/mqtt_driver.py, driven over
+stdin/stdout with one JSON object per line.
+"""
+
+from __future__ import annotations
+
+import json
+import queue
+import signal
+import socket
+import subprocess
+import threading
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as paho
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+
+from tests.firmware.conftest import TlsFiles
+from tools import upy
+from tools.broker import Mosquitto
+
+DRIVER = Path(__file__).parent / "upy" / "mqtt_driver.py"
+WAIT = 15.0  # upper bound for any single expected event; never reached when things work
+
+# ------------------------------------------------------------------ the spec
+
+
+def remaining_length(n: int) -> bytes:
+    """Section 2.2.3: 7 bits per byte, least significant group first,
+    bit 7 set when another byte follows."""
+    out = bytearray()
+    while True:
+        digit, n = n % 128, n // 128
+        out.append(digit | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
+def utf8_field(b: bytes) -> bytes:
+    """Section 1.5.3: a two-byte big-endian length, then the bytes."""
+    return len(b).to_bytes(2, "big") + b
+
+
+def packet(first: int, body: bytes) -> bytes:
+    return bytes([first]) + remaining_length(len(body)) + body
+
+
+CONNACK_OK = bytes([0x20, 0x02, 0x00, 0x00])  # section 3.2: accepted, no session present
+
+
+# ------------------------------------------------------------------ the peers
+
+
+class Driver:
+    """The MQTT client in a MicroPython process."""
+
+    def __init__(self, folder: Path, **opts: Any) -> None:
+        self.opts = opts
+        # options go in a file: this unix port build crashes on long arguments
+        path = folder / f"driver-{uuid.uuid4().hex[:8]}.json"
+        path.write_text(json.dumps(opts))
+        self.proc = upy.spawn(
+            DRIVER,
+            str(path),
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        self.events: queue.Queue[dict[str, Any] | None] = queue.Queue()
+        self.seen: list[dict[str, Any]] = []
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            try:
+                self.events.put(json.loads(line))
+            except ValueError:
+                self.events.put({"ev": "garbage", "line": line.decode(errors="replace")})
+        self.events.put(None)
+
+    def send(self, **cmd: Any) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(json.dumps(cmd).encode() + b"\n")
+        self.proc.stdin.flush()
+
+    def expect(self, ev: str, timeout: float = WAIT, **match: Any) -> dict[str, Any]:
+        """The next event `ev` whose fields include `match` (earlier others are kept in `seen`)."""
+        while True:
+            try:
+                e = self.events.get(timeout=timeout)
+            except queue.Empty:
+                raise AssertionError(f"no {ev} {match} event; saw {self.seen}") from None
+            if e is None:
+                self.events.put(None)
+                raise AssertionError(f"driver exited before {ev}; saw {self.seen}\n{self.stderr()}")
+            self.seen.append(e)
+            if e["ev"] == ev and all(e.get(k) == v for k, v in match.items()):
+                return e
+
+    def stats(self) -> dict[str, Any]:
+        self.send(op="stats")
+        return self.expect("stats")
+
+    def stderr(self) -> str:
+        if self.proc.poll() is None:
+            return ""
+        assert self.proc.stderr is not None
+        return self.proc.stderr.read().decode(errors="replace")
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait(10)
+        for f in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
+            if f is not None:
+                f.close()
+
+
+class Wire:
+    """A scripted broker on a loopback port: reads packets whole, sends raw bytes."""
+
+    def __init__(self) -> None:
+        self.listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(4)
+        self.listener.settimeout(WAIT)
+        self.port: int = self.listener.getsockname()[1]
+        self.conn: socket.socket | None = None
+
+    def accept(self) -> None:
+        if self.conn is not None:
+            self.conn.close()
+        self.conn, _ = self.listener.accept()
+        self.conn.settimeout(WAIT)
+
+    def _exact(self, n: int) -> bytes:
+        assert self.conn is not None
+        data = b""
+        while len(data) < n:
+            chunk = self.conn.recv(n - len(data))
+            if not chunk:
+                raise AssertionError(f"client closed the connection after {data!r}")
+            data += chunk
+        return data
+
+    def read_packet(self) -> bytes:
+        """One whole packet as sent: fixed header, length bytes, body (section 2.2)."""
+        first = self._exact(1)
+        length_bytes = b""
+        n = 0
+        for i in range(4):
+            b = self._exact(1)
+            length_bytes += b
+            n += (b[0] & 0x7F) << (7 * i)
+            if not b[0] & 0x80:
+                break
+        return first + length_bytes + self._exact(n)
+
+    def send(self, data: bytes) -> None:
+        assert self.conn is not None
+        self.conn.sendall(data)
+
+    def closed_by_peer(self) -> bool:
+        assert self.conn is not None
+        return self.conn.recv(1) == b""
+
+    def close(self) -> None:
+        if self.conn is not None:
+            self.conn.close()
+        self.listener.close()
+
+
+@pytest.fixture
+def wire() -> Iterator[Wire]:
+    w = Wire()
+    yield w
+    w.close()
+
+
+class Drivers(list[Driver]):
+    def __init__(self, folder: Path) -> None:
+        super().__init__()
+        self.folder = folder
+
+
+@pytest.fixture
+def drivers(tmp_path: Path) -> Iterator[Drivers]:
+    started = Drivers(tmp_path)
+    yield started
+    for d in started:
+        d.close()
+
+
+def start(drivers: Drivers, **opts: Any) -> Driver:
+    opts.setdefault("client_id", "c")
+    opts.setdefault("host", "127.0.0.1")
+    opts.setdefault("backoff_min_ms", 100)
+    opts.setdefault("backoff_max_ms", 400)
+    d = Driver(drivers.folder, **opts)
+    drivers.append(d)
+    return d
+
+
+def connected_on_wire(drivers: Drivers, wire: Wire, **opts: Any) -> Driver:
+    d = start(drivers, port=wire.port, **opts)
+    wire.accept()
+    assert wire.read_packet()[0] == 0x10
+    wire.send(CONNACK_OK)
+    d.expect("connected")
+    return d
+
+
+# ------------------------------------------------------------------ bytes on the wire
+
+
+def test_connect_with_will_credentials_and_persistent_session(drivers: Drivers, wire: Wire) -> None:
+    will = b'{"state":"offline"}'
+    start(
+        drivers,
+        client_id="leuven-ns-01",
+        port=wire.port,
+        user="sensor",
+        password="s3cret",
+        keepalive=30,
+        clean_session=False,
+        will_topic="hushlight/v1/leuven/sensors/ns-01/status",
+        will_payload=will.decode(),
+        will_retain=True,
+        will_qos=1,
+    )
+    wire.accept()
+    # section 3.1.2: protocol name, level 4, connect flags, keepalive
+    flags = 0x80 | 0x40 | 0x20 | (1 << 3) | 0x04  # user, password, will retain, will QoS 1, will
+    variable = utf8_field(b"MQTT") + bytes([4, flags]) + (30).to_bytes(2, "big")
+    # section 3.1.3: client id, will topic, will message, user name, password
+    payload = (
+        utf8_field(b"leuven-ns-01")
+        + utf8_field(b"hushlight/v1/leuven/sensors/ns-01/status")
+        + utf8_field(will)
+        + utf8_field(b"sensor")
+        + utf8_field(b"s3cret")
+    )
+    assert wire.read_packet() == packet(0x10, variable + payload)
+
+
+def test_connect_minimal_clean_session(drivers: Drivers, wire: Wire) -> None:
+    start(drivers, client_id="c", port=wire.port, keepalive=60, clean_session=True)
+    wire.accept()
+    expected = bytes(
+        [0x10, 13, 0, 4, ord("M"), ord("Q"), ord("T"), ord("T"), 4, 0x02, 0, 60, 0, 1, ord("c")]
+    )
+    assert wire.read_packet() == expected
+
+
+def test_publish_qos0_qos1_and_puback(drivers: Drivers, wire: Wire) -> None:
+    d = connected_on_wire(drivers, wire)
+    d.send(op="publish", topic="a/b", payload="hi", qos=0, retain=False)
+    assert d.expect("published")["pid"] == 0
+    # section 3.3: topic, no packet id at QoS 0
+    assert wire.read_packet() == bytes([0x30, 7, 0, 3]) + b"a/b" + b"hi"
+
+    d.send(op="publish", topic="a/b", payload="hi", qos=1, retain=True)
+    e = d.expect("published")
+    assert (e["pid"], e["inflight"]) == (1, 1)
+    # QoS 1 (bits 2-1 = 01) and RETAIN (bit 0): 0x33; packet id 1 after the topic
+    assert wire.read_packet() == bytes([0x33, 9, 0, 3]) + b"a/b" + bytes([0, 1]) + b"hi"
+    wire.send(bytes([0x40, 2, 0, 1]))  # section 3.4 PUBACK for packet id 1
+    d.expect("puback", pid=1)
+    assert d.stats()["inflight"] == 0
+
+    # a PUBACK for an id never sent is ignored
+    wire.send(bytes([0x40, 2, 0x12, 0x34]))
+    d.send(op="publish", topic="a/b", payload="hi", qos=1)
+    assert d.expect("published")["pid"] == 2
+    wire.read_packet()
+    wire.send(bytes([0x40, 2, 0, 2]))
+    d.expect("puback", pid=2)
+    assert [e["pid"] for e in d.seen if e["ev"] == "puback"] == [1, 2]
+
+
+@pytest.mark.parametrize(
+    ("remaining", "header"),
+    [
+        # section 2.2.3, table 2.4: the boundaries of one, two and three length bytes
+        (127, bytes([0x7F])),
+        (128, bytes([0x80, 0x01])),
+        (16383, bytes([0xFF, 0x7F])),
+        (16384, bytes([0x80, 0x80, 0x01])),
+    ],
+)
+def test_remaining_length_boundaries(
+    drivers: Drivers, wire: Wire, remaining: int, header: bytes
+) -> None:
+    d = connected_on_wire(drivers, wire)
+    fill = remaining - 3  # QoS 0: 2 length bytes + 1 topic byte + payload
+    d.send(op="publish", topic="t", fill=fill, qos=0)
+    d.expect("published")
+    assert wire.read_packet() == bytes([0x30]) + header + b"\x00\x01t" + b"x" * fill
+
+
+def test_subscribe_and_suback(drivers: Drivers, wire: Wire) -> None:
+    d = connected_on_wire(drivers, wire)
+    d.send(op="subscribe", topic="hushlight/v1/leuven/sensors/ns-01/config", qos=1)
+    topic = b"hushlight/v1/leuven/sensors/ns-01/config"
+    # section 3.8: fixed header 0x82, packet id, topic filter, requested QoS
+    assert wire.read_packet() == packet(0x82, bytes([0, 1]) + utf8_field(topic) + bytes([1]))
+    wire.send(bytes([0x90, 3, 0, 1, 1]))  # section 3.9: granted QoS 1
+    assert d.expect("subscribed")["code"] == 1
+
+    d.send(op="subscribe", topic="forbidden", qos=1)
+    assert wire.read_packet()[0] == 0x82
+    wire.send(bytes([0x90, 3, 0, 2, 0x80]))  # failure return code
+    assert "refused the subscription" in d.expect("error", op="subscribe")["error"]
+
+
+def test_incoming_publish_delivered_and_acknowledged(drivers: Drivers, wire: Wire) -> None:
+    d = connected_on_wire(drivers, wire)
+    # QoS 1, retained, packet id 0x0102
+    wire.send(packet(0x33, utf8_field(b"cfg") + bytes([1, 2]) + b'{"rev":1}'))
+    m = d.expect("message")
+    assert (m["topic"], m["payload"], m["retained"]) == ("cfg", '{"rev":1}', True)
+    assert wire.read_packet() == bytes([0x40, 2, 1, 2])
+    # QoS 0, not retained: delivered, nothing sent back
+    wire.send(packet(0x30, utf8_field(b"cfg") + b"{}"))
+    m = d.expect("message", payload="{}")
+    assert m["retained"] is False
+
+
+def test_oversized_incoming_publish_is_dropped_but_acknowledged(
+    drivers: Drivers, wire: Wire
+) -> None:
+    d = connected_on_wire(drivers, wire)
+    big = b"y" * 16384  # far beyond the client's receive buffer
+    wire.send(packet(0x32, utf8_field(b"cfg") + bytes([0, 9]) + big))
+    # acknowledged, or the broker would redeliver it forever
+    assert wire.read_packet() == bytes([0x40, 2, 0, 9])
+    # and the link still works: the next message arrives whole
+    wire.send(packet(0x32, utf8_field(b"cfg") + bytes([0, 10]) + b"ok"))
+    assert d.expect("message")["payload"] == "ok"
+    assert wire.read_packet() == bytes([0x40, 2, 0, 10])
+    assert [e["payload"] for e in d.seen if e["ev"] == "message"] == ["ok"]
+    assert d.stats()["dropped_in"] == 1
+
+
+def test_pingreq_when_idle_and_reconnect_when_no_pingresp(drivers: Drivers, wire: Wire) -> None:
+    d = connected_on_wire(drivers, wire, keepalive=1)
+    # idle: a PINGREQ (section 3.12), answered with a PINGRESP (section 3.13)
+    assert wire.read_packet() == bytes([0xC0, 0x00])
+    wire.send(bytes([0xD0, 0x00]))
+    # the next PINGREQ goes unanswered: the client gives up on the link ...
+    assert wire.read_packet() == bytes([0xC0, 0x00])
+    assert wire.closed_by_peer()
+    # ... and connects again
+    wire.accept()
+    assert wire.read_packet()[0] == 0x10
+    wire.send(CONNACK_OK)
+    d.expect("connected", connects=2)
+    stats = d.stats()
+    assert stats["ping_timeouts"] == 1
+    assert stats["reconnects"] == 1
+
+
+def test_disconnect(drivers: Drivers, wire: Wire) -> None:
+    d = connected_on_wire(drivers, wire)
+    d.send(op="disconnect")
+    assert wire.read_packet() == bytes([0xE0, 0x00])  # section 3.14
+    assert wire.closed_by_peer()
+    d.expect("disconnected")
+    assert d.proc.wait(WAIT) == 0
+
+
+def test_publish_when_not_connected_raises_oserror(drivers: Drivers, wire: Wire) -> None:
+    d = start(drivers, port=wire.port)
+    d.send(op="publish", topic="t", payload="x", qos=1)
+    assert "not connected" in d.expect("error", op="publish")["error"]
+
+
+def test_refused_connection_is_retried_with_a_reason(drivers: Drivers, wire: Wire) -> None:
+    d = start(drivers, port=wire.port, user="u", password="wrong", stop_after_failures=2)
+    for _ in range(2):
+        wire.accept()
+        wire.read_packet()
+        wire.send(bytes([0x20, 0x02, 0x00, 0x04]))  # section 3.2.2.3: bad user name or password
+    e = d.expect("failures")
+    assert e["n"] == 2
+    assert "user name or password" in e["last_error"]
+
+
+# ------------------------------------------------------------------ a real broker
+
+
+class Observer:
+    """A CPython MQTT client (paho) that records what arrives on a topic filter."""
+
+    def __init__(self, port: int, topic: str, *, tls: TlsFiles | None = None) -> None:
+        self.messages: queue.Queue[paho.MQTTMessage] = queue.Queue()
+        self.subscribed = threading.Event()
+        self.client = paho.Client(
+            CallbackAPIVersion.VERSION2, client_id=f"obs-{uuid.uuid4().hex[:8]}"
+        )
+        self.client.on_message = lambda _c, _u, msg: self.messages.put(msg)
+        self.client.on_subscribe = lambda *_a: self.subscribed.set()
+        self.client.on_connect = lambda c, *_a: c.subscribe(topic, 1)
+        self.client.connect("127.0.0.1", port, keepalive=30)
+        self.client.loop_start()
+        assert self.subscribed.wait(WAIT)
+
+    def get(self, timeout: float = WAIT) -> paho.MQTTMessage:
+        try:
+            return self.messages.get(timeout=timeout)
+        except queue.Empty:
+            raise AssertionError("no message arrived") from None
+
+    def publish(self, topic: str, payload: bytes, retain: bool = False) -> None:
+        self.client.publish(topic, payload, qos=1, retain=retain).wait_for_publish(WAIT)
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+@pytest.fixture
+def observers() -> Iterator[list[Observer]]:
+    made: list[Observer] = []
+    yield made
+    for o in made:
+        o.close()
+
+
+def observe(observers: list[Observer], port: int, topic: str) -> Observer:
+    o = Observer(port, topic)
+    observers.append(o)
+    return o
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+def test_qos1_publish_reaches_the_broker_and_is_acknowledged(
+    drivers: Drivers, observers: list[Observer], broker: Mosquitto
+) -> None:
+    topic = f"hushlight/v1/test/sensors/{unique('s')}/levels"
+    obs = observe(observers, broker.port, topic)
+    d = start(drivers, client_id=unique("c"), port=broker.port)
+    d.expect("connected")
+    for i in range(3):
+        d.send(op="publish", topic=topic, payload=f'{{"seq":{i}}}', qos=1)
+    pids = [d.expect("published")["pid"] for _ in range(3)]
+    for pid in pids:
+        d.expect("puback", pid=pid)
+    assert [obs.get().payload for _ in range(3)] == [b'{"seq":0}', b'{"seq":1}', b'{"seq":2}']
+    assert d.stats()["inflight"] == 0
+
+
+def test_subscription_receives_the_retained_config(
+    drivers: Drivers, observers: list[Observer], broker: Mosquitto
+) -> None:
+    topic = f"hushlight/v1/test/sensors/{unique('s')}/config"
+    tool = observe(observers, broker.port, "nothing/here")
+    tool.publish(topic, b'{"rev":3,"interval_s":2}', retain=True)
+    d = start(drivers, client_id=unique("c"), port=broker.port, subscribe=[[topic, 1]])
+    m = d.expect("message")
+    assert (m["topic"], m["payload"], m["retained"]) == (topic, '{"rev":3,"interval_s":2}', True)
+    # the retained message may overtake the end of on_connect
+    if not any(e["ev"] == "connected" for e in d.seen):
+        d.expect("connected")
+    # a later config arrives live, not retained
+    tool.publish(topic, b'{"rev":4}', retain=True)
+    m = d.expect("message", payload='{"rev":4}')
+    assert m["retained"] is False
+
+
+def test_last_will_after_the_process_is_killed(
+    drivers: Drivers, observers: list[Observer], fresh_broker: Mosquitto
+) -> None:
+    status = f"hushlight/v1/test/sensors/{unique('s')}/status"
+    keepalive = 2
+    d = start(
+        drivers,
+        client_id=unique("c"),
+        port=fresh_broker.port,
+        keepalive=keepalive,
+        will_topic=status,
+        will_payload='{"state":"offline"}',
+        will_retain=True,
+    )
+    d.expect("connected")
+    d.send(op="publish", topic=status, payload='{"state":"online"}', qos=1, retain=True)
+    d.expect("puback")
+    obs = observe(observers, fresh_broker.port, status)
+    assert obs.get().payload == b'{"state":"online"}'
+    d.proc.send_signal(signal.SIGKILL)
+    # MQTT 3.1.1 section 3.1.2.10: the broker gives up after 1.5 keepalives
+    # of silence; the wait below is only a bound so a failure cannot hang
+    will = obs.get(timeout=keepalive * 1.5 + 5)
+    assert will.payload == b'{"state":"offline"}'
+    # and it is retained for whoever looks later
+    late = observe(observers, fresh_broker.port, status)
+    msg = late.get()
+    assert (msg.payload, msg.retain) == (b'{"state":"offline"}', True)
+
+
+def test_last_will_when_the_sensor_falls_silent(
+    drivers: Drivers, observers: list[Observer], fresh_broker: Mosquitto
+) -> None:
+    # A frozen process keeps its socket open: only the keepalive can tell the
+    # broker that the sensor is gone (a lamp post losing power or Wi-Fi).
+    status = f"hushlight/v1/test/sensors/{unique('s')}/status"
+    keepalive = 2
+    d = start(
+        drivers,
+        client_id=unique("c"),
+        port=fresh_broker.port,
+        keepalive=keepalive,
+        will_topic=status,
+        will_payload='{"state":"offline"}',
+    )
+    d.expect("connected")
+    obs = observe(observers, fresh_broker.port, status)
+    d.proc.send_signal(signal.SIGSTOP)
+    try:
+        will = obs.get(timeout=keepalive * 1.5 + 5)
+    finally:
+        d.proc.send_signal(signal.SIGCONT)
+    assert (will.payload, will.retain) == (b'{"state":"offline"}', False)
+
+
+def test_reconnects_after_a_broker_restart(
+    drivers: Drivers, observers: list[Observer], fresh_broker: Mosquitto
+) -> None:
+    topic = f"hushlight/v1/test/sensors/{unique('s')}/levels"
+    d = start(drivers, client_id=unique("c"), port=fresh_broker.port, keepalive=5)
+    d.expect("connected", connects=1)
+    fresh_broker.restart()
+    d.expect("connected", connects=2)
+    obs = observe(observers, fresh_broker.port, topic)
+    d.send(op="publish", topic=topic, payload="after", qos=1)
+    pid = d.expect("published")["pid"]
+    d.expect("puback", pid=pid)
+    assert obs.get().payload == b"after"
+    stats = d.stats()
+    assert stats["reconnects"] == 1
+    assert stats["connected"] is True
+
+
+def test_tls_with_the_pinned_ca(
+    drivers: Drivers, observers: list[Observer], tls_ca: TlsFiles
+) -> None:
+    with Mosquitto(tls=(tls_ca.ca, tls_ca.cert, tls_ca.key)) as m:
+        topic = f"hushlight/v1/test/sensors/{unique('s')}/levels"
+        obs = observe(observers, m.port, topic)  # plain listener, to watch
+        d = start(
+            drivers,
+            client_id=unique("c"),
+            port=m.tls_port,
+            ssl_cafile=str(tls_ca.ca),
+            server_hostname="localhost",
+        )
+        d.expect("connected")
+        d.send(op="publish", topic=topic, payload="over tls", qos=1)
+        d.expect("puback")
+        assert obs.get().payload == b"over tls"
+        obs.close()
+        observers.clear()
+
+
+def test_tls_refuses_a_broker_signed_by_another_ca(
+    drivers: Drivers, tls_ca: TlsFiles, other_ca: TlsFiles
+) -> None:
+    with Mosquitto(tls=(tls_ca.ca, tls_ca.cert, tls_ca.key)) as m:
+        d = start(
+            drivers,
+            port=m.tls_port,
+            ssl_cafile=str(other_ca.ca),
+            server_hostname="localhost",
+            stop_after_failures=1,
+        )
+        e = d.expect("failures")
+        assert "cannot connect" in e["last_error"]
+        assert not any(ev["ev"] == "connected" for ev in d.seen)
+
+
+def test_tls_refuses_a_certificate_for_another_name(drivers: Drivers, tls_ca: TlsFiles) -> None:
+    with Mosquitto(tls=(tls_ca.ca, tls_ca.cert, tls_ca.key)) as m:
+        d = start(
+            drivers,
+            port=m.tls_port,
+            ssl_cafile=str(tls_ca.ca),
+            server_hostname="broker.example.org",
+            stop_after_failures=1,
+        )
+        d.expect("failures")
+        assert not any(ev["ev"] == "connected" for ev in d.seen)

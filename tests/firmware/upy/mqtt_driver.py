@@ -1,0 +1,97 @@
+# Drives hushlight.mqtt.MQTTClient in the MicroPython unix port for the
+# tests in tests/firmware/test_mqtt.py.
+#
+# argv[1]: path of a JSON file (long command lines crash this unix port
+# build) holding an object of MQTTClient keyword arguments plus
+#   "subscribe": [[topic, qos], ...]  subscribed in on_connect
+#   "stop_after_failures": N          exit after N failed connection attempts
+# stdin: one JSON command per line:
+#   {"op": "publish", "topic", "payload" | "fill": N, "qos", "retain"}
+#   {"op": "subscribe", "topic", "qos"}
+#   {"op": "stats"}
+#   {"op": "disconnect"}
+# stdout: one JSON event per line ("ev": connected, message, puback,
+# published, subscribed, error, stats, failures, disconnected).
+import asyncio
+import json
+import sys
+
+from hushlight.mqtt import MQTTClient
+
+
+def emit(ev, **fields):
+    fields["ev"] = ev
+    print(json.dumps(fields))
+
+
+def main():
+    with open(sys.argv[1]) as f:
+        opts = json.load(f)
+    subscribe = opts.pop("subscribe", [])
+    stop_after = opts.pop("stop_after_failures", 0)
+    client = MQTTClient(opts.pop("client_id"), opts.pop("host"), opts.pop("port"), **opts)
+
+    async def on_connect():
+        for topic, qos in subscribe:
+            await client.subscribe(topic, qos)
+        emit("connected", connects=client.stats["connects"])
+
+    def on_message(topic, payload, retained):
+        emit("message", topic=topic, payload=payload.decode(), retained=retained)
+
+    def on_puback(pid):
+        emit("puback", pid=pid)
+
+    client.on_connect = on_connect
+    client.on_message = on_message
+    client.on_puback = on_puback
+
+    async def commands():
+        stdin = asyncio.StreamReader(sys.stdin)
+        while True:
+            line = await stdin.readline()
+            if not line:
+                return
+            cmd = json.loads(line)
+            op = cmd["op"]
+            try:
+                if op == "publish":
+                    payload = cmd["payload"].encode() if "payload" in cmd else b"x" * cmd["fill"]
+                    pid = await client.publish(
+                        cmd["topic"], payload, cmd.get("qos", 0), cmd.get("retain", False)
+                    )
+                    emit("published", pid=pid, inflight=client.inflight())
+                elif op == "subscribe":
+                    emit("subscribed", code=await client.subscribe(cmd["topic"], cmd.get("qos", 1)))
+                elif op == "stats":
+                    stats = dict(client.stats)
+                    stats["inflight"] = client.inflight()
+                    stats["connected"] = client.connected()
+                    stats["last_error"] = client.last_error
+                    emit("stats", **stats)
+                elif op == "disconnect":
+                    await client.disconnect()
+                    return
+            except OSError as e:
+                emit("error", op=op, error=str(e))
+
+    async def watch_failures():
+        while client.stats["connect_failures"] < stop_after:
+            await asyncio.sleep_ms(20)
+        emit("failures", n=client.stats["connect_failures"], last_error=client.last_error)
+        await client.disconnect()
+
+    async def run():
+        runner = asyncio.create_task(client.run())
+        tasks = [asyncio.create_task(commands())]
+        if stop_after:
+            tasks.append(asyncio.create_task(watch_failures()))
+        await runner
+        emit("disconnected", stats=client.stats)
+        for t in tasks:
+            t.cancel()
+
+    asyncio.run(run())
+
+
+main()
