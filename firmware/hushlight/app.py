@@ -25,18 +25,30 @@ port `reboot` exits with status 0 after leaving a `reboot` marker file that
 """
 
 import array
-import asyncio
 import gc
-import time
 
-from hushlight import platform, timesync
-from hushlight.config import Config, parse_broker
-from hushlight.console import CalRun, Console
-from hushlight.errors import ConfigError
-from hushlight.sources import Pacer, block_len, open_source
-from hushlight.store import LEVELS, SUMMARY, Store
+# The audio buffers of the largest block (125 ms at 48 kHz), allocated before
+# the modules below are compiled into the heap and fragment it: later a
+# 24 KiB piece in one run may no longer exist.
+gc.collect()
+_AUDIO = array.array("i", bytes(4 * 6000))
+_RAW = bytearray(4 * 6000)
 
-from protocol import payloads, schema, topics
+import asyncio  # noqa: E402  # after the buffers, see above
+import time  # noqa: E402
+
+from hushlight import platform, timesync  # noqa: E402
+from hushlight.config import Config, parse_broker  # noqa: E402
+from hushlight.console import CalRun, Console  # noqa: E402
+from hushlight.errors import ConfigError  # noqa: E402
+from hushlight.levelmeter import LevelMeter  # noqa: E402
+from hushlight.mqtt import MQTTClient  # noqa: E402
+from hushlight.sources import Pacer, block_len, open_source  # noqa: E402
+from hushlight.store import LEVELS, SUMMARY, Store  # noqa: E402
+from protocol import payloads, schema, topics  # noqa: E402
+
+# the compiler's leftovers go now, before the application allocates
+gc.collect()
 
 _WINDOW = 8  # QoS 1 messages in flight at once
 _SUMMARY_BLOCKS = 480  # one minute of 125 ms blocks
@@ -80,30 +92,28 @@ class App:
     # ---- set-up ----------------------------------------------------------
 
     def _open_audio(self):
-        from hushlight.levelmeter import LevelMeter
-
         cfg = self.cfg
         rate = cfg["sample_rate"]
-        self.source = open_source(cfg.values, block_len(rate))
+        self.source = open_source(cfg.values, block_len(rate), _RAW)
         if self.source.rate != rate:
-            # a file brings its own rate; a smaller or larger block follows
+            # a file brings its own rate, and with it the block length
             rate = self.source.rate
             self.source.close()
-            self.source = open_source(cfg.values, block_len(rate))
+            self.source = open_source(cfg.values, block_len(rate), _RAW)
         self.rate = rate
+        self.block = block_len(rate)
+        # a lower rate uses the start of the preallocated buffer (the meter
+        # and the sources work on block_len samples, not len(buf))
+        self.buf = _AUDIO
+        self.block_ms = self.block * 1000 // rate
         self.meter = LevelMeter(
             rate=rate,
             sensitivity_dbfs=cfg["sensitivity_dbfs"],
             calibration_offset_db=cfg["calibration_offset_db"],
             peak_threshold_db=cfg["peak_threshold_db"],
         )
-        self.block = self.meter.block_len
-        self.buf = array.array("i", bytes(4 * self.block))
-        self.block_ms = self.block * 1000 // rate
 
     def _make_client(self):
-        from hushlight.mqtt import MQTTClient
-
         cfg = self.cfg
         tls, host, port = parse_broker(cfg["broker"])
         will = payloads.encode_status("offline")
@@ -240,7 +250,7 @@ class App:
         if "calibration_offset_db" in changed:
             self.meter.set_calibration(new["calibration_offset_db"])
         if "peak_threshold_db" in changed:
-            self.meter.peak_threshold_db = new["peak_threshold_db"]
+            self.meter.set_peak_threshold(new["peak_threshold_db"])
         # interval_s and sample_rate take effect at the next interval boundary,
         # status_interval_s and backlog_rate at their next use
 
@@ -296,7 +306,7 @@ class App:
         flags = 0
         block_us = self.block * 1000000 // self.rate
         while not self.stopping:
-            if not await src.read_block(buf):
+            if not await src.read_block(buf, self.block):
                 break
             t = ticks_us()
             meter.process_block(buf)

@@ -1,9 +1,9 @@
 """Audio sources behind one interface, and the pacer that plays them in time.
 
-Every source fills a preallocated `array('i')` of `block_len` I2S words (the
-INMP441's 24-bit sample left-justified in 32 bits, as the ESP32 I2S
-peripheral delivers it) with ``await source.read_block(buf)``, which returns
-False once the audio has ended.  Nothing is allocated per block: raw bytes go
+Every source fills the first `n` words of a preallocated `array('i')` with
+I2S words (the INMP441's 24-bit sample left-justified in 32 bits, as the
+ESP32 I2S peripheral delivers it) with ``await source.read_block(buf, n)``,
+which returns False once the audio has ended.  Nothing is allocated per block: raw bytes go
 into a buffer made once and a viper loop converts them in place.
 
 - `I2SSource`: `machine.I2S` on the ESP32 (INMP441 defaults; the first
@@ -50,11 +50,12 @@ def check_rate(rate):
 
 
 @micropython.viper
-def _pcm_to_words(raw: ptr8, out: ptr32, n: int, stride: int, width: int):
+def _pcm_to_words(raw: ptr8, out: ptr32, start: int, n: int, stride: int, width: int):
     # little-endian PCM -> 24 significant bits, left-justified (the INMP441 word)
-    i = 0
+    i = start
+    end = start + n
     p = 0
-    while i < n:
+    while i < end:
         if width == 2:
             out[i] = (raw[p] << 16) | (raw[p + 1] << 24)
         elif width == 3:
@@ -63,6 +64,17 @@ def _pcm_to_words(raw: ptr8, out: ptr32, n: int, stride: int, width: int):
             out[i] = (raw[p + 1] << 8) | (raw[p + 2] << 16) | (raw[p + 3] << 24)
         i += 1
         p += stride
+
+
+def _read_full(stream, mv, need):
+    """Read exactly `need` bytes into memoryview `mv` (False at end of stream)."""
+    got = 0
+    while got < need:
+        n = stream.readinto(mv[got:need])
+        if not n:
+            return False
+        got += n
+    return True
 
 
 class I2SSource:
@@ -89,24 +101,30 @@ class I2SSource:
             ibuf=block * 4 * 4,
         )
         self._reader = asyncio.StreamReader(self._i2s)
+        self._buf = None
+        self._mv = None
         self._settle = (_SETTLE_MS * rate // 1000 + block - 1) // block
 
-    async def _fill(self, buf):
-        mv = memoryview(buf).cast("B") if hasattr(memoryview, "cast") else memoryview(buf)
-        total = len(buf) * 4
-        got = await self._reader.readinto(mv)
-        while got < total:
-            n = await self._reader.readinto(mv[got:])
-            if not n:
+    async def _fill(self, buf, n):
+        # one memoryview per buffer, made once: the loop below allocates only
+        # when the driver hands out a partial block
+        if self._mv is None or self._buf is not buf:
+            self._buf = buf
+            self._mv = memoryview(buf)
+        mv = self._mv
+        got = await self._reader.readinto(mv[:n] if n != len(buf) else mv)
+        while got < 4 * n:
+            k = await self._reader.readinto(mv[got // 4 : n])
+            if not k:
                 return False
-            got += n
+            got += k
         return True
 
-    async def read_block(self, buf):
+    async def read_block(self, buf, n):
         while self._settle:
             self._settle -= 1
-            await self._fill(buf)
-        return await self._fill(buf)
+            await self._fill(buf, n)
+        return await self._fill(buf, n)
 
     def close(self):
         self._i2s.deinit()
@@ -117,7 +135,7 @@ class WavSource:
 
     live = False
 
-    def __init__(self, path, block):
+    def __init__(self, path, raw):
         try:
             self._f = open(path, "rb")
         except OSError:
@@ -127,8 +145,13 @@ class WavSource:
         except Exception:
             self._f.close()
             raise
-        self._raw = bytearray(block * self._align)
-        self._rawv = memoryview(self._raw)
+        # the shared raw buffer holds a whole number of frames, any channel count
+        self._frames = len(raw) // self._align
+        if not self._frames:
+            self._f.close()
+            raise self._refuse(path, "has %d-byte frames, too wide" % self._align)
+        self._raw = raw
+        self._rawv = memoryview(raw)
 
     def _refuse(self, path, what):
         return ConfigError(
@@ -168,15 +191,16 @@ class WavSource:
         self._align = align
         self._left = size // align
 
-    async def read_block(self, buf):
-        n = len(buf)
+    async def read_block(self, buf, n):
         if self._left < n:
             return False  # a partial last block is not a whole 125 ms: dropped
-        need = n * self._align
-        got = self._f.readinto(self._raw)
-        if got is None or got < need:
-            return False
-        _pcm_to_words(self._raw, buf, n, self._align, self._width)
+        done = 0
+        while done < n:
+            k = min(n - done, self._frames)
+            if not _read_full(self._f, self._rawv, k * self._align):
+                return False
+            _pcm_to_words(self._raw, buf, done, k, self._align, self._width)
+            done += k
         self._left -= n
         return True
 
@@ -189,22 +213,22 @@ class PcmSource:
 
     live = False
 
-    def __init__(self, stream, rate, block):
+    def __init__(self, stream, rate, raw):
         check_rate(rate)
         self.rate = rate
         self._s = stream
-        self._raw = bytearray(block * 2)
-        self._rawv = memoryview(self._raw)
+        self._raw = raw
+        self._rawv = memoryview(raw)
+        self._frames = len(raw) // 2
 
-    async def read_block(self, buf):
-        need = len(self._raw)
-        got = 0
-        while got < need:
-            n = self._s.readinto(self._rawv[got:]) if got else self._s.readinto(self._raw)
-            if not n:
+    async def read_block(self, buf, n):
+        done = 0
+        while done < n:
+            k = min(n - done, self._frames)
+            if not _read_full(self._s, self._rawv, 2 * k):
                 return False
-            got += n
-        _pcm_to_words(self._raw, buf, len(buf), 2, 2)
+            _pcm_to_words(self._raw, buf, done, k, 2, 2)
+            done += k
         return True
 
     def close(self):
@@ -308,8 +332,7 @@ class SyntheticSource:
                 ],
             )
 
-    async def read_block(self, buf):
-        n = len(buf)
+    async def read_block(self, buf, n):
         scene = self.scene
         if scene == "silence":
             _zero(buf, n)
@@ -329,8 +352,9 @@ class SyntheticSource:
         pass
 
 
-def open_source(cfg, block):
-    """The source `cfg` (the device config dict) asks for.
+def open_source(cfg, block, raw):
+    """The source `cfg` (the device config dict) asks for; `raw` is a
+    preallocated byte buffer the file and stream sources read through.
 
     ``source``: ``"i2s"`` (ESP32), ``"wav:PATH"``, ``"stdin"`` or
     ``"synthetic:SCENE"`` (unix port).
@@ -347,12 +371,12 @@ def open_source(cfg, block):
             cfg.get("i2s_id", 0),
         )
     if spec.startswith("wav:"):
-        return WavSource(spec[4:], block)
+        return WavSource(spec[4:], raw)
     if spec == "stdin":
         import sys
 
         stream = sys.stdin.buffer if hasattr(sys.stdin, "buffer") else sys.stdin
-        return PcmSource(stream, rate, block)
+        return PcmSource(stream, rate, raw)
     if spec.startswith("synthetic:"):
         return SyntheticSource(spec[10:], rate, block)
     raise ConfigError(

@@ -12,11 +12,19 @@ from tools import upy
 
 
 def mp(code: str, cwd: Path, timeout: float = 60.0) -> Any:
+    lines = mp_lines(code, cwd, timeout)
+    # the snippet prints its result last; log lines may come before it
+    return json.loads(lines[-1]) if lines else None
+
+
+def mp_lines(code: str, cwd: Path, timeout: float = 60.0, stdin: bytes | None = None) -> list[str]:
+    """Every line the snippet printed."""
     proc = subprocess.run(
         upy.command("-c", code),
         cwd=cwd,
         env=upy.firmware_env(),
         capture_output=True,
+        input=stdin,
         timeout=timeout,
         check=False,
     )
@@ -25,6 +33,4 @@ def mp(code: str, cwd: Path, timeout: float = 60.0) -> Any:
         raise AssertionError(
             f"MicroPython exited {proc.returncode}:\n{out}\n{proc.stderr.decode(errors='replace')}"
         )
-    # the snippet prints its result last; log lines may come before it
-    lines = out.strip().splitlines()
-    return json.loads(lines[-1]) if lines else None
+    return out.strip().splitlines()
