@@ -1,0 +1,1 @@
+"""hushlight sensor firmware (MicroPython): level meter, capture, MQTT publishing."""
