@@ -32,7 +32,6 @@ from protocol.schema import (
     EXTRA,
     FLAGS,
     HI,
-    INTERVAL_STEP_S,
     KINDS,
     LEVEL_MAX,
     LEVEL_MIN,
@@ -43,6 +42,7 @@ from protocol.schema import (
     REQUIRED,
     SPAN_MS_MAX,
     STATUS_ONLINE_REQUIRED,
+    STEPS,
     T_BOOL,
     T_ENUM,
     T_FLAGS,
@@ -418,15 +418,17 @@ def _cross_check(kind: str, v: dict[str, Any]) -> None:
             % (v["l10"], v["l50"], v["l90"]),
             "l50",
         )
-    if kind == "config" and v["interval_s"] is not None:
-        blocks = v["interval_s"] / INTERVAL_STEP_S
-        if blocks != int(blocks):
-            raise ProtocolError(
-                "out_of_range",
-                "config field 'interval_s' is %r, not a multiple of %r s (one DSP block); "
-                "round it to a whole number of blocks" % (v["interval_s"], INTERVAL_STEP_S),
-                "interval_s",
-            )
+    for key in STEPS:
+        if key[0] == kind and v[key[1]] is not None:
+            step = STEPS[key]
+            blocks = v[key[1]] / step
+            if blocks != int(blocks):
+                raise ProtocolError(
+                    "out_of_range",
+                    "%s field '%s' is %r, not a multiple of %r; round it to a multiple"
+                    % (kind, key[1], v[key[1]], step),
+                    key[1],
+                )
     if kind == "status" and v["state"] == "online":
         for name in STATUS_ONLINE_REQUIRED:
             if v[name] is None:

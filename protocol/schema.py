@@ -90,6 +90,8 @@ LIGHT_SOURCES = ("programme", "override")
 SAMPLE_RATES = (48000, 44100, 32000, 16000)
 # interval_s must be a whole number of DSP blocks (125 ms).
 INTERVAL_STEP_S = 0.125
+# (kind, field) -> the step a number must be a whole multiple of
+STEPS = {("config", "interval_s"): INTERVAL_STEP_S}
 
 
 def _f(
@@ -209,6 +211,13 @@ MESSAGES = {
     "nudge": (NUDGE, True),
 }
 KINDS = ("levels", "summary", "status", "config", "light_set", "light_state", "nudge")
+
+# Rules between fields, which the field tables cannot say (and JSON Schema
+# cannot check); the decoders enforce them.
+CROSS_RULES = {
+    "levels": ("t0 < t1 <= t0 + 3600000",),
+    "summary": ("t0 < t1 <= t0 + 3600000", "l10 >= l50 >= l90"),
+}
 
 # One line per message for the generated JSON Schema files and for readers.
 DESCRIPTIONS = {
