@@ -39,6 +39,12 @@ lint: $(STAMP)
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
+	@# the MicroPython stubs install as loose .pyi files mypy does not search: copy them (firmware/mypy.ini)
+	@site=$$($(BIN)/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])') && \
+		rm -rf build/mpy-stubs && mkdir -p build/mpy-stubs/typeshed/stubs && \
+		cp $$site/*.pyi build/mpy-stubs/ && cp -r $$site/_mpy_shed build/mpy-stubs/ && \
+		cp -r $$site/stdlib build/mpy-stubs/typeshed/ && \
+		cp -r $$site/mypy/typeshed/stubs/mypy-extensions build/mpy-stubs/typeshed/stubs/
 	$(BIN)/mypy --config-file firmware/mypy.ini firmware/hushlight protocol
 
 pytest: $(STAMP) mosquitto

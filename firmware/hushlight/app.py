@@ -38,7 +38,7 @@ import asyncio  # noqa: E402  # after the buffers, see above
 import time  # noqa: E402
 
 from hushlight import platform, timesync  # noqa: E402
-from hushlight.config import Config, parse_broker  # noqa: E402
+from hushlight.config import REMOTE_KEYS, Config, parse_broker  # noqa: E402
 from hushlight.console import CalRun, Console  # noqa: E402
 from hushlight.errors import ConfigError  # noqa: E402
 from hushlight.levelmeter import LevelMeter  # noqa: E402
@@ -258,12 +258,12 @@ class App:
         """Console `set`: the same validation as a remote config."""
         if key == "rev" or key == "config_rev" or key not in self.cfg.values:
             raise ConfigError(
-                "key %r cannot be set; settable keys: %s" % (key, ", ".join(schema.CONFIG_KEYS))
+                "key %r cannot be set; settable keys: %s" % (key, ", ".join(REMOTE_KEYS))
             )
-        if key not in schema.CONFIG_KEYS:
+        if key not in REMOTE_KEYS:
             raise ConfigError(
                 "%s is a provisioning setting, not settable from the console; settable keys: %s"
-                % (key, ", ".join(schema.CONFIG_KEYS))
+                % (key, ", ".join(REMOTE_KEYS))
             )
         new, changed = self.cfg.candidate({key: value})
         if changed:

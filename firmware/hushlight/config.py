@@ -52,7 +52,6 @@ import json
 
 from hushlight.errors import ConfigError
 from hushlight.store import write_atomic
-
 from protocol import payloads, schema, topics
 from protocol.errors import ProtocolError
 
@@ -90,7 +89,8 @@ DEFAULTS = {
     "console": "stdio",
 }
 
-REMOTE_KEYS = schema.CONFIG_KEYS
+# plain strings (the schema tables are typed loosely)
+REMOTE_KEYS = tuple([str(k) for k in schema.CONFIG_KEYS])
 SECRET_KEYS = ("mqtt_password", "wifi_password")
 
 

@@ -32,8 +32,8 @@ _CAL_SPREAD_DB = 0.5
 
 class _Stdio:
     def __init__(self):
-        self.rx = sys.stdin.buffer if hasattr(sys.stdin, "buffer") else sys.stdin
-        self.tx = sys.stdout.buffer if hasattr(sys.stdout, "buffer") else sys.stdout
+        self.rx = sys.stdin.buffer
+        self.tx = sys.stdout.buffer
         self.one = bytearray(1)
 
     def read(self, buf):

@@ -30,6 +30,7 @@ import math
 import struct
 
 import micropython
+
 from hushlight.errors import ConfigError
 
 RATES = (48000, 44100, 32000, 16000)

@@ -81,7 +81,7 @@ def encode_record(kind, seq, payload):
 def read_segment(path):
     """Valid records of a segment file as a list of (kind, seq, payload), and
     whether a torn or corrupt tail was cut off."""
-    out = []
+    out = []  # type: list
     try:
         with open(path, "rb") as f:
             data = f.read()

@@ -30,7 +30,9 @@ def drain(s, kind):
 
 
 def test_seq_continues_exactly_after_a_clean_stop(tmp_path: Path) -> None:
-    first = mp(PRELUDE + "s = Store('.')\nprint(json.dumps(fill(s, LEVELS, 5)))\ns.flush()", tmp_path)
+    first = mp(
+        PRELUDE + "s = Store('.')\nprint(json.dumps(fill(s, LEVELS, 5)))\ns.flush()", tmp_path
+    )
     second = mp(PRELUDE + "s = Store('.')\nprint(json.dumps(fill(s, LEVELS, 3)))", tmp_path)
     assert first == [0, 1, 2, 3, 4]
     assert second == [5, 6, 7]
