@@ -70,6 +70,9 @@ except ImportError:  # MicroPython: annotations are never evaluated there
 from protocol import strictjson
 
 _MICROPYTHON = sys.implementation.name == "micropython"
+# typed loosely: MicroPython's json (and its stubs) has no parse_constant,
+# which only the CPython branch passes
+_json_loads: Any = json.loads
 
 # 10**decimals, and the format of a fixed-point number with that many decimals
 _SCALES = (1, 10, 100, 1000, 10000)
@@ -193,7 +196,7 @@ def _loads(kind: str, data: object) -> dict[str, Any]:
                 bytes(raw)  # type: ignore[call-overload]
             ):
                 raise ValueError("nested too deep")
-            obj = json.loads(text, parse_constant=_reject_constant)
+            obj = _json_loads(text, parse_constant=_reject_constant)
     except (ValueError, RuntimeError, TypeError):
         # UnicodeError is a ValueError; RuntimeError covers CPython's
         # RecursionError on deeply nested arrays.

@@ -178,8 +178,8 @@ class MQTTClient:
         self._suback_pid = 0
         self._suback_code = 0
         self._stop = False
-        self._last_tx = 0
-        self._last_rx = 0
+        self._last_tx = time.ticks_ms()
+        self._last_rx = self._last_tx
         self._ping_sent = None  # ticks of the outstanding PINGREQ, or None
         self._ssl_ctx = None
 
@@ -270,6 +270,8 @@ class MQTTClient:
                 hdr[0] = _PUBLISH | (qos << 1) | (1 if retain else 0)
                 n = _encode_length(hdr, size)
                 w = self._stream
+                if w is None:  # the link dropped while we waited for the lock
+                    raise OSError(107, "MQTT not connected")
                 w.write(memoryview(hdr)[:n])
                 self._pidbuf[0] = len(t) >> 8
                 self._pidbuf[1] = len(t) & 0xFF
@@ -357,7 +359,8 @@ class MQTTClient:
                 import ssl
 
                 ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-                ctx.verify_mode = ssl.CERT_REQUIRED
+                # MicroPython's SSLContext has verify_mode; its stubs lack it
+                ctx.verify_mode = ssl.CERT_REQUIRED  # type: ignore[attr-defined]
                 ctx.load_verify_locations(cadata=_ca_der(self.ssl_cafile))
                 self._ssl_ctx = ctx
             s = self._ssl_ctx.wrap_socket(
@@ -402,7 +405,7 @@ class MQTTClient:
     async def _connect(self):
         self._close()
         self._sock = self._open_socket()
-        self._stream = asyncio.StreamReader(self._sock)
+        self._stream = _stream_of(self._sock)
         self._down = asyncio.Event()
         self._unacked = {}
         self._ping_sent = None
@@ -499,8 +502,11 @@ class MQTTClient:
     async def _send(self, mv):
         try:
             async with self._write_lock:
-                self._stream.write(mv)
-                await self._stream.drain()
+                w = self._stream
+                if w is None:
+                    raise OSError(107, "MQTT not connected")
+                w.write(mv)
+                await w.drain()
         except Exception as e:
             self._down.set()
             raise OSError(_errno(e), "MQTT write failed: %s" % _describe(e)) from e
@@ -511,7 +517,10 @@ class MQTTClient:
         got = 0
         n = len(mv)
         while got < n:
-            r = await self._stream.readinto(mv[got:])
+            stream = self._stream
+            if stream is None:
+                raise OSError(107, "MQTT not connected")
+            r = await stream.readinto(mv[got:])
             if r is None:
                 continue  # TLS: a record is not complete yet
             if r == 0:
@@ -613,6 +622,12 @@ class MQTTClient:
             s[2] = pid >> 8
             s[3] = pid & 0xFF
             await self._send(memoryview(s)[:4])
+
+
+def _stream_of(sock):
+    # MicroPython's asyncio Stream reads and writes; the CPython-shaped stubs
+    # split that into StreamReader and StreamWriter, so it is left untyped
+    return asyncio.StreamReader(sock)
 
 
 def _ca_der(path):
