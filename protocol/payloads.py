@@ -458,8 +458,12 @@ def _fixed(v: Any, decimals: int) -> str:
         n = -n
     frac = n % scale
     if frac == 0:
-        return sign + "%d" % (n // scale)
-    return sign + (_FRACTION_FORMATS[decimals] % (n // scale, frac)).rstrip("0")
+        text = "%d" % (n // scale)
+    else:
+        text = _FRACTION_FORMATS[decimals] % (n // scale, frac)
+        if frac % 10 == 0:
+            text = text.rstrip("0")
+    return "-" + text if sign else text
 
 
 def _level(v: Any, kind: str, name: str) -> str:
@@ -513,7 +517,8 @@ def encode_levels(
     _uint("levels", "seq", seq, UINT_MAX)
     _uint("levels", "t0", t0, TIME_MS_MAX)
     _uint("levels", "t1", t1, TIME_MS_MAX)
-    _cross_check("levels", {"t0": t0, "t1": t1})
+    if t1 <= t0 or t1 - t0 > SPAN_MS_MAX:
+        _cross_check("levels", {"t0": t0, "t1": t1})  # raises, with the sentence
     if type(flags) is not int:
         flags = flags_mask(flags)
     elif not 0 <= flags < len(_FLAG_JSON):
