@@ -1,39 +1,490 @@
-"""`hushlight demo` (interim): replay the bundled night-street recording with the firmware meter.
+"""`hushlight demo`: a night on Naamsestraat in about a minute, with every real piece running.
 
-Runs the sensor's own meter in MicroPython over `tools/data/example-night.wav`
-(quiet street, a shout, quiet again) and prints what the sensor would report
-each second, marking the seconds whose LAFmax reaches the 70 dB(A) the Leuven
-pilot used as its trigger.
+What runs, each in its own process as in a deployment:
+
+- an MQTT broker: amqtt on a free port (`tools.embedded_broker`), or the
+  broker given with ``--broker mqtt://HOST:PORT``;
+- seven virtual sensors, ns-01 to ns-07, 60 m apart: the firmware in the
+  MicroPython unix port (`hushlight sensor`), each hearing the scripted night
+  of `tools.scenes` from its own spot on the street, at 16 kHz;
+- the gateway (`hushlight gateway --config`, with `tools/demo_config.toml`)
+  and the simulated lighting controller (`hushlight lights-sim`).
+
+How the clocks agree: the night is played faster than real time (``--speed``,
+default 4.5).  The sensors stamp their records from the night's start
+(``--time-origin``, 23:00 in Leuven) plus audio time; the gateway and the
+lights run a scaled clock with the same origin, speed and real start moment.
+The demo itself feeds each sensor its audio as raw PCM on stdin, paced by the
+wall clock from that common start, instead of letting each sensor pace a WAV
+from its own boot: seven sensors booting on a busy machine can start a second
+apart, which at 4.5x is several seconds of night and would make the gateway
+see their records as late (not used to trigger) or from the future.
+
+The live view shows each sensor's levels, each zone's state, the light levels
+and the nudges; without a terminal it prints plain progress lines.  At the end
+a summary: nudges sent, light minutes dimmed, peak counts.
 """
 
 from __future__ import annotations
 
 import argparse
-from typing import Final
+import asyncio
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+import uuid
+from datetime import datetime
+from pathlib import Path
+from string import Template
+from typing import Any
 
-from tools import replay
-from tools.make_example import EXAMPLE
+import numpy as np
 
-HELP = "replay the bundled night-street recording with the firmware meter and print its levels"
+from tools import scenes
+from tools.broker import free_port
+from tools.demo_view import TZ, Street, clock
+from tools.embedded_broker import BrokerProcess
+from tools.errors import ToolError, UsageError
 
-PEAK_DB: Final = 70.0
+HELP = "run the night-street demo: seven virtual sensors, the gateway and the simulated lights"
+
+SITE = "leuven"
+RATE = 16000
+SPEED = 4.5
+CONFIG = Path(__file__).resolve().parent / "demo_config.toml"
+PROGRAMME_LEVEL = 70.0
+# The night starts at 23:00 in Leuven, when the zones' schedule opens.
+NIGHT = datetime(2026, 6, 12, 23, 0, 0, tzinfo=TZ)
+CHUNK_S = 0.5  # audio seconds fed to a sensor at a time
+BOOT_TIMEOUT_S = 90.0
+LEAD_WALL_S = 10.0
+
+
+def cache_dir(seconds: float) -> Path:
+    base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return base / "hushlight" / "demo" / f"night-v1-{RATE}-{seconds:g}"
+
+
+def night_wavs(seconds: float, say: Any) -> dict[str, Path]:
+    """The scripted night as one WAV per sensor, synthesised once and cached."""
+    folder = cache_dir(seconds)
+    paths = {s: folder / f"{s}.wav" for s in scenes.SENSORS}
+    if all(p.exists() for p in paths.values()):
+        return paths
+    say(f"synthesising the night for {len(paths)} sensors ({seconds:g} s at {RATE} Hz) ...")
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".night-", dir=folder.parent))
+    scenes.write_night(tmp, RATE, seconds)
+    shutil.rmtree(folder, ignore_errors=True)
+    tmp.rename(folder)
+    return paths
+
+
+def pcm16(path: Path) -> bytes:
+    from dsp.wavfile import read
+
+    rate, x = read(path)
+    if rate != RATE:
+        raise ToolError(f"{path} is at {rate} Hz, not {RATE}; delete {path.parent} to rebuild it")
+    return np.clip(np.rint(x * 32768.0), -32768, 32767).astype("<i2").tobytes()
+
+
+class Child:
+    """A `hushlight` subcommand in its own process, output to a log file."""
+
+    def __init__(self, name: str, args: list[str], logs: Path, stdin: int | None = None) -> None:
+        self.name = name
+        self.log = logs / f"{name}.log"
+        with self.log.open("wb") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "tools.cli", *args],
+                stdin=stdin,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,  # Ctrl-C reaches the demo, which stops them in order
+            )
+
+    def check(self) -> None:
+        code = self.proc.poll()
+        if code is not None:
+            raise ToolError(f"{self.name} stopped (exit {code}):\n{self.tail()}")
+
+    def tail(self, lines: int = 15) -> str:
+        try:
+            return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    def stop(self, timeout: float = 10.0) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self.proc.stdin is not None:
+            with contextlib.suppress(OSError):
+                self.proc.stdin.close()
+
+
+class Demo:
+    def __init__(self, args: argparse.Namespace, work: Path) -> None:
+        self.speed: float = args.speed
+        self.seconds: float = args.seconds
+        self.live = sys.stdout.isatty() and not args.plain
+        self.work = work
+        self.broker_url: str | None = args.broker
+        self.origin = NIGHT.timestamp()
+        # long enough, in real seconds, for seven MicroPython sensors to boot
+        self.lead_s = float(round(self.speed * LEAD_WALL_S))
+        self.start: float | None = None  # wall time at which the night begins
+        self.children: list[Child] = []
+        self.sensors: dict[str, Child] = {}
+        self.street = Street(
+            SITE,
+            scenes.SENSORS,
+            {
+                "collegeberg": (scenes.SENSORS[:4], ("ns-lamps-1",)),
+                "stuk": (scenes.SENSORS[3:], ("ns-lamps-2",)),
+            },
+            PROGRAMME_LEVEL,
+        )
+        self.shown_nudges = 0
+        self.feeders: list[threading.Thread] = []
+        self.feed_error: list[str] = []
+
+    # ---- time ---------------------------------------------------------
+
+    @property
+    def first(self) -> float:
+        """Site time of the first audio sample: the lead-in before the night."""
+        return self.origin - self.lead_s
+
+    def site_now(self) -> float:
+        if self.start is None:
+            return self.first
+        return self.first + (time.time() - self.start) * self.speed
+
+    def say(self, text: str) -> None:
+        print(text, flush=True)
+
+    # ---- the pieces ---------------------------------------------------
+
+    def write_config(self, broker: str, http_port: int) -> Path:
+        text = Template(CONFIG.read_text()).substitute(
+            broker=broker,
+            database=str(self.work / "gateway.db"),
+            http_port=http_port,
+            run=uuid.uuid4().hex[:8],
+        )
+        path = self.work / "demo.toml"
+        path.write_text(text)
+        return path
+
+    def start_sensors(self, broker: str) -> None:
+        logs = self.work
+        for sensor in scenes.SENSORS:
+            args = ["sensor", "--id", sensor, "--site", SITE, "--broker", broker]
+            args += ["--stdin-pcm", "--rate", str(RATE), "--speed", "0"]
+            args += ["--time-origin", f"{self.first:.3f}", "--interval", "1"]
+            args += ["--state-dir", str(self.work / "sensors" / sensor)]
+            child = Child(sensor, args, logs, stdin=subprocess.PIPE)
+            self.children.append(child)
+            self.sensors[sensor] = child
+
+    def start_gateway(self, config: Path) -> None:
+        assert self.start is not None
+        timing = ["--time-scale", f"{self.speed:g}", "--time-origin", f"{self.first:.3f}"]
+        timing += ["--time-start", f"{self.start:.3f}"]
+        self.children.append(
+            Child(
+                "gateway",
+                ["gateway", "--config", str(config), "--on-stop", "release", *timing],
+                self.work,
+            )
+        )
+        assert self.broker_url is not None
+        lights = ["lights-sim", "--broker", self.broker_url, "--site", SITE]
+        lights += ["--groups", "ns-lamps-1,ns-lamps-2", "--programme-level", f"{PROGRAMME_LEVEL:g}"]
+        lights += ["--client-id", f"hushlight-lights-demo-{uuid.uuid4().hex[:8]}", *timing]
+        self.children.append(Child("lights-sim", lights, self.work))
+
+    def feed(self, sensor: str, pcm: bytes) -> None:
+        """Write the sensor's audio to its stdin, each chunk when the night reaches its end."""
+        assert self.start is not None
+        stdin = self.sensors[sensor].proc.stdin
+        assert stdin is not None
+        step = int(CHUNK_S * RATE) * 2
+        try:
+            for k, offset in enumerate(range(0, len(pcm), step)):
+                due = self.start + (k + 1) * CHUNK_S / self.speed
+                wait = due - time.time()
+                if wait > 0:
+                    time.sleep(wait)
+                stdin.write(pcm[offset : offset + step])
+                stdin.flush()
+        except (BrokenPipeError, OSError) as exc:
+            self.feed_error.append(f"{sensor}: {exc}")
+        finally:
+            with contextlib.suppress(OSError):
+                stdin.close()
+
+    # ---- waiting ------------------------------------------------------
+
+    async def wait_for(self, what: str, done: Any, limit_s: float = BOOT_TIMEOUT_S) -> None:
+        deadline = time.monotonic() + limit_s
+        while not done():
+            for child in self.children:
+                child.check()
+            if time.monotonic() > deadline:
+                raise ToolError(f"{what} did not happen within {limit_s:g} s; logs in {self.work}")
+            await asyncio.sleep(0.1)
+
+    def gateway_up(self, port: int) -> bool:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/health", timeout=1) as r:
+                return bool(json.load(r).get("mqtt_connected"))
+        except (OSError, ValueError):
+            return False
+
+    # ---- the night ----------------------------------------------------
+
+    async def listen(self, broker: str, stop: asyncio.Event) -> None:
+        import aiomqtt
+
+        from gateway.mqtt import parse_broker_url
+
+        url = parse_broker_url(broker)
+        async with aiomqtt.Client(
+            url.host, url.port, identifier=f"hushlight-demo-{uuid.uuid4().hex[:8]}"
+        ) as client:
+            await client.subscribe(f"hushlight/v1/{SITE}/#", qos=1)
+            self.listening.set()
+            async for message in client.messages:
+                payload = message.payload
+                if isinstance(payload, (bytes, bytearray)):
+                    self.street.on_message(str(message.topic), bytes(payload), self.site_now())
+                if stop.is_set():
+                    return
+
+    async def night(self, broker: str) -> None:
+        self.listening = asyncio.Event()
+        stop = asyncio.Event()
+        async with asyncio.TaskGroup() as group:
+            listener = group.create_task(self.listen(broker, stop), name="listen")
+            try:
+                await asyncio.wait_for(self.listening.wait(), 20)
+                await self.run_night(broker)
+            finally:
+                stop.set()
+                listener.cancel()
+
+    async def run_night(self, broker: str) -> None:
+        night = {s: pcm16(p) for s, p in night_wavs(self.seconds, self.say).items()}
+        # The sensors read their audio from stdin and cannot reach the broker
+        # before the first bytes come, so the night is preceded by a quiet
+        # lead-in (the first quiet seconds of each sensor's own night, looped),
+        # stamped before 23:00: outside the zones' schedule.  Everything boots
+        # during it.
+        quiet = 25 * RATE * 2
+        lead = int(self.lead_s) * RATE * 2
+        pcm = {s: (data[:quiet] * (lead // quiet + 1))[:lead] + data for s, data in night.items()}
+        self.start = time.time() + 1.0
+        self.say(
+            f"starting {len(scenes.SENSORS)} virtual sensors (the firmware in MicroPython), "
+            "the gateway and the simulated lights ..."
+        )
+        self.start_sensors(broker)
+        for sensor, data in pcm.items():
+            t = threading.Thread(
+                target=self.feed, args=(sensor, data), name=f"feed-{sensor}", daemon=True
+            )
+            t.start()
+            self.feeders.append(t)
+        http_port = free_port()
+        self.start_gateway(self.write_config(broker, http_port))
+        await self.wait_for(
+            "all sensors, the gateway and the lights coming up",
+            lambda: (
+                all(r.online for r in self.street.rows.values())
+                and all(g.heard for g in self.street.groups.values())
+                and self.gateway_up(http_port)
+            ),
+        )
+        late = self.site_now() - self.origin
+        if late > 0:
+            self.say(
+                f"warning: this machine is slow, everything was up {late:.0f} s into the night"
+            )
+        else:
+            self.say(
+                f"all up at {clock(self.site_now())}; the night begins at {clock(self.origin)}"
+            )
+        await self.show()
+        # the sensors deliver what they still hold, say goodbye and exit
+        await self.wait_for(
+            "the sensors delivering their last records",
+            lambda: all(c.proc.poll() is not None for c in self.sensors.values()),
+            limit_s=60.0,
+        )
+        await asyncio.sleep(1.0)  # the gateway's last decisions reach the lights
+        self.street.finish(self.site_now())
+
+    async def show(self) -> None:
+        note = (
+            f"compressed night: {self.seconds:g} s of street sound (quiet gaps cut) at "
+            f"{self.speed:g}x real time; holds {30} s instead of 10 min"
+        )
+        end = self.origin + self.seconds
+        if self.live:
+            from rich.live import Live
+
+            with Live(self._frame(note), refresh_per_second=4) as screen:
+                while self.site_now() < end or any(t.is_alive() for t in self.feeders):
+                    self._check_children()
+                    screen.update(self._frame(note))
+                    await asyncio.sleep(0.25)
+                screen.update(self._frame(note))
+            return
+        self.say(note)
+        last = 0.0
+        while self.site_now() < end or any(t.is_alive() for t in self.feeders):
+            self._check_children()
+            self._print_nudges()
+            if time.monotonic() - last >= 2.0:
+                last = time.monotonic()
+                self.say(self._progress())
+            await asyncio.sleep(0.2)
+        self._print_nudges()
+
+    def _frame(self, note: str) -> Any:
+        now = self.site_now()
+        return self.street.render(now, scenes.happening(now - self.origin), note)
+
+    def _check_children(self) -> None:
+        for child in self.children:
+            if child.name not in self.sensors:
+                child.check()
+        if self.feed_error:
+            raise ToolError("a sensor stopped taking audio: " + "; ".join(self.feed_error))
+
+    def _print_nudges(self) -> None:
+        for n in self.street.nudges[self.shown_nudges :]:
+            self.say(
+                f"{clock(n.at)} NUDGE {n.zone}: {n.kind} the lights, "
+                f"LAeq {n.laeq:.1f} dB(A): {n.message!r}"
+            )
+        self.shown_nudges = len(self.street.nudges)
+
+    def _progress(self) -> str:
+        now = self.site_now()
+        levels = " ".join(
+            f"{s[-2:]}:{r.laeq:.0f}" if r.laeq is not None else f"{s[-2:]}:-"
+            for s, r in self.street.rows.items()
+        )
+        lights = " ".join(
+            f"{g}={(r.level if r.level is not None else r.programme):.0f}%"
+            for g, r in self.street.groups.items()
+        )
+        return (
+            f"{clock(now)} | {scenes.happening(now - self.origin):<28} | LAeq {levels} | {lights}"
+        )
+
+    def stop_all(self) -> None:
+        for child in reversed(self.children):
+            child.stop()
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--engine",
-        choices=replay.ENGINES,
-        default="firmware",
-        help="firmware: the sensor's meter in MicroPython (default); reference: float64 meter",
+        "--broker",
+        metavar="URL",
+        help="use this MQTT broker (mqtt://HOST:PORT) instead of the embedded one",
     )
+    parser.add_argument(
+        "--speed", type=float, default=SPEED, help=f"times real time (default {SPEED:g})"
+    )
+    parser.add_argument(
+        "--seconds",
+        type=float,
+        default=scenes.SECONDS,
+        help=f"seconds of the scripted night to play (default {scenes.SECONDS:g})",
+    )
+    parser.add_argument(
+        "--plain", action="store_true", help="plain progress lines even on a terminal"
+    )
+    parser.add_argument("--keep", action="store_true", help="keep the work folder (logs, database)")
 
 
 def run(args: argparse.Namespace) -> int:
-    wav = replay.open_wav(EXAMPLE)
-    print(f"{EXAMPLE.name}: {wav.describe()}, {args.engine} meter")
-    print(f"{'seconds':>11}  {'LAeq':>6}  {'LAFmax':>6}  {'LCeq':>6}")
-    for rec in replay.replay(wav, args.engine):
-        mark = f"  <- peak >= {PEAK_DB:g} dB(A)" if rec["lafmax"] >= PEAK_DB else ""
-        span = f"{rec['t0']:g}-{rec['t1']:g}"
-        print(f"{span:>11}  {rec['laeq']:6.1f}  {rec['lafmax']:6.1f}  {rec['lceq']:6.1f}{mark}")
+    if not 0.5 <= args.speed <= 50:
+        raise UsageError(
+            f"--speed {args.speed:g} is out of range; give 0.5 to 50 "
+            "(4.5 plays the night in a minute)"
+        )
+    if not 10 <= args.seconds <= scenes.SECONDS:
+        raise UsageError(
+            f"--seconds {args.seconds:g} is out of range; give 10 to {scenes.SECONDS:g}"
+        )
+    if args.broker is not None:
+        from gateway.mqtt import parse_broker_url
+
+        try:
+            parse_broker_url(args.broker)
+        except ValueError as exc:
+            raise UsageError(str(exc)) from None
+        if not args.broker.startswith("mqtt://"):
+            raise UsageError(
+                f"--broker {args.broker!r}: the demo's virtual sensors need a plain mqtt:// broker"
+            )
+    work = Path(tempfile.mkdtemp(prefix="hushlight-demo-"))
+    demo = Demo(args, work)
+    embedded: BrokerProcess | None = None
+    try:
+        if args.broker is None:
+            embedded = BrokerProcess()
+            embedded.start()
+            demo.broker_url = embedded.url
+            demo.say(f"embedded MQTT broker (amqtt) on {embedded.url}")
+        assert demo.broker_url is not None
+        asyncio.run(demo.night(demo.broker_url))
+    except (ToolError, BaseExceptionGroup) as exc:
+        # the night's task group wraps what went wrong in an exception group
+        found = _tool_errors(exc)
+        if not found:
+            raise
+        for message in found:
+            print(f"hushlight demo: {message}", file=sys.stderr)
+        if not args.keep:
+            print(f"(run with --keep to keep the logs in {work})", file=sys.stderr)
+        return 1
+    finally:
+        demo.stop_all()
+        if embedded is not None:
+            embedded.stop()
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
+    print()
+    print("summary of the night")
+    for line in demo.street.summary():
+        print(line)
+    if args.keep:
+        print(f"logs and the gateway's database: {work}")
     return 0
+
+
+def _tool_errors(exc: BaseException) -> list[str]:
+    if isinstance(exc, ToolError):
+        return [str(exc)]
+    if isinstance(exc, BaseExceptionGroup):
+        return [m for e in exc.exceptions for m in _tool_errors(e)]
+    return []

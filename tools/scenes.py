@@ -171,6 +171,8 @@ QUIET: Final = "quiet street"
 
 def happening(t: float) -> str:
     """What the script says is going on at `t` seconds of audio."""
+    if t < 0:
+        return "before the night: the street settles"
     for event in SCRIPT:
         if event.start_s <= t < event.stop_s:
             return event.name
