@@ -489,34 +489,45 @@ def test_subscription_receives_the_retained_config(
     assert m["retained"] is False
 
 
-def test_last_will_after_the_process_is_killed(
-    drivers: Drivers, observers: list[Observer], fresh_broker: Mosquitto
-) -> None:
+KEEPALIVE = 2  # seconds; short so the broker's 1.5-keepalive bound is quick to reach
+OFFLINE = b'{"state":"offline"}'
+
+
+def sensor_with_will(drivers: Drivers, broker: Mosquitto) -> tuple[Driver, str]:
+    """A connected client whose last will is the retained offline status."""
     status = f"hushlight/v1/test/sensors/{unique('s')}/status"
-    keepalive = 2
     d = start(
         drivers,
         client_id=unique("c"),
-        port=fresh_broker.port,
-        keepalive=keepalive,
+        port=broker.port,
+        keepalive=KEEPALIVE,
         will_topic=status,
-        will_payload='{"state":"offline"}',
+        will_payload=OFFLINE.decode(),
         will_retain=True,
     )
     d.expect("connected")
+    return d, status
+
+
+def wait_for_will(obs: Observer) -> paho.MQTTMessage:
+    # MQTT 3.1.1 section 3.1.2.10: the broker gives up after 1.5 keepalives
+    # of silence; the wait is only a bound so that a failure cannot hang
+    return obs.get(timeout=KEEPALIVE * 1.5 + 5)
+
+
+def test_last_will_after_the_process_is_killed(
+    drivers: Drivers, observers: list[Observer], fresh_broker: Mosquitto
+) -> None:
+    d, status = sensor_with_will(drivers, fresh_broker)
     d.send(op="publish", topic=status, payload='{"state":"online"}', qos=1, retain=True)
     d.expect("puback")
     obs = observe(observers, fresh_broker.port, status)
     assert obs.get().payload == b'{"state":"online"}'
     d.proc.send_signal(signal.SIGKILL)
-    # MQTT 3.1.1 section 3.1.2.10: the broker gives up after 1.5 keepalives
-    # of silence; the wait below is only a bound so a failure cannot hang
-    will = obs.get(timeout=keepalive * 1.5 + 5)
-    assert will.payload == b'{"state":"offline"}'
+    assert wait_for_will(obs).payload == OFFLINE
     # and it is retained for whoever looks later
-    late = observe(observers, fresh_broker.port, status)
-    msg = late.get()
-    assert (msg.payload, msg.retain) == (b'{"state":"offline"}', True)
+    msg = observe(observers, fresh_broker.port, status).get()
+    assert (msg.payload, msg.retain) == (OFFLINE, True)
 
 
 def test_last_will_when_the_sensor_falls_silent(
@@ -524,24 +535,14 @@ def test_last_will_when_the_sensor_falls_silent(
 ) -> None:
     # A frozen process keeps its socket open: only the keepalive can tell the
     # broker that the sensor is gone (a lamp post losing power or Wi-Fi).
-    status = f"hushlight/v1/test/sensors/{unique('s')}/status"
-    keepalive = 2
-    d = start(
-        drivers,
-        client_id=unique("c"),
-        port=fresh_broker.port,
-        keepalive=keepalive,
-        will_topic=status,
-        will_payload='{"state":"offline"}',
-    )
-    d.expect("connected")
+    d, status = sensor_with_will(drivers, fresh_broker)
     obs = observe(observers, fresh_broker.port, status)
     d.proc.send_signal(signal.SIGSTOP)
     try:
-        will = obs.get(timeout=keepalive * 1.5 + 5)
+        will = wait_for_will(obs)
     finally:
         d.proc.send_signal(signal.SIGCONT)
-    assert (will.payload, will.retain) == (b'{"state":"offline"}', False)
+    assert will.payload == OFFLINE
 
 
 def test_reconnects_after_a_broker_restart(
