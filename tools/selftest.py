@@ -94,6 +94,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--port", required=True, help="console port: /dev/ttyUSB0, or a virtual sensor's /dev/pts/N"
     )
     parser.add_argument(
+        "--timeout",
+        type=float,
+        default=15.0,
+        metavar="S",
+        help="seconds to wait for each reply line (default 15)",
+    )
+    parser.add_argument(
         "--wait",
         type=float,
         default=0.0,
@@ -103,13 +110,15 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.timeout <= 0:
+        raise UsageError(f"--timeout {args.timeout:g} is not positive; give seconds > 0")
     if args.wait < 0:
         raise UsageError(f"--wait {args.wait:g} is negative; give seconds >= 0")
     check_port(args.port)
     deadline = time.monotonic() + args.wait
     while True:
         try:
-            checks = run_checks(args.port)
+            checks = run_checks(args.port, args.timeout)
         except ToolError as exc:
             if time.monotonic() < deadline:
                 time.sleep(1.0)
