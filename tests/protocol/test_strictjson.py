@@ -56,7 +56,7 @@ def test_valid_documents_are_accepted(value: object, pretty: bool) -> None:
     assert strictjson.valid(text.encode()) is (depth(value) <= strictjson.MAX_DEPTH)
 
 
-@settings(max_examples=1500, deadline=None)
+@settings(max_examples=400, deadline=None)
 @given(json_values, st.data())
 def test_mutated_documents_agree_with_cpython(value: object, data: st.DataObject) -> None:
     text = json.dumps(value, ensure_ascii=False)
