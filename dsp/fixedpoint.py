@@ -202,20 +202,40 @@ def fixed(rate: int = weighting.DEFAULT_RATE, mic: str | None = None) -> Fixed:
     d = weighting.design(rate, mic)
     block_len = rate // 8
     sub_len = _sub_len(rate, block_len)
-    # pass 1: fine provisional coefficients give the signal bounds; pass 2
-    # scales each coefficient as far as those bounds allow, then re-proves them
+    # pass 1: fine provisional coefficients give the signal bounds of every
+    # variant (no equaliser, each preset); pass 2 scales each coefficient as
+    # far as the largest of those bounds allows, so that the shared sections
+    # are the same integers with or without equaliser; then the bounds are
+    # proved again on the final integers.
     fine = 2**28
-    hp1 = _quantise_leaky(1.0 - d.p1, fine)
-    eq = _quantise_leaky(1.0 - d.eq[1], fine, kz=1.0 - d.eq[0]) if d.eq is not None else None
-    hf = _quantise_biquad(d.hf, fine, fine)
-    hp2 = _quantise_leaky(1.0 - d.p2, fine)
-    hp3 = _quantise_leaky(1.0 - d.p3, fine)
-    provisional = Fixed(rate, mic, block_len, sub_len, hp1, eq, hf, hp2, hp3, 1, 0.0, 0.0, {})
-    b = _bounds(provisional)
+    worst: dict[str, float] = {}
+    for variant in (None, *sorted(weighting.MIC_LF_CORNER_HZ)):
+        dv = weighting.design(rate, variant)
+        prov = Fixed(
+            rate,
+            variant,
+            block_len,
+            sub_len,
+            _quantise_leaky(1.0 - dv.p1, fine),
+            _quantise_leaky(1.0 - dv.eq[1], fine, kz=1.0 - dv.eq[0]) if dv.eq else None,
+            _quantise_biquad(dv.hf, fine, fine),
+            _quantise_leaky(1.0 - dv.p2, fine),
+            _quantise_leaky(1.0 - dv.p3, fine),
+            1,
+            0.0,
+            0.0,
+            {},
+        )
+        for name, value in _bounds(prov).items():
+            key = name if variant is None or not name.startswith("eq") else f"{name}:{variant}"
+            worst[key] = max(worst.get(key, 0.0), float(value))
+    b = worst
     hp1 = _quantise_leaky(1.0 - d.p1, max(b["hp1a.Y"], b["hp1b.Y"]))
+    eq = None
     if d.eq is not None:
-        eq = _quantise_leaky(1.0 - d.eq[1], b["eq.Y"], kz=1.0 - d.eq[0], zbound=b["hp1b.y"])
-    hf = _quantise_biquad(d.hf, b["eq.y" if d.eq is not None else "hp1b.y"], b["yc"])
+        eq = _quantise_leaky(1.0 - d.eq[1], b[f"eq.Y:{mic}"], kz=1.0 - d.eq[0], zbound=b["hp1b.y"])
+    vb = max([b["hp1b.y"]] + [v for k, v in b.items() if k.startswith("eq.y:")])
+    hf = _quantise_biquad(d.hf, vb, b["yc"])
     hp2 = _quantise_leaky(1.0 - d.p2, b["hp2.Y"])
     hp3 = _quantise_leaky(1.0 - d.p3, b["hp3.Y"])
     fast_k = round((1.0 - math.exp(-sub_len / (FAST_TAU_S * rate))) * 2**FAST_SHIFT)
