@@ -133,7 +133,8 @@ n = m.block_len
 buf = array('i', bytes(4 * n))
 for i in range(n):
     # a loud square and small noise-like values: every energy range and carry path
-    buf[i] = ((1 << 31) - 256 if (i // 7) %% 2 else -(1 << 31)) if i %% 3 else (i * 977 %% 4096) << 8
+    loud = (1 << 31) - 256 if (i // 7) %% 2 else -(1 << 31)
+    buf[i] = loud if i %% 3 else (i * 977 %% 4096) << 8
 m.process_block(buf)
 
 def measure(meter, block):
