@@ -1,0 +1,102 @@
+"""Real-time factor of the firmware level meter, and scipy on the same chain.
+
+Prints, for every supported rate, how many times faster than real time the
+firmware's `LevelMeter.process_block` runs inside the MicroPython unix port
+(full chain: A and C weighting, energies, Fast, block statistics; timed with
+time.ticks_us over many blocks of noise), and, at 48 kHz in the same run,
+scipy's `sosfilt` on the float version of the same chain (A and C, squares
+summed per block) in CPython, with their ratio.  DESIGN.md's budget: at least
+400x real time at 48 kHz on this host as a proxy for a quarter of an ESP32 core.
+
+    .venv/bin/python bench/dsp.py [--seconds 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from scipy import signal
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from dsp import signals, weighting  # noqa: E402  (the repo root is put on the path first)
+from tools import upy  # noqa: E402
+
+TARGET = 400.0
+
+FIRMWARE = """
+import time
+from array import array
+from hushlight.levelmeter import LevelMeter
+m = LevelMeter(%(rate)d)
+n = m.block_len
+buf = array('i', bytes(4 * n))
+seed = 12345
+for i in range(n):
+    # white-ish noise at about -20 dBFS from a small LCG: no allocation in the timed loop
+    seed = (seed * 1103515245 + 12345) & 0x7FFFFFFF
+    buf[i] = ((seed >> 8) - (1 << 22)) // 10 << 8
+blocks = %(blocks)d
+m.process_block(buf)
+t0 = time.ticks_us()
+k = 0
+while k < blocks:
+    m.process_block(buf)
+    k += 1
+dt = time.ticks_diff(time.ticks_us(), t0)
+print(dt)
+"""
+
+
+def firmware_rtf(rate: int, seconds: float) -> float:
+    blocks = int(seconds * 8)
+    out = upy.run_code(FIRMWARE % {"rate": rate, "blocks": blocks}, timeout=600)
+    elapsed_us = int(out.split()[-1])
+    audio_us = blocks * (rate // 8) * 1e6 / rate
+    return audio_us / elapsed_us
+
+
+def scipy_rtf(rate: int, seconds: float) -> float:
+    x = signals.white_noise(rate, seconds, rms_dbfs=-20.0, seed=3)
+    sos_a = weighting.sos(rate, "A")
+    sos_c = weighting.sos(rate, "C")
+    n = rate // 8
+    za = np.zeros((sos_a.shape[0], 2))
+    zc = np.zeros((sos_c.shape[0], 2))
+    t0 = time.perf_counter()
+    # block by block as the meter works: filter state carried, squares summed
+    for k in range(len(x) // n):
+        blk = x[k * n : (k + 1) * n]
+        ya, za = signal.sosfilt(sos_a, blk, zi=za)
+        yc, zc = signal.sosfilt(sos_c, blk, zi=zc)
+        float(np.dot(ya, ya))
+        float(np.dot(yc, yc))
+    elapsed = time.perf_counter() - t0
+    return (len(x) // n) * n / rate / elapsed
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seconds", type=float, default=20.0, help="audio per rate (s)")
+    args = parser.parse_args()
+    print(f"firmware level meter in MicroPython ({upy.micropython_binary()})")
+    results = {}
+    for rate in weighting.RATES:
+        rtf = firmware_rtf(rate, args.seconds)
+        results[rate] = rtf
+        print(f"  {rate:>6} Hz: {rtf:8.0f}x real time  ({1000 / rtf:6.3f} ms per second of audio)")
+    sp = scipy_rtf(48000, args.seconds)
+    fw = results[48000]
+    print(f"scipy sosfilt, float64 A+C chain, CPython, 48000 Hz: {sp:8.0f}x real time")
+    print(f"ratio firmware / scipy at 48000 Hz: {fw / sp:.3f}")
+    verdict = "meets" if fw >= TARGET else "MISSES"
+    print(f"target {TARGET:.0f}x at 48000 Hz: {verdict} ({fw:.0f}x)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
