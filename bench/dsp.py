@@ -16,15 +16,12 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 from scipy import signal
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from dsp import signals, weighting  # noqa: E402  (the repo root is put on the path first)
-from tools import upy  # noqa: E402
+from dsp import signals, weighting
+from tools import upy
 
 TARGET = 400.0
 
