@@ -24,7 +24,7 @@ def _selftest(port: str, *extra: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_all_checks_pass_on_a_healthy_sensor(tmp_path: Path, broker: Mosquitto) -> None:
-    with console_sensor(tmp_path, broker.url, "--synthetic", "street") as (_, port):
+    with console_sensor(tmp_path, broker.url, "--synthetic", "street", "--speed", "4") as (_, port):
         checks = selftest.run_checks(port)
         assert [c.name for c in checks] == CHECKS
         assert all(c.ok for c in checks), checks
@@ -36,7 +36,7 @@ def test_all_checks_pass_on_a_healthy_sensor(tmp_path: Path, broker: Mosquitto) 
 
 def test_broker_unreachable_fails_with_advice(tmp_path: Path) -> None:
     nobody = f"mqtt://127.0.0.1:{free_port()}"
-    with console_sensor(tmp_path, nobody, "--synthetic", "street") as (_, port):
+    with console_sensor(tmp_path, nobody, "--synthetic", "street", "--speed", "4") as (_, port):
         proc = _selftest(port)
     assert proc.returncode == 1
     rows = {
