@@ -27,6 +27,9 @@ class _Family:
         self.help = help
         self.labels = labels
         self.values: dict[tuple[str, ...], float] = {}
+        # rendered `name{labels}` per label tuple: a scrape of 10,000 sensors'
+        # series must not re-escape every label value each time
+        self._prefix: dict[tuple[str, ...], str] = {}
 
     def get(self, *labels: str) -> float:
         return self.values.get(labels, 0.0)
@@ -42,14 +45,15 @@ class _Family:
     def render(self) -> Iterator[str]:
         yield f"# HELP {self.name} {self.help}"
         yield f"# TYPE {self.name} {self.kind}"
+        prefixes = self._prefix
         for labels, value in self.samples():
-            if labels:
+            prefix = prefixes.get(labels)
+            if prefix is None:
                 text = ",".join(
                     f'{k}="{_escape(v)}"' for k, v in zip(self.labels, labels, strict=True)
                 )
-                yield f"{self.name}{{{text}}} {value:.17g}"
-            else:
-                yield f"{self.name} {value:.17g}"
+                prefix = prefixes[labels] = f"{self.name}{{{text}}}" if labels else self.name
+            yield f"{prefix} {value:.17g}"
 
 
 class Counter(_Family):

@@ -76,6 +76,14 @@ BATCH_MAX = 2_000  # messages handled per turn of the ingest task
 OUTBOX_MAX = 10_000
 TICK_WALL_S = 0.25  # the policy clock advances at least this often (wall seconds)
 SAVE_EVERY_WALL_S = 5.0  # policy state saved this often even without decisions
+# After a save that took d seconds, the next waits SAVE_GAP_FACTOR * d: a small
+# site saves after every decision, a huge one (the state of 10,000 sensors takes
+# ~0.5 s to serialise) at most every few seconds and never spends more than
+# 1 / (1 + SAVE_GAP_FACTOR) of its time saving.  Nudges are still never sent
+# twice: their ids are deterministic and checked against storage before sending.
+SAVE_GAP_FACTOR = 10.0
+STORE_EVERY_WALL_S = 1.0  # level records are written in one transaction this often
+STORE_MAX = 50_000  # ... or as soon as this many wait
 STOP_FLUSH_S = 5.0  # at most this long to drain and publish on a graceful stop
 
 Item = tuple[str, bytes, float]  # topic, payload, site time of arrival
@@ -164,7 +172,10 @@ class Gateway:
         self.http_ready = asyncio.Event()
         self._stop = asyncio.Event()
         self._started = time.monotonic()
-        self._last_save = 0.0
+        self._last_save = 0.0  # monotonic end of the last state save
+        self._save_wanted = asyncio.Event()
+        self._levels: list[LevelEvent] = []  # accepted records not yet stored
+        self._store_now = asyncio.Event()
         self._sent: collections.OrderedDict[str, str] = collections.OrderedDict()  # cmd -> group
 
     # ------------------------------------------------------------ life cycle
@@ -183,6 +194,8 @@ class Gateway:
                 tg.create_task(self._mqtt(), name="mqtt")
                 tg.create_task(self._work(), name="ingest")
                 tg.create_task(self._tick(), name="tick")
+                tg.create_task(self._store(), name="store")
+                tg.create_task(self._saver(), name="save")
                 tg.create_task(self.notifier.run(), name="push")
                 tg.create_task(self.http.serve(self.http_ready), name="http")
                 tg.create_task(self._shutdown(), name="shutdown")
@@ -192,7 +205,8 @@ class Gateway:
             if self.install_signals:
                 for sig in (signal.SIGTERM, signal.SIGINT):
                     loop.remove_signal_handler(sig)
-            self._save()
+            self._flush_levels()
+            self.storage.save_state(self.state, self.clock.now())
             self.storage.close()
             log.info("gateway stopped")
 
@@ -277,7 +291,7 @@ class Gateway:
                     password=broker.password,
                     keepalive=broker.keepalive,
                     tls_context=address.tls_context(str(broker.ca) if broker.ca else None),
-                    max_queued_incoming_messages=0,
+                    queue_type=self._inbox_type(),
                 ) as client:
                     await client.subscribe([(f, 1) for f in self.ingest.subscriptions()])
                     backoff.reset()
@@ -298,19 +312,35 @@ class Gateway:
             log.info("reconnecting to %s in %.1f s", broker.url, delay)
             await asyncio.sleep(delay)
 
-    async def _read(self, client: aiomqtt.Client) -> None:
+    def _inbox_type(self) -> type[asyncio.Queue[aiomqtt.Message]]:
+        """aiomqtt's incoming queue, short-circuited into the gateway's bounded queue.
+
+        aiomqtt's message iterator starts a task and an `asyncio.wait` per
+        message, which costs more than decoding the record; its `queue_type`
+        hook lets each message go straight from the MQTT callback into our
+        queue (stamped with its arrival time) in a few microseconds.
+        """
         queue = self.queue
         put = queue.put_nowait
         now = self.clock.now
         dropped = self.metrics.queue_dropped
-        async for message in client.messages:
-            payload = message.payload
-            if not isinstance(payload, bytes):
-                payload = b""  # aiomqtt gives bytes for every MQTT payload; be safe anyway
-            try:
-                put((message.topic.value, payload, now()))
-            except asyncio.QueueFull:
-                dropped.inc()
+
+        class Inbox(asyncio.Queue[aiomqtt.Message]):
+            def put_nowait(self, item: aiomqtt.Message) -> None:
+                payload = item.payload
+                if not isinstance(payload, bytes):
+                    payload = b""  # aiomqtt gives bytes for every MQTT payload; be safe anyway
+                try:
+                    put((item.topic.value, payload, now()))
+                except asyncio.QueueFull:
+                    dropped.inc()
+
+        return Inbox
+
+    async def _read(self, client: aiomqtt.Client) -> None:
+        """Returns (with MqttError) when the connection drops; messages never stop here."""
+        async for _ in client.messages:
+            pass
 
     # ------------------------------------------------------------ ingest + policy
 
@@ -328,7 +358,7 @@ class Gateway:
             await self._handle(batch)
 
     async def _handle(self, batch: Sequence[Item]) -> None:
-        levels: list[LevelEvent] = []
+        levels = self._levels
         decisions: list[Decision] = []
         handle = self.ingest.handle
         for topic, payload, at in batch:
@@ -345,10 +375,39 @@ class Gateway:
             except Exception as exc:  # a bug must cost one message, not the gateway
                 self.metrics.worker_errors.inc(type(exc).__name__)
                 log.exception("handling a message on %s failed", topic[:120])
-        if levels:
-            await asyncio.to_thread(self.storage.add_levels, levels)
+        if len(levels) >= STORE_MAX:
+            self._store_now.set()
         if decisions:
             await self._carry_out(decisions)
+
+    async def _store(self) -> None:
+        """Write accepted records in one transaction per second (per STORE_MAX records)."""
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._store_now.wait(), STORE_EVERY_WALL_S)
+            self._store_now.clear()
+            batch, self._levels = self._levels, []
+            if batch:
+                await asyncio.to_thread(self.storage.add_levels, batch)
+
+    def _flush_levels(self) -> None:
+        batch, self._levels = self._levels, []
+        if batch:
+            self.storage.add_levels(batch)
+
+    async def _saver(self) -> None:
+        """Save the policy state when asked, spaced out in proportion to what a save costs."""
+        gap = 0.0
+        while True:
+            await self._save_wanted.wait()
+            wait = self._last_save + gap - time.monotonic()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            self._save_wanted.clear()
+            began = time.monotonic()
+            await asyncio.to_thread(self.storage.save_state, self.state, self.clock.now())
+            self._last_save = time.monotonic()
+            gap = SAVE_GAP_FACTOR * (self._last_save - began)
 
     def _step(self, event: Event, now: float, out: list[Decision]) -> None:
         self.state, decisions = step(self.config, self.state, event, now)
@@ -365,16 +424,23 @@ class Gateway:
     async def _carry_out(self, decisions: Sequence[Decision]) -> None:
         now = self.clock.now()
 
-        def record() -> None:
+        def record() -> set[str]:
+            # A nudge id already stored was sent before a crash that lost the
+            # newer policy state: the replayed trigger must not notify again.
+            replayed = {
+                d.nudge_id
+                for d in decisions
+                if isinstance(d, Nudge) and self.storage.has_nudge(d.nudge_id)
+            }
             for d in decisions:
                 self.storage.record_decision(d, now)
                 if isinstance(d, Override | Release):
                     self.storage.record_override_sent(d, now)
-            self.storage.save_state(self.state, now)
+            return replayed
 
-        # recorded and saved before anything goes out: never twice, at worst once lost
-        await asyncio.to_thread(record)
-        self._last_save = time.monotonic()
+        # recorded before anything goes out: never twice, at worst once lost
+        replayed = await asyncio.to_thread(record)
+        self._save_wanted.set()
         for d in decisions:
             kind = type(d).__name__.lower()
             self.metrics.decisions.inc(kind)
@@ -394,6 +460,9 @@ class Gateway:
                 self._count_release(d)
                 await self.lighting.release(d)
             elif isinstance(d, Nudge):
+                if d.nudge_id in replayed:
+                    log.warning("nudge %s was sent before a restart; not again", d.nudge_id)
+                    continue
                 log.info("nudge %s in %s (%s, %.1f dB)", d.nudge_id, d.zone, d.kind, d.laeq)
                 self.notifier.nudge(d)
             elif isinstance(d, Control):
@@ -421,11 +490,7 @@ class Gateway:
             if decisions:
                 await self._carry_out(decisions)
             elif time.monotonic() - self._last_save >= SAVE_EVERY_WALL_S:
-                await asyncio.to_thread(self._save)
-
-    def _save(self) -> None:
-        self.storage.save_state(self.state, self.clock.now())
-        self._last_save = time.monotonic()
+                self._save_wanted.set()
 
     # ------------------------------------------------------------ what the HTTP API reads
 

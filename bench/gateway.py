@@ -1,0 +1,467 @@
+"""Gateway throughput and reaction time against a private Mosquitto.
+
+    .venv/bin/python bench/gateway.py [--sensors 1000] [--seconds 10]
+    .venv/bin/python bench/gateway.py --sensors 10000 --seconds 20     # the target
+
+What runs (all on this machine):
+
+- a private Mosquitto (`tools.broker.Mosquitto`);
+- `hushlight gateway` in its own process, with zones of `--per-zone` sensors;
+- N simulated sensors in another process (paho, several connections), each
+  publishing one QoS 1 level record per second, spread evenly over the second;
+- a prober in this process that, a few times a second, sends one loud record
+  from a fresh zone's probe sensor and times how long until the override for
+  that zone arrives on ``lights/+/set`` (publish -> broker -> gateway ->
+  policy -> storage -> broker -> here);
+- then, the ceiling: the same broker, a bare aiomqtt subscriber draining
+  queued QoS 1 messages as fast as it can, and the gateway draining the same
+  number of queued records from its persistent session; their ratio says how
+  much of the client library's rate the gateway's own work leaves.
+
+Prints figures only; nothing is asserted.  The machine is shared, so run it
+twice and read the spread.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import multiprocessing as mp
+import os
+import random
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import aiomqtt
+
+ROOT_DIR = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT_DIR))
+
+from protocol import payloads, topics  # noqa: E402 -- after the path fix above
+from tools.broker import Mosquitto, free_port  # noqa: E402
+
+SITE = "bench"
+TOKEN = "bench-token-0123456789abcdef"
+
+
+# ---------------------------------------------------------------- set-up
+
+
+def write_config(path: Path, broker: str, zones: int, per_zone: int, http_port: int) -> None:
+    lines = [
+        "[site]",
+        f'id = "{SITE}"',
+        "stale_after_s = 30",
+        "[broker]",
+        f'url = "{broker}"',
+        "[storage]",
+        f'path = "{path.parent / "bench.db"}"',
+        "[http]",
+        f"port = {http_port}",
+        f'token = "{TOKEN}"',
+    ]
+    for z in range(zones):
+        sensors = [f"z{z}-s{i}" for i in range(per_zone)] + [f"z{z}-probe"]
+        lines += [
+            "[[zones]]",
+            f'id = "z{z}"',
+            f"sensors = {json.dumps(sensors)}",
+            f'light_groups = ["z{z}-lamps"]',
+            'schedule = ["00:00-24:00"]',
+            "threshold_db = 70.0",
+            "window_s = 10",
+            "hold_s = 600",
+            "[zones.messages]",
+            'en = "People are sleeping here."',
+        ]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def sensor_ids(zones: int, per_zone: int) -> list[str]:
+    return [f"z{z}-s{i}" for z in range(zones) for i in range(per_zone)]
+
+
+# ---------------------------------------------------------------- the sensors (child process)
+
+
+def publish_load(
+    port: int, sensors: list[str], rate_hz: float, seconds: float, conns: int, out: Any
+) -> None:
+    """N sensors at `rate_hz`, evenly spread, over `conns` paho connections."""
+    import paho.mqtt.client as mqtt
+
+    clients = []
+    for i in range(conns):
+        c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"bench-sensors-{i}")
+        c.max_inflight_messages_set(1000)
+        c.max_queued_messages_set(0)
+        c.connect("127.0.0.1", port, keepalive=60)
+        c.loop_start()
+        clients.append(c)
+    tps = [topics.levels(SITE, s) for s in sensors]
+    rng = random.Random(1)
+    seq = [0] * len(sensors)
+    n = len(sensors)
+    step = 0.01  # publish in 10 ms slices
+    per_slice = n * rate_hz * step
+    start = time.monotonic()
+    end = start + seconds
+    sent = 0
+    due = 0.0
+    idx = 0
+    late_slices = 0
+    while True:
+        now = time.monotonic()
+        if now >= end:
+            break
+        due += per_slice
+        t1 = int(time.time() * 1000)
+        while sent < due:
+            k = idx % n
+            body = payloads.encode_levels(
+                seq[k], t1 - 1000, t1, 45.0 + rng.random() * 15, 60.0, 62.0, 0
+            )
+            seq[k] += 1
+            clients[k % conns].publish(tps[k], body, qos=1)
+            sent += 1
+            idx += 1
+        slice_end = start + (sent / (n * rate_hz))
+        pause = slice_end - time.monotonic()
+        if pause > 0:
+            time.sleep(pause)
+        else:
+            late_slices += 1
+    elapsed = time.monotonic() - start
+    for c in clients:
+        c.loop_stop()
+        c.disconnect()
+    out.put({"sent": sent, "elapsed": elapsed, "late_slices": late_slices})
+
+
+def flood(port: int, topic_fmt: str, ids: list[str], count: int, conns: int, out: Any) -> None:
+    """`count` QoS 1 level records as fast as paho can send them, round-robin over `ids`."""
+    import paho.mqtt.client as mqtt
+
+    clients = []
+    for i in range(conns):
+        c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"bench-flood-{i}")
+        c.max_inflight_messages_set(1000)
+        c.max_queued_messages_set(0)
+        c.connect("127.0.0.1", port, keepalive=60)
+        c.loop_start()
+        clients.append(c)
+    tps = [topic_fmt % x for x in ids]
+    start = time.monotonic()
+    infos = []
+    t1 = 0
+    for i in range(count):
+        if i % 500 == 0:
+            t1 = int(time.time() * 1000)  # fresh, so the gateway treats them as live
+        body = payloads.encode_levels(1_000_000 + i, t1 - 1000, t1, 50.0, 60.0, 62.0, 0)
+        infos.append(clients[i % conns].publish(tps[i % len(tps)], body, qos=1))
+    for info in infos[-conns:]:
+        info.wait_for_publish(60)
+    elapsed = time.monotonic() - start
+    for c in clients:
+        c.loop_stop()
+        c.disconnect()
+    out.put({"sent": count, "elapsed": elapsed})
+
+
+# ---------------------------------------------------------------- the gateway (child process)
+
+
+class GatewayProc:
+    def __init__(self, config: Path, http_port: int, log: Path, profile: str | None) -> None:
+        self.profile = profile
+        self.config = config
+        self.http_port = http_port
+        self.log = log
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def spawn(self) -> None:
+        with self.log.open("ab") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "tools.cli", "gateway", "--config", str(self.config),
+                 "--log-level", "warning"],
+                cwd=ROOT_DIR, stdout=out, stderr=subprocess.STDOUT,
+            )  # fmt: skip
+
+    async def metrics(self, http: aiohttp.ClientSession) -> dict[str, float]:
+        url = f"http://127.0.0.1:{self.http_port}/metrics"
+        async with http.get(url, headers={"Authorization": f"Bearer {TOKEN}"}) as r:
+            text = await r.text()
+        out: dict[str, float] = {}
+        for line in text.splitlines():
+            if line.startswith("#"):
+                continue
+            name, _, value = line.rpartition(" ")
+            base = name.split("{", 1)[0]
+            out[base] = out.get(base, 0.0) + float(value)
+        return out
+
+    async def wait_up(self, http: aiohttp.ClientSession) -> None:
+        for _ in range(600):
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                raise SystemExit("gateway exited:\n" + self.log.read_text()[-3000:])
+            try:
+                async with http.get(f"http://127.0.0.1:{self.http_port}/api/health") as r:
+                    if (await r.json())["mqtt_connected"]:
+                        return
+            except aiohttp.ClientError:
+                pass
+            await asyncio.sleep(0.05)
+        raise SystemExit("gateway did not come up:\n" + self.log.read_text()[-3000:])
+
+    def rss_mb(self) -> float:
+        assert self.proc is not None
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+        return 0.0
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+# ---------------------------------------------------------------- measurements
+
+
+async def probe(
+    port: int, zones: list[int], interval: float, seconds: float
+) -> tuple[list[float], int]:
+    """Loud records from fresh zones; latency until each zone's override arrives."""
+    sent_at: dict[str, float] = {}
+    latencies: list[float] = []
+    async with aiomqtt.Client("127.0.0.1", port, identifier="bench-prober") as client:
+        await client.subscribe(topics.lights_wildcard(SITE, "set"), qos=1)
+
+        async def listen() -> None:
+            async for m in client.messages:
+                arrived = time.perf_counter()
+                assert isinstance(m.payload, bytes)
+                zone = json.loads(m.payload)["zone"]
+                if zone in sent_at:
+                    latencies.append(arrived - sent_at.pop(zone))
+
+        listener = asyncio.create_task(listen())
+        start = time.monotonic()
+        probes = 0
+        for z in zones:
+            if time.monotonic() - start >= seconds:
+                break
+            t1 = int(time.time() * 1000)
+            body = payloads.encode_levels(0, t1 - 1000, t1, 100.0, 103.0, 104.0, 0)
+            sent_at[f"z{z}"] = time.perf_counter()
+            await client.publish(topics.levels(SITE, f"z{z}-probe"), body, qos=1)
+            probes += 1
+            await asyncio.sleep(interval)
+        await asyncio.sleep(2.0)  # the stragglers
+        listener.cancel()
+    return latencies, probes
+
+
+def start_flood(port: int, topic_fmt: str, ids: list[str], count: int, conns: int) -> Any:
+    ctx = mp.get_context("spawn")
+    out: Any = ctx.Queue()
+    p = ctx.Process(target=flood, args=(port, topic_fmt, ids, count, conns, out))
+    p.start()
+    return p, out
+
+
+async def bare_rate(port: int, count: int, conns: int) -> tuple[float, float]:
+    """(received/s of a bare aiomqtt subscriber, sent/s of the flood) for `count` messages."""
+    got = 0
+    first = last = 0.0
+    async with aiomqtt.Client("127.0.0.1", port, identifier="bench-bare") as c:
+        await c.subscribe("bench/flood/#", qos=1)
+        p, out = start_flood(port, "bench/flood/%s", [str(i) for i in range(1000)], count, conns)
+
+        async def take() -> None:
+            nonlocal got, first, last
+            async for _ in c.messages:
+                last = time.perf_counter()
+                if got == 0:
+                    first = last
+                got += 1
+                if got == count:
+                    return
+
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(take(), 120)
+        stats = await asyncio.to_thread(out.get)
+        p.join()
+    return (got - 1) / (last - first), stats["sent"] / stats["elapsed"]
+
+
+async def gateway_rate(
+    gw: GatewayProc,
+    http: aiohttp.ClientSession,
+    port: int,
+    ids: list[str],
+    count: int,
+    conns: int,
+) -> tuple[float, float]:
+    """(accepted records/s of the gateway, messages dropped) under a flood of `count` records."""
+    m = await gw.metrics(http)
+    base = m["hushlight_records_accepted_total"]
+    dropped0 = m.get("hushlight_queue_dropped_total", 0.0)
+    samples: list[tuple[float, float]] = [(time.monotonic(), 0.0)]
+    p, out = start_flood(port, topics.root(SITE) + "/sensors/%s/levels", ids, count, conns)
+    spy = None
+    if gw.profile and gw.proc is not None:
+        # collapsed stacks of the gateway while it runs flat out (py-spy must be installed)
+        spy = subprocess.Popen(  # noqa: ASYNC220 -- starts at once, waited for in a thread
+            ["py-spy", "record", "-p", str(gw.proc.pid), "-d", "6", "-f", "raw", "-o", gw.profile],
+            stdout=subprocess.DEVNULL,
+        )
+    idle = 0
+    while idle < 4:
+        m = await gw.metrics(http)
+        value = m["hushlight_records_accepted_total"] - base
+        if value == samples[-1][1] and value > 0:
+            idle += 1
+        else:
+            idle = 0
+            samples.append((time.monotonic(), value))
+        await asyncio.sleep(0.5)
+    await asyncio.to_thread(out.get)
+    p.join()
+    if spy is not None:
+        await asyncio.to_thread(spy.wait)
+    moving = [s for s in samples if s[1] > 0]
+    (t_a, v_a), (t_b, v_b) = samples[samples.index(moving[0]) - 1], moving[-1]
+    dropped = m.get("hushlight_queue_dropped_total", 0.0) - dropped0
+    return (v_b - v_a) / (t_b - t_a), dropped
+
+
+def pct(values: list[float], q: float) -> float:
+    values = sorted(values)
+    return values[min(len(values) - 1, round(q / 100 * (len(values) - 1)))]
+
+
+async def run(args: argparse.Namespace) -> None:
+    per_zone = args.per_zone
+    zones = max(1, args.sensors // per_zone)
+    n = zones * per_zone
+    ctx = mp.get_context("spawn")
+    with tempfile.TemporaryDirectory(prefix="hushlight-bench-") as tmp, Mosquitto() as broker:
+        cfg = Path(tmp) / "site.toml"
+        http_port = free_port()
+        write_config(cfg, broker.url, zones, per_zone, http_port)
+        gw = GatewayProc(cfg, http_port, Path(tmp) / "gateway.log", args.py_spy)
+        gw.spawn()
+        async with aiohttp.ClientSession() as http:
+            await gw.wait_up(http)
+            print(f"sensors {n} in {zones} zones, 1 record/s each, {args.seconds} s measured")
+
+            out: Any = ctx.Queue()
+            warm = 3.0
+            load = ctx.Process(
+                target=publish_load,
+                args=(broker.port, sensor_ids(zones, per_zone), 1.0, warm + args.seconds + 3,
+                      args.conns, out),
+            )  # fmt: skip
+            load.start()
+            await asyncio.sleep(warm)
+            m0 = await gw.metrics(http)
+            t0 = time.monotonic()
+            order = list(range(zones))
+            random.Random(2).shuffle(order)
+            interval = max(0.05, args.seconds / max(1, min(zones, args.probes)))
+            rss: list[float] = []
+
+            async def sample_rss() -> None:
+                while True:
+                    rss.append(gw.rss_mb())
+                    await asyncio.sleep(0.5)
+
+            sampler = asyncio.create_task(sample_rss())
+            latencies, probes = await probe(broker.port, order, interval, args.seconds)
+            m1 = await gw.metrics(http)
+            t1 = time.monotonic()
+            sampler.cancel()
+            stats = out.get()
+            load.join()
+
+            accepted = (
+                m1["hushlight_records_accepted_total"] - m0["hushlight_records_accepted_total"]
+            )
+            offered = stats["sent"] / stats["elapsed"]
+            rate = accepted / (t1 - t0)
+            print(
+                f"offered            {offered:10.0f} records/s  (publisher fell behind in "
+                f"{stats['late_slices']} of {int(stats['elapsed'] / 0.01)} 10 ms slices)"
+            )
+            print(f"gateway sustained  {rate:10.0f} records/s  ({rate / offered:.1%} of offered)")
+            print(
+                f"queue dropped      {m1.get('hushlight_queue_dropped_total', 0):10.0f}   "
+                f"depth at end {m1.get('hushlight_queue_depth', 0):.0f}"
+            )
+            if latencies:
+                ms = [x * 1000 for x in latencies]
+                print(
+                    f"publish->override  p50 {pct(ms, 50):7.1f} ms  p99 {pct(ms, 99):7.1f} ms  "
+                    f"max {max(ms):7.1f} ms  ({len(ms)} of {probes} probes answered)"
+                )
+            else:
+                print(f"publish->override  no answer to {probes} probes")
+            print(
+                f"gateway RSS        {max(rss):10.1f} MB (max), {statistics.mean(rss):.1f} MB mean"
+            )
+
+            # ceiling: the same flood into a bare subscriber, then into the gateway
+            count = args.flood
+            gw_rate, dropped = await gateway_rate(
+                gw, http, broker.port, sensor_ids(zones, per_zone), count, args.conns
+            )
+            gw.stop()
+            bare, flood_rate = await bare_rate(broker.port, count, args.conns)
+            print(
+                f"ceiling            a bare aiomqtt subscriber takes {bare:8.0f} msg/s "
+                f"(flood sent {flood_rate:.0f}/s)"
+            )
+            print(
+                f"gateway flat out   {gw_rate:10.0f} records/s = {gw_rate / bare:.0%} of the "
+                f"ceiling ({dropped:.0f} dropped)"
+            )
+            print(
+                f"at 1 Hz per sensor the gateway carries {n} sensors at "
+                f"{rate / bare:.0%} of the ceiling; flat out, {gw_rate:.0f} sensors"
+            )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--sensors", type=int, default=1000)
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--per-zone", type=int, default=10, help="sensors per zone (default 10)")
+    parser.add_argument("--probes", type=int, default=100, help="loud probes (default 100)")
+    parser.add_argument("--conns", type=int, default=4, help="publisher connections (default 4)")
+    parser.add_argument("--flood", type=int, default=30000, help="messages for the ceiling")
+    parser.add_argument(
+        "--py-spy", metavar="OUT.txt", default=None, help="profile the flat-out gateway (py-spy)"
+    )
+    args = parser.parse_args()
+    os.chdir(ROOT_DIR)
+    asyncio.run(run(args))
+
+
+if __name__ == "__main__":
+    main()
