@@ -227,11 +227,12 @@ class MQTTClient:
             try:
                 await self._session()
             except Exception as e:  # the link is dropped and rebuilt
-                self.last_error = "connection to %s:%d lost: %s" % (
-                    self.host,
-                    self.port,
-                    _describe(e),
-                )
+                if self.last_error is None:  # the reader may have said why already
+                    self.last_error = "connection to %s:%d lost: %s" % (
+                        self.host,
+                        self.port,
+                        _describe(e),
+                    )
             finally:
                 self._close()
             if not self._stop:
@@ -282,11 +283,18 @@ class MQTTClient:
                     self._pidbuf[1] = pid & 0xFF
                     w.write(self._pidbuf)
                 w.write(payload)
-                await w.drain()
+                await self._drain(w)
         except Exception as e:
+            # (no "from e": MicroPython warns on the console about chaining)
             self._unacked.pop(pid, None)
+            if self.last_error is None:
+                self.last_error = "publishing to %s:%d failed: %s" % (
+                    self.host,
+                    self.port,
+                    _describe(e),
+                )
             self._down.set()
-            raise OSError(_errno(e), "MQTT publish failed: %s" % _describe(e)) from e
+            raise OSError(_errno(e), "MQTT publish failed: %s" % _describe(e))
         self._last_tx = time.ticks_ms()
         self.stats["bytes_out"] += n + size
         self.stats["published"] += 1
@@ -461,12 +469,23 @@ class MQTTClient:
                 if time.ticks_diff(now, self._ping_sent) >= ka // 2:
                     self.stats["ping_timeouts"] += 1
                     raise OSError(110, "no PINGRESP within %d ms" % (ka // 2))
-            elif (
+            elif time.ticks_diff(now, self._last_rx) >= ka:
+                # nothing heard for a whole keepalive and no ping could go
+                # out: a publish is stuck in a full send buffer (peer gone)
+                self.stats["ping_timeouts"] += 1
+                raise OSError(110, "nothing received for %d ms" % ka)
+            elif not self._write_lock.locked() and (
                 time.ticks_diff(now, self._last_tx) >= idle_limit
                 or time.ticks_diff(now, self._last_rx) >= idle_limit
             ):
+                # (a writer holding the lock shows the link is busy; the ping
+                # can wait, and waiting on the lock here could wait forever)
                 self._ping_sent = now
-                await self._send(_PINGREQ_PACKET)
+                try:
+                    await asyncio.wait_for_ms(self._send(_PINGREQ_PACKET), ka // 2)
+                except asyncio.TimeoutError:
+                    self.stats["ping_timeouts"] += 1
+                    raise OSError(110, "PINGREQ not sent within %d ms" % (ka // 2)) from None
         if not self._stop:
             raise OSError(104, "MQTT link dropped")
 
@@ -506,12 +525,21 @@ class MQTTClient:
                 if w is None:
                     raise OSError(107, "MQTT not connected")
                 w.write(mv)
-                await w.drain()
+                await self._drain(w)
         except Exception as e:
             self._down.set()
-            raise OSError(_errno(e), "MQTT write failed: %s" % _describe(e)) from e
+            raise OSError(_errno(e), "MQTT write failed: %s" % _describe(e))
         self._last_tx = time.ticks_ms()
         self.stats["bytes_out"] += len(mv)
+
+    async def _drain(self, w):
+        # Bounded: when the peer stops reading, the send buffer fills and a
+        # plain drain() would wait forever, holding the write lock; closing
+        # the socket does not wake it on MicroPython.
+        try:
+            await asyncio.wait_for_ms(w.drain(), self.keepalive * 1000)
+        except asyncio.TimeoutError:
+            raise OSError(110, "send stalled for %d s" % self.keepalive) from None
 
     async def _read_exact(self, mv):
         got = 0

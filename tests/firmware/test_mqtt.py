@@ -378,6 +378,23 @@ def test_pingreq_when_idle_and_reconnect_when_no_pingresp(drivers: Drivers, wire
     assert stats["reconnects"] == 1
 
 
+def test_reconnect_when_the_peer_stops_reading(drivers: Drivers, wire: Wire) -> None:
+    # The broker side goes silent and reads nothing: the send buffers fill,
+    # a publish blocks, and the keepalive must still find the link dead.
+    d = connected_on_wire(drivers, wire, keepalive=1)
+    wire.send(bytes([0xD0, 0x00]))  # one PINGRESP, then nothing more
+    d.send(op="flood", topic="t", fill=16000, count=5000)
+    assert "stalled" in d.expect("error", op="flood")["error"]
+    wire.accept()
+    assert wire.read_packet()[0] == 0x10
+    wire.send(CONNACK_OK)
+    d.expect("connected", connects=2)
+    # and the new link carries messages again
+    d.send(op="publish", topic="t", payload="again", qos=1)
+    pid = d.expect("published")["pid"]
+    assert wire.read_packet() == packet(0x32, utf8_field(b"t") + pid.to_bytes(2, "big") + b"again")
+
+
 def test_disconnect(drivers: Drivers, wire: Wire) -> None:
     d = connected_on_wire(drivers, wire)
     d.send(op="disconnect")
@@ -567,19 +584,26 @@ def test_tls_with_the_pinned_ca(
     drivers: Drivers, observers: list[Observer], tls_ca: TlsFiles
 ) -> None:
     with Mosquitto(tls=(tls_ca.ca, tls_ca.cert, tls_ca.key)) as m:
-        topic = f"hushlight/v1/test/sensors/{unique('s')}/levels"
+        sensor = unique("s")
+        topic = f"hushlight/v1/test/sensors/{sensor}/levels"
+        config = f"hushlight/v1/test/sensors/{sensor}/config"
         obs = observe(observers, m.port, topic)  # plain listener, to watch
+        obs.publish(config, b'{"rev":1}', retain=True)
         d = start(
             drivers,
             client_id=unique("c"),
             port=m.tls_port,
             ssl_cafile=str(tls_ca.ca),
             server_hostname="localhost",
+            subscribe=[[config, 1]],
         )
-        d.expect("connected")
-        d.send(op="publish", topic=topic, payload="over tls", qos=1)
-        d.expect("puback")
-        assert obs.get().payload == b"over tls"
+        # SUBACK and the retained config come back through TLS records
+        assert d.expect("message")["payload"] == '{"rev":1}'
+        for i in range(5):
+            d.send(op="publish", topic=topic, payload=f"over tls {i}", qos=1)
+        for _ in range(5):
+            d.expect("puback")
+        assert [obs.get().payload for _ in range(5)] == [f"over tls {i}".encode() for i in range(5)]
         obs.close()
         observers.clear()
 

@@ -7,6 +7,7 @@
 #   "stop_after_failures": N          exit after N failed connection attempts
 # stdin: one JSON command per line:
 #   {"op": "publish", "topic", "payload" | "fill": N, "qos", "retain"}
+#   {"op": "flood", "topic", "fill": bytes, "count"}  QoS 0 messages back to back
 #   {"op": "subscribe", "topic", "qos"}
 #   {"op": "stats"}
 #   {"op": "disconnect"}
@@ -61,6 +62,12 @@ def main():
                         cmd["topic"], payload, cmd.get("qos", 0), cmd.get("retain", False)
                     )
                     emit("published", pid=pid, inflight=client.inflight())
+                elif op == "flood":
+                    # QoS 0 messages until `count` are sent or the link fails
+                    payload = b"x" * cmd["fill"]
+                    for _ in range(cmd["count"]):
+                        await client.publish(cmd["topic"], payload)
+                    emit("flooded")
                 elif op == "subscribe":
                     emit("subscribed", code=await client.subscribe(cmd["topic"], cmd.get("qos", 1)))
                 elif op == "stats":
