@@ -93,20 +93,26 @@ def sensor_ids(zones: int, per_zone: int) -> list[str]:
 # ---------------------------------------------------------------- the sensors (child process)
 
 
-def publish_load(
-    port: int, sensors: list[str], rate_hz: float, seconds: float, conns: int, out: Any
-) -> None:
-    """N sensors at `rate_hz`, evenly spread, over `conns` paho connections."""
+def _clients(port: int, conns: int, name: str) -> list[Any]:
+    """`conns` paho clients with their network loops running in threads."""
     import paho.mqtt.client as mqtt
 
     clients = []
     for i in range(conns):
-        c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"bench-sensors-{i}")
+        c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"{name}-{i}")  # type: ignore[attr-defined]  # paho 2 exports it at run time
         c.max_inflight_messages_set(1000)
         c.max_queued_messages_set(0)
         c.connect("127.0.0.1", port, keepalive=60)
         c.loop_start()
         clients.append(c)
+    return clients
+
+
+def publish_load(
+    port: int, sensors: list[str], rate_hz: float, seconds: float, conns: int, out: Any
+) -> None:
+    """N sensors at `rate_hz`, evenly spread, over `conns` paho connections."""
+    clients = _clients(port, conns, "bench-sensors")
     tps = [topics.levels(SITE, s) for s in sensors]
     rng = random.Random(1)
     seq = [0] * len(sensors)
@@ -149,16 +155,7 @@ def publish_load(
 
 def flood(port: int, topic_fmt: str, ids: list[str], count: int, conns: int, out: Any) -> None:
     """`count` QoS 1 level records as fast as paho can send them, round-robin over `ids`."""
-    import paho.mqtt.client as mqtt
-
-    clients = []
-    for i in range(conns):
-        c = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"bench-flood-{i}")
-        c.max_inflight_messages_set(1000)
-        c.max_queued_messages_set(0)
-        c.connect("127.0.0.1", port, keepalive=60)
-        c.loop_start()
-        clients.append(c)
+    clients = _clients(port, conns, "bench-flood")
     tps = [topic_fmt % x for x in ids]
     start = time.monotonic()
     infos = []

@@ -72,7 +72,10 @@ __all__ = ["Gateway", "Outbox"]
 log = logging.getLogger("hushlight.gateway")
 
 QUEUE_MAX = 100_000  # ~10 s of 10,000 sensors at 1 Hz
-BATCH_MAX = 2_000  # messages handled per turn of the ingest task
+# Messages handled per turn of the ingest task (~10-20 ms of work): between turns
+# the event loop reads the socket and sends PUBACKs, so a long batch would hold
+# back the broker (it keeps only so many unacknowledged messages in flight).
+BATCH_MAX = 200
 OUTBOX_MAX = 10_000
 TICK_WALL_S = 0.25  # the policy clock advances at least this often (wall seconds)
 SAVE_EVERY_WALL_S = 5.0  # policy state saved this often even without decisions
@@ -356,6 +359,7 @@ class Gateway:
             first = await self.queue.get()
             batch = [first, *self._take_batch()]
             await self._handle(batch)
+            await asyncio.sleep(0)  # `get` does not yield while the queue has items
 
     async def _handle(self, batch: Sequence[Item]) -> None:
         levels = self._levels
