@@ -67,7 +67,8 @@ CONNACK_ERRORS = {
     2: "the broker rejected the client id",
     3: "the MQTT service is unavailable",
     4: "the broker rejected the user name or password; check mqtt_user and mqtt_password",
-    5: "the broker refused authorisation; check the user's ACL",
+    # Mosquitto answers a wrong password with 5, not 4
+    5: "the broker refused authorisation; check mqtt_user, mqtt_password and the user's ACL",
 }
 
 

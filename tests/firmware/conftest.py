@@ -101,7 +101,7 @@ def make_ca(folder: Path, cn: str) -> TlsFiles:
     return files
 
 
-def _readable_folder() -> Path:
+def readable_folder() -> Path:
     # Mosquitto started as root drops to the `mosquitto` user, which cannot
     # enter pytest's private temporary folders: these files must be readable
     # by everybody (test keys, thrown away at the end of the session).
@@ -112,13 +112,13 @@ def _readable_folder() -> Path:
 
 @pytest.fixture(scope="session")
 def tls_ca() -> Iterator[TlsFiles]:
-    folder = _readable_folder()
+    folder = readable_folder()
     yield make_ca(folder, "hushlight test CA")
     shutil.rmtree(folder, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")
 def other_ca() -> Iterator[TlsFiles]:
-    folder = _readable_folder()
+    folder = readable_folder()
     yield make_ca(folder, "somebody else's CA")
     shutil.rmtree(folder, ignore_errors=True)

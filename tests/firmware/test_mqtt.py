@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import queue
+import shutil
 import signal
 import socket
 import subprocess
@@ -32,9 +33,10 @@ import paho.mqtt.client as paho
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
-from tests.firmware.conftest import TlsFiles
+from tests.firmware.conftest import TlsFiles, readable_folder
 from tools import upy
 from tools.broker import Mosquitto
+from tools.provision import hash_password
 
 DRIVER = Path(__file__).parent / "upy" / "mqtt_driver.py"
 WAIT = 15.0  # upper bound for any single expected event; never reached when things work
@@ -578,6 +580,25 @@ def test_reconnects_after_a_broker_restart(
     stats = d.stats()
     assert stats["reconnects"] == 1
     assert stats["connected"] is True
+
+
+def test_user_and_password_against_a_broker_without_anonymous_access(
+    drivers: Drivers, observers: list[Observer]
+) -> None:
+    folder = readable_folder()
+    try:
+        passwords = folder / "passwords"
+        passwords.write_text(f"ns-01:{hash_password('right horse battery')}\n")
+        passwords.chmod(0o644)  # Mosquitto reads it as its own user
+        with Mosquitto(password_file=passwords) as m:
+            good = start(drivers, port=m.port, user="ns-01", password="right horse battery")
+            good.expect("connected")
+            bad = start(drivers, port=m.port, user="ns-01", password="wrong", stop_after_failures=1)
+            assert "mqtt_password" in bad.expect("failures")["last_error"]
+            anonymous = start(drivers, port=m.port, stop_after_failures=1)
+            assert "refused the connection" in anonymous.expect("failures")["last_error"]
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def test_tls_with_the_pinned_ca(
