@@ -267,3 +267,75 @@ async def test_graceful_restart_resumes_the_nudge_without_repeating_it(
         assert renew["cmd_id"].startswith(episode + ".")
         assert renew["expires_at"] > first["expires_at"]
         assert len(of(seen, "nudge")) == 1
+
+
+async def test_broker_restart_reconnects_and_the_session_keeps_what_came_meanwhile(
+    tmp_path: Path, fresh_broker: Mosquitto
+) -> None:
+    clock = ScaledClock(origin=1_750_000_000.0, scale=1.0)
+    cfg = load_config(write_config(tmp_path, fresh_broker.url))
+    gw = Gateway(cfg, clock=clock, install_signals=False)
+    async with running(gw.run(), gw.stop):
+        await asyncio.wait_for(gw.ready.wait(), 10)
+        async with mqtt_client(fresh_broker.port) as pub:
+            await Sensors(pub, clock).send("s2", 50.0)
+        await wait_for(lambda: gw.metrics.records_accepted.get("s2") == 1, 5.0, "first record")
+
+        # persistence on: the gateway's session survives the restart
+        await asyncio.to_thread(fresh_broker.restart)
+        await wait_for(lambda: gw.metrics.reconnects.total() >= 1, 10.0, "the lost connection")
+        await wait_for(lambda: gw.connected.is_set(), 10.0, "reconnection")
+        async with mqtt_client(fresh_broker.port) as pub:
+            await Sensors(pub, clock).send("s3", 50.0)
+        await wait_for(lambda: gw.metrics.records_accepted.get("s3") == 1, 5.0, "record after")
+
+    # the gateway is down: its persistent session keeps QoS 1 records for it
+    async with mqtt_client(fresh_broker.port) as pub:
+        sensors = Sensors(pub, clock)
+        for _ in range(5):
+            await sensors.send("s1", 50.0, t1=clock.now() - 60)  # from a sensor's backlog
+    gw2 = Gateway(cfg, clock=clock, install_signals=False)
+    async with running(gw2.run(), gw2.stop):
+        await wait_for(lambda: gw2.metrics.records_accepted.get("s1") == 5, 10.0, "queued records")
+        assert gw2.metrics.late.get("s1") == 5  # stored, but too old to trigger anything
+
+
+async def test_sigterm_with_release_hands_the_lights_back(
+    tmp_path: Path, fresh_broker: Mosquitto
+) -> None:
+    clock = ScaledClock(origin=1_750_000_000.0, scale=SCALE)
+    cfg = load_config(write_config(tmp_path, fresh_broker.url, zone={"hold_s": 60}))
+    gw = Gateway(cfg, clock=clock, install_signals=False, on_stop="release")
+    seen: list[tuple[str, dict[str, Any]]] = []
+    async with mqtt_client(fresh_broker.port) as watcher, mqtt_client(fresh_broker.port) as pub:
+        await watcher.subscribe(f"{ROOT}/lights/+/set", qos=1)
+        watch = asyncio.create_task(collect(watcher, seen))
+        task = asyncio.create_task(gw.run())
+        await asyncio.wait_for(gw.ready.wait(), 10)
+        await Sensors(pub, clock).send("s1", 90.0)
+        await wait_for(lambda: of(seen, "set"), 2.0, "override")
+        gw.stop()
+        await asyncio.wait_for(task, 10)
+        await wait_for(lambda: len(of(seen, "set")) == 2, 2.0, "release on stop")
+        watch.cancel()
+    release = of(seen, "set")[1]
+    assert release["level"] is None and release["reason"] == "shutdown"
+
+
+def test_cli_config_errors_are_one_line(tmp_path: Path) -> None:
+    bad = tmp_path / "site.toml"
+    bad.write_text('[site]\nid = "Bad Id"\n')
+    for args in (
+        ["--config", str(tmp_path / "missing.toml")],
+        ["--config", str(bad)],
+        ["--config", str(bad), "--time-origin", "5"],
+    ):
+        proc = subprocess.run(
+            [sys.executable, "-m", "tools.cli", "gateway", *args],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert proc.returncode == 2, proc.stderr
+        lines = proc.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("hushlight gateway: error:"), proc.stderr
