@@ -361,7 +361,7 @@ def open_source(cfg, block, raw):
     ``"synthetic:SCENE"`` (unix port).
     """
     spec = cfg.get("source", "i2s")
-    rate = cfg.get("rate", 48000)
+    rate = cfg.get("sample_rate", 48000)
     if spec == "i2s":
         return I2SSource(
             rate,
