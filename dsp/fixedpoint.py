@@ -92,7 +92,7 @@ FAST_SHIFT: Final = 20
 _FAST_K_MAX: Final = 2**14 - 1
 # Sum of a rounding error bound, in units of the node it is added to.
 _ROUND: Final = 2.0
-_IMPULSE_LEN: Final = 1 << 16
+_IMPULSE_LEN: Final = 1 << 15  # the slowest pole (r = 0.9990) decays by e**-32
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -197,16 +197,10 @@ def _impulse(b: list[float], a: list[float], x: FloatArray) -> FloatArray:
 
 
 @cache
-def fixed(rate: int = weighting.DEFAULT_RATE, mic: str | None = None) -> Fixed:
-    """Quantise the float design at `rate` (and `mic`) and prove its int32 bounds."""
-    d = weighting.design(rate, mic)
+def _worst_bounds(rate: int) -> dict[str, float]:
+    """Signal bounds of every variant at `rate` with fine provisional coefficients."""
     block_len = rate // 8
     sub_len = _sub_len(rate, block_len)
-    # pass 1: fine provisional coefficients give the signal bounds of every
-    # variant (no equaliser, each preset); pass 2 scales each coefficient as
-    # far as the largest of those bounds allows, so that the shared sections
-    # are the same integers with or without equaliser; then the bounds are
-    # proved again on the final integers.
     fine = 2**28
     worst: dict[str, float] = {}
     for variant in (None, *sorted(weighting.MIC_LF_CORNER_HZ)):
@@ -229,7 +223,21 @@ def fixed(rate: int = weighting.DEFAULT_RATE, mic: str | None = None) -> Fixed:
         for name, value in _bounds(prov).items():
             key = name if variant is None or not name.startswith("eq") else f"{name}:{variant}"
             worst[key] = max(worst.get(key, 0.0), float(value))
-    b = worst
+    return worst
+
+
+@cache
+def fixed(rate: int = weighting.DEFAULT_RATE, mic: str | None = None) -> Fixed:
+    """Quantise the float design at `rate` (and `mic`) and prove its int32 bounds."""
+    d = weighting.design(rate, mic)
+    block_len = rate // 8
+    sub_len = _sub_len(rate, block_len)
+    # pass 1: fine provisional coefficients give the signal bounds of every
+    # variant (no equaliser, each preset); pass 2 scales each coefficient as
+    # far as the largest of those bounds allows, so that the shared sections
+    # are the same integers with or without equaliser; then the bounds are
+    # proved again on the final integers.
+    b = _worst_bounds(rate)
     hp1 = _quantise_leaky(1.0 - d.p1, max(b["hp1a.Y"], b["hp1b.Y"]))
     eq = None
     if d.eq is not None:
