@@ -75,7 +75,7 @@ def test_equaliser_undoes_the_microphone_roll_off() -> None:
 @pytest.mark.parametrize("bad", [22050, 0, -48000, 48000.0, True, "48000"])
 def test_unsupported_rates_are_refused_with_a_sentence(bad: object) -> None:
     with pytest.raises(ValueError, match="not supported; use one of 48000, 44100, 32000, 16000"):
-        weighting.design(bad)  # type: ignore[arg-type]  # the point is a wrong type
+        weighting.design(bad)  # type: ignore[arg-type,unused-ignore]  # wrong types on purpose
 
 
 def test_unknown_microphone_is_refused() -> None:
