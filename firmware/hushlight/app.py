@@ -33,6 +33,7 @@ import gc
 gc.collect()
 _AUDIO = array.array("i", bytes(4 * 6000))
 _RAW = bytearray(4 * 6000)
+_RINGS = (bytearray(3200), bytearray(2048))  # the store's RAM rings (hushlight.store)
 
 import asyncio  # noqa: E402  # after the buffers, see above
 import time  # noqa: E402
@@ -63,7 +64,7 @@ class App:
     def __init__(self, config_path="config.json"):
         self.cfg = Config(config_path)
         cfg = self.cfg
-        self.store = Store(".", cfg["buffer_records"])
+        self.store = Store(".", cfg["buffer_records"], _RINGS)
         self.clock = timesync.Clock(cfg["time_origin"])
         self.site = cfg["site"]
         self.sensor = cfg["id"]
@@ -85,6 +86,7 @@ class App:
         self.audio_us = 0
         self.dsp_load_last = 0.0
         self.lag_blocks = 0
+        self.samples = 0
         self.console = None
         self._open_audio()
         self.mqtt = self._make_client()
@@ -164,6 +166,8 @@ class App:
             f["site"] = self.site
             f["broker_connected"] = self.mqtt.connected()
             f["rate"] = self.rate
+            f["audio_s"] = self.samples // self.rate
+            f["seq"] = self.store.next[LEVELS]
         return f
 
     def status_payload(self):
@@ -313,6 +317,7 @@ class App:
             self.dsp_us += ticks_diff(ticks_us(), t)
             self.audio_us += block_us
             samples += self.block
+            self.samples = samples
             wdt.feed()
             in_interval += 1
             in_minute += 1

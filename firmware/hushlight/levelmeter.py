@@ -525,6 +525,9 @@ class LevelMeter:
         self._fast = chain[13] / (1048576.0 * chain[12])
         self._st = array("i", bytes(4 * _STATE_LEN))
         self._ring = array("i", bytes(16 * _MINUTE))
+        # take_summary's sort space, made while the heap is in one piece: a
+        # 4 KiB list asked for later may find no contiguous room on a busy heap
+        self._levels = [0.0] * _MINUTE
         self._sensitivity = sensitivity_dbfs
         self._cal = calibration_offset_db
         self._threshold = peak_threshold_db
@@ -584,10 +587,12 @@ class LevelMeter:
         n = blocks * self.block_len
         ring = self._ring
         kept = blocks if blocks < _MINUTE else _MINUTE
-        levels = []
+        levels = self._levels
         for k in range(kept):
             e = wide_float(ring, 4 * k, 4) * 65536.0
-            levels.append(level_db(e, self.block_len, self._off_a))
+            levels[k] = level_db(e, self.block_len, self._off_a)
+        for k in range(kept, _MINUTE):
+            levels[k] = -1e30  # sorts after every real level
         levels.sort()
         levels.reverse()
         out = {
@@ -606,4 +611,6 @@ class LevelMeter:
             out["lamin"] = out["l10"] = out["l50"] = out["l90"] = floor
         for j in range(_SA, _SBLK + 1):
             st[j] = 0
+        for k in range(kept):
+            levels[k] = 0.0  # let the minute's floats go: kept, they pin heap blocks
         return out

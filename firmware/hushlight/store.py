@@ -38,7 +38,10 @@ _MAGIC = 0xA5
 _HDR = "<BBHII"  # magic, kind, payload length, seq, crc32
 _HDR_LEN = 12
 _SEQ_FILE = "seq.json"
-_SEG_MAX = 64  # records per segment file
+_SEG_MAX = 32  # records per segment file (one is read into RAM while it is sent)
+# RAM ring sizes: ~24 one-second records (~130 bytes each), ~8 summaries
+RAM_LEVELS = 3200
+RAM_SUMMARY = 2048
 _MAX_PAYLOAD = 2048
 
 
@@ -80,35 +83,103 @@ def encode_record(kind, seq, payload):
 
 def read_segment(path):
     """Valid records of a segment file as a list of (kind, seq, payload), and
-    whether a torn or corrupt tail was cut off."""
+    whether a torn or corrupt tail was cut off.  Read record by record: a
+    whole segment never sits in RAM twice."""
     out = []  # type: list
+    head = bytearray(_HDR_LEN)
     try:
-        with open(path, "rb") as f:
-            data = f.read()
+        f = open(path, "rb")
     except OSError:
         return out, True
-    pos = 0
-    n = len(data)
-    while pos < n:
-        if n - pos < _HDR_LEN:
-            return out, True
-        magic, kind, length, seq, crc = struct.unpack_from(_HDR, data, pos)
-        end = pos + _HDR_LEN + length
-        if magic != _MAGIC or kind > 1 or length > _MAX_PAYLOAD or end > n:
-            return out, True
-        payload = data[pos + _HDR_LEN : end]
-        if _crc(data[pos : pos + 8], payload) != crc:
-            return out, True
-        out.append((kind, seq, payload))
-        pos = end
-    return out, False
+    with f:
+        while True:
+            n = f.readinto(head)
+            if not n:
+                return out, False
+            if n < _HDR_LEN:
+                return out, True
+            magic, kind, length, seq, crc = struct.unpack(_HDR, head)
+            if magic != _MAGIC or kind > 1 or length > _MAX_PAYLOAD:
+                return out, True
+            payload = f.read(length)
+            if len(payload) < length or _crc(head[:8], payload) != crc:
+                return out, True
+            out.append((kind, seq, payload))
+
+
+class _Ring:
+    """The newest records of one kind in RAM: one preallocated bytearray
+    holding them back to back in their flash encoding (header + payload), so
+    records never become heap objects of their own (a heap of long-lived
+    100-byte objects fragments until no large block is left) and a spill is
+    one write of a slice."""
+
+    def __init__(self, buf):
+        self.buf = buf
+        self.mv = memoryview(buf)
+        self.head = 0  # offset of the oldest record
+        self.tail = 0  # offset after the newest record
+        self.count = 0
+
+    def seq_at(self, off):
+        return struct.unpack_from("<I", self.buf, off + 4)[0]
+
+    def size_at(self, off):
+        return _HDR_LEN + struct.unpack_from("<H", self.buf, off + 2)[0]
+
+    def first_seq(self):
+        return self.seq_at(self.head) if self.count else None
+
+    def room(self, need):
+        if self.tail + need <= len(self.buf):
+            return True
+        gap = self.head
+        if gap:
+            # slide the records to the front, in pieces no longer than the
+            # gap so that source and destination never overlap
+            src = gap
+            while src < self.tail:
+                k = min(gap, self.tail - src)
+                self.buf[src - gap : src - gap + k] = self.mv[src : src + k]
+                src += k
+            self.tail -= gap
+            self.head = 0
+        return self.tail + need <= len(self.buf)
+
+    def append(self, kind, seq, payload):
+        off = self.tail
+        buf = self.buf
+        struct.pack_into("<BBHI", buf, off, _MAGIC, kind, len(payload), seq)
+        crc = binascii.crc32(payload, binascii.crc32(self.mv[off : off + 8])) & 0xFFFFFFFF
+        struct.pack_into("<I", buf, off + 8, crc)
+        end = off + _HDR_LEN + len(payload)
+        buf[off + _HDR_LEN : end] = payload
+        self.tail = end
+        self.count += 1
+
+    def pop(self):
+        seq = self.seq_at(self.head)
+        self.head += self.size_at(self.head)
+        self.count -= 1
+        if not self.count:
+            self.head = self.tail = 0
+        return seq
+
+    def offsets(self):
+        off = self.head
+        while off < self.tail:
+            yield off
+            off += self.size_at(off)
+
+    def payload(self, off):
+        return bytes(self.mv[off + _HDR_LEN : off + self.size_at(off)])
 
 
 class _Queue:
-    def __init__(self, kind):
+    def __init__(self, kind, ring):
         self.kind = kind
         self.segs = []  # [name, first_seq, last_seq, count], oldest first
-        self.ram = []  # [seq, payload], newer than every segment
+        self.ram = _Ring(ring)  # newer than every segment
         self.acked = set()
         self.last_sent = -1
         self.new_seg = None  # segment created in this run, still open for appends
@@ -118,18 +189,17 @@ class _Queue:
     def front(self):
         if self.segs:
             return self.segs[0][1]
-        if self.ram:
-            return self.ram[0][0]
-        return None
+        return self.ram.first_seq()
 
     def count(self):
-        n = len(self.ram)
+        n = self.ram.count
         for s in self.segs:
             n += s[3]
         return n
 
     def records_of(self, seg, spill_dir):
         if self._cache_name != seg[0]:
+            self._cache = None  # the old list goes before the new one is read
             recs, _ = read_segment(_join(spill_dir, seg[0]))
             self._cache = [(r[1], r[2]) for r in recs if r[0] == self.kind]
             self._cache_name = seg[0]
@@ -142,14 +212,18 @@ class _Queue:
 
 
 class Store:
-    def __init__(self, root=".", capacity=2400, ram_max=32):
+    """`rings`: the two preallocated RAM buffers (levels, summaries); the
+    application allocates them early, while the heap is still in one piece."""
+
+    def __init__(self, root=".", capacity=2400, rings=None):
         self.root = root
         self.spill_dir = _join(root, "spill")
         self.capacity = capacity
-        self.ram_max = ram_max
         self.dropped = 0
         self.torn = 0
-        self.q = (_Queue(LEVELS), _Queue(SUMMARY))
+        if rings is None:
+            rings = (bytearray(RAM_LEVELS), bytearray(RAM_SUMMARY))
+        self.q = (_Queue(LEVELS, rings[0]), _Queue(SUMMARY, rings[1]))
         if not _exists(self.spill_dir):
             os.mkdir(self.spill_dir)
         self._scan()
@@ -213,29 +287,41 @@ class Store:
 
     def add(self, kind, seq, payload):
         q = self.q[kind]
-        q.ram.append([seq, payload])
-        if len(q.ram) > self.ram_max:
-            self._spill(q, len(q.ram) // 2)
+        ring = q.ram
+        need = _HDR_LEN + len(payload)
+        while not ring.room(need):
+            # full: the older half goes to flash in one append
+            self._spill(q, max(1, ring.count // 2))
+        ring.append(kind, seq, payload)
         while self.buffered() > self.capacity:
             self._drop_oldest()
 
     def _spill(self, q, n):
+        ring = q.ram
+        n = min(n, ring.count)
         if n <= 0:
             return
-        move = q.ram[:n]
         seg = q.new_seg
         if seg is None or seg[3] + n > _SEG_MAX:
-            name = "%s%010d" % (_LETTER[q.kind], move[0][0])
-            seg = [name, move[0][0], move[0][0], 0]
+            first = ring.first_seq()
+            name = "%s%010d" % (_LETTER[q.kind], first)
+            seg = [name, first, first, 0]
             q.segs.append(seg)
             q.new_seg = seg
+        start = ring.head
+        end = start
+        last = 0
+        for _ in range(n):
+            last = ring.seq_at(end)
+            end += ring.size_at(end)
         with open(_join(self.spill_dir, seg[0]), "ab") as f:
-            for r in move:
-                f.write(encode_record(q.kind, r[0], r[1]))
-        seg[2] = move[-1][0]
+            # the ring holds the records in their flash encoding already
+            f.write(ring.mv[start:end])
+        for _ in range(n):
+            ring.pop()
+        seg[2] = last
         seg[3] += n
         q.forget_cache(seg[0])
-        del q.ram[:n]
 
     def _remove_seg(self, q):
         seg = q.segs.pop(0)
@@ -262,10 +348,10 @@ class Store:
                 self.dropped += lost
                 self._remove_seg(q)
                 return
-            if q.ram:
-                r = q.ram.pop(0)
-                if r[0] in q.acked:
-                    q.acked.discard(r[0])
+            if q.ram.count:
+                seq = q.ram.pop()
+                if seq in q.acked:
+                    q.acked.discard(seq)
                 else:
                     self.dropped += 1
                 return
@@ -285,10 +371,12 @@ class Store:
                 if r[0] > last and r[0] not in q.acked:
                     q.last_sent = r[0]
                     return r
-        for r in q.ram:
-            if r[0] > last and r[0] not in q.acked:
-                q.last_sent = r[0]
-                return r
+        ring = q.ram
+        for off in ring.offsets():
+            seq = ring.seq_at(off)
+            if seq > last and seq not in q.acked:
+                q.last_sent = seq
+                return seq, ring.payload(off)
         return None
 
     def rewind(self):
@@ -318,8 +406,9 @@ class Store:
                 q.acked.discard(r[0])
             self._remove_seg(q)
         if not q.segs:
-            while q.ram and q.ram[0][0] in q.acked:
-                q.acked.discard(q.ram.pop(0)[0])
+            ring = q.ram
+            while ring.count and ring.first_seq() in q.acked:
+                q.acked.discard(ring.pop())
 
     def pending(self):
         """True if some record has not been acknowledged yet."""
@@ -328,12 +417,11 @@ class Store:
     def flush(self):
         """Before a planned stop: everything to flash, exact seq values."""
         for q in self.q:
-            # acknowledged records still in RAM need no flash
-            keep = [r for r in q.ram if r[0] not in q.acked]
-            for r in q.ram:
-                q.acked.discard(r[0])
-            q.ram = keep
-            while q.ram:
-                self._spill(q, min(len(q.ram), _SEG_MAX))
+            ring = q.ram
+            # acknowledged records at the front need no flash
+            while ring.count and ring.first_seq() in q.acked:
+                q.acked.discard(ring.pop())
+            while ring.count:
                 q.new_seg = None
+                self._spill(q, min(ring.count, _SEG_MAX))
         self._write_seq(self.next)

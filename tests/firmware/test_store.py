@@ -12,6 +12,9 @@ PRELUDE = """
 import json
 from hushlight import store
 from hushlight.store import LEVELS, SUMMARY, Store
+def small():
+    # RAM rings of ~20 test records each, so that tests spill early
+    return (bytearray(600), bytearray(600))
 def fill(s, kind, n):
     out = []
     for i in range(n):
@@ -19,6 +22,17 @@ def fill(s, kind, n):
         s.add(kind, q, b'{"seq":%d,"k":%d}' % (q, kind))
         out.append(q)
     return out
+def fill_span(s, kind, n):
+    # [first seq, last seq, strictly increasing], without keeping them all
+    first = last = s.next_seq(kind)
+    s.add(kind, first, b'{}')
+    up = True
+    for i in range(n - 1):
+        q = s.next_seq(kind)
+        s.add(kind, q, b'{}')
+        up = up and q > last
+        last = q
+    return [first, last, up]
 def drain(s, kind):
     out = []
     while True:
@@ -40,11 +54,14 @@ def test_seq_continues_exactly_after_a_clean_stop(tmp_path: Path) -> None:
 
 def test_seq_skips_ahead_after_a_crash_and_never_repeats(tmp_path: Path) -> None:
     # no flush: the process dies with the counter somewhere inside its reserved block
-    seen: list[int] = []
-    for _ in range(3):
-        seen += mp(PRELUDE + "s = Store('.')\nprint(json.dumps(fill(s, LEVELS, 1500)))", tmp_path)
-    assert seen == sorted(seen)
-    assert len(set(seen)) == len(seen)
+    spans = [
+        mp(PRELUDE + "s = Store('.')\nprint(json.dumps(fill_span(s, LEVELS, 1500)))", tmp_path)
+        for _ in range(3)
+    ]
+    assert all(up for _, _, up in spans)
+    # each boot starts past everything the one before it used
+    assert spans[1][0] > spans[0][1] and spans[2][0] > spans[1][1]
+    seen = [spans[-1][1]]
     # one small file write per reserved block: the mark on flash is ahead of every seq used
     mark = json.loads((tmp_path / "seq.json").read_text())["levels"]
     assert mark > seen[-1]
@@ -62,7 +79,7 @@ def test_levels_and_summary_count_separately(tmp_path: Path) -> None:
 def test_spilled_backlog_survives_a_reboot_in_order(tmp_path: Path) -> None:
     sent = mp(
         PRELUDE
-        + "s = Store('.', ram_max=8)\nfill(s, LEVELS, 150)\nfill(s, SUMMARY, 3)\n"
+        + "s = Store('.', rings=small())\nfill(s, LEVELS, 150)\nfill(s, SUMMARY, 3)\n"
         + "print(json.dumps(s.buffered()))\ns.flush()",
         tmp_path,
     )
@@ -79,7 +96,7 @@ def test_spilled_backlog_survives_a_reboot_in_order(tmp_path: Path) -> None:
 
 
 def test_a_torn_record_is_skipped_and_the_rest_kept(tmp_path: Path) -> None:
-    mp(PRELUDE + "s = Store('.', ram_max=8)\nfill(s, LEVELS, 100)\ns.flush()", tmp_path)
+    mp(PRELUDE + "s = Store('.', rings=small())\nfill(s, LEVELS, 100)\ns.flush()", tmp_path)
     segs = sorted((tmp_path / "spill").iterdir())
     assert len(segs) >= 2
     last = segs[-1]
@@ -103,7 +120,7 @@ def test_when_full_the_oldest_levels_go_first_and_are_counted(tmp_path: Path) ->
     capacity, n_levels, n_summary = 200, 400, 30
     got = mp(
         PRELUDE
-        + f"s = Store('.', capacity={capacity}, ram_max=16)\n"
+        + f"s = Store('.', capacity={capacity}, rings=small())\n"
         + f"fill(s, SUMMARY, {n_summary})\nfill(s, LEVELS, {n_levels})\n"
         + "print(json.dumps([s.dropped, s.buffered(), drain(s, LEVELS), drain(s, SUMMARY)]))",
         tmp_path,
@@ -121,7 +138,7 @@ def test_when_full_the_oldest_levels_go_first_and_are_counted(tmp_path: Path) ->
 def test_acknowledged_records_leave_and_their_segments_are_deleted(tmp_path: Path) -> None:
     got = mp(
         PRELUDE
-        + "s = Store('.', ram_max=8)\nfill(s, LEVELS, 100)\nsent = drain(s, LEVELS)\n"
+        + "s = Store('.', rings=small())\nfill(s, LEVELS, 100)\nsent = drain(s, LEVELS)\n"
         + "for r in reversed(sent[:70]):\n    s.ack(LEVELS, r[0])\n"
         + "a = s.buffered()\n"
         + "for r in sent[70:]:\n    s.ack(LEVELS, r[0])\n    s.ack(LEVELS, r[0])\n"
@@ -134,9 +151,29 @@ def test_acknowledged_records_leave_and_their_segments_are_deleted(tmp_path: Pat
 def test_a_new_connection_resends_what_is_not_acknowledged(tmp_path: Path) -> None:
     got = mp(
         PRELUDE
-        + "s = Store('.', ram_max=8)\nfill(s, LEVELS, 20)\nsent = drain(s, LEVELS)\n"
+        + "s = Store('.', rings=small())\nfill(s, LEVELS, 20)\nsent = drain(s, LEVELS)\n"
         + "for r in sent[:5]:\n    s.ack(LEVELS, r[0])\ns.ack(LEVELS, 9)\n"
         + "s.rewind()\nprint(json.dumps([r[0] for r in drain(s, LEVELS)]))",
         tmp_path,
     )
     assert got == [x for x in range(5, 20) if x != 9]
+
+
+def test_steady_state_acks_keep_everything_in_ram_and_intact(tmp_path: Path) -> None:
+    # connected: each record is sent and acknowledged a little later; the
+    # ring wraps (compacts) many times, nothing goes to flash, nothing is lost
+    got = mp(
+        PRELUDE
+        + "s = Store('.', rings=small())\nout = []\nlag = []\n"
+        + "for i in range(500):\n"
+        + "    q = s.next_seq(LEVELS)\n"
+        + "    p = b'{\"seq\":%d,\"pad\":\"' % q + b'x' * (i % 37) + b'\"}'\n"
+        + "    s.add(LEVELS, q, p)\n"
+        + "    r = s.next_unsent(LEVELS)\n"
+        + "    out.append(r[0] == q and r[1] == p)\n"
+        + "    lag.append(r[0])\n"
+        + "    if len(lag) > 5:\n        s.ack(LEVELS, lag.pop(0))\n"
+        + "import os\nprint(json.dumps([all(out), s.buffered(), os.listdir('spill')]))",
+        tmp_path,
+    )
+    assert got == [True, 5, []]
