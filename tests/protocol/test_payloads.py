@@ -7,6 +7,8 @@ import math
 from typing import Any
 
 import pytest
+from hypothesis import event, given, settings
+from hypothesis import strategies as st
 
 from protocol import MAX_PAYLOAD, payloads, schema
 from protocol.errors import REASONS, ProtocolError
@@ -202,3 +204,60 @@ def test_unknown_kind() -> None:
     with pytest.raises(ProtocolError) as e:
         payloads.encode("weather", {})
     assert e.value.reason == "unknown_kind"
+
+
+# values around every boundary of the levels table, and wrong types
+_odd_values = st.one_of(
+    st.integers(-2, 3),
+    st.sampled_from([0.0, 159.99, 160, 160.0, 160.01, -0.0, 1e999, -1e999, math.nan]),
+    st.floats(-10, 170),
+    st.sampled_from([None, True, False, "50", [], {}, "clipped", ["loud"], [1], ["clipped"] * 2]),
+    st.sampled_from([1000, 3601000, 3601001, schema.TIME_MS_MAX, schema.TIME_MS_MAX + 1]),
+    st.sampled_from([schema.UINT_MAX, schema.UINT_MAX + 1, -1, 2.0]),
+)
+_levels = st.one_of(st.floats(0, 160), st.integers(0, 160))
+
+
+@st.composite
+def levels_objects(draw: st.DrawFn) -> dict[str, Any]:
+    """A valid levels record, then up to two fields removed or spoilt."""
+    t0 = draw(st.integers(0, schema.TIME_MS_MAX - schema.SPAN_MS_MAX))
+    obj: dict[str, Any] = {
+        "seq": draw(st.integers(0, schema.UINT_MAX)),
+        "t0": t0,
+        "t1": t0 + draw(st.integers(1, schema.SPAN_MS_MAX)),
+        "laeq": draw(_levels),
+        "lafmax": draw(_levels),
+        "lceq": draw(_levels),
+    }
+    if draw(st.booleans()):
+        obj["flags"] = draw(st.lists(st.sampled_from(schema.FLAGS), unique=True))
+    for _ in range(draw(st.integers(0, 2))):
+        key = draw(st.sampled_from([*obj, "flags", "extra"]))
+        if draw(st.booleans()):
+            obj.pop(key, None)
+        else:
+            obj[key] = draw(_odd_values)
+    return obj
+
+
+@settings(max_examples=600, deadline=None)
+@given(levels_objects())
+def test_levels_fast_path_agrees_with_the_field_table(obj: dict[str, Any]) -> None:
+    fast = payloads._levels_fast(obj)
+    try:
+        slow = payloads._validate("levels", obj)
+    except ProtocolError:
+        assert fast is None
+        return
+    # everything valid takes the fast path, with the same result
+    assert fast is not None, obj
+    assert same(slow, fast)
+    event("valid record")
+
+
+def test_levels_fast_path_takes_the_common_record() -> None:
+    raw = payloads.encode_levels(7, 1000, 2000, 50.5, 60, 0.0, schema.FLAG_CLIPPED)
+    fast = payloads._levels_fast(json.loads(raw))
+    assert fast is not None
+    assert fast == payloads._validate("levels", json.loads(raw))
