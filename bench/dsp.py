@@ -16,6 +16,11 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from pathlib import Path
+
+# Run as `python bench/dsp.py`, this script's folder comes first on sys.path
+# and its own name would shadow the dsp package: the repo root goes first.
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import numpy as np
 from scipy import signal
