@@ -151,6 +151,9 @@ class Metrics:
         self.queue_dropped = c(
             "hushlight_queue_dropped_total", "incoming messages dropped: queue full"
         )
+        self.storage_errors = c(
+            "hushlight_storage_errors_total", "database writes that failed, by what", ("what",)
+        )
         self.reconnects = c(
             "hushlight_mqtt_reconnects_total", "MQTT connection attempts that failed"
         )

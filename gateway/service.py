@@ -34,6 +34,7 @@ import collections
 import contextlib
 import logging
 import signal
+import sqlite3
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
@@ -43,7 +44,7 @@ import aiomqtt
 
 from gateway.clock import Clock, RealClock
 from gateway.config import SiteConfig
-from gateway.errors import StateError
+from gateway.errors import GatewayError, StateError
 from gateway.http_api import HttpApi
 from gateway.ingest import Ingest
 from gateway.lighting import LightingAdapter, MqttLighting
@@ -90,6 +91,8 @@ STORE_MAX = 50_000  # ... or as soon as this many wait
 STOP_FLUSH_S = 5.0  # at most this long to drain and publish on a graceful stop
 
 Item = tuple[str, bytes, float]  # topic, payload, site time of arrival
+# What a failing disk or database looks like: counted and logged, never fatal.
+STORAGE_ERRORS = (sqlite3.Error, GatewayError, OSError)
 
 
 class _Stopped(Exception):
@@ -392,7 +395,11 @@ class Gateway:
             self._store_now.clear()
             batch, self._levels = self._levels, []
             if batch:
-                await asyncio.to_thread(self.storage.add_levels, batch)
+                try:
+                    await asyncio.to_thread(self.storage.add_levels, batch)
+                except STORAGE_ERRORS as exc:
+                    self.metrics.storage_errors.inc("levels")
+                    log.error("could not store %d level records: %s", len(batch), exc)
 
     def _flush_levels(self) -> None:
         batch, self._levels = self._levels, []
@@ -409,7 +416,11 @@ class Gateway:
                 await asyncio.sleep(wait)
             self._save_wanted.clear()
             began = time.monotonic()
-            await asyncio.to_thread(self.storage.save_state, self.state, self.clock.now())
+            try:
+                await asyncio.to_thread(self.storage.save_state, self.state, self.clock.now())
+            except STORAGE_ERRORS as exc:
+                self.metrics.storage_errors.inc("state")
+                log.error("could not save the policy state: %s", exc)
             self._last_save = time.monotonic()
             gap = SAVE_GAP_FACTOR * (self._last_save - began)
 
@@ -443,34 +454,47 @@ class Gateway:
             return replayed
 
         # recorded before anything goes out: never twice, at worst once lost
-        replayed = await asyncio.to_thread(record)
+        try:
+            replayed = await asyncio.to_thread(record)
+        except STORAGE_ERRORS as exc:
+            # the lights must still get their commands (a release above all);
+            # what is lost is the record, and the guard against a repeat nudge
+            self.metrics.storage_errors.inc("decisions")
+            log.error("could not record %d decisions: %s; carrying them out", len(decisions), exc)
+            replayed = set()
         self._save_wanted.set()
         for d in decisions:
-            kind = type(d).__name__.lower()
-            self.metrics.decisions.inc(kind)
-            if isinstance(d, Override):
-                self._remember(d.cmd_id, d.group)
-                self.metrics.overrides_sent.inc(d.group, "override")
-                await self.lighting.apply(d)
-                log.info(
-                    "override %s: %s -> %.0f%% until %.0f (%s)",
-                    d.cmd_id,
-                    d.group,
-                    d.level,
-                    d.expires_at,
-                    d.reason,
-                )
-            elif isinstance(d, Release):
-                self._count_release(d)
-                await self.lighting.release(d)
-            elif isinstance(d, Nudge):
-                if d.nudge_id in replayed:
-                    log.warning("nudge %s was sent before a restart; not again", d.nudge_id)
-                    continue
-                log.info("nudge %s in %s (%s, %.1f dB)", d.nudge_id, d.zone, d.kind, d.laeq)
-                self.notifier.nudge(d)
-            elif isinstance(d, Control):
-                log.info("control %s in %s: trigger recorded, nothing sent", d.control_id, d.zone)
+            self.metrics.decisions.inc(type(d).__name__.lower())
+            try:
+                await self._act(d, replayed)
+            except Exception as exc:  # one failed adapter call must not stop the gateway
+                self.metrics.worker_errors.inc(type(exc).__name__)
+                log.exception("carrying out %s failed", type(d).__name__)
+
+    async def _act(self, d: Decision, replayed: set[str]) -> None:
+        if isinstance(d, Override):
+            self._remember(d.cmd_id, d.group)
+            self.metrics.overrides_sent.inc(d.group, "override")
+            await self.lighting.apply(d)
+            log.info(
+                "override %s: %s -> %.0f%% until %.0f (%s)",
+                d.cmd_id,
+                d.group,
+                d.level,
+                d.expires_at,
+                d.reason,
+            )
+        elif isinstance(d, Release):
+            self._count_release(d)
+            await self.lighting.release(d)
+        elif isinstance(d, Nudge):
+            if d.nudge_id in replayed:
+                log.warning("nudge %s was sent before a restart; not again", d.nudge_id)
+                return
+            log.info("nudge %s in %s (%s, %.1f dB)", d.nudge_id, d.zone, d.kind, d.laeq)
+            self.notifier.nudge(d)
+        elif isinstance(d, Control):
+            log.info("control %s in %s: trigger recorded, nothing sent", d.control_id, d.zone)
 
     def _count_release(self, release: Release) -> None:
         self.metrics.overrides_sent.inc(release.group, "release")
@@ -488,9 +512,13 @@ class Gateway:
             await asyncio.sleep(min(TICK_WALL_S, self.clock.wall(1.0)))
             now = self.clock.now()
             decisions: list[Decision] = []
-            for accepted in self.ingest.sweep(now):
-                self._step(accepted.event, now, decisions)
-            self._step(Tick(now), now, decisions)
+            try:
+                for accepted in self.ingest.sweep(now):
+                    self._step(accepted.event, now, decisions)
+                self._step(Tick(now), now, decisions)
+            except Exception as exc:  # a bug must cost one tick, not the gateway
+                self.metrics.worker_errors.inc(type(exc).__name__)
+                log.exception("the policy tick failed")
             if decisions:
                 await self._carry_out(decisions)
             elif time.monotonic() - self._last_save >= SAVE_EVERY_WALL_S:

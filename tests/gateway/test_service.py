@@ -17,6 +17,7 @@ import aiohttp
 from gateway.clock import ScaledClock
 from gateway.config import load_config
 from gateway.lights_sim import LightsSim
+from gateway.policy import Override, Release
 from gateway.service import Gateway
 from tests.gateway.conftest import SITE, Sensors, collect, mqtt_client, wait_for, write_config
 from tools.broker import Mosquitto, free_port
@@ -339,3 +340,47 @@ def test_cli_config_errors_are_one_line(tmp_path: Path) -> None:
         assert proc.returncode == 2, proc.stderr
         lines = proc.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("hushlight gateway: error:"), proc.stderr
+
+
+class BrokenLights:
+    """A lighting adapter whose controller is unreachable."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    async def apply(self, override: Override) -> None:
+        self.calls += 1
+        raise ConnectionError("controller unreachable")
+
+    async def release(self, release: Release) -> None:
+        self.calls += 1
+        raise ConnectionError("controller unreachable")
+
+
+async def test_a_failing_lighting_adapter_does_not_stop_the_nudge_or_the_gateway(
+    tmp_path: Path, fresh_broker: Mosquitto
+) -> None:
+    clock = ScaledClock(origin=1_750_000_000.0, scale=SCALE)
+    cfg = load_config(write_config(tmp_path, fresh_broker.url))
+    lights = BrokenLights()
+    gw = Gateway(cfg, clock=clock, install_signals=False, lighting=lights)
+    seen: list[tuple[str, dict[str, Any]]] = []
+    async with (
+        mqtt_client(fresh_broker.port) as watcher,
+        mqtt_client(fresh_broker.port) as pub,
+        running(gw.run(), gw.stop) as task,
+    ):
+        await watcher.subscribe(f"{ROOT}/zones/+/nudge", qos=1)
+        watch = asyncio.create_task(collect(watcher, seen))
+        await asyncio.wait_for(gw.ready.wait(), 10)
+        sensors = Sensors(pub, clock)
+        await sensors.send("s1", 90.0)
+        await wait_for(lambda: of(seen, "nudge"), 2.0, "nudge")
+        assert lights.calls == 1 and gw.metrics.worker_errors.get("ConnectionError") == 1
+        # still at work: the release after the hold reaches the adapter too
+        while lights.calls < 2:
+            await sensors.send("s1", 40.0)
+            await asyncio.sleep(0.1)
+            assert clock.now() < 1_750_000_000.0 + 200, "no release attempt"
+        assert not task.done()
+        watch.cancel()
