@@ -60,6 +60,8 @@ _CONNECT_TIMEOUT_MS = const(10000)
 _HEAD = const(256)  # start of an oversized packet kept to acknowledge it
 
 _PINGREQ_PACKET = b"\xc0\x00"
+# smallest remaining length of each packet type we read (section 3)
+_MIN_SIZE = {_PUBLISH: 2, _PUBACK: 2, _SUBACK: 3}
 _DISCONNECT_PACKET = b"\xe0\x00"
 
 CONNACK_ERRORS = {
@@ -250,6 +252,8 @@ class MQTTClient:
             raise OSError(107, "MQTT not connected")  # ENOTCONN
         if qos not in (0, 1):
             raise ValueError("qos %r is not supported; use 0 or 1" % (qos,))
+        if isinstance(payload, str):
+            payload = payload.encode()  # its length on the wire is in bytes
         t = self._topics.get(topic)
         if t is None:
             t = _utf8(topic)
@@ -510,6 +514,8 @@ class MQTTClient:
         await asyncio.sleep_ms(half + (half * random.getrandbits(16) >> 16))
 
     def _next_pid(self):
+        if len(self._unacked) >= 65535:
+            raise OSError(105, "65535 messages await PUBACK; no packet id is free")  # ENOBUFS
         pid = self._pid
         while True:
             pid = pid % 65535 + 1  # 1..65535; 0 is not a packet id
@@ -602,6 +608,10 @@ class MQTTClient:
         self._last_rx = time.ticks_ms()
         self._ping_sent = None  # any packet proves the link alive
         t = kind & 0xF0
+        # a packet shorter than its type needs would be read from stale
+        # buffer bytes: the link is out of step, so drop it
+        if size < _MIN_SIZE.get(t, 0) or (t == _PUBLISH and kind & 0x06 and size < 4):
+            raise OSError(71, "malformed packet 0x%02x of %d bytes" % (kind, size))
         if t == _PUBLISH:
             await self._on_publish(kind, size, whole)
         elif t == _PUBACK:

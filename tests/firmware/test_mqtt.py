@@ -182,7 +182,10 @@ class Wire:
 
     def closed_by_peer(self) -> bool:
         assert self.conn is not None
-        return self.conn.recv(1) == b""
+        try:
+            return self.conn.recv(1) == b""
+        except ConnectionResetError:
+            return True  # closed with our bytes unread: the kernel answers with a reset
 
     def close(self) -> None:
         if self.conn is not None:
@@ -395,6 +398,29 @@ def test_reconnect_when_the_peer_stops_reading(drivers: Drivers, wire: Wire) -> 
     d.send(op="publish", topic="t", payload="again", qos=1)
     pid = d.expect("published")["pid"]
     assert wire.read_packet() == packet(0x32, utf8_field(b"t") + pid.to_bytes(2, "big") + b"again")
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        bytes([0x40, 1, 0]),  # PUBACK one byte short
+        bytes([0x90, 2, 0, 1]),  # SUBACK without a return code
+        bytes([0x32, 3, 0, 1, ord("t")]),  # QoS 1 PUBLISH without its packet id
+        bytes([0x50, 2, 0, 1]),  # PUBREC: QoS 2, which we never ask for
+        bytes([0x30, 0xFF, 0xFF, 0xFF, 0xFF, 0x7F]),  # five length bytes
+    ],
+    ids=["short-puback", "short-suback", "publish-without-id", "pubrec", "length-overflow"],
+)
+def test_malformed_packets_drop_the_link(drivers: Drivers, wire: Wire, bad: bytes) -> None:
+    d = connected_on_wire(drivers, wire)
+    wire.send(bad)
+    assert wire.closed_by_peer()
+    # the reason stays readable (status, selftest) until the next CONNACK
+    assert d.stats()["last_error"].startswith("reading from 127.0.0.1")
+    wire.accept()
+    assert wire.read_packet()[0] == 0x10
+    wire.send(CONNACK_OK)
+    d.expect("connected", connects=2)
 
 
 def test_disconnect(drivers: Drivers, wire: Wire) -> None:
