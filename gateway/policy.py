@@ -198,8 +198,8 @@ class Control:
 
 @dataclass(frozen=True)
 class TriggerSuppressed:
-    """The trigger started firing but no episode began; `why`: "cooldown", "hourly_cap",
-    "outside_schedule"."""
+    """The trigger fires but no episode may begin; `why`: "cooldown", "hourly_cap" or
+    "outside_schedule".  Reported once per loud spell and reason."""
 
     zone: str
     at: float
@@ -271,7 +271,8 @@ class ZoneState:
     triggers: int = 0  # episodes started so far: numbers ids and draws
     starts: tuple[float, ...] = ()  # episode starts within the last hour
     cooldown_until: float = -math.inf
-    loud: bool = False  # trigger state at the last record, to report suppressions once
+    loud: bool = False  # trigger state at the last record
+    suppressed: str = ""  # why the current loud spell is held back, to report each reason once
 
 
 @dataclass(frozen=True)
@@ -414,10 +415,9 @@ def _evaluate(
     out: list[Decision],
 ) -> ZoneState:
     fires, laeq, evidence = _measure(config, zone, zs, now)
-    rising = fires and not zs.loud
     zs = replace(zs, loud=fires)
     if not fires:
-        return zs
+        return replace(zs, suppressed="") if zs.suppressed else zs
     if zs.episode is not None:
         # noise continues: the hold extends (the renewal happens in _advance)
         return replace(zs, episode=replace(zs.episode, last_loud=now))
@@ -431,8 +431,9 @@ def _evaluate(
     elif len(starts) >= zone.max_nudges_per_hour:
         why = "hourly_cap"
     if period is None or why is not None:
-        if rising and why is not None:
+        if why is not None and why != zs.suppressed:
             out.append(TriggerSuppressed(zone.id, now, why, laeq))
+            zs = replace(zs, suppressed=why)
         return replace(zs, starts=starts)
 
     n = zs.triggers + 1
@@ -477,7 +478,7 @@ def _evaluate(
         ep = replace(ep, overrides=tuple(sent))
         message = dict(zone.messages)
         out.append(Nudge(zone.id, episode_id, now, laeq, kind, message, evidence, zone.sensors))
-    return replace(zs, episode=ep, triggers=n, starts=(*starts, now))
+    return replace(zs, episode=ep, triggers=n, starts=(*starts, now), suppressed="")
 
 
 def _advance(
@@ -625,6 +626,7 @@ def state_to_json(state: PolicyState) -> str:
             "starts": list(zs.starts),
             "cooldown_until": zs.cooldown_until if math.isfinite(zs.cooldown_until) else None,
             "loud": zs.loud,
+            "suppressed": zs.suppressed,
         }
     return json.dumps(
         {"version": STATE_VERSION, "seed": state.seed, "zones": zones}, sort_keys=True
@@ -702,4 +704,5 @@ def _zone_from(z: Mapping[str, Any]) -> ZoneState:
         starts=tuple(float(t) for t in z["starts"]),
         cooldown_until=-math.inf if cooldown is None else float(cooldown),
         loud=bool(z["loud"]),
+        suppressed=str(z["suppressed"]),
     )
