@@ -301,6 +301,14 @@ def test_publish_qos0_qos1_and_puback(drivers: Drivers, wire: Wire) -> None:
     assert [e["pid"] for e in d.seen if e["ev"] == "puback"] == [1, 2]
 
 
+def test_str_payload_goes_out_as_utf8(drivers: Drivers, wire: Wire) -> None:
+    d = connected_on_wire(drivers, wire)
+    d.send(op="publish", topic="t", payload="\u00e9\u20ac", as_str=True)
+    d.expect("published")
+    body = "\u00e9\u20ac".encode()  # 5 bytes for 2 characters
+    assert wire.read_packet() == packet(0x30, utf8_field(b"t") + body)
+
+
 @pytest.mark.parametrize(
     ("remaining", "header"),
     [

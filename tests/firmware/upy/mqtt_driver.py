@@ -6,7 +6,7 @@
 #   "subscribe": [[topic, qos], ...]  subscribed in on_connect
 #   "stop_after_failures": N          exit after N failed connection attempts
 # stdin: one JSON command per line:
-#   {"op": "publish", "topic", "payload" | "fill": N, "qos", "retain"}
+#   {"op": "publish", "topic", "payload" | "fill": N, "qos", "retain", "as_str"}
 #   {"op": "flood", "topic", "fill": bytes, "count"}  QoS 0 messages back to back
 #   {"op": "subscribe", "topic", "qos"}
 #   {"op": "stats"}
@@ -57,7 +57,12 @@ def main():
             op = cmd["op"]
             try:
                 if op == "publish":
-                    payload = cmd["payload"].encode() if "payload" in cmd else b"x" * cmd["fill"]
+                    if "fill" in cmd:
+                        payload = b"x" * cmd["fill"]
+                    elif cmd.get("as_str"):
+                        payload = cmd["payload"]
+                    else:
+                        payload = cmd["payload"].encode()
                     pid = await client.publish(
                         cmd["topic"], payload, cmd.get("qos", 0), cmd.get("retain", False)
                     )
