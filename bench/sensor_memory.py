@@ -6,7 +6,7 @@ goes, publishing to a private Mosquitto, and asks its console for `status`
 as it runs: free heap (after a collection), records buffered, audio time.
 Prints one row per sample and the spread of the free heap after warm-up.
 
-    .venv/bin/python bench/sensor_memory.py [--audio-s 3600]
+    .venv/bin/python bench/sensor_memory.py [--audio-s 3600] [--speed X]
 """
 
 from __future__ import annotations
@@ -27,13 +27,17 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--audio-s", type=int, default=3600, help="audio time to run (s)")
     parser.add_argument("--every-s", type=float, default=2.0, help="wall time between samples")
+    parser.add_argument(
+        "--speed", type=float, default=0.0, help="times real time (default 0: as fast as it goes)"
+    )
     args = parser.parse_args()
     rows: list[tuple[float, int, int, int, float]] = []
     with Mosquitto() as broker, tempfile.TemporaryDirectory() as tmp:
         state = Path(tmp) / "state"
         err = Path(tmp) / "sensor.err"
         cmd = [sys.executable, "-m", "tools.cli", "sensor", "--id", "bench", "--site", "bench"]
-        cmd += ["--broker", broker.url, "--synthetic", "street", "--speed", "0", "--console"]
+        cmd += ["--broker", broker.url, "--synthetic", "street", "--speed", str(args.speed)]
+        cmd += ["--console"]
         cmd += ["--state-dir", str(state), "--time-origin", "1700000000"]
         with err.open("wb") as e:
             proc = subprocess.Popen(cmd, cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=e)
@@ -46,7 +50,8 @@ def main() -> int:
                         port = line.split(" ", 1)[1]
             start = time.monotonic()
             with Console(port, timeout=10) as con:
-                print(f"heap {HEAP_SIZE}; street scene as fast as possible")
+                pace = f"at {args.speed:g}x real time" if args.speed else "as fast as possible"
+                print(f"heap {HEAP_SIZE}; street scene {pace}")
                 heads = ("wall_s", "audio_s", "free_mem", "buffered", "dsp_load")
                 print(" ".join(f"{h:>9}" for h in heads))
                 while True:

@@ -260,7 +260,7 @@ def test_broker_outage_of_60_s_loses_no_record(
         30,
         "status after the restart",
     )
-    target = max(levels_seqs(sub)) + 40
+    target = max(levels_seqs(sub)) + 12
     sub.wait_for(lambda t, v: t.endswith("/levels") and v["seq"] >= target, 60, "catch-up")
     seqs = levels_seqs(sub)
     assert seqs >= set(range(target + 1)), sorted(set(range(target + 1)) - seqs)[:20]
