@@ -8,9 +8,11 @@ signal side (`SPLIT` = 12 bits):
     mul(c, v) = c * (v >> 12) + ((c * (v & 4095)) >> 12)      ~ c * v / 4096
 
 two multiplies, exact to one unit, both fitting in 31 bits for |v| < 2**27
-and |c| < 2**16.  One multiply with the signal truncated first was measured
-too: it is about 25 % faster but its truncation noise, amplified by the
-1/(1 - r) gain of the 20.6 Hz poles, costs 0.3 dB at 30 dB SPL.
+and |c| < 2**16.  Measured alternative: one multiply on the truncated signal,
+``c * (v >> 12)``, runs the whole meter 19 % faster in the unix port (690x
+against 580x real time at 48 kHz, best runs) but its truncation error,
+amplified by 1/k of the 20.6 Hz poles, reads a 30 dB SPL 1 kHz tone as
+39.9 dB (golden model, 48 kHz); with `mul` it reads 30.00 dB.  Accuracy wins.
 
 Structure, per sample (all names are the firmware's):
 
