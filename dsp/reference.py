@@ -121,8 +121,9 @@ class Interval:
 
     def as_dict(self, digits: int = 2) -> dict[str, float]:
         return {
-            "t0": round(self.t0, 6),
-            "t1": round(self.t1, 6),
+            # sample counts over the rate, unrounded, as the firmware runner prints them
+            "t0": self.t0,
+            "t1": self.t1,
             "laeq": round(self.laeq, digits),
             "lafmax": round(self.lafmax, digits),
             "lceq": round(self.lceq, digits),

@@ -203,3 +203,53 @@ def test_a_closed_stdout_ends_the_replay_quietly(tmp_path: Path) -> None:
     assert json.loads(first)["t1"] == 0.125
     assert err == b""
     assert status == 0
+
+
+@pytest.mark.parametrize(
+    ("rate", "encoding"), [(48000, "pcm24"), (44100, "float32"), (16000, "pcm16")]
+)
+def test_firmware_and_reference_engines_agree_on_a_noisy_recording(
+    tmp_path: Path, rate: int, encoding: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Stated tolerance: LAeq and LCeq within 0.05 dB (fixed-point rounding and
+    # the 0.01 dB output step); LAFmax within 0.1 dB, because the firmware
+    # updates Fast per 1 ms sub-block where the reference does it per sample
+    # (at most 0.035 dB, dsp/fixedpoint.py).
+    path = _noisy_wav(tmp_path, rate, 2.5, encoding)
+    records = {}
+    for engine in ("firmware", "reference"):
+        assert main(["replay", str(path), "--engine", engine, "--interval", "0.5"]) == 0
+        out, err = capsys.readouterr()
+        assert err == ""
+        records[engine] = [json.loads(line) for line in out.splitlines()]
+    fw, ref = records["firmware"], records["reference"]
+    assert len(fw) == len(ref) == 5
+    for f, r in zip(fw, ref, strict=True):
+        assert (f["t0"], f["t1"]) == pytest.approx((r["t0"], r["t1"]), abs=1e-9)
+        assert f["laeq"] == pytest.approx(r["laeq"], abs=0.05)
+        assert f["lceq"] == pytest.approx(r["lceq"], abs=0.05)
+        assert f["lafmax"] == pytest.approx(r["lafmax"], abs=0.1)
+    assert fw[2]["laeq"] > fw[1]["laeq"] + 10  # the tone is there, for both
+
+
+def test_a_failing_firmware_runner_is_reported_with_its_last_words(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    script = tmp_path / "broken_main.py"
+    script.write_text(
+        "import sys\n"
+        'print(\'{"t0": 0.0, "t1": 1.0, "laeq": 1.0, "lafmax": 1.0, "lceq": 1.0}\')\n'
+        "print('a diagnostic line')\n"
+        "sys.stderr.write('replay_main: error: out of memory in the test\\n')\n"
+        "sys.exit(3)\n"
+    )
+    monkeypatch.setattr(replay, "REPLAY_SCRIPT", script)
+    path = _noisy_wav(tmp_path, 16000, 1.0)
+    assert main(["replay", str(path)]) == 1
+    out, err = capsys.readouterr()
+    assert json.loads(out)["t1"] == 1.0  # what came before the failure is kept
+    assert "a diagnostic line" in err
+    assert err.rstrip().endswith(
+        "hushlight replay: error: the firmware meter stopped with exit status 3: "
+        "replay_main: error: out of memory in the test"
+    )
