@@ -524,6 +524,22 @@ def test_qos1_publish_reaches_the_broker_and_is_acknowledged(
     assert d.stats()["inflight"] == 0
 
 
+def test_heap_does_not_grow_with_traffic(drivers: Drivers, broker: Mosquitto) -> None:
+    # Nothing in the client may grow with uptime: after a warm-up burst, more
+    # bursts of acknowledged QoS 1 messages leave the heap where it was.
+    d = start(drivers, client_id=unique("c"), port=broker.port, keepalive=5)
+    d.expect("connected")
+    topic = f"hushlight/v1/test/sensors/{unique('s')}/levels"
+    heap = []
+    for _ in range(4):
+        d.send(op="burst", topic=topic, count=300)
+        heap.append(d.expect("burst")["mem_alloc"])
+    stats = d.stats()
+    assert stats["acked"] == stats["published"] == 1200
+    # a few hundred bytes of slack for the scheduler's own queues
+    assert max(heap[1:]) - heap[1] < 512, heap
+
+
 def test_subscription_receives_the_retained_config(
     drivers: Drivers, observers: list[Observer], broker: Mosquitto
 ) -> None:

@@ -8,12 +8,14 @@
 # stdin: one JSON command per line:
 #   {"op": "publish", "topic", "payload" | "fill": N, "qos", "retain", "as_str"}
 #   {"op": "flood", "topic", "fill": bytes, "count"}  QoS 0 messages back to back
+#   {"op": "burst", "topic", "count", "fill"}  QoS 1, 20 in flight, then the heap
 #   {"op": "subscribe", "topic", "qos"}
 #   {"op": "stats"}
 #   {"op": "disconnect"}
 # stdout: one JSON event per line ("ev": connected, message, puback,
 # published, subscribed, error, stats, failures, disconnected).
 import asyncio
+import gc
 import json
 import sys
 
@@ -73,6 +75,17 @@ def main():
                     for _ in range(cmd["count"]):
                         await client.publish(cmd["topic"], payload)
                     emit("flooded")
+                elif op == "burst":
+                    # QoS 1 messages as fast as acknowledgements allow, then the heap
+                    payload = b"y" * cmd.get("fill", 100)
+                    for _ in range(cmd["count"]):
+                        while client.inflight() >= 20:
+                            await asyncio.sleep_ms(1)
+                        await client.publish(cmd["topic"], payload, 1)
+                    while client.inflight():
+                        await asyncio.sleep_ms(1)
+                    gc.collect()
+                    emit("burst", mem_alloc=gc.mem_alloc())
                 elif op == "subscribe":
                     emit("subscribed", code=await client.subscribe(cmd["topic"], cmd.get("qos", 1)))
                 elif op == "stats":
