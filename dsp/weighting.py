@@ -44,7 +44,7 @@ from typing import Final, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
-from scipy import optimize
+from scipy import optimize, signal
 
 from dsp import iec61672_1 as iec
 
@@ -137,11 +137,11 @@ def _fit_hf(rate: int) -> tuple[Biquad, float]:
     p1 = _matched(iec.F1_HZ, rate)
     low = _first_order(1.0, p1, z) ** 2
     target = iec.c_weighting_db(f)
-    # start from the matched double pole at f4 with unity gain at DC: the fit
-    # then only has to bend it near Nyquist
-    p4 = _matched(iec.F4_HZ, rate)
-    g = (1.0 - p4) ** 2
-    start = np.array([g, 0.0, 0.0, -2.0 * p4, p4 * p4])
+    # start from the bilinear transform of the f4 pair: the fit then only has
+    # to bend it near Nyquist
+    w4 = 2.0 * math.pi * iec.F4_HZ
+    bz, az = signal.bilinear([w4 * w4], [1.0, 2.0 * w4, w4 * w4], rate)
+    start = np.r_[bz, az[1:]]
 
     def residual(c: FloatArray) -> FloatArray:
         got = 20.0 * np.log10(np.abs(low * _biquad(c, z)))
@@ -149,6 +149,8 @@ def _fit_hf(rate: int) -> tuple[Biquad, float]:
 
     result = optimize.least_squares(residual, start, xtol=1e-12, ftol=1e-12, gtol=1e-12)
     c = result.x
+    if np.any(np.abs(np.roots([1.0, c[3], c[4]])) >= 1.0):
+        raise ArithmeticError(f"the high-frequency fit at {rate} Hz gave an unstable section")
     return (float(c[0]), float(c[1]), float(c[2]), float(c[3]), float(c[4])), fit_hi
 
 
