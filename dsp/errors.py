@@ -11,3 +11,7 @@ class DspError(Exception):
 
 class WavFormatError(DspError, ValueError):
     """A file is not a WAV recording the meter can read; the message says why and what is."""
+
+
+class Int32OverflowError(DspError, ArithmeticError):
+    """A firmware integer left int32 in the golden model; the message names stage and sample."""

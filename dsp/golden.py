@@ -24,7 +24,7 @@ import numpy as np
 import numpy.typing as npt
 
 from dsp import fixedpoint as fp
-from dsp.errors import DspError
+from dsp.errors import Int32OverflowError
 
 __all__ = [
     "BlockResult",
@@ -42,10 +42,6 @@ _M16: Final = 0xFFFF
 MINUTE_BLOCKS: Final = 480
 _NL: Final = 5
 _NW: Final = 6
-
-
-class Int32OverflowError(DspError, ArithmeticError):
-    """An intermediate of the firmware arithmetic left the int32 range."""
 
 
 class BlockResult(NamedTuple):
