@@ -2,9 +2,10 @@
 
 - Levels: the 1 s records are folded into one row per sensor and minute
   (energy sums for LAeq and LCeq, the max LAFmax, the count of records with
-  LAFmax >= the peak threshold).  `add_levels` takes a batch and writes it in
-  one transaction with `executemany`, so 10,000 sensors at 1 Hz cost one upsert
-  per sensor per batch.  Sensors' own minute summaries are kept as they arrive.
+  LAFmax >= the peak threshold).  `add_levels` folds batches in memory and
+  writes a minute's rows in one transaction with `executemany` when the next
+  minute starts, so 10,000 sensors at 1 Hz cost one upsert per sensor per
+  minute.  Sensors' own minute summaries are kept as they arrive.
 - Decisions of the policy, with their evidence; episodes (nudges and
   controls) for the evaluation report; light commands sent and acknowledged;
   notifications; Web Push subscriptions; the policy state for restarts;
@@ -26,7 +27,7 @@ import json
 import math
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -57,6 +58,9 @@ __all__ = [
 ]
 
 SCHEMA_VERSION = 1
+
+# minute rows held in memory before a write is forced (about 20 MB)
+_MAX_PENDING = 100_000
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS levels_minute (
@@ -234,6 +238,10 @@ class Storage:
         self.path = Path(path)
         self.peak_threshold_db = peak_threshold_db
         self._lock = threading.Lock()
+        # minute rows not yet written: (sensor, minute) -> [n, dur, energy_a, energy_c,
+        # lafmax, peaks, calibrating]
+        self._pending: dict[tuple[str, int], list[float]] = {}
+        self._newest_minute = -(2**62)
         try:
             self._db = sqlite3.connect(
                 str(self.path), check_same_thread=False, isolation_level=None, timeout=10.0
@@ -299,8 +307,10 @@ class Storage:
             return self._db.execute(sql, params).fetchall()
 
     def close(self) -> None:
-        """Close the database; the object cannot be used afterwards."""
+        """Write what is held in memory and close; the object cannot be used afterwards."""
         with self._lock:
+            if self._pending:
+                self._write_pending(lambda m: True)
             self._db.close()
 
     def __enter__(self) -> Storage:
@@ -314,35 +324,60 @@ class Storage:
     def add_levels(self, records: Iterable[LevelRecord]) -> int:
         """Fold a batch of interval records into the minute rows; return how many were folded.
 
+        Rows are kept in memory while their minute is the newest seen and
+        written (added to what is stored) once a later minute starts, so 10,000
+        sensors cost one write of 10,000 rows a minute, not a second.  A late
+        record for an older minute is simply added to its stored row.  A crash
+        loses at most the current minute; `close` and `flush` write everything.
         Records with non-finite levels are skipped (ingest should have refused them).
         """
-        acc: dict[tuple[str, int], list[float]] = {}
         threshold = self.peak_threshold_db
         count = 0
-        for r in records:
-            if not (math.isfinite(r.laeq) and math.isfinite(r.lafmax) and math.isfinite(r.lceq)):
-                continue
-            d = r.t1 - r.t0 if r.t1 > r.t0 else 1.0
-            key = (r.sensor, int(r.t0 // 60) * 60)
-            row = acc.get(key)
-            if row is None:
-                row = acc[key] = [0, 0.0, 0.0, 0.0, -math.inf, 0, 0]
-            row[0] += 1
-            row[1] += d
-            row[2] += d * 10.0 ** (r.laeq / 10.0)
-            row[3] += d * 10.0 ** (r.lceq / 10.0)
-            row[4] = max(row[4], r.lafmax)
-            row[5] += r.lafmax >= threshold
-            row[6] += "calibrating" in r.flags
-            count += 1
-        if not acc:
-            return 0
+        with self._lock:
+            acc = self._pending
+            newest = self._newest_minute
+            for r in records:
+                if not (
+                    math.isfinite(r.laeq) and math.isfinite(r.lafmax) and math.isfinite(r.lceq)
+                ):
+                    continue
+                d = r.t1 - r.t0 if r.t1 > r.t0 else 1.0
+                minute = int(r.t0 // 60) * 60
+                newest = max(newest, minute)
+                key = (r.sensor, minute)
+                row = acc.get(key)
+                if row is None:
+                    row = acc[key] = [0, 0.0, 0.0, 0.0, -math.inf, 0, 0]
+                row[0] += 1
+                row[1] += d
+                row[2] += d * 10.0 ** (r.laeq / 10.0)
+                row[3] += d * 10.0 ** (r.lceq / 10.0)
+                row[4] = max(row[4], r.lafmax)
+                row[5] += r.lafmax >= threshold
+                row[6] += "calibrating" in r.flags
+                count += 1
+            self._newest_minute = newest
+            if any(m < newest for _, m in acc) or len(acc) > _MAX_PENDING:
+                self._write_pending(lambda m: m < newest or len(acc) > _MAX_PENDING)
+        return count
+
+    def flush(self) -> None:
+        """Write the minute rows still held in memory."""
+        with self._lock:
+            self._write_pending(lambda m: True)
+
+    def _write_pending(self, due: Callable[[int], bool]) -> None:
+        # caller holds the lock
         rows = [
             (s, m, int(v[0]), v[1], v[2], v[3], v[4], int(v[5]), int(v[6]))
-            for (s, m), v in acc.items()
+            for (s, m), v in self._pending.items()
+            if due(m)
         ]
-        with self._tx() as db:
-            db.executemany(
+        if not rows:
+            return
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            self._db.executemany(
                 """INSERT INTO levels_minute
                        (sensor, minute, n, dur, energy_a, energy_c, lafmax, peaks, calibrating)
                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
@@ -355,7 +390,12 @@ class Storage:
                        calibrating = calibrating + excluded.calibrating""",
                 rows,
             )
-        return count
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+        for s, m, *_ in rows:
+            del self._pending[(s, m)]
 
     def add_summaries(self, records: Iterable[SummaryRecord]) -> None:
         """Store sensors' minute summaries as they arrive (a repeat of the same minute replaces)."""
@@ -389,6 +429,7 @@ class Storage:
         """Minute rows of `sensors` whose minute starts in [start, end), oldest first."""
         if not sensors:
             return []
+        self.flush()
         marks = ",".join("?" * len(sensors))
         rows = self._read(
             f"""SELECT sensor, minute, n, dur, energy_a, energy_c, lafmax, peaks, calibrating

@@ -1,0 +1,273 @@
+"""gateway.storage: minute levels, decisions, commands, notifications, subscriptions, state."""
+
+from __future__ import annotations
+
+import math
+import sqlite3
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from gateway.config import parse_config
+from gateway.errors import StateError, StorageError
+from gateway.policy import (
+    Control,
+    EpisodeEnded,
+    LevelEvent,
+    Nudge,
+    Override,
+    Release,
+    TriggerSuppressed,
+    initial_state,
+    step,
+)
+from gateway.storage import SCHEMA_VERSION, Storage, SummaryRecord
+
+T0 = 1_795_213_800.0  # a minute boundary (divisible by 60)
+
+
+def rec(sensor: str, t1: float, laeq: float, lafmax: float, lceq: float, *flags: str) -> LevelEvent:
+    return LevelEvent(sensor, int(t1), t1 - 1, t1, laeq, lafmax, lceq, flags, t1)
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Iterator[Storage]:
+    with Storage(tmp_path / "h.db", peak_threshold_db=70.0) as s:
+        yield s
+
+
+def test_minute_rows_fold_records_across_batches(db: Storage) -> None:
+    assert T0 % 60 == 0
+    first = [rec("a", T0 + i + 1, 50.0 + i, 60.0 + i, 55.0 + i) for i in range(30)]
+    second = [rec("a", T0 + i + 1, 50.0 + i, 60.0 + i, 55.0 + i) for i in range(30, 60)]
+    later = [rec("a", T0 + 61, 90.0, 95.0, 91.0), rec("b", T0 + 1, 40.0, 45.0, 41.0)]
+    assert db.add_levels(first) == 30
+    assert db.add_levels(second + later) == 32
+    rows = db.minute_levels(["a", "b"], T0, T0 + 120)
+    assert [(r.sensor, r.minute, r.n) for r in rows] == [
+        ("a", T0, 60),
+        ("b", T0, 1),
+        ("a", T0 + 60, 1),
+    ]
+    a = rows[0]
+    levels = [50.0 + i for i in range(60)]
+    assert a.laeq == pytest.approx(10 * math.log10(sum(10 ** (x / 10) for x in levels) / 60))
+    assert a.lceq == pytest.approx(10 * math.log10(sum(10 ** ((x + 5) / 10) for x in levels) / 60))
+    assert a.lafmax == 60.0 + 59
+    assert a.peaks == sum(1 for x in levels if x + 10 >= 70.0)
+    assert a.dur == 60.0
+    # the window is half-open and per sensor
+    assert db.minute_levels(["a"], T0 + 60, T0 + 120) == [rows[2]]
+    assert db.minute_levels([], T0, T0 + 120) == []
+
+
+def test_a_minute_is_written_when_the_next_starts(tmp_path: Path) -> None:
+    """Rows are held while their minute is current; a crash loses at most that minute."""
+    path = tmp_path / "h.db"
+    s = Storage(path)
+    s.add_levels([rec("a", T0 + 1, 50.0, 55.0, 51.0)])
+
+    def on_disk() -> list[tuple[int, int]]:
+        with sqlite3.connect(path) as raw:
+            return raw.execute("SELECT minute, n FROM levels_minute ORDER BY minute").fetchall()
+
+    assert on_disk() == []
+    s.add_levels([rec("a", T0 + 61, 50.0, 55.0, 51.0)])
+    assert on_disk() == [(T0, 1)]
+    s.add_levels([rec("a", T0 + 2, 50.0, 55.0, 51.0)])  # late, for the written minute
+    s.add_levels([rec("a", T0 + 121, 50.0, 55.0, 51.0)])
+    assert on_disk() == [(T0, 2), (T0 + 60, 1)]
+    s.close()
+    assert on_disk() == [(T0, 2), (T0 + 60, 1), (T0 + 120, 1)]
+
+
+def test_calibration_minutes_left_out_and_bad_numbers_skipped(db: Storage) -> None:
+    db.add_levels(
+        [rec("a", T0 + 1, 94.0, 94.0, 94.0, "calibrating"), rec("a", T0 + 2, 50.0, 55.0, 51.0)]
+    )
+    assert db.minute_levels(["a"], T0, T0 + 60) == []
+    (row,) = db.minute_levels(["a"], T0, T0 + 60, include_calibrating=True)
+    assert row.calibrating == 1 and row.n == 2
+    assert (
+        db.add_levels([rec("a", T0 + 3, math.nan, 1.0, 1.0), rec("a", T0 + 4, 1.0, math.inf, 1.0)])
+        == 0
+    )
+
+
+def test_summaries_replace_a_repeated_minute(db: Storage) -> None:
+    s = SummaryRecord("a", 1, T0, T0 + 60, 60.0, 80.0, 40.0, 65.0, 55.0, 45.0, 66.0, 3)
+    db.add_summaries([s, s])
+    db.add_summaries(
+        [SummaryRecord("a", 2, T0, T0 + 60, 61.0, 80.0, 40.0, 65.0, 55.0, 45.0, 66.0, 4)]
+    )
+    with sqlite3.connect(db.path) as raw:
+        assert raw.execute("SELECT seq, laeq, peaks FROM summaries").fetchall() == [(2, 61.0, 4)]
+
+
+def _decisions() -> list[object]:
+    cfg = parse_config(
+        {
+            "site": {"id": "x"},
+            "zones": [
+                {"id": "z", "sensors": ["a", "b"], "light_groups": ["g"], "schedule": "00:00-24:00"}
+            ],
+        }
+    )
+    state = initial_state(cfg)
+    _, out = step(cfg, state, rec("a", T0, 90.0, 95.0, 90.0), T0)
+    return list(out)
+
+
+def test_decisions_and_episodes(db: Storage) -> None:
+    override, nudge = _decisions()
+    assert isinstance(override, Override) and isinstance(nudge, Nudge)
+    db.record_decision(override, T0)
+    db.record_decision(nudge, T0)
+    control = Control("z", "z-2-x", T0 + 900, 80.0, "dim", {"a": 80.0}, ("a", "b"))
+    db.record_decision(control, T0 + 900)
+    db.record_decision(TriggerSuppressed("z", T0 + 950, "cooldown", 81.0), T0 + 950)
+    db.record_decision(EpisodeEnded("z", nudge.nudge_id, T0 + 600, "quiet", False), T0 + 600)
+    assert db.has_nudge(nudge.nudge_id) and db.has_nudge("z-2-x") and not db.has_nudge("nope")
+    recent = db.recent_decisions(10)
+    assert [d["type"] for d in recent] == [
+        "EpisodeEnded",
+        "TriggerSuppressed",
+        "Control",
+        "Nudge",
+        "Override",
+    ]
+    assert recent[3]["evidence"] == {"a": 90.0} and recent[3]["message"] == {}
+    assert db.recent_decisions(1)[0]["type"] == "EpisodeEnded"
+    eps = db.episodes()
+    assert [(e.id, e.control, e.sensors) for e in eps] == [
+        (nudge.nudge_id, False, ("a", "b")),
+        ("z-2-x", True, ("a", "b")),
+    ]
+    assert (eps[0].ended_at, eps[0].end_reason) == (T0 + 600, "quiet")
+    assert [e.id for e in db.episodes(since=T0 + 1)] == ["z-2-x"]
+    assert db.episodes(zone="other") == []
+    # recording the same nudge again (a replay) does not duplicate the episode
+    db.record_decision(nudge, T0 + 1)
+    assert len(db.episodes()) == 2
+
+
+def test_commands_acks_and_active_overrides(db: Storage) -> None:
+    override, _ = _decisions()
+    assert isinstance(override, Override)
+    db.record_override_sent(override)
+    assert db.active_overrides(T0 + 1) == [override]
+    assert db.active_overrides(override.expires_at) == []  # expired by itself
+    assert db.record_override_acked(override.cmd_id, T0 + 1)
+    assert db.record_override_acked(override.cmd_id, T0 + 5)  # first ack kept
+    assert not db.record_override_acked("unknown", T0)
+    with sqlite3.connect(db.path) as raw:
+        assert raw.execute("SELECT acked_at FROM commands").fetchall() == [(T0 + 1,)]
+    release = Release(
+        "z", override.group, override.cmd_id + "r", "quiet", T0 + 10, override.episode
+    )
+    db.record_override_sent(release)
+    assert db.active_overrides(T0 + 11) == []
+
+
+def test_notifications(db: Storage) -> None:
+    db.record_notification("n1", "webpush", "https://push/1", T0, ok=False, detail="410 Gone")
+    assert not db.has_notification("n1", "webpush")
+    db.record_notification("n1", "mqtt", "topic", T0)
+    assert db.has_notification("n1", "mqtt") and db.has_notification("n1", "mqtt", "topic")
+    assert not db.has_notification("n1", "mqtt", "other")
+
+
+def test_subscriptions_crud(db: Storage) -> None:
+    keys = {"p256dh": "BK", "auth": "au"}
+    db.add_subscription("https://push/1", keys, ["z1", "z2"], T0)
+    db.add_subscription("https://push/2", keys, ["z2"], T0 + 1)
+    assert [s.endpoint for s in db.subscriptions_for_zone("z2")] == [
+        "https://push/1",
+        "https://push/2",
+    ]
+    sub = db.subscriptions_for_zone("z1")[0]
+    assert sub.keys == keys and sub.zones == ("z1", "z2") and sub.last_push_at is None
+    db.mark_pushed("https://push/1", T0 + 5)
+    sub1 = db.subscription("https://push/1")
+    assert sub1 is not None and sub1.last_push_at == T0 + 5
+    # re-subscribing replaces the zones
+    db.add_subscription("https://push/1", keys, ["z3"], T0 + 2)
+    assert db.subscriptions_for_zone("z1") == []
+    assert db.remove_subscription("https://push/1")
+    assert not db.remove_subscription("https://push/1")
+    assert db.subscriptions_for_zone("z3") == [] and db.subscription("https://push/1") is None
+
+
+def test_state_round_trip_and_damage(db: Storage) -> None:
+    cfg = parse_config(
+        {"site": {"id": "x"}, "zones": [{"id": "z", "sensors": ["a"], "light_groups": ["g"]}]}
+    )
+    assert db.load_state(cfg) is None
+    state = initial_state(cfg, seed=42)
+    db.save_state(state, T0)
+    db.save_state(state, T0 + 1)
+    assert db.load_state(cfg) == state
+    with sqlite3.connect(db.path) as raw:
+        raw.execute("UPDATE policy_state SET json = '{\"version\": 1}'")
+    with pytest.raises(StateError, match=r"h\.db: saved policy state is damaged"):
+        db.load_state(cfg)
+
+
+def test_rejects_counters(db: Storage) -> None:
+    db.add_rejects({("a", "bad_json"): 2, ("?", "unknown_sensor"): 1})
+    db.add_rejects({("a", "bad_json"): 3})
+    db.add_rejects({})
+    assert db.rejects() == {("a", "bad_json"): 5, ("?", "unknown_sensor"): 1}
+
+
+def test_file_is_wal_versioned_and_reopens(tmp_path: Path) -> None:
+    path = tmp_path / "h.db"
+    with Storage(path) as s:
+        s.add_levels([rec("a", T0 + 1, 50.0, 55.0, 51.0)])
+    with sqlite3.connect(path) as raw:
+        assert raw.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert raw.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
+    with Storage(path) as s:
+        assert len(s.minute_levels(["a"], T0, T0 + 60)) == 1
+
+
+def test_newer_or_foreign_files_are_refused(tmp_path: Path) -> None:
+    newer = tmp_path / "newer.db"
+    with sqlite3.connect(newer) as raw:
+        raw.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    with pytest.raises(StorageError, match="written by a newer hushlight"):
+        Storage(newer)
+    foreign = tmp_path / "foreign.db"
+    with sqlite3.connect(foreign) as raw:
+        raw.execute("CREATE TABLE t (x)")
+    with pytest.raises(StorageError, match="holds other tables"):
+        Storage(foreign)
+    junk = tmp_path / "junk.db"
+    junk.write_bytes(b"this is not sqlite" * 100)
+    with pytest.raises(StorageError, match="not a usable SQLite database"):
+        Storage(junk)
+    with pytest.raises(StorageError, match="cannot open the database"):
+        Storage(tmp_path / "missing-dir" / "h.db")
+
+
+def test_calls_from_several_threads_are_serialised(db: Storage) -> None:
+    errors: list[BaseException] = []
+
+    def writer(sensor: str) -> None:
+        try:
+            for i in range(50):
+                db.add_levels([rec(sensor, T0 + i + 1, 60.0, 65.0, 61.0)])
+                db.recent_decisions(1)
+        except BaseException as exc:  # collected and re-raised in the test thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=writer, args=(s,)) for s in ("a", "b", "c", "d")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    rows = db.minute_levels(["a", "b", "c", "d"], T0, T0 + 60)
+    assert sorted((r.sensor, r.n) for r in rows) == [("a", 50), ("b", 50), ("c", 50), ("d", 50)]
