@@ -227,6 +227,12 @@ class GatewayProc:
                 return int(line.split()[1]) / 1024
         return 0.0
 
+    def cpu_s(self) -> float:
+        """CPU seconds (user + system) the gateway process has used so far."""
+        assert self.proc is not None
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
@@ -366,7 +372,10 @@ async def run(args: argparse.Namespace) -> None:
         gw.spawn()
         async with aiohttp.ClientSession() as http:
             await gw.wait_up(http)
-            print(f"sensors {n} in {zones} zones, 1 record/s each, {args.seconds} s measured")
+            print(
+                f"sensors {n} in {zones} zones, 1 record/s each, {args.seconds} s measured; "
+                f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}"
+            )
 
             out: Any = ctx.Queue()
             warm = 3.0
@@ -378,10 +387,13 @@ async def run(args: argparse.Namespace) -> None:
             load.start()
             await asyncio.sleep(warm)
             m0 = await gw.metrics(http)
+            cpu0 = gw.cpu_s()
             t0 = time.monotonic()
             order = list(range(zones))
             random.Random(2).shuffle(order)
-            interval = max(0.05, args.seconds / max(1, min(zones, args.probes)))
+            # each probe is a real nudge: decisions recorded, policy state saved
+            interval = 1.0 / args.probe_rate
+
             rss: list[float] = []
 
             async def sample_rss() -> None:
@@ -392,6 +404,7 @@ async def run(args: argparse.Namespace) -> None:
             sampler = asyncio.create_task(sample_rss())
             latencies, probes = await probe(broker.port, order, interval, args.seconds)
             m1 = await gw.metrics(http)
+            cpu1 = gw.cpu_s()
             t1 = time.monotonic()
             sampler.cancel()
             stats = out.get()
@@ -422,6 +435,11 @@ async def run(args: argparse.Namespace) -> None:
             print(
                 f"gateway RSS        {max(rss):10.1f} MB (max), {statistics.mean(rss):.1f} MB mean"
             )
+            cpu_us = (cpu1 - cpu0) / max(1.0, accepted) * 1e6
+            print(
+                f"gateway CPU        {cpu_us:10.1f} us per record ({(cpu1 - cpu0) / (t1 - t0):.0%} "
+                f"of a core): one free core carries ~{1e6 / cpu_us:.0f} records/s"
+            )
 
             # ceiling: the same flood into a bare subscriber, then into the gateway
             count = args.flood
@@ -449,7 +467,9 @@ def main() -> None:
     parser.add_argument("--sensors", type=int, default=1000)
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--per-zone", type=int, default=10, help="sensors per zone (default 10)")
-    parser.add_argument("--probes", type=int, default=100, help="loud probes (default 100)")
+    parser.add_argument(
+        "--probe-rate", type=float, default=3.0, help="loud probes per second (default 3)"
+    )
     parser.add_argument("--conns", type=int, default=4, help="publisher connections (default 4)")
     parser.add_argument("--flood", type=int, default=30000, help="messages for the ceiling")
     parser.add_argument(
