@@ -6,8 +6,9 @@ sample stream for sample stream:
 - per 125 ms block: A- and C-weighted mean squares and the maximum of the
   A-weighted Fast time-weighted mean square;
 - per interval: ``laeq``, ``lafmax``, ``lceq``;
-- per minute: ``laeq``, ``lafmax``, ``lamin``, ``l10``, ``l50``, ``l90``
-  (of the 125 ms LAeq values), ``lceq`` and the number of peaks.
+- per minute (`summary`): ``laeq``, ``lafmax``, ``lamin``, ``l10``,
+  ``l50``, ``l90`` (of the 125 ms LAeq values, nearest rank), ``lceq`` and
+  the number of peaks (upward crossings of a threshold by the Fast level).
 
 How it is computed, and why it is the reference:
 
@@ -26,12 +27,17 @@ How it is computed, and why it is the reference:
   partial interval is reported when at least one whole block is left, and
   trailing samples short of a block are dropped, as the firmware's replay
   runner does.
+- Known differences from the firmware, all below the tests' tolerances: the
+  firmware updates Fast once per 1 ms sub-block (reads at most 0.035 dB
+  low, and counts peaks at sub-block ends), rounds in fixed point, and
+  reports digital silence at its quantisation floor where this meter
+  reports `LEVEL_FLOOR_DB`.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Final
 
@@ -51,10 +57,13 @@ __all__ = [
     "Block",
     "Interval",
     "ReferenceMeter",
+    "Summary",
     "blocks_per_interval",
     "intervals",
     "level_db",
+    "mean_square",
     "measure",
+    "summary",
 ]
 
 FloatArray = npt.NDArray[np.float64]
@@ -85,6 +94,14 @@ def level_db(
     return max(level, LEVEL_FLOOR_DB)
 
 
+def mean_square(
+    level: float, sensitivity_dbfs: float = -26.0, calibration_offset_db: float = 0.0
+) -> float:
+    """The mean square (full scale 1) that reads `level` dB: the inverse of `level_db`."""
+    offset = REFERENCE_SPL_DB - sensitivity_dbfs + calibration_offset_db
+    return FULL_SCALE_SINE_MS * math.pow(10.0, (level - offset) / 10.0)
+
+
 def blocks_per_interval(interval_s: float) -> int:
     """Number of 125 ms blocks in an interval; the interval must hold a whole number."""
     blocks = interval_s * BLOCKS_PER_SECOND
@@ -106,6 +123,7 @@ class Block:
     sum_a: float  # sum of squares, A-weighted
     sum_c: float  # sum of squares, C-weighted
     fast_max: float  # largest A-weighted Fast mean square in the block
+    peaks: int = 0  # upward crossings of the peak threshold by the Fast mean square
 
 
 @dataclass(frozen=True)
@@ -130,12 +148,42 @@ class Interval:
         }
 
 
+@dataclass(frozen=True)
+class Summary:
+    """Statistics of a run of blocks (a minute, as the sensor reports them), levels in dB.
+
+    ``lamin``, ``l10``, ``l50``, ``l90`` are taken from the 125 ms LAeq values:
+    ``lN`` is the level exceeded N % of the time, by nearest rank (the value at
+    rank ``ceil(n * N / 100)`` when sorted loudest first).
+    """
+
+    t0: float
+    t1: float
+    laeq: float
+    lafmax: float
+    lamin: float
+    l10: float
+    l50: float
+    l90: float
+    lceq: float
+    peaks: int
+
+    def as_dict(self, digits: int = 2) -> dict[str, float | int]:
+        out: dict[str, float | int] = {"t0": self.t0, "t1": self.t1}
+        for key in ("laeq", "lafmax", "lamin", "l10", "l50", "l90", "lceq"):
+            out[key] = round(getattr(self, key), digits)
+        out["peaks"] = self.peaks
+        return out
+
+
 class ReferenceMeter:
     """Streaming float64 meter: feed any number of samples, get the finished blocks.
 
     `sos_a` and `sos_c` are the weighting filters as second-order sections
     (scipy layout); by default the float designs of `dsp.weighting` at `rate`,
-    with the equaliser of microphone preset `mic` when given.
+    with the equaliser of microphone preset `mic` when given. A peak is an
+    upward crossing of `peak_threshold_ms` (a Fast mean square, full scale 1;
+    see `mean_square`) by the A-weighted Fast mean square, sample by sample.
     """
 
     def __init__(
@@ -145,6 +193,7 @@ class ReferenceMeter:
         sos_a: npt.ArrayLike | None = None,
         sos_c: npt.ArrayLike | None = None,
         mic: str | None = None,
+        peak_threshold_ms: float = math.inf,
     ) -> None:
         if isinstance(rate, bool) or not isinstance(rate, int) or rate <= 0:
             raise ValueError(f"sample rate {rate!r} is not valid; give a positive integer in Hz")
@@ -159,6 +208,8 @@ class ReferenceMeter:
         self._zi_c = np.zeros((self._sos_c.shape[0], 2))
         self._alpha = math.exp(-1.0 / (FAST_TAU_S * rate))
         self._fast = np.zeros(1)  # lfilter state of the Fast integrator
+        self._peak_ms = peak_threshold_ms
+        self._above = False  # Fast level at or over the threshold at the last sample
         # squares filtered but not yet closed into a block
         self._rest_a = np.zeros(0)
         self._rest_c = np.zeros(0)
@@ -195,6 +246,7 @@ class ReferenceMeter:
                     sum_a=float(np.sum(sq_a[pos : pos + n])),
                     sum_c=float(np.sum(sq_c[pos : pos + n])),
                     fast_max=float(np.max(fast[pos : pos + n])),
+                    peaks=self._count_peaks(fast[pos : pos + n]),
                 )
             )
             pos += n
@@ -202,6 +254,12 @@ class ReferenceMeter:
             self._start += n
         self._rest_a, self._rest_c, self._rest_f = sq_a[pos:], sq_c[pos:], fast[pos:]
         return done
+
+    def _count_peaks(self, fast: FloatArray) -> int:
+        above = fast >= self._peak_ms
+        before = np.concatenate([[self._above], above[:-1]])
+        self._above = bool(above[-1])
+        return int(np.count_nonzero(above & ~before))
 
 
 def intervals(
@@ -246,6 +304,41 @@ def _group(
             group = []
     if group:
         yield close()
+
+
+def summary(
+    blocks: Sequence[Block],
+    rate: int,
+    *,
+    sensitivity_dbfs: float = -26.0,
+    calibration_offset_db: float = 0.0,
+) -> Summary:
+    """Minute-style statistics of `blocks` (at least one)."""
+    if not blocks:
+        raise ValueError("no blocks to summarise; give at least one 125 ms block")
+
+    def level(ms: float) -> float:
+        return level_db(ms, sensitivity_dbfs, calibration_offset_db)
+
+    n = sum(b.samples for b in blocks)
+    loudest_first = sorted((level(b.sum_a / b.samples) for b in blocks), reverse=True)
+
+    def exceeded(percent: int) -> float:
+        rank = max(1, math.ceil(len(loudest_first) * percent / 100))
+        return loudest_first[rank - 1]
+
+    return Summary(
+        t0=blocks[0].start / rate,
+        t1=(blocks[-1].start + blocks[-1].samples) / rate,
+        laeq=level(sum(b.sum_a for b in blocks) / n),
+        lafmax=level(max(b.fast_max for b in blocks)),
+        lamin=loudest_first[-1],
+        l10=exceeded(10),
+        l50=exceeded(50),
+        l90=exceeded(90),
+        lceq=level(sum(b.sum_c for b in blocks) / n),
+        peaks=sum(b.peaks for b in blocks),
+    )
 
 
 def measure(

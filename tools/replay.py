@@ -224,13 +224,20 @@ def firmware_levels(
     sensitivity_dbfs: float = -26.0,
     calibration_offset_db: float = 0.0,
     timeout: float = 120.0,
+    summary: bool = False,
 ) -> list[dict[str, Any]]:
-    """Run the firmware meter on I2S words held in memory (tests, benchmarks, short signals)."""
+    """Run the firmware meter on I2S words held in memory (tests, benchmarks, short signals).
+
+    With `summary`, the last record is the runner's minute statistics of the
+    whole input (``"summary": true``; its percentiles cover the last 60 s).
+    """
     check_options(interval_s, sensitivity_dbfs, calibration_offset_db)
     data = np.asarray(words, dtype="<i4").tobytes()
+    extra = ["--summary"] if summary else []
     proc = upy.run(
         REPLAY_SCRIPT,
         *_runner_args(rate, interval_s, sensitivity_dbfs, calibration_offset_db),
+        *extra,
         input=data,
         timeout=timeout,
     )

@@ -125,3 +125,24 @@ def test_toneburst_reference_values_follow_the_fast_exponential() -> None:
     # 0.1 dB (IEC 61672-1:2013, equation (7)); check the table as typed above
     for burst, delta, _ in TONEBURST_FAST:
         assert round(10 * math.log10(1 - math.exp(-burst / 0.125)), 1) == delta
+
+
+@pytest.mark.parametrize("rate", [48000, 16000])
+def test_minute_statistics_match_the_reference(rate: int) -> None:
+    # 20 s of street (pink noise, 50 dB) with three shouts (pink, 85 dB,
+    # 0.4 s) well over the 70 dB peak threshold and a louder stretch in the
+    # middle so that L10, L50 and L90 differ
+    x = signals.pink_noise(rate, 20.0, 50.0 - 120.0, seed=3)
+    x[8 * rate : 12 * rate] *= 10 ** (12 / 20)
+    for i, start in enumerate((2.0, 9.5, 15.3)):
+        a = round(start * rate)
+        x[a : a + round(0.4 * rate)] = signals.pink_noise(rate, 0.4, 85.0 - 120.0, seed=10 + i)
+    words = signals.to_i2s_words(x)
+    fw = firmware_levels(rate, words, 1.0, summary=True)[-1]
+    assert fw.pop("summary") is True
+    meter = reference.ReferenceMeter(rate, peak_threshold_ms=reference.mean_square(70.0))
+    ref = reference.summary(meter.process(words_to_float(words)), rate).as_dict()
+    assert fw["peaks"] == ref["peaks"] == 3
+    for key in ("laeq", "lafmax", "lamin", "l10", "l50", "l90", "lceq"):
+        assert fw[key] == pytest.approx(ref[key], abs=0.1), key
+    assert ref["l90"] < ref["l50"] < ref["l10"] - 5  # the statistics see the loud stretch

@@ -154,6 +154,48 @@ def test_silence_reads_the_floor_not_minus_infinity() -> None:
     assert iv.as_dict() == {"t0": 0.0, "t1": 1.0, "laeq": -100.0, "lafmax": -100.0, "lceq": -100.0}
 
 
+def test_summary_percentiles_are_nearest_rank_of_the_block_levels() -> None:
+    # 16 blocks of a 1 kHz tone at 50, 51, ... 65 dB (shuffled): each 125 ms
+    # block holds whole periods at 16 kHz, so each block reads its level exactly
+    rate = 16000
+    order = [7, 0, 15, 3, 12, 9, 1, 14, 4, 11, 6, 2, 13, 8, 10, 5]
+    x = np.concatenate([signals.sine(rate, 1000.0, 0.125, 50.0 + k - 120.0) for k in order])
+    blocks = reference.ReferenceMeter(rate, sos_a=FLAT, sos_c=FLAT).process(x)
+    s = reference.summary(blocks, rate)
+    # loudest first: 65, 64, ... 50; L10 is rank ceil(1.6) = 2, L50 rank 8, L90 rank ceil(14.4) = 15
+    assert s.l10 == pytest.approx(64.0, abs=1e-9)
+    assert s.l50 == pytest.approx(58.0, abs=1e-9)
+    assert s.l90 == pytest.approx(51.0, abs=1e-9)
+    assert s.lamin == pytest.approx(50.0, abs=1e-9)
+    energy = np.mean([10 ** ((50.0 + k) / 10) for k in range(16)])
+    assert s.laeq == pytest.approx(10 * math.log10(energy), abs=1e-9)
+    assert (s.t0, s.t1, s.peaks) == (0.0, 2.0, 0)  # no threshold given: no peaks
+    assert s.as_dict()["l50"] == 58.0
+
+
+def test_peaks_are_upward_crossings_of_the_fast_level() -> None:
+    # three 300 ms shouts at 90 dB over a 40 dB street, one straddling a block
+    # edge and the stream split into odd chunks: three peaks over 70 dB
+    rate = 16000
+    quiet = signals.sine(rate, 500.0, 4.0, 40.0 - 120.0)
+    x = quiet.copy()
+    for start in (0.5, 1.7, 3.01):
+        a = round(start * rate)
+        x[a : a + round(0.3 * rate)] = signals.sine(rate, 500.0, 0.3, 90.0 - 120.0)
+    meter = reference.ReferenceMeter(
+        rate, sos_a=FLAT, sos_c=FLAT, peak_threshold_ms=reference.mean_square(70.0)
+    )
+    blocks = [b for chunk in np.array_split(x, 7) for b in meter.process(chunk)]
+    assert reference.summary(blocks, rate).peaks == 3
+    assert [b.index for b in blocks if b.peaks] == [4, 13, 24]
+    assert reference.level_db(reference.mean_square(70.0, -30.0, 2.0), -30.0, 2.0) == 70.0
+
+
+def test_summary_needs_a_block() -> None:
+    with pytest.raises(ValueError, match="no blocks to summarise"):
+        reference.summary([], 48000)
+
+
 @pytest.mark.parametrize("interval", [0.0, -1.0, 0.1, 1.3, float("nan")])
 def test_interval_must_be_a_multiple_of_125_ms(interval: float) -> None:
     with pytest.raises(ValueError, match=r"not a positive multiple of 0\.125 s"):
