@@ -558,7 +558,17 @@ class LevelMeter:
         self._set_threshold()
 
     def process_block(self, buf):
-        """Run one block of `block_len` int32 I2S words; allocates nothing."""
+        """Run the first `block_len` int32 I2S words of `buf`; allocates nothing.
+
+        `buf` is an array('i') (or any buffer of int32 words: a bytearray of
+        4 * block_len bytes, a memoryview); a longer buffer is fine.
+        """
+        if len(buf) < self.block_len:
+            # the viper loop does not check bounds: refuse before it reads past the end
+            raise ValueError(
+                "a block needs %d int32 words at %d Hz, got a buffer of %d"
+                % (self.block_len, self.rate, len(buf))
+            )
         _filter(buf, self.block_len, self._st, self._co)
         _block_end(self._st, self._ring)
 

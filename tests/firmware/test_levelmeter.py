@@ -162,7 +162,7 @@ def test_process_block_allocates_nothing(rate: int) -> None:
     assert int(grown) == 0
 
 
-def test_unsupported_rate_is_refused_with_a_sentence() -> None:
+def test_bad_rate_preset_and_short_buffer_are_refused_with_a_sentence() -> None:
     code = """
 from hushlight.levelmeter import LevelMeter
 try:
@@ -173,10 +173,16 @@ try:
     LevelMeter(48000, mic='sm58')
 except ValueError as e:
     print(e)
+from array import array
+try:
+    LevelMeter(48000).process_block(array('i', bytes(400)))
+except ValueError as e:
+    print(e)
 """
     out = upy.run_code(code).splitlines()
     assert "22050" in out[0] and "48000" in out[0]
     assert "sm58" in out[1] and "inmp441" in out[1]
+    assert "6000 int32 words" in out[2] and "100" in out[2]
 
 
 def test_calibration_and_summary_statistics() -> None:
