@@ -23,6 +23,7 @@ import argparse
 import datetime as dt
 import json
 import math
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -155,19 +156,10 @@ def _print_table(report: dict[str, Any]) -> None:
 
     minutes = report["minutes_after"]
     table = Table(title=f"Levels in the {minutes} minutes after nudges and after controls")
-    for name, justify in [
-        ("zone", "left"),
-        ("kind", "left"),
-        ("nudges", "right"),
-        ("LAeq after", "right"),
-        ("peaks after", "right"),
-        ("controls", "right"),
-        ("LAeq after", "right"),
-        ("peaks after", "right"),
-        ("ΔLAeq dB", "right"),
-        ("Δpeaks", "right"),
-    ]:
-        table.add_column(name, justify=justify)  # type: ignore[arg-type]  # rich's Literal
+    table.add_column("zone", no_wrap=True)
+    table.add_column("kind", no_wrap=True)
+    for name in ("nudges", "LAeq", "peaks", "controls", "LAeq", "peaks", "Δ LAeq", "Δ peaks"):
+        table.add_column(name, justify="right", no_wrap=True)
     for row in report["rows"]:
         n, c, d = row["nudges"], row["controls"], row["difference"]
         table.add_row(
@@ -182,7 +174,8 @@ def _print_table(report: dict[str, Any]) -> None:
             _fmt(d["laeq_db"], signed=True),
             _fmt(d["peaks"], signed=True),
         )
-    console = Console()
+    # piped output would be cut to 80 columns and wrap the figures
+    console = Console() if sys.stdout.isatty() else Console(width=120)
     if not report["rows"]:
         console.print(
             "No nudges or controls recorded" + (" since then." if report["since"] else ".")
@@ -190,8 +183,9 @@ def _print_table(report: dict[str, Any]) -> None:
         return
     console.print(table)
     console.print(
-        "counts are episodes (with level data after them); Δ = nudges - controls, "
-        "negative = quieter after nudges"
+        "nudges, controls: episodes (with levels stored after them); LAeq: energy mean in dB(A); "
+        "peaks: LAFmax >= threshold per sensor; Δ = nudges - controls, negative = quieter "
+        "after nudges"
     )
 
 
