@@ -56,6 +56,7 @@ _PINGRESP = const(0xD0)
 # redeliver them forever).
 _RX_SIZE = const(2560)
 _MAX_REMAINING = const(268435455)  # section 2.2.3: four length bytes at most
+_TX_SIZE = const(2304)  # a 2 KiB payload with its topic and headers
 _CONNECT_TIMEOUT_MS = const(10000)
 _HEAD = const(256)  # start of an oversized packet kept to acknowledge it
 
@@ -163,7 +164,9 @@ class MQTTClient:
 
         self._rx = bytearray(_RX_SIZE)
         self._rxmv = memoryview(self._rx)
-        self._hdr = bytearray(5)  # fixed header: type byte + up to 4 length bytes
+        # PUBLISH packets up to _TX_SIZE are assembled here and sent whole
+        self._tx = bytearray(_TX_SIZE)
+        self._txmv = memoryview(self._tx)
         self._ack = bytearray(4)  # PUBACK, sent by the reader only
         self._pidbuf = bytearray(2)
         self._topics = {}  # topic str -> encoded bytes, for the few topics a sensor uses
@@ -270,25 +273,45 @@ class MQTTClient:
         n = 0
         try:
             async with self._write_lock:
-                # the shared header buffers are filled under the lock: another
-                # task may be publishing concurrently
-                hdr = self._hdr
-                hdr[0] = _PUBLISH | (qos << 1) | (1 if retain else 0)
-                n = _encode_length(hdr, size)
+                # the shared buffer is filled under the lock: another task may
+                # be publishing concurrently
                 w = self._stream
                 if w is None:  # the link dropped while we waited for the lock
                     raise OSError(107, "MQTT not connected")
-                w.write(memoryview(hdr)[:n])
-                self._pidbuf[0] = len(t) >> 8
-                self._pidbuf[1] = len(t) & 0xFF
-                w.write(self._pidbuf)
-                w.write(t)
-                if qos:
-                    self._pidbuf[0] = pid >> 8
-                    self._pidbuf[1] = pid & 0xFF
+                tx = self._tx
+                tx[0] = _PUBLISH | (qos << 1) | (1 if retain else 0)
+                n = _encode_length(tx, size)
+                if n + size <= _TX_SIZE:
+                    # the whole packet in one write: one syscall, one segment
+                    i = n
+                    tx[i] = len(t) >> 8
+                    tx[i + 1] = len(t) & 0xFF
+                    tx[i + 2 : i + 2 + len(t)] = t
+                    i += 2 + len(t)
+                    if qos:
+                        tx[i] = pid >> 8
+                        tx[i + 1] = pid & 0xFF
+                        i += 2
+                    tx[i : i + len(payload)] = payload
+                    w.write(self._txmv[: n + size])
+                else:
+                    w.write(self._txmv[:n])
+                    self._pidbuf[0] = len(t) >> 8
+                    self._pidbuf[1] = len(t) & 0xFF
                     w.write(self._pidbuf)
-                w.write(payload)
-                await self._drain(w)
+                    w.write(t)
+                    if qos:
+                        self._pidbuf[0] = pid >> 8
+                        self._pidbuf[1] = pid & 0xFF
+                        w.write(self._pidbuf)
+                    w.write(payload)
+                if getattr(w, "out_buf", True):
+                    await self._drain(w)
+                else:
+                    # the socket took everything at once (the usual case):
+                    # only yield, so a caller's publish loop cannot starve the
+                    # other tasks; sleep_ms(0) allocates nothing
+                    await asyncio.sleep_ms(0)
         except Exception as e:
             # (no "from e": MicroPython warns on the console about chaining)
             self._unacked.pop(pid, None)
