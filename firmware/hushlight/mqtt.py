@@ -1,10 +1,11 @@
 """An MQTT 3.1.1 client for the sensor firmware, on MicroPython's asyncio.
 
 Written for a microcontroller: packets are read into one preallocated
-buffer with `readinto` and parsed through memoryview slices; small packets
-(PUBACK, PINGREQ) are built in preallocated bytearrays; nothing grows with
-uptime.  Every network failure ends in a reconnect, never in an exception
-out of `run()`.
+buffer with `readinto` and parsed through memoryview slices; a PUBLISH is
+assembled in another and written with one call; PUBACK and PINGREQ use
+fixed bytes; nothing grows with uptime (a test checks the heap).  Every
+network failure ends in a reconnect, never in an exception out of `run()`;
+`last_error` says what went wrong until the next successful connection.
 
 Who retransmits: the client remembers the packet ids of QoS 1 messages
 awaiting PUBACK (`inflight()`), not their payloads (RAM is scarce and the
@@ -18,15 +19,17 @@ Keepalive: a PINGREQ goes out when nothing was sent or received for a
 quarter of the keepalive; a PINGRESP (or any packet) must come back within
 half the keepalive, else the link counts as dead (`stats["ping_timeouts"]`)
 and is dropped, so a silent Wi-Fi or broker failure is found in at most
-three quarters of the keepalive.  The broker publishes the last will after
-1.5 keepalives without hearing from us.
+three quarters of the keepalive.  A publish that cannot get its bytes out
+within one keepalive (the peer stopped reading) fails with OSError and the
+link is rebuilt.  The broker publishes the last will after 1.5 keepalives
+without hearing from us.
 
 Reconnect: capped exponential back-off from `backoff_min_ms` to
 `backoff_max_ms` with random jitter (half fixed, half random), so a street
 of sensors does not hammer a broker that comes back.
 
-TLS (`ssl_cafile`): the broker's certificate must chain to that CA file and
-match `server_hostname` (default: the host).
+TLS (`ssl_cafile`, PEM or DER): the broker's certificate must chain to that
+CA and match `server_hostname` (default: the host).
 
 `socket_factory(host, port)`, if given, returns the connected socket-like
 object to talk to (a non-blocking object asyncio can poll); tests and
@@ -55,7 +58,6 @@ _PINGRESP = const(0xD0)
 # through and dropped (QoS 1 ones still acknowledged, or the broker would
 # redeliver them forever).
 _RX_SIZE = const(2560)
-_MAX_REMAINING = const(268435455)  # section 2.2.3: four length bytes at most
 _TX_SIZE = const(2304)  # a 2 KiB payload with its topic and headers
 _CONNECT_TIMEOUT_MS = const(10000)
 _HEAD = const(256)  # start of an oversized packet kept to acknowledge it
