@@ -263,13 +263,17 @@ class GoldenMeter:
                 v = xs[i] << 2
                 dv = (v - p0) << 3
                 check(dv, "hp1a input", i)
-                y1 = y1 + dv - (mul(k1, y1, "hp1a", i) >> s1)
+                t = y1 + dv
+                check(t, "hp1a sum", i)
+                y1 = t - (mul(k1, y1, "hp1a", i) >> s1)
                 check(y1, "hp1a state", i)
                 p0 = v
                 v = y1 >> 3
                 dv = (v - p1) << 3
                 check(dv, "hp1b input", i)
-                y2 = y2 + dv - (mul(k1, y2, "hp1b", i) >> s1)
+                t = y2 + dv
+                check(t, "hp1b sum", i)
+                y2 = t - (mul(k1, y2, "hp1b", i) >> s1)
                 check(y2, "hp1b state", i)
                 p1 = v
                 v = y2 >> 3
@@ -301,12 +305,16 @@ class GoldenMeter:
                 energy(yc, c_acc, "C energy", i)
                 dv = dc << 3
                 check(dv, "hp2 input", i)
-                y3 = y3 + dv - (mul(k2, y3, "hp2", i) >> s2)
+                t = y3 + dv
+                check(t, "hp2 sum", i)
+                y3 = t - (mul(k2, y3, "hp2", i) >> s2)
                 check(y3, "hp2 state", i)
                 v = y3 >> 3
                 dv = (v - p3) << 3
                 check(dv, "hp3 input", i)
-                y4 = y4 + dv - (mul(k3, y4, "hp3", i) >> s3)
+                t = y4 + dv
+                check(t, "hp3 sum", i)
+                y4 = t - (mul(k3, y4, "hp3", i) >> s3)
                 check(y4, "hp3 state", i)
                 p3 = v
                 energy(y4 >> 3, e_acc, "A energy", i)
