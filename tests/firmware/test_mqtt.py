@@ -440,6 +440,15 @@ def test_disconnect(drivers: Drivers, wire: Wire) -> None:
     assert d.proc.wait(WAIT) == 0
 
 
+def test_socket_factory_replaces_the_network(drivers: Drivers, wire: Wire) -> None:
+    # the client names a host that does not resolve; the factory decides
+    start(drivers, host="sensor.invalid", port=1, factory_port=wire.port)
+    wire.accept()
+    assert wire.read_packet()[0] == 0x10
+    wire.send(CONNACK_OK)
+    drivers[0].expect("connected")
+
+
 def test_publish_when_not_connected_raises_oserror(drivers: Drivers, wire: Wire) -> None:
     d = start(drivers, port=wire.port)
     d.send(op="publish", topic="t", payload="x", qos=1)

@@ -5,6 +5,7 @@
 # build) holding an object of MQTTClient keyword arguments plus
 #   "subscribe": [[topic, qos], ...]  subscribed in on_connect
 #   "stop_after_failures": N          exit after N failed connection attempts
+#   "factory_port": P                 a socket_factory that connects to 127.0.0.1:P
 # stdin: one JSON command per line:
 #   {"op": "publish", "topic", "payload" | "fill": N, "qos", "retain", "as_str"}
 #   {"op": "flood", "topic", "fill": bytes, "count"}  QoS 0 messages back to back
@@ -17,6 +18,7 @@
 import asyncio
 import gc
 import json
+import socket
 import sys
 
 from hushlight.mqtt import MQTTClient
@@ -32,6 +34,16 @@ def main():
         opts = json.load(f)
     subscribe = opts.pop("subscribe", [])
     stop_after = opts.pop("stop_after_failures", 0)
+    factory_port = opts.pop("factory_port", 0)
+    if factory_port:
+        # stands in for the radio: whatever host the client names, connect here
+        def factory(host, port):
+            s = socket.socket()
+            s.connect(socket.getaddrinfo("127.0.0.1", factory_port)[0][-1])
+            s.setblocking(False)
+            return s
+
+        opts["socket_factory"] = factory
     client = MQTTClient(opts.pop("client_id"), opts.pop("host"), opts.pop("port"), **opts)
 
     async def on_connect():
