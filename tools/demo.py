@@ -161,6 +161,8 @@ class Demo:
         self.shown_nudges = 0
         self.feeders: list[threading.Thread] = []
         self.feed_error: list[str] = []
+        self.reported: set[str] = set()
+        self.reported_feed: list[str] = []
 
     # ---- time ---------------------------------------------------------
 
@@ -240,14 +242,22 @@ class Demo:
 
     # ---- waiting ------------------------------------------------------
 
-    async def wait_for(self, what: str, done: Any, limit_s: float = BOOT_TIMEOUT_S) -> None:
+    async def wait_for(
+        self, what: str, done: Any, limit_s: float = BOOT_TIMEOUT_S, *, required: bool = True
+    ) -> bool:
+        """Wait until `done()`; past `limit_s` raise (or, if not `required`, return False)."""
         deadline = time.monotonic() + limit_s
         while not done():
-            for child in self.children:
-                child.check()
+            try:
+                self._check_children()
+            except ToolError as exc:
+                raise ToolError(f"waiting for {what}: {exc}") from None
             if time.monotonic() > deadline:
+                if not required:
+                    return False
                 raise ToolError(f"{what} did not happen within {limit_s:g} s; logs in {self.work}")
             await asyncio.sleep(0.1)
+        return True
 
     def gateway_up(self, port: int) -> bool:
         try:
@@ -312,30 +322,40 @@ class Demo:
             self.feeders.append(t)
         http_port = free_port()
         self.start_gateway(self.write_config(broker, http_port))
+        await self.wait_for("the gateway connecting", lambda: self.gateway_up(http_port))
         await self.wait_for(
-            "all sensors, the gateway and the lights coming up",
-            lambda: (
-                all(r.online for r in self.street.rows.values())
-                and all(g.heard for g in self.street.groups.values())
-                and self.gateway_up(http_port)
-            ),
+            "the lights reporting", lambda: all(g.heard for g in self.street.groups.values())
         )
-        late = self.site_now() - self.origin
-        if late > 0:
+        # A sensor that cannot come up is reported, and the night goes on without it,
+        # as a street goes on when one lamp-post sensor fails.
+        await self.wait_for(
+            "the sensors",
+            lambda: all(r.online for r in self.street.rows.values()),
+            max(5.0, (self.origin - self.site_now()) / self.speed),
+            required=False,
+        )
+        missing = [s for s, r in self.street.rows.items() if not r.online]
+        for sensor in missing:
+            self.say(f"warning: sensor {sensor} has not come online; its log says:")
+            self.say(self.sensors[sensor].tail(5))
+        now = self.site_now()
+        if now > self.origin:
             self.say(
-                f"warning: this machine is slow, everything was up {late:.0f} s into the night"
+                f"warning: this machine is slow: all up {now - self.origin:.0f} s into the night"
             )
         else:
-            self.say(
-                f"all up at {clock(self.site_now())}; the night begins at {clock(self.origin)}"
-            )
+            self.say(f"all up at {clock(now)}; the night begins at {clock(self.origin)}")
         await self.show()
-        # the sensors deliver what they still hold, say goodbye and exit
-        await self.wait_for(
+        # every sensor's last whole second of the night has come in
+        end = self.origin + int(self.seconds)
+        delivered = await self.wait_for(
             "the sensors delivering their last records",
-            lambda: all(c.proc.poll() is not None for c in self.sensors.values()),
-            limit_s=60.0,
+            lambda: all(r.last_t1 >= end for r in self.street.rows.values() if r.online),
+            limit_s=30.0,
+            required=False,
         )
+        if not delivered:
+            self.say("warning: some sensors did not deliver their last records in time")
         await asyncio.sleep(1.0)  # the gateway's last decisions reach the lights
         self.street.finish(self.site_now())
 
@@ -371,11 +391,16 @@ class Demo:
         return self.street.render(now, scenes.happening(now - self.origin), note)
 
     def _check_children(self) -> None:
+        """Fail if the broker side stops; a sensor that stops is reported once."""
         for child in self.children:
             if child.name not in self.sensors:
                 child.check()
-        if self.feed_error:
-            raise ToolError("a sensor stopped taking audio: " + "; ".join(self.feed_error))
+            elif child.proc.poll() not in (None, 0) and child.name not in self.reported:
+                self.reported.add(child.name)
+                self.say(f"warning: sensor {child.name} stopped:\n{child.tail(5)}")
+        for error in self.feed_error[len(self.reported_feed) :]:
+            self.reported_feed.append(error)
+            self.say(f"warning: a sensor stopped taking audio: {error}")
 
     def _print_nudges(self) -> None:
         for n in self.street.nudges[self.shown_nudges :]:

@@ -32,6 +32,7 @@ class SensorRow:
     peaks: int = 0
     loudest: float = 0.0
     online: bool = False
+    last_t1: float = 0.0  # end of the latest record, site time
 
 
 @dataclass
@@ -97,6 +98,7 @@ class Street:
             rec = payloads.decode_levels(payload)
             row.laeq, row.lafmax, row.lceq = rec["laeq"], rec["lafmax"], rec["lceq"]
             row.records += 1
+            row.last_t1 = max(row.last_t1, rec["t1"] / 1000)
             row.loudest = max(row.loudest, rec["lafmax"])
             row.peaks += rec["lafmax"] >= PEAK_DB
         elif leaf == "status":
