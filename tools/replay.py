@@ -24,6 +24,7 @@ import subprocess
 import sys
 import threading
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Final
 
@@ -33,6 +34,7 @@ import numpy.typing as npt
 from dsp import reference
 from dsp.errors import WavFormatError
 from dsp.wavfile import WavReader
+from dsp.weighting import MIC_LF_CORNER_HZ
 from tools import upy
 from tools.errors import ToolError, UsageError
 
@@ -41,9 +43,10 @@ HELP = "print the levels a sensor would report for a WAV recording, one JSON lin
 ENGINES: Final = ("firmware", "reference")
 REPLAY_SCRIPT: Final = upy.FIRMWARE_DIR / "hushlight" / "replay_main.py"
 # Bounds that catch a typo (a sign, a missing digit) without ruling out any
-# real MEMS microphone or calibration.
+# real MEMS microphone; the offset bound is the one the sensor's config accepts
+# (protocol/schema.py).
 SENSITIVITY_RANGE: Final = (-80.0, 0.0)
-OFFSET_LIMIT_DB: Final = 30.0
+OFFSET_LIMIT_DB: Final = 20.0
 # Files shorter than this finish before a progress line would help.
 PROGRESS_AFTER_S: Final = 60.0
 # frames handed to the meter at a time: 1 s at 48 kHz
@@ -79,28 +82,66 @@ def configure(parser: argparse.ArgumentParser) -> None:
         metavar="DB",
         help="calibration offset added to every level (default 0)",
     )
+    parser.add_argument(
+        "--mic",
+        choices=sorted(MIC_LF_CORNER_HZ),
+        default=None,
+        help="equalise this microphone's low-frequency roll-off, as a sensor set up for it does",
+    )
 
 
-def check_options(interval_s: float, sensitivity_dbfs: float, calibration_offset_db: float) -> None:
-    """Raise UsageError for an interval, sensitivity or offset the meter cannot use."""
-    try:
-        reference.blocks_per_interval(interval_s)
-    except ValueError:
-        raise UsageError(
-            f"--interval {interval_s:g} s is not a positive multiple of 0.125 s "
-            "(the meter's block); give e.g. 0.125, 0.5, 1 or 60"
-        ) from None
-    low, high = SENSITIVITY_RANGE
-    if not (math.isfinite(sensitivity_dbfs) and low <= sensitivity_dbfs <= high):
-        raise UsageError(
-            f"--sensitivity-dbfs {sensitivity_dbfs:g} is outside {low:g}..{high:g} dBFS; "
-            "give the microphone's output at 94 dB SPL (the INMP441's is -26)"
-        )
-    if not (math.isfinite(calibration_offset_db) and abs(calibration_offset_db) <= OFFSET_LIMIT_DB):
-        raise UsageError(
-            f"--calibration-offset-db {calibration_offset_db:g} is outside "
-            f"-{OFFSET_LIMIT_DB:g}..{OFFSET_LIMIT_DB:g} dB; give the offset the calibration found"
-        )
+@dataclass(frozen=True)
+class Settings:
+    """What the meter is told besides the samples, as `hushlight replay` takes it."""
+
+    interval_s: float = 1.0
+    sensitivity_dbfs: float = -26.0
+    calibration_offset_db: float = 0.0
+    mic: str | None = None  # equaliser preset of dsp.weighting, None = flat microphone
+
+    def check(self) -> None:
+        """Raise UsageError for a value the meter cannot use, naming the option."""
+        try:
+            reference.blocks_per_interval(self.interval_s)
+        except ValueError:
+            raise UsageError(
+                f"--interval {self.interval_s:g} s is not a positive multiple of 0.125 s "
+                "(the meter's block); give e.g. 0.125, 0.5, 1 or 60"
+            ) from None
+        low, high = SENSITIVITY_RANGE
+        sens = self.sensitivity_dbfs
+        if not (math.isfinite(sens) and low <= sens <= high):
+            raise UsageError(
+                f"--sensitivity-dbfs {sens:g} is outside {low:g}..{high:g} dBFS; "
+                "give the microphone's output at 94 dB SPL (the INMP441's is -26)"
+            )
+        offset = self.calibration_offset_db
+        if not (math.isfinite(offset) and abs(offset) <= OFFSET_LIMIT_DB):
+            raise UsageError(
+                f"--calibration-offset-db {offset:g} is outside "
+                f"-{OFFSET_LIMIT_DB:g}..{OFFSET_LIMIT_DB:g} dB, the range a sensor accepts; "
+                "give the offset the calibration found"
+            )
+        if self.mic is not None and self.mic not in MIC_LF_CORNER_HZ:
+            raise UsageError(
+                f"--mic {self.mic!r} is not a known microphone; "
+                f"give one of {', '.join(sorted(MIC_LF_CORNER_HZ))}"
+            )
+
+    def runner_args(self, rate: int) -> list[str]:
+        """Arguments of the firmware's replay_main.py for these settings at `rate`."""
+        # repr keeps every digit: "%g" would round a sensitivity such as -26.1234567
+        args = [
+            "--rate",
+            str(rate),
+            "--interval",
+            repr(float(self.interval_s)),
+            "--sensitivity-dbfs",
+            repr(float(self.sensitivity_dbfs)),
+            "--calibration-offset-db",
+            repr(float(self.calibration_offset_db)),
+        ]
+        return args if self.mic is None else [*args, "--mic", self.mic]
 
 
 def open_wav(path: Path) -> WavReader:
@@ -111,25 +152,20 @@ def open_wav(path: Path) -> WavReader:
 
 
 def replay(
-    wav: WavReader,
-    engine: str = "firmware",
-    interval_s: float = 1.0,
-    sensitivity_dbfs: float = -26.0,
-    calibration_offset_db: float = 0.0,
+    wav: WavReader, engine: str = "firmware", settings: Settings | None = None
 ) -> Iterator[dict[str, Any]]:
     """The intervals of a recording, as the chosen engine reports them, as they come."""
-    check_options(interval_s, sensitivity_dbfs, calibration_offset_db)
+    settings = settings or Settings()
+    settings.check()
     if engine == "reference":
-        return _reference(wav, interval_s, sensitivity_dbfs, calibration_offset_db)
+        return _reference(wav, settings)
     if engine == "firmware":
-        return _firmware(wav, interval_s, sensitivity_dbfs, calibration_offset_db)
+        return _firmware(wav, settings)
     raise UsageError(f"engine {engine!r} is unknown; give one of {', '.join(ENGINES)}")
 
 
-def _reference(
-    wav: WavReader, interval_s: float, sensitivity_dbfs: float, calibration_offset_db: float
-) -> Iterator[dict[str, Any]]:
-    meter = reference.ReferenceMeter(wav.rate)
+def _reference(wav: WavReader, settings: Settings) -> Iterator[dict[str, Any]]:
+    meter = reference.ReferenceMeter(wav.rate, mic=settings.mic)
 
     def blocks() -> Iterator[reference.Block]:
         for x in wav.samples(CHUNK_FRAMES):
@@ -138,19 +174,17 @@ def _reference(
     for iv in reference.intervals(
         blocks(),
         wav.rate,
-        interval_s,
-        sensitivity_dbfs=sensitivity_dbfs,
-        calibration_offset_db=calibration_offset_db,
+        settings.interval_s,
+        sensitivity_dbfs=settings.sensitivity_dbfs,
+        calibration_offset_db=settings.calibration_offset_db,
     ):
         yield iv.as_dict()
 
 
-def _firmware(
-    wav: WavReader, interval_s: float, sensitivity_dbfs: float, calibration_offset_db: float
-) -> Iterator[dict[str, Any]]:
+def _firmware(wav: WavReader, settings: Settings) -> Iterator[dict[str, Any]]:
     proc = upy.spawn(
         REPLAY_SCRIPT,
-        *_runner_args(wav.rate, interval_s, sensitivity_dbfs, calibration_offset_db),
+        *settings.runner_args(wav.rate),
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -201,42 +235,26 @@ def _firmware(
         raise ToolError(f"the firmware meter stopped with exit status {status}: {last}")
 
 
-def _runner_args(
-    rate: int, interval_s: float, sensitivity_dbfs: float, calibration_offset_db: float
-) -> list[str]:
-    # repr keeps every digit: "%g" would round a sensitivity such as -26.1234567
-    return [
-        "--rate",
-        str(rate),
-        "--interval",
-        repr(float(interval_s)),
-        "--sensitivity-dbfs",
-        repr(float(sensitivity_dbfs)),
-        "--calibration-offset-db",
-        repr(float(calibration_offset_db)),
-    ]
-
-
 def firmware_levels(
     rate: int,
     words: npt.ArrayLike,
-    interval_s: float = 1.0,
-    sensitivity_dbfs: float = -26.0,
-    calibration_offset_db: float = 0.0,
-    timeout: float = 120.0,
+    settings: Settings | None = None,
+    *,
     summary: bool = False,
+    timeout: float = 120.0,
 ) -> list[dict[str, Any]]:
     """Run the firmware meter on I2S words held in memory (tests, benchmarks, short signals).
 
     With `summary`, the last record is the runner's minute statistics of the
     whole input (``"summary": true``; its percentiles cover the last 60 s).
     """
-    check_options(interval_s, sensitivity_dbfs, calibration_offset_db)
+    settings = settings or Settings()
+    settings.check()
     data = np.asarray(words, dtype="<i4").tobytes()
     extra = ["--summary"] if summary else []
     proc = upy.run(
         REPLAY_SCRIPT,
-        *_runner_args(rate, interval_s, sensitivity_dbfs, calibration_offset_db),
+        *settings.runner_args(rate),
         *extra,
         input=data,
         timeout=timeout,
@@ -269,13 +287,12 @@ def _feed(wav: WavReader, sink: IO[bytes], errors: list[Exception]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    check_options(args.interval, args.sensitivity_dbfs, args.calibration_offset_db)
+    settings = Settings(args.interval, args.sensitivity_dbfs, args.calibration_offset_db, args.mic)
+    settings.check()  # before the file: a typo in an option is named first
     wav = open_wav(args.wav)
     progress = sys.stderr.isatty() and wav.seconds >= PROGRESS_AFTER_S
     try:
-        for record in replay(
-            wav, args.engine, args.interval, args.sensitivity_dbfs, args.calibration_offset_db
-        ):
+        for record in replay(wav, args.engine, settings):
             print(json.dumps(record), flush=True)
             if progress:
                 done = float(record.get("t1", 0.0))

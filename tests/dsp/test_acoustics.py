@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 
 from dsp import reference, signals
-from tools.replay import firmware_levels
+from tools.replay import Settings, firmware_levels
 
 RATES = [48000, 44100, 32000, 16000]
 SENSITIVITY_DBFS = -26.0  # INMP441; full-scale sine = 94 + 26 = 120 dB
@@ -38,7 +38,7 @@ def both_meters(
     rate: int, x: np.ndarray, interval_s: float
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     words = signals.to_i2s_words(x)
-    fw = firmware_levels(rate, words, interval_s)
+    fw = firmware_levels(rate, words, Settings(interval_s))
     ref = [
         iv.as_dict(digits=6) for iv in reference.measure(rate, words_to_float(words), interval_s)
     ]
@@ -138,7 +138,7 @@ def test_minute_statistics_match_the_reference(rate: int) -> None:
         a = round(start * rate)
         x[a : a + round(0.4 * rate)] = signals.pink_noise(rate, 0.4, 85.0 - 120.0, seed=10 + i)
     words = signals.to_i2s_words(x)
-    fw = firmware_levels(rate, words, 1.0, summary=True)[-1]
+    fw = firmware_levels(rate, words, Settings(1.0), summary=True)[-1]
     assert fw.pop("summary") is True
     meter = reference.ReferenceMeter(rate, peak_threshold_ms=reference.mean_square(70.0))
     ref = reference.summary(meter.process(words_to_float(words)), rate).as_dict()

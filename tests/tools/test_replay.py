@@ -8,6 +8,7 @@ import subprocess
 import sys
 import wave
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -106,7 +107,11 @@ def test_the_console_script_prints_no_traceback(tmp_path: Path) -> None:
         ("--interval", "0", "--interval 0 s is not a positive multiple of 0.125 s"),
         ("--interval", "nan", "is not a positive multiple of 0.125 s"),
         ("--sensitivity-dbfs", "26", "--sensitivity-dbfs 26 is outside -80..0 dBFS"),
-        ("--calibration-offset-db", "45", "--calibration-offset-db 45 is outside -30..30 dB"),
+        (
+            "--calibration-offset-db",
+            "45",
+            "--calibration-offset-db 45 is outside -20..20 dB, the range a sensor accepts",
+        ),
     ],
 )
 def test_bad_options_are_named_before_any_work(
@@ -159,10 +164,29 @@ def test_calibration_offset_and_sensitivity_shift_every_level(tmp_path: Path) ->
     path = _noisy_wav(tmp_path, 16000, 2.0)
     wav = replay.open_wav(path)
     base = list(replay.replay(wav, "reference"))
-    moved = list(replay.replay(wav, "reference", 1.0, -38.0, 1.25))
+    moved = list(replay.replay(wav, "reference", replay.Settings(1.0, -38.0, 1.25)))
     for b, m in zip(base, moved, strict=True):
         for key in ("laeq", "lafmax", "lceq"):
             assert m[key] == pytest.approx(b[key] + 12.0 + 1.25, abs=0.011)
+
+
+def test_mic_equaliser_is_applied_by_both_engines_alike(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # pink noise has most of its energy low, where the INMP441 equaliser lifts
+    # the response (its 60 Hz roll-off undone): LCeq rises, and both engines agree
+    path = _noisy_wav(tmp_path, 32000, 1.0)
+    out: dict[tuple[str, bool], dict[str, Any]] = {}
+    for engine in ("firmware", "reference"):
+        for mic in (False, True):
+            argv = ["replay", str(path), "--engine", engine] + (["--mic", "inmp441"] if mic else [])
+            assert main(argv) == 0
+            out[engine, mic] = json.loads(capsys.readouterr().out)
+    for mic in (False, True):
+        assert out["firmware", mic]["lceq"] == pytest.approx(
+            out["reference", mic]["lceq"], abs=0.05
+        )
+    assert out["reference", True]["lceq"] > out["reference", False]["lceq"] + 1.0
 
 
 def test_progress_goes_to_a_terminal_stderr_for_long_files_only(
