@@ -334,6 +334,8 @@ def _bounds(fx: Fixed) -> dict[str, int]:
         state.append((_impulse([1.0], [1.0, -sec.pole], imp), _ROUND * (2 if sec.kz else 1)))
         out[name + ".Y"] = bound(state)
         out[name + ".kY"] = out[name + ".Y"] * sec.k / 2**SPLIT + 2 * sec.k
+        # the partial sum Y + difference (+ zero term) before kmul is taken off
+        out[name + ".sum"] = out[name + ".Y"] + out[name + ".d"] + out.get(name + ".z", 0.0)
         if sec.kz:
             out[name + ".kz"] = sec.kz * (bound(sources) / 2**SPLIT + 2)
         # output Y >> G: the state / G plus one unit of rounding
