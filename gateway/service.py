@@ -2,20 +2,24 @@
 
 Structure (one root `asyncio.TaskGroup`, every task named, nothing fire-and-forget):
 
-    mqtt      connect (fixed client id, persistent session, QoS 1), read into
-              the bounded incoming queue, publish the outbox; on any broker
-              error reconnect after a capped, jittered back-off
-    ingest    drain the queue in batches: decode/validate/dedup (`Ingest`),
-              store levels (one transaction per batch, in a thread), step the
-              pure policy, carry out its decisions
+    mqtt      connect (fixed client id, persistent session, QoS 1); messages go
+              from aiomqtt's callback straight into the bounded incoming
+              queue; publish the outbox; on any broker error reconnect after a
+              capped, jittered back-off
+    ingest    drain the queue in turns of `BATCH_MAX`: decode/validate/dedup
+              (`Ingest`), step the pure policy, carry out its decisions
+    store     write the accepted level records once a second, one transaction
     tick      advance the policy clock (hold ends, renewals, silent sensors)
-              and save its state
+    save      save the policy state after decisions and every few seconds,
+              spaced in proportion to what a save costs
     push      Web Push deliveries (`Notifier`)
     http      the HTTP API
     shutdown  waits for SIGTERM/SIGINT (or `stop()`), then drains and ends the group
 
-Decisions are recorded, and the policy state saved, *before* anything is
-sent: a crash between the two loses a nudge rather than sending it twice.
+Decisions are recorded *before* anything is sent, so a crash in between
+loses a nudge rather than sending it twice; and since nudge ids are
+deterministic, a trigger replayed from an older saved state finds its id in
+storage and is not notified again.
 
 On a graceful stop every override is either left to expire (``on_stop="leave"``,
 the default: a restart within the hold picks the episode up again without the
@@ -54,6 +58,7 @@ from gateway.notify import Notifier
 from gateway.policy import (
     Control,
     Decision,
+    EpisodeEnded,
     Event,
     LevelEvent,
     LightStateEvent,
@@ -276,6 +281,8 @@ class Gateway:
                 self.storage.record_override_sent(release, now)
                 self._count_release(release)
                 await self.lighting.release(release)
+            # the evaluation report needs to know when (and why) the episode ended
+            self.storage.record_decision(EpisodeEnded(zid, ep.id, now, reason, ep.control), now)
             zone = self.config.zones_by_id[zid]
             zones[zid] = replace(zs, episode=None, cooldown_until=now + zone.cooldown_s)
         self.state = replace(self.state, zones=zones)

@@ -19,6 +19,7 @@ from gateway.config import load_config
 from gateway.lights_sim import LightsSim
 from gateway.policy import Override, Release
 from gateway.service import Gateway
+from gateway.storage import Storage
 from tests.gateway.conftest import SITE, Sensors, collect, mqtt_client, wait_for, write_config
 from tools.broker import Mosquitto, free_port
 
@@ -321,6 +322,9 @@ async def test_sigterm_with_release_hands_the_lights_back(
         watch.cancel()
     release = of(seen, "set")[1]
     assert release["level"] is None and release["reason"] == "shutdown"
+    with Storage(cfg.storage.path) as db:
+        [episode] = db.episodes()
+        assert episode.end_reason == "shutdown" and episode.ended_at is not None
 
 
 def test_cli_config_errors_are_one_line(tmp_path: Path) -> None:
