@@ -10,6 +10,24 @@ Wide values (sums of squares, the Fast state) are held in 16-bit limbs, least
 significant first, one limb per int32 word.  Levels in dB are computed in
 plain Python only when an interval or a summary is taken.
 
+API::
+
+    m = LevelMeter(rate=48000, sensitivity_dbfs=-26.0, calibration_offset_db=0.0,
+                   mic=None, peak_threshold_db=70.0)
+    m.block_len             # samples per 125 ms block, rate // 8
+    m.process_block(buf)    # block_len int32 I2S words; allocates nothing
+    m.take_interval()       # (laeq, lafmax, lceq, clipped samples) since the last call
+    m.take_summary()        # dict laeq, lafmax, lamin, l10, l50, l90, lceq, peaks
+    m.last_block_laeq()     # LAeq of the last block (console `levels`, `cal`)
+    m.last_block_clipped()  # clipped samples in the last block
+    m.set_calibration(offset_db); m.set_peak_threshold(threshold_db)
+
+Levels are dB with 0.01 dB resolution.  L10/L50/L90 are nearest-rank
+percentiles of the 125 ms LAeq values (the last 480 blocks at most); `peaks`
+counts upward crossings of the threshold by the A-weighted Fast level.  On
+the ESP32 floats are single precision: the integer sums are bit-exact with
+the golden model, a dB value may differ from the host in its last digit.
+
 On the unix port a viper `ptr32` load zero-extends (its int is 64 bits), so
 values read back from the arrays are sign-fixed; on the ESP32 those branches
 are never taken.  Every stored state is below 2**30 in magnitude.
