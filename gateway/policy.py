@@ -607,8 +607,15 @@ def zone_status(config: SiteConfig, state: PolicyState, zone_id: str, now: float
 # ---------------------------------------------------------------- persistence
 
 
-def state_to_json(state: PolicyState) -> str:
-    """Serialise `state` (for storage.save_state)."""
+def state_to_json(state: PolicyState, *, windows: bool = True) -> str:
+    """Serialise `state` (for storage.save_state).
+
+    With ``windows=False`` the sensors' sliding windows are left out: they are
+    most of the state (10,000 sensors: 5 MB instead of under 1 MB) and only
+    matter for the `window_s` seconds after a restart, during which the zone
+    simply needs fresh records before it can trigger again.  Liveness, episodes,
+    cooldowns and counters are always kept.
+    """
     zones: dict[str, Any] = {}
     for zid, zs in state.zones.items():
         ep = zs.episode
@@ -617,7 +624,7 @@ def state_to_json(state: PolicyState) -> str:
                 s: {
                     "online": w.online,
                     "last_seen": w.last_seen,
-                    "recent": [list(r) for r in w.recent],
+                    "recent": [list(r) for r in w.recent] if windows else [],
                 }
                 for s, w in zs.sensors.items()
             },

@@ -656,8 +656,12 @@ class Storage:
     # ------------------------------------------------------------ policy state
 
     def save_state(self, state: PolicyState, at: float) -> None:
-        """Save the policy state (one row, replaced each time)."""
-        text = state_to_json(state)
+        """Save the policy state (one row, replaced each time).
+
+        The sensors' sliding windows are not saved (see `policy.state_to_json`):
+        after a restart a zone triggers again on fresh records only.
+        """
+        text = state_to_json(state, windows=False)
         with self._tx() as db:
             db.execute(
                 "INSERT OR REPLACE INTO policy_state (id, saved_at, json) VALUES (1, ?, ?)",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import sqlite3
 import threading
@@ -207,8 +208,17 @@ def test_state_round_trip_and_damage(db: Storage) -> None:
     assert db.load_state(cfg) is None
     state = initial_state(cfg, seed=42)
     db.save_state(state, T0)
-    db.save_state(state, T0 + 1)
     assert db.load_state(cfg) == state
+    state, out = step(cfg, state, rec("a", T0, 90.0, 95.0, 90.0), T0)
+    assert out and state.zones["z"].sensors["a"].recent
+    db.save_state(state, T0 + 1)
+    loaded = db.load_state(cfg)
+    # everything but the sliding windows, which refill from fresh records
+    zone = state.zones["z"]
+    windowless = dataclasses.replace(
+        zone, sensors={"a": dataclasses.replace(zone.sensors["a"], recent=())}
+    )
+    assert loaded == dataclasses.replace(state, zones={"z": windowless})
     with sqlite3.connect(db.path) as raw:
         raw.execute("UPDATE policy_state SET json = '{\"version\": 1}'")
     with pytest.raises(StateError, match=r"h\.db: saved policy state is damaged"):
