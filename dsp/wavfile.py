@@ -215,29 +215,35 @@ class WavReader:
         words[:, 4 - width :] = block
         return words.view("<i4").reshape(-1)
 
+    def _floats(self, block: npt.NDArray[np.uint8], done: int) -> FloatArray:
+        """A float32 block as float64; NaN or infinity is a broken file, not a level."""
+        x = np.ascontiguousarray(block).view("<f4").reshape(-1).astype(np.float64)
+        bad = np.flatnonzero(~np.isfinite(x))
+        if bad.size:
+            frame = done + int(bad[0])
+            raise WavFormatError(
+                f"{self.path} holds a non-finite float sample (frame {frame}); "
+                "give a recording of finite samples"
+            )
+        return x
+
     def samples(self, block_frames: int = BLOCK_FRAMES) -> Iterator[FloatArray]:
         """Float64 blocks of the first channel, full scale 1."""
+        done = 0
         for block in self._raw_blocks(block_frames):
             if self.encoding == "float32":
-                yield np.ascontiguousarray(block).view("<f4").reshape(-1).astype(np.float64)
+                yield self._floats(block, done)
             else:
                 # left-justified, so every PCM width scales by the same 2**31
                 yield self._ints(block).astype(np.float64) / 2.0**31
+            done += block.shape[0]
 
     def i2s_words(self, block_frames: int = BLOCK_FRAMES) -> Iterator[IntArray]:
         """int32 blocks of the first channel as the I2S peripheral delivers an INMP441 word."""
         done = 0
         for block in self._raw_blocks(block_frames):
             if self.encoding == "float32":
-                x = np.ascontiguousarray(block).view("<f4").reshape(-1).astype(np.float64)
-                bad = np.flatnonzero(~np.isfinite(x))
-                if bad.size:
-                    frame = done + int(bad[0])
-                    raise WavFormatError(
-                        f"{self.path} holds a non-finite float sample (frame {frame}); "
-                        "give a recording of finite samples"
-                    )
-                yield to_i2s_words(x)
+                yield to_i2s_words(self._floats(block, done))
             else:
                 # 16- and 24-bit land in the top bits as is; 32-bit loses the bits
                 # below the 24 a MEMS converter delivers

@@ -49,8 +49,8 @@ SENSITIVITY_RANGE: Final = (-80.0, 0.0)
 OFFSET_LIMIT_DB: Final = 20.0
 # Files shorter than this finish before a progress line would help.
 PROGRESS_AFTER_S: Final = 60.0
-# frames handed to the meter at a time: 1 s at 48 kHz
-CHUNK_FRAMES: Final = 48000
+# seconds of audio read and handed to the meter at a time
+CHUNK_S: Final = 1
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -158,17 +158,26 @@ def replay(
     settings = settings or Settings()
     settings.check()
     if engine == "reference":
-        return _reference(wav, settings)
+        return _bad_file_is_usage(_reference(wav, settings))
     if engine == "firmware":
-        return _firmware(wav, settings)
+        return _bad_file_is_usage(_firmware(wav, settings))
     raise UsageError(f"engine {engine!r} is unknown; give one of {', '.join(ENGINES)}")
+
+
+def _bad_file_is_usage(records: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    # a file can turn out broken after its header (a NaN sample, cut while
+    # read): that is still the user's file, not a fault of the meter
+    try:
+        yield from records
+    except WavFormatError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def _reference(wav: WavReader, settings: Settings) -> Iterator[dict[str, Any]]:
     meter = reference.ReferenceMeter(wav.rate, mic=settings.mic)
 
     def blocks() -> Iterator[reference.Block]:
-        for x in wav.samples(CHUNK_FRAMES):
+        for x in wav.samples(CHUNK_S * wav.rate):
             yield from meter.process(x)
 
     for iv in reference.intervals(
@@ -228,7 +237,7 @@ def _firmware(wav: WavReader, settings: Settings) -> Iterator[dict[str, Any]]:
         proc.stdout.close()
         proc.stderr.close()
     if feed_errors and isinstance(feed_errors[0], WavFormatError):
-        raise UsageError(str(feed_errors[0]))
+        raise feed_errors[0]
     if status != 0 or feed_errors:
         detail = b"".join(stderr_text).decode(errors="replace").strip().splitlines()
         last = detail[-1] if detail else (str(feed_errors[0]) if feed_errors else "no message")
@@ -275,7 +284,7 @@ def firmware_levels(
 
 def _feed(wav: WavReader, sink: IO[bytes], errors: list[Exception]) -> None:
     try:
-        for words in wav.i2s_words(CHUNK_FRAMES):
+        for words in wav.i2s_words(CHUNK_S * wav.rate):
             sink.write(words.astype("<i4").tobytes())
     except BrokenPipeError:
         pass  # the meter stopped early; its exit status and stderr tell why

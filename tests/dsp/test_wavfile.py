@@ -226,11 +226,17 @@ def test_missing_file_and_directory_are_named(tmp_path: Path) -> None:
         wavfile.WavReader(tmp_path)
 
 
-def test_non_finite_float_sample_is_refused_for_i2s(tmp_path: Path) -> None:
+def test_non_finite_float_sample_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "nan.wav"
-    wavfile.write_wav(path, 16000, [0.0, 0.1, float("nan"), 0.2], "float32")
-    with pytest.raises(WavFormatError, match=r"non-finite float sample \(frame 2\)"):
-        wavfile.read_i2s(path)
+    x = np.zeros(100)
+    x[70] = np.inf
+    wavfile.write_wav(path, 16000, x, "float32")
+    wav = wavfile.WavReader(path)
+    # the frame is counted across blocks
+    with pytest.raises(WavFormatError, match=r"non-finite float sample \(frame 70\)"):
+        list(wav.i2s_words(block_frames=32))
+    with pytest.raises(WavFormatError, match=r"non-finite float sample \(frame 70\)"):
+        list(wav.samples(block_frames=32))
 
 
 def test_write_wav_refuses_bad_arguments(tmp_path: Path) -> None:

@@ -85,6 +85,25 @@ def test_bad_wav_gives_one_line_naming_the_file_and_exit_2(
         assert SUPPORTED in err
 
 
+@pytest.mark.parametrize("engine", ["firmware", "reference"])
+def test_a_file_broken_after_its_header_stops_with_one_line(
+    tmp_path: Path, engine: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    x = signals.white_noise(16000, 3.0, -30.0, 2)
+    x[40000] = np.nan  # 2.5 s in: the replay has printed two intervals by then
+    path = tmp_path / "nan.wav"
+    write_wav(path, 16000, x, "float32")
+    argv = ["replay", str(path), "--engine", engine, "--interval", "0.5"]
+    # the reading is done a second at a time, so the NaN stops it after 2 s
+    assert main(argv) == 2
+    out, err = capsys.readouterr()
+    assert [json.loads(line)["t1"] for line in out.splitlines()] == [0.5, 1.0, 1.5, 2.0]
+    assert err == (
+        f"hushlight replay: error: {path} holds a non-finite float sample (frame 40000); "
+        "give a recording of finite samples\n"
+    )
+
+
 def test_the_console_script_prints_no_traceback(tmp_path: Path) -> None:
     path, _ = _bad(tmp_path, "8-bit")
     proc = subprocess.run(
