@@ -165,6 +165,13 @@ class Metrics:
         self.connected = self._gauge("hushlight_mqtt_connected", "1 while connected to the broker")
         self.sensors_online = self._gauge("hushlight_sensors_online", "sensors seen alive recently")
         self.queue_depth = self._gauge("hushlight_queue_depth", "incoming messages waiting")
+        self.outbox_depth = self._gauge(
+            "hushlight_outbox_depth", "outgoing messages waiting for the broker"
+        )
+        self.outbox_dropped = self._gauge(
+            "hushlight_outbox_dropped", "outgoing messages dropped (outbox full) since start"
+        )
+        self.push_pending = self._gauge("hushlight_push_pending", "Web Push deliveries waiting")
         self.active_overrides = self._gauge(
             "hushlight_active_overrides", "light groups under an override now"
         )

@@ -536,6 +536,9 @@ class Gateway:
     def _refresh_metrics(self) -> None:
         m = self.metrics
         m.queue_depth.set(self.queue.qsize())
+        m.outbox_depth.set(len(self.outbox))
+        m.outbox_dropped.set(self.outbox.dropped)
+        m.push_pending.set(self.notifier.pending)
         m.active_overrides.set(
             sum(
                 len(zs.episode.overrides)
