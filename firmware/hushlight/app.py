@@ -87,6 +87,7 @@ class App:
         self.dsp_load_last = 0.0
         self.lag_blocks = 0
         self.samples = 0
+        self.interval_blocks = int(self.cfg["interval_s"] * 8)
         self.console = None
         self._open_audio()
         self.mqtt = self._make_client()
@@ -253,6 +254,8 @@ class App:
         self.cfg.commit(new)
         if "calibration_offset_db" in changed:
             self.meter.set_calibration(new["calibration_offset_db"])
+        if "interval_s" in changed:
+            self.interval_blocks = int(new["interval_s"] * 8)
         if "peak_threshold_db" in changed:
             self.meter.set_peak_threshold(new["peak_threshold_db"])
         # interval_s and sample_rate take effect at the next interval boundary,
@@ -296,13 +299,14 @@ class App:
         meter = self.meter
         buf = self.buf
         wdt = platform.Watchdog()
-        pacer = None if src.live else Pacer(self.cfg["speed"], time.ticks_ms, time.ticks_diff)
+        live = src.live
+        pacer = None if live else Pacer(self.cfg["speed"], time.ticks_ms, time.ticks_diff)
         live_clock = src.live or self.cfg["speed"] == 1
         ticks_us = time.ticks_us
         ticks_diff = time.ticks_diff
         samples = 0
         start_ms = self.clock.now_ms()
-        interval_blocks = int(self.cfg["interval_s"] * 8)
+        interval_blocks = self.interval_blocks
         in_interval = 0
         in_minute = 0
         interval_start = 0
@@ -310,7 +314,10 @@ class App:
         flags = 0
         block_us = self.block * 1000000 // self.rate
         while not self.stopping:
-            if not await src.read_block(buf, self.block):
+            if live:
+                if not await src.aread_block(buf, self.block):
+                    break
+            elif not src.read_block(buf, self.block):
                 break
             t = ticks_us()
             meter.process_block(buf)
@@ -340,7 +347,8 @@ class App:
                 flags = 0
                 in_interval = 0
                 interval_start = audio_ms
-                interval_blocks = int(self.cfg["interval_s"] * 8)
+                # a new interval_s starts at this boundary
+                interval_blocks = self.interval_blocks
             if in_minute >= _SUMMARY_BLOCKS:
                 self._summary(start_ms, minute_start, audio_ms)
                 in_minute = 0

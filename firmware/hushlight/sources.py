@@ -67,15 +67,33 @@ def _pcm_to_words(raw: ptr8, out: ptr32, start: int, n: int, stride: int, width:
         p += stride
 
 
-def _read_full(stream, mv, need):
-    """Read exactly `need` bytes into memoryview `mv` (False at end of stream)."""
-    got = 0
-    while got < need:
-        n = stream.readinto(mv[got:need])
+def _read_full(stream, view):
+    """Fill memoryview `view` from `stream` (False at end of stream).  A file
+    fills it in one call; only a pipe that delivers less makes a slice."""
+    need = len(view)
+    got = stream.readinto(view)
+    while got and got < need:
+        n = stream.readinto(view[got:])
         if not n:
             return False
         got += n
-    return True
+    return got == need
+
+
+class _Views:
+    """Memoryviews of the first k bytes of a buffer, made once per length:
+    the block loop asks for the same one or two lengths again and again."""
+
+    def __init__(self, buf):
+        self.mv = memoryview(buf)
+        self.cache = {}
+
+    def get(self, nbytes):
+        v = self.cache.get(nbytes)
+        if v is None:
+            v = self.mv[:nbytes]
+            self.cache[nbytes] = v
+        return v
 
 
 class I2SSource:
@@ -121,7 +139,7 @@ class I2SSource:
             got += k
         return True
 
-    async def read_block(self, buf, n):
+    async def aread_block(self, buf, n):
         while self._settle:
             self._settle -= 1
             await self._fill(buf, n)
@@ -152,7 +170,7 @@ class WavSource:
             self._f.close()
             raise self._refuse(path, "has %d-byte frames, too wide" % self._align)
         self._raw = raw
-        self._rawv = memoryview(raw)
+        self._views = _Views(raw)
 
     def _refuse(self, path, what):
         return ConfigError(
@@ -192,13 +210,13 @@ class WavSource:
         self._align = align
         self._left = size // align
 
-    async def read_block(self, buf, n):
+    def read_block(self, buf, n):
         if self._left < n:
             return False  # a partial last block is not a whole 125 ms: dropped
         done = 0
         while done < n:
             k = min(n - done, self._frames)
-            if not _read_full(self._f, self._rawv, k * self._align):
+            if not _read_full(self._f, self._views.get(k * self._align)):
                 return False
             _pcm_to_words(self._raw, buf, done, k, self._align, self._width)
             done += k
@@ -219,14 +237,14 @@ class PcmSource:
         self.rate = rate
         self._s = stream
         self._raw = raw
-        self._rawv = memoryview(raw)
+        self._views = _Views(raw)
         self._frames = len(raw) // 2
 
-    async def read_block(self, buf, n):
+    def read_block(self, buf, n):
         done = 0
         while done < n:
             k = min(n - done, self._frames)
-            if not _read_full(self._s, self._rawv, 2 * k):
+            if not _read_full(self._s, self._views.get(2 * k)):
                 return False
             _pcm_to_words(self._raw, buf, done, k, 2, 2)
             done += k
@@ -333,7 +351,7 @@ class SyntheticSource:
                 ],
             )
 
-    async def read_block(self, buf, n):
+    def read_block(self, buf, n):
         scene = self.scene
         if scene == "silence":
             _zero(buf, n)
@@ -388,22 +406,18 @@ def open_source(cfg, block, raw):
 class Pacer:
     """Plays a non-live source at `speed` times real time (0: as fast as possible).
 
-    Returns how far behind schedule the audio is, in ms (0 when on time), so
-    the application can flag overload: on the device that is the I2S buffer
-    overflowing.
+    Integer arithmetic only (a float is a heap object in MicroPython): the
+    speed is kept in thousandths.
     """
 
     def __init__(self, speed, ticks_ms, ticks_diff):
-        self.speed = speed
+        self.milli = int(speed * 1000 + 0.5)
         self._ticks_ms = ticks_ms
         self._diff = ticks_diff
         self._start = ticks_ms()
 
-    def restart(self):
-        self._start = self._ticks_ms()
-
     def due_in_ms(self, audio_ms):
         """ms to wait before the block ending at `audio_ms` (negative: late)."""
-        if self.speed <= 0:
+        if self.milli <= 0:
             return 0
-        return int(audio_ms / self.speed) - self._diff(self._ticks_ms(), self._start)
+        return audio_ms * 1000 // self.milli - self._diff(self._ticks_ms(), self._start)

@@ -14,17 +14,15 @@ from tests.firmware.upyrun import mp, mp_lines
 
 # one line with the rate, then one hex line of little-endian int32 words per block
 READ_ALL = """
-import array, asyncio, binascii
+import array, binascii
 from hushlight import sources
 raw = bytearray({raw})
 src = sources.WavSource({path!r}, raw)
 n = src.rate // 8
 buf = array.array("i", bytes(4 * n))
 print(src.rate)
-async def go():
-    while await src.read_block(buf, n):
-        print(binascii.hexlify(buf).decode())
-asyncio.run(go())
+while src.read_block(buf, n):
+    print(binascii.hexlify(buf).decode())
 """
 
 
@@ -76,10 +74,10 @@ def test_wav_that_is_not_pcm_is_refused_with_its_name(tmp_path: Path) -> None:
 def test_stdin_pcm_is_s16le_left_justified(tmp_path: Path) -> None:
     samples = np.array([0, 1, -1, 32767, -32768, 1234] * 1100, dtype="<i2")  # 1.1 blocks
     code = (
-        "import array, asyncio, binascii, sys\nfrom hushlight import sources\n"
+        "import array, binascii, sys\nfrom hushlight import sources\n"
         "src = sources.PcmSource(sys.stdin.buffer, 48000, bytearray(1000))\n"
         "buf = array.array('i', bytes(4 * 6000))\n"
-        "while asyncio.run(src.read_block(buf, 6000)):\n"
+        "while src.read_block(buf, 6000):\n"
         "    print(binascii.hexlify(buf).decode())\n"
     )
     words = words_of(mp_lines(code, tmp_path, stdin=samples.tobytes()))
@@ -88,7 +86,7 @@ def test_stdin_pcm_is_s16le_left_justified(tmp_path: Path) -> None:
 
 
 SCENE_LEVEL = """
-import array, asyncio, json, math
+import array, json, math
 from hushlight import sources
 src = sources.SyntheticSource({scene!r}, {rate}, {rate} // 8)
 n = {rate} // 8
@@ -96,18 +94,15 @@ buf = array.array("i", bytes(4 * n))
 acc = 0.0
 count = 0
 peak = 0
-async def go():
-    global acc, count, peak
-    for _ in range({blocks}):
-        await src.read_block(buf, n)
-        for v in buf:
-            acc += (v / 2147483648.0) ** 2
-            if abs(v) > peak:
-                peak = abs(v)
-            if v & 0xFF:
-                raise ValueError("low byte set: not a 24-bit word")
-        count += n
-asyncio.run(go())
+for _ in range({blocks}):
+    src.read_block(buf, n)
+    for v in buf:
+        acc += (v / 2147483648.0) ** 2
+        if abs(v) > peak:
+            peak = abs(v)
+        if v & 0xFF:
+            raise ValueError("low byte set: not a 24-bit word")
+    count += n
 print(json.dumps([acc / count, peak]))
 """
 

@@ -9,20 +9,31 @@ from pathlib import Path
 from typing import Any
 
 from tools import upy
+from tools.sensor import install_firmware
 
 
-def mp(code: str, cwd: Path, timeout: float = 60.0) -> Any:
-    lines = mp_lines(code, cwd, timeout)
+def mp(code: str, cwd: Path, timeout: float = 60.0, *, compiled: bool = False) -> Any:
+    lines = mp_lines(code, cwd, timeout, compiled=compiled)
     # the snippet prints its result last; log lines may come before it
     return json.loads(lines[-1]) if lines else None
 
 
-def mp_lines(code: str, cwd: Path, timeout: float = 60.0, stdin: bytes | None = None) -> list[str]:
-    """Every line the snippet printed."""
+def mp_lines(
+    code: str,
+    cwd: Path,
+    timeout: float = 60.0,
+    stdin: bytes | None = None,
+    *,
+    compiled: bool = False,
+) -> list[str]:
+    """Every line the snippet printed.  `compiled`: run the firmware as the
+    device does, from mpy-cross output in `cwd` (the whole application only
+    fits the ESP32-sized heap that way)."""
+    extra = install_firmware(cwd) if compiled else None
     proc = subprocess.run(
         upy.command("-c", code),
         cwd=cwd,
-        env=upy.firmware_env(),
+        env=upy.firmware_env(extra),
         capture_output=True,
         input=stdin,
         timeout=timeout,
