@@ -41,6 +41,7 @@ import random
 import socket
 import sys
 import time
+from errno import EACCES, ECONNABORTED, ECONNRESET, EINPROGRESS, ENOBUFS, ENOTCONN, ETIMEDOUT
 
 from micropython import const
 
@@ -254,7 +255,7 @@ class MQTTClient:
         Raises OSError when not connected or when the link fails while
         sending: the caller keeps the message and sends it again later."""
         if not self._link:
-            raise OSError(107, "MQTT not connected")  # ENOTCONN
+            raise OSError(ENOTCONN, "MQTT not connected")
         if qos not in (0, 1):
             raise ValueError("qos %r is not supported; use 0 or 1" % (qos,))
         if isinstance(payload, str):
@@ -279,7 +280,7 @@ class MQTTClient:
                 # be publishing concurrently
                 w = self._stream
                 if w is None:  # the link dropped while we waited for the lock
-                    raise OSError(107, "MQTT not connected")
+                    raise OSError(ENOTCONN, "MQTT not connected")
                 tx = self._tx
                 tx[0] = _PUBLISH | (qos << 1) | (1 if retain else 0)
                 n = _encode_length(tx, size)
@@ -336,7 +337,7 @@ class MQTTClient:
         Raises OSError when not connected, when no SUBACK comes within the
         keepalive, or when the broker refuses the subscription."""
         if not self._link:
-            raise OSError(107, "MQTT not connected")
+            raise OSError(ENOTCONN, "MQTT not connected")
         t = _utf8(topic)
         async with self._sub_lock:
             pid = self._next_pid()
@@ -357,13 +358,13 @@ class MQTTClient:
                 await asyncio.wait_for_ms(self._suback.wait(), self.keepalive * 1000)
             except asyncio.TimeoutError:
                 self._down.set()
-                raise OSError(110, "no SUBACK for %r within %d s" % (topic, self.keepalive))
+                raise OSError(ETIMEDOUT, "no SUBACK for %r within %d s" % (topic, self.keepalive))
             if not self._link:
-                raise OSError(107, "MQTT link dropped while subscribing to %r" % (topic,))
+                raise OSError(ENOTCONN, "MQTT link dropped while subscribing to %r" % (topic,))
             code = self._suback_code
             if code == 0x80:
                 raise OSError(
-                    1, "the broker refused the subscription to %r; check the ACL" % (topic,)
+                    EACCES, "the broker refused the subscription to %r; check the ACL" % (topic,)
                 )
             return code
 
@@ -389,7 +390,7 @@ class MQTTClient:
         try:
             s.connect(ai[-1])
         except OSError as e:
-            if e.errno != 115 and e.errno != 119:  # EINPROGRESS (Linux, lwIP)
+            if e.errno != EINPROGRESS:
                 s.close()
                 raise
         if self.ssl_cafile:
@@ -455,7 +456,9 @@ class MQTTClient:
         rx = self._rxmv
         await self._read_exact(rx[:4])
         if self._rx[0] != _CONNACK or self._rx[1] != 2:
-            raise OSError(71, "the broker answered CONNECT with packet type 0x%02x" % self._rx[0])
+            raise OSError(
+                ECONNABORTED, "the broker answered CONNECT with packet type 0x%02x" % self._rx[0]
+            )
         code = self._rx[3]
         if code:
             self.last_error = "the broker refused the connection: %s (CONNACK code %d)" % (
@@ -474,7 +477,7 @@ class MQTTClient:
             if self.on_connect is not None:
                 await self.on_connect()
             if self._down.is_set():
-                raise OSError(104, "link dropped during on_connect")
+                raise OSError(ECONNRESET, "link dropped during on_connect")
             self._ready = True
             self._ready_event.set()
             await self._keepalive_loop()
@@ -498,12 +501,12 @@ class MQTTClient:
             if self._ping_sent is not None:
                 if time.ticks_diff(now, self._ping_sent) >= ka // 2:
                     self.stats["ping_timeouts"] += 1
-                    raise OSError(110, "no PINGRESP within %d ms" % (ka // 2))
+                    raise OSError(ETIMEDOUT, "no PINGRESP within %d ms" % (ka // 2))
             elif time.ticks_diff(now, self._last_rx) >= ka:
                 # nothing heard for a whole keepalive and no ping could go
                 # out: a publish is stuck in a full send buffer (peer gone)
                 self.stats["ping_timeouts"] += 1
-                raise OSError(110, "nothing received for %d ms" % ka)
+                raise OSError(ETIMEDOUT, "nothing received for %d ms" % ka)
             elif not self._write_lock.locked() and (
                 time.ticks_diff(now, self._last_tx) >= idle_limit
                 or time.ticks_diff(now, self._last_rx) >= idle_limit
@@ -515,9 +518,9 @@ class MQTTClient:
                     await asyncio.wait_for_ms(self._send(_PINGREQ_PACKET), ka // 2)
                 except asyncio.TimeoutError:
                     self.stats["ping_timeouts"] += 1
-                    raise OSError(110, "PINGREQ not sent within %d ms" % (ka // 2)) from None
+                    raise OSError(ETIMEDOUT, "PINGREQ not sent within %d ms" % (ka // 2)) from None
         if not self._stop:
-            raise OSError(104, "MQTT link dropped")
+            raise OSError(ECONNRESET, "MQTT link dropped")
 
     def _close(self):
         self._link = False
@@ -540,7 +543,7 @@ class MQTTClient:
 
     def _next_pid(self):
         if len(self._unacked) >= 65535:
-            raise OSError(105, "65535 messages await PUBACK; no packet id is free")  # ENOBUFS
+            raise OSError(ENOBUFS, "65535 messages await PUBACK; no packet id is free")
         pid = self._pid
         while True:
             pid = pid % 65535 + 1  # 1..65535; 0 is not a packet id
@@ -555,7 +558,7 @@ class MQTTClient:
             async with self._write_lock:
                 w = self._stream
                 if w is None:
-                    raise OSError(107, "MQTT not connected")
+                    raise OSError(ENOTCONN, "MQTT not connected")
                 w.write(mv)
                 await self._drain(w)
         except Exception as e:
@@ -571,7 +574,7 @@ class MQTTClient:
         try:
             await asyncio.wait_for_ms(w.drain(), self.keepalive * 1000)
         except asyncio.TimeoutError:
-            raise OSError(110, "send stalled for %d s" % self.keepalive) from None
+            raise OSError(ETIMEDOUT, "send stalled for %d s" % self.keepalive) from None
 
     async def _read_exact(self, mv):
         got = 0
@@ -579,12 +582,12 @@ class MQTTClient:
         while got < n:
             stream = self._stream
             if stream is None:
-                raise OSError(107, "MQTT not connected")
+                raise OSError(ENOTCONN, "MQTT not connected")
             r = await stream.readinto(mv[got:])
             if r is None:
                 continue  # TLS: a record is not complete yet
             if r == 0:
-                raise OSError(104, "the broker closed the connection")
+                raise OSError(ECONNRESET, "the broker closed the connection")
             got += r
         self.stats["bytes_in"] += n
 
@@ -616,7 +619,7 @@ class MQTTClient:
                 break
             shift += 7
             if shift > 21:
-                raise OSError(71, "malformed remaining length")
+                raise OSError(ECONNABORTED, "malformed remaining length")
         whole = size <= _RX_SIZE
         if size:
             await self._read_exact(mv[: min(size, _RX_SIZE)])
@@ -636,7 +639,7 @@ class MQTTClient:
         # a packet shorter than its type needs would be read from stale
         # buffer bytes: the link is out of step, so drop it
         if size < _MIN_SIZE.get(t, 0) or (t == _PUBLISH and kind & 0x06 and size < 4):
-            raise OSError(71, "malformed packet 0x%02x of %d bytes" % (kind, size))
+            raise OSError(ECONNABORTED, "malformed packet 0x%02x of %d bytes" % (kind, size))
         if t == _PUBLISH:
             await self._on_publish(kind, size, whole)
         elif t == _PUBACK:
@@ -655,7 +658,7 @@ class MQTTClient:
         elif t == _PINGRESP:
             pass
         else:
-            raise OSError(71, "unexpected packet type 0x%02x" % kind)
+            raise OSError(ECONNABORTED, "unexpected packet type 0x%02x" % kind)
 
     async def _on_publish(self, kind, size, whole):
         rx = self._rx
@@ -667,7 +670,7 @@ class MQTTClient:
             pid = rx[off] << 8 | rx[off + 1]
             off += 2
         if qos > 1:
-            raise OSError(71, "QoS 2 delivery although we subscribe with QoS 1 at most")
+            raise OSError(ECONNABORTED, "QoS 2 delivery although we subscribe with QoS 1 at most")
         self.stats["received"] += 1
         if whole and tlen <= size and off <= size:
             if self.on_message is not None:
@@ -720,7 +723,7 @@ class _Refused(OSError):
 
 
 def _errno(e):
-    return e.errno if isinstance(e, OSError) and e.errno else 104  # ECONNRESET
+    return e.errno if isinstance(e, OSError) and e.errno else ECONNRESET
 
 
 def _describe(e):
