@@ -10,7 +10,14 @@ and measured by one of two engines:
 - ``reference``: the float64 reference meter of `dsp.reference`.
 
 Either way stdout gets one JSON object per interval: ``t0``, ``t1`` (s from
-the start of the file), ``laeq``, ``lafmax``, ``lceq`` (dB, 0.01 dB).
+the start of the file), ``laeq``, ``lafmax``, ``lceq`` (dB, 0.01 dB). The
+two engines agree to a few hundredths of a dB (tests/tools/test_replay.py
+states the tolerance); digital silence is the exception, which the firmware
+reports at its quantisation floor and the reference at -100 dB.
+
+`Settings` carries the options (interval, sensitivity, calibration offset,
+microphone equaliser); `firmware_levels` runs the firmware meter on words
+held in memory, for tests and benchmarks.
 """
 
 from __future__ import annotations
