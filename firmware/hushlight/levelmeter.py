@@ -441,12 +441,9 @@ def _wmax(st: ptr32, dst: int, src: int):
 
 @micropython.viper
 def _block_end(st: ptr32, ring: ptr32):
-    _wadd(st, _IA, _BA, _NL, _NW)
-    _wadd(st, _IC, _BC, _NL, _NW)
-    _wadd(st, _SA, _BA, _NL, _NW)
-    _wadd(st, _SC, _BC, _NL, _NW)
-    _wmax(st, _IM, _BM)
-    _wmax(st, _SM, _BM)
+    # counters and the minute ring; the wide sums are merged by process_block
+    # (a viper function passing a pointer to another would box the address,
+    # an allocation on the ESP32 where addresses exceed the small-int range)
     st[_ICLIP] = st[_ICLIP] + st[_BCLIP]
     st[_SPEAKS] = st[_SPEAKS] + st[_BPEAKS]
     st[_IBLK] = st[_IBLK] + 1
@@ -587,8 +584,15 @@ class LevelMeter:
                 "a block needs %d int32 words at %d Hz, got a buffer of %d"
                 % (self.block_len, self.rate, len(buf))
             )
-        _filter(buf, self.block_len, self._st, self._co)
-        _block_end(self._st, self._ring)
+        st = self._st
+        _filter(buf, self.block_len, st, self._co)
+        _wadd(st, _IA, _BA, _NL, _NW)
+        _wadd(st, _IC, _BC, _NL, _NW)
+        _wadd(st, _SA, _BA, _NL, _NW)
+        _wadd(st, _SC, _BC, _NL, _NW)
+        _wmax(st, _IM, _BM)
+        _wmax(st, _SM, _BM)
+        _block_end(st, self._ring)
 
     def last_block_laeq(self):
         return round2(level_db(wide_float(self._st, _BA, _NL), self.block_len, self._off_a))
