@@ -26,7 +26,7 @@ tests/protocol/vectors/ run under both.
 import json
 import sys
 
-from protocol import MAX_PAYLOAD
+from protocol import MAX_PAYLOAD, strictjson
 from protocol.errors import ProtocolError
 from protocol.schema import (
     EXTRA,
@@ -67,8 +67,6 @@ try:
 except ImportError:  # MicroPython: annotations are never evaluated there
     pass
 
-from protocol import strictjson
-
 _MICROPYTHON = sys.implementation.name == "micropython"
 # typed loosely: MicroPython's json (and its stubs) has no parse_constant,
 # which only the CPython branch passes
@@ -85,7 +83,7 @@ for _mask in range(1 << len(FLAGS)):
         "[" + ",".join('"%s"' % FLAGS[b] for b in range(len(FLAGS)) if _mask & (1 << b)) + "]"
     )
 _FLAG_JSON = tuple(_flag_json)
-del _flag_json
+del _flag_json, _mask
 
 _TOKEN_PUNCTUATION = "._:-"
 
