@@ -65,7 +65,7 @@ PROGRAMME_LEVEL = 70.0
 NIGHT = datetime(2026, 6, 12, 23, 0, 0, tzinfo=TZ)
 CHUNK_S = 0.5  # audio seconds fed to a sensor at a time
 BOOT_TIMEOUT_S = 90.0
-LEAD_WALL_S = 10.0
+LEAD_WALL_S = 8.0
 
 
 def cache_dir(seconds: float) -> Path:
@@ -145,7 +145,7 @@ class Demo:
         self.broker_url: str | None = args.broker
         self.origin = NIGHT.timestamp()
         # long enough, in real seconds, for seven MicroPython sensors to boot
-        self.lead_s = float(round(self.speed * LEAD_WALL_S))
+        self.lead_s = float(round(self.speed * args.lead_in))
         self.start: float | None = None  # wall time at which the night begins
         self.children: list[Child] = []
         self.sensors: dict[str, Child] = {}
@@ -447,6 +447,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--plain", action="store_true", help="plain progress lines even on a terminal"
     )
+    parser.add_argument(
+        "--lead-in",
+        type=float,
+        default=LEAD_WALL_S,
+        metavar="S",
+        help=f"real seconds of quiet before 23:00 while all starts (default {LEAD_WALL_S:g})",
+    )
     parser.add_argument("--keep", action="store_true", help="keep the work folder (logs, database)")
 
 
@@ -456,6 +463,8 @@ def run(args: argparse.Namespace) -> int:
             f"--speed {args.speed:g} is out of range; give 0.5 to 50 "
             "(4.5 plays the night in a minute)"
         )
+    if not 1 <= args.lead_in <= 120:
+        raise UsageError(f"--lead-in {args.lead_in:g} is out of range; give 1 to 120 s")
     if not 10 <= args.seconds <= scenes.SECONDS:
         raise UsageError(
             f"--seconds {args.seconds:g} is out of range; give 10 to {scenes.SECONDS:g}"
