@@ -9,9 +9,10 @@ Ids (site, sensor, group, zone) are ``[a-z0-9-]{1,32}``.  Builders raise
 caught when the topic is built, not when the gateway drops its messages.
 """
 
+from protocol import SCHEMA_VERSION
 from protocol.errors import ProtocolError
 
-PREFIX = "hushlight/v1/"
+PREFIX = "hushlight/v%d/" % SCHEMA_VERSION
 
 # topic kind -> leaves allowed under it
 LEAVES = {
