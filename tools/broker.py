@@ -102,9 +102,8 @@ class Mosquitto:
                 f"certfile {certfile}",
                 f"keyfile {keyfile}",
             ]
-            if self.password_file:
-                lines.append(f"password_file {self.password_file}")
-            else:
+            # password_file is global (no per_listener_settings): set once above
+            if not self.password_file:
                 lines.append("allow_anonymous true")
         lines += list(self.extra)
         return "\n".join(lines) + "\n"

@@ -28,6 +28,7 @@ def write_config(
     webpush: dict[str, Any] | None = None,
     http_port: int | None = None,
     client_id: str = "",
+    broker: dict[str, Any] | None = None,
 ) -> Path:
     """A site TOML with one zone "main" (sensors s1-s3, lights g1), always active."""
     z: dict[str, Any] = {
@@ -52,7 +53,7 @@ def write_config(
     z.update(zone or {})
     s = {"id": SITE, "timezone": "Europe/Brussels", "stale_after_s": 30}
     s.update(site or {})
-    lines = ["[site]", *_kv(s), "[broker]", *_kv({"url": broker_url})]
+    lines = ["[site]", *_kv(s), "[broker]", *_kv({"url": broker_url, **(broker or {})})]
     if client_id:
         lines += _kv({"client_id": client_id})
     lines += ["[storage]", *_kv({"path": str(tmp_path / "gw.db")})]

@@ -21,8 +21,10 @@ from gateway.lights_sim import LightsSim
 from gateway.policy import Override, Release, initial_state
 from gateway.service import Gateway
 from gateway.storage import Storage
+from tests.firmware.conftest import make_ca
 from tests.gateway.conftest import SITE, Sensors, collect, mqtt_client, wait_for, write_config
 from tools.broker import Mosquitto, free_port
+from tools.provision import hash_password
 
 SCALE = 10.0  # site seconds per wall second: a 10 s hold lasts 1 s
 ROOT = f"hushlight/v1/{SITE}"
@@ -449,3 +451,43 @@ def test_lights_sim_command_runs_and_stops_on_sigterm(fresh_broker: Mosquitto) -
             proc.wait()
         assert proc.stderr is not None
         proc.stderr.close()
+
+
+async def test_over_tls_with_a_password(tmp_path: Path) -> None:
+    tls = make_ca(tmp_path / "tls", "hushlight test CA")
+    passwords = tmp_path / "passwords"
+    passwords.write_text(
+        f"gateway:{hash_password('gateway-secret')}\nsensor:{hash_password('sensor-secret')}\n"
+    )
+    passwords.chmod(0o600)
+    # `user root`: Mosquitto keeps the rights to read pytest's private temporary folder
+    with Mosquitto(
+        tls=(tls.ca, tls.cert, tls.key), password_file=passwords, extra=("user root",)
+    ) as broker:
+        cfg = load_config(
+            write_config(
+                tmp_path,
+                broker.tls_url,
+                broker={"ca": str(tls.ca), "username": "gateway", "password": "gateway-secret"},
+            )
+        )
+        clock = ScaledClock(origin=1_750_000_000.0, scale=1.0)
+        gw = Gateway(cfg, clock=clock, install_signals=False)
+        async with running(gw.run(), gw.stop):
+            await asyncio.wait_for(gw.ready.wait(), 10)
+            async with mqtt_client(broker.port, username="sensor", password="sensor-secret") as pub:
+                await Sensors(pub, clock).send("s1", 50.0)
+            await wait_for(lambda: gw.metrics.records_accepted.get("s1") == 1, 5.0, "the record")
+
+        # a wrong password is refused by the broker: the gateway keeps retrying, never crashes
+        wrong = load_config(
+            write_config(
+                tmp_path,
+                broker.tls_url,
+                broker={"ca": str(tls.ca), "username": "gateway", "password": "wrong-secret"},
+            )
+        )
+        gw2 = Gateway(wrong, clock=clock, install_signals=False)
+        async with running(gw2.run(), gw2.stop) as task:
+            await wait_for(lambda: gw2.metrics.reconnects.total() >= 2, 10.0, "retries")
+            assert not gw2.connected.is_set() and not task.done()
