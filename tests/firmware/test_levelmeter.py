@@ -232,3 +232,19 @@ print(probe(a), a[1], a[2])
 """
     got = upy.run_code(code).split()
     assert got == [str(-3 * 1000 + 4091), "-123456789", "1"]
+
+
+def test_minute_statistics_keep_the_last_480_blocks() -> None:
+    # 10 loud blocks then 480 quiet ones: the ring keeps only the quiet ones,
+    # while the summary LAeq still counts every block
+    rate = 16000
+    loud = signals.sine(rate, 1000.0, 10 / 8, -20.0)
+    quiet = signals.sine(rate, 1000.0, 480 / 8, -50.0)
+    words = np.asarray(signals.to_i2s_words(np.concatenate([loud, quiet])), np.int64)
+    lines = run_firmware(rate, words, per=490)
+    summary = lines[-1][1]
+    assert summary["l10"] == pytest.approx(70.0, abs=0.02)
+    assert summary["lamin"] == pytest.approx(70.0, abs=0.05)
+    expected = 10 * np.log10((10 * 10**10.0 + 480 * 10**7.0) / 490)
+    assert summary["laeq"] == pytest.approx(expected, abs=0.02)
+    assert summary["lafmax"] == pytest.approx(100.0, abs=0.05)
