@@ -198,6 +198,7 @@ class ReferenceMeter:
         if isinstance(rate, bool) or not isinstance(rate, int) or rate <= 0:
             raise ValueError(f"sample rate {rate!r} is not valid; give a positive integer in Hz")
         self.rate = rate
+        self.block_len = rate // BLOCKS_PER_SECOND  # the firmware's block, also at 44.1 kHz
         if sos_a is None:
             sos_a = weighting.sos(rate, "A", mic)
         if sos_c is None:
@@ -217,10 +218,6 @@ class ReferenceMeter:
         self._index = 0
         self._start = 0
 
-    def block_length(self, index: int) -> int:
-        """Samples in block `index`: the firmware's ``rate // 8`` for every block."""
-        return self.rate // BLOCKS_PER_SECOND
-
     def process(self, x: npt.ArrayLike) -> list[Block]:
         """Filter `x` (float, full scale 1) and return the blocks it completes."""
         samples = np.asarray(x, dtype=np.float64).reshape(-1)
@@ -237,7 +234,8 @@ class ReferenceMeter:
         fast = np.concatenate([self._rest_f, fast])
         done: list[Block] = []
         pos = 0
-        while sq_a.size - pos >= (n := self.block_length(self._index)):
+        n = self.block_len
+        while sq_a.size - pos >= n:
             done.append(
                 Block(
                     index=self._index,
