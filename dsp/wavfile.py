@@ -4,8 +4,11 @@ Readable: RIFF/WAVE with PCM (format 1), IEEE float (format 3) or
 WAVE_FORMAT_EXTENSIBLE (0xFFFE) wrapping either; 16-, 24- or 32-bit PCM or
 32-bit float; any number of channels (the first one is used, as a sensor has
 one microphone); at the rates the firmware supports (48000, 44100, 32000,
-16000 Hz). Everything else raises `WavFormatError` with one sentence naming
-the file, what it holds and what is supported. The stdlib `wave` module reads
+16000 Hz). A data size left at 0xFFFFFFFF (recorders that stream to a pipe)
+means "to the end of the file"; a half frame at the end is dropped. A
+non-finite float sample is a broken file. Everything else raises
+`WavFormatError` with one sentence naming the file, what it holds and what is
+supported. The stdlib `wave` module reads
 PCM only, hence the small RIFF parser here.
 
 Samples come out in blocks so that an hour-long recording never sits in memory
