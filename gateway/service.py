@@ -77,6 +77,8 @@ __all__ = ["Gateway", "Outbox"]
 
 log = logging.getLogger("hushlight.gateway")
 
+LATE_AFTER_S = 5.0  # a record older than this on arrival is a backlog: stored, never triggers
+FUTURE_SKEW_S = 5.0  # a record ending further ahead than this is refused (sensor clock wrong)
 QUEUE_MAX = 100_000  # ~10 s of 10,000 sensors at 1 Hz
 # Messages handled per turn of the ingest task (~10-20 ms of work): between turns
 # the event loop reads the socket and sends PUBACKs, so a long batch would hold
@@ -160,7 +162,16 @@ class Gateway:
         self.config = config
         self.clock: Clock = clock or RealClock()
         self.metrics = Metrics()
-        self.ingest = Ingest(config, self.metrics)
+        # Lateness and clock-skew allowances are site seconds; under a scaled
+        # demo clock one real second of network or scheduling delay is `scale`
+        # site seconds, so they never drop below one real second.
+        one_wall_second = 1.0 / self.clock.wall(1.0)
+        self.ingest = Ingest(
+            config,
+            self.metrics,
+            late_after_s=max(LATE_AFTER_S, one_wall_second),
+            future_skew_s=max(FUTURE_SKEW_S, one_wall_second),
+        )
         self.storage = Storage(config.storage.path, config.storage.peak_threshold_db)
         self.outbox = Outbox()
         self.lighting: LightingAdapter = lighting or MqttLighting(config.site_id, self.outbox)
