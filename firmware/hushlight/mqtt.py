@@ -167,6 +167,8 @@ class MQTTClient:
 
         self._rx = bytearray(_RX_SIZE)
         self._rxmv = memoryview(self._rx)
+        self._rx1 = self._rxmv[:1]
+        self._rx2 = self._rxmv[:2]
         # PUBLISH packets up to _TX_SIZE are assembled here and sent whole
         self._tx = bytearray(_TX_SIZE)
         self._txmv = memoryview(self._tx)
@@ -274,8 +276,12 @@ class MQTTClient:
             # before the write: the PUBACK can arrive while we drain
             self._unacked[pid] = None
         n = 0
+        lock = self._write_lock
         try:
-            async with self._write_lock:
+            # acquire/release by hand: `async with` makes two more coroutine
+            # objects per message
+            await lock.acquire()
+            try:
                 # the shared buffer is filled under the lock: another task may
                 # be publishing concurrently
                 w = self._stream
@@ -315,6 +321,8 @@ class MQTTClient:
                     # only yield, so a caller's publish loop cannot starve the
                     # other tasks; sleep_ms(0) allocates nothing
                     await asyncio.sleep_ms(0)
+            finally:
+                lock.release()
         except Exception as e:
             # (no "from e": MicroPython warns on the console about chaining)
             self._unacked.pop(pid, None)
@@ -583,7 +591,7 @@ class MQTTClient:
             stream = self._stream
             if stream is None:
                 raise OSError(ENOTCONN, "MQTT not connected")
-            r = await stream.readinto(mv[got:])
+            r = await stream.readinto(mv[got:] if got else mv)
             if r is None:
                 continue  # TLS: a record is not complete yet
             if r == 0:
@@ -607,19 +615,19 @@ class MQTTClient:
     async def _read_packet(self):
         rx = self._rx
         mv = self._rxmv
-        await self._read_exact(mv[:1])
+        # every packet has a type byte and at least one length byte: read both
+        # at once, then the further length bytes one at a time (section 2.2.3)
+        await self._read_exact(self._rx2)
         kind = rx[0]
-        # remaining length, one byte at a time (section 2.2.3)
-        size = 0
+        size = rx[1] & 0x7F
         shift = 0
-        while True:
-            await self._read_exact(mv[:1])
-            size |= (rx[0] & 0x7F) << shift
-            if not rx[0] & 0x80:
-                break
+        while rx[1] & 0x80:
             shift += 7
             if shift > 21:
                 raise OSError(ECONNABORTED, "malformed remaining length")
+            await self._read_exact(self._rx1)
+            rx[1] = rx[0]
+            size |= (rx[1] & 0x7F) << shift
         whole = size <= _RX_SIZE
         if size:
             await self._read_exact(mv[: min(size, _RX_SIZE)])
