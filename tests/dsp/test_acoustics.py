@@ -88,43 +88,62 @@ def test_pink_noise_laeq_matches_the_reference(rate: int) -> None:
     assert 80.0 < ref[1]["laeq"] < 90.0
 
 
-# IEC 61672-1:2013, Table 4: 4 kHz tone-burst duration (s), Fast reference
-# response (dB re the steady level), class 1 acceptance limits (lower, upper).
-TONEBURST_FAST = [
-    (0.00025, -27.0, (-3.0, 1.0)),
-    (0.002, -18.0, (-1.5, 1.0)),
-    (0.2, -1.0, (-0.5, 0.5)),
+# IEC 61672-1:2013, Table 4 (5.9): 4 kHz tone-burst duration Tb (s), reference
+# responses (dB re the steady level) for the Fast maximum and for the sound
+# exposure level, and the class 1 acceptance limits (lower, upper) they share.
+TONEBURST_TABLE_4 = [
+    (0.00025, -27.0, -36.0, (-3.0, 1.0)),
+    (0.0005, -24.0, -33.0, (-2.5, 1.0)),
+    (0.001, -21.0, -30.0, (-2.0, 1.0)),
+    (0.002, -18.0, -27.0, (-1.5, 1.0)),
+    (0.005, -14.1, -23.0, (-1.0, 1.0)),
+    (0.01, -11.1, -20.0, (-1.0, 1.0)),
+    (0.02, -8.3, -17.0, (-1.0, 1.0)),
+    (0.05, -4.8, -13.0, (-1.0, 1.0)),
+    (0.1, -2.6, -10.0, (-1.0, 1.0)),
+    (0.2, -1.0, -7.0, (-0.5, 0.5)),
+    (0.5, -0.1, -3.0, (-0.5, 0.5)),
+    (1.0, 0.0, 0.0, (-0.5, 0.5)),
 ]
+SLOT_S = 2.0  # one burst per interval
 
 
 @pytest.mark.parametrize("rate", RATES)
-def test_4khz_toneburst_fast_responses_within_class_1(rate: int) -> None:
-    level = -10.0  # dBFS: 110 dB, clear of the noise floor by the 27 dB the shortest burst needs
-    # one burst per second, shortest first so that each burst's Fast tail has
-    # died (by more than 25 dB) before the next, longer one; then the steady tone
-    parts = [signals.silence(rate, 1.0)]
+def test_4khz_toneburst_responses_within_class_1(rate: int) -> None:
+    level = -10.0  # dBFS: 110 dB, clear of the noise floor by the 36 dB the shortest burst needs
+    # one burst per 2 s interval, shortest first so that each burst's Fast
+    # tail has died (by 40 dB) before the next, longer one; then the steady tone
+    parts = [signals.silence(rate, SLOT_S)]
     parts += [
-        signals.toneburst(rate, 4000.0, burst, level, 1.0, lead_s=0.25)
-        for burst, _, _ in TONEBURST_FAST
+        signals.toneburst(rate, 4000.0, burst, level, SLOT_S, lead_s=0.25)
+        for burst, *_ in TONEBURST_TABLE_4
     ]
-    parts.append(signals.sine(rate, 4000.0, 2.0, level))
-    fw, ref = both_meters(rate, np.concatenate(parts), 1.0)
-    assert len(fw) == 1 + len(TONEBURST_FAST) + 2
+    parts.append(signals.sine(rate, 4000.0, 2 * SLOT_S, level))
+    fw, ref = both_meters(rate, np.concatenate(parts), SLOT_S)
+    assert len(fw) == 1 + len(TONEBURST_TABLE_4) + 2
     for levels, meter in ((fw, "firmware"), (ref, "reference")):
-        steady = levels[-1]["laeq"]  # the second second of the tone: filters settled
-        for i, (burst, delta, (low, high)) in enumerate(TONEBURST_FAST, start=1):
-            response = levels[i]["lafmax"] - steady
-            assert delta + low <= response <= delta + high, (
-                f"{meter} at {rate} Hz: {burst * 1000:g} ms burst reads {response:+.2f} dB, "
-                f"IEC 61672-1 Table 4 wants {delta:+.1f} dB ({low:+.1f}/{high:+.1f})"
-            )
+        steady = levels[-1]["laeq"]  # the tone's second interval: filters settled
+        for i, (burst, fast, sel, (low, high)) in enumerate(TONEBURST_TABLE_4, start=1):
+            # sound exposure level re 1 s from the interval's LAeq
+            exposure = levels[i]["laeq"] + 10 * math.log10(SLOT_S / 1.0)
+            for what, got, want in (
+                ("LAFmax", levels[i]["lafmax"] - steady, fast),
+                ("LAE", exposure - steady, sel),
+            ):
+                assert want + low <= got <= want + high, (
+                    f"{meter} at {rate} Hz: {burst * 1000:g} ms burst {what} reads "
+                    f"{got:+.2f} dB, IEC 61672-1 Table 4 wants {want:+.1f} dB "
+                    f"({low:+.1f}/{high:+.1f})"
+                )
 
 
-def test_toneburst_reference_values_follow_the_fast_exponential() -> None:
-    # Table 4's reference responses are 10 lg(1 - exp(-Tb / tau)) rounded to
-    # 0.1 dB (IEC 61672-1:2013, equation (7)); check the table as typed above
-    for burst, delta, _ in TONEBURST_FAST:
-        assert round(10 * math.log10(1 - math.exp(-burst / 0.125)), 1) == delta
+def test_toneburst_reference_values_follow_the_standard_equations() -> None:
+    # Table 4's reference responses are 10 lg(1 - exp(-Tb / tau)) for Fast
+    # and 10 lg(Tb / T0), T0 = 1 s, for exposure, rounded to 0.1 dB
+    # (IEC 61672-1:2013, 5.9): check the table as typed above
+    for burst, fast, sel, _ in TONEBURST_TABLE_4:
+        assert round(10 * math.log10(1 - math.exp(-burst / 0.125)), 1) == fast
+        assert round(10 * math.log10(burst / 1.0), 1) == sel
 
 
 @pytest.mark.parametrize("rate", [48000, 16000])
