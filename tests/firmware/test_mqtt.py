@@ -36,6 +36,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from tests.firmware.conftest import TlsFiles, readable_folder
 from tools import upy
 from tools.broker import Mosquitto
+from tools.embedded_broker import BrokerProcess
 from tools.provision import hash_password
 
 DRIVER = Path(__file__).parent / "upy" / "mqtt_driver.py"
@@ -639,6 +640,19 @@ def test_reconnects_after_a_broker_restart(
     stats = d.stats()
     assert stats["reconnects"] == 1
     assert stats["connected"] is True
+
+
+def test_works_with_the_demo_broker(drivers: Drivers) -> None:
+    # `hushlight demo` runs the sensors against amqtt, not Mosquitto
+    with BrokerProcess() as b:
+        config = f"hushlight/v1/test/sensors/{unique('s')}/config"
+        d = start(drivers, client_id=unique("c"), port=b.port, subscribe=[[config, 1]])
+        d.expect("connected")
+        d.send(op="publish", topic=config, payload='{"rev":1}', qos=1, retain=True)
+        d.expect("puback")
+        assert d.expect("message")["payload"] == '{"rev":1}'  # our own subscription
+        d.send(op="disconnect")
+        d.expect("disconnected")
 
 
 def test_user_and_password_against_a_broker_without_anonymous_access(
