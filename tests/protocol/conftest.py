@@ -55,11 +55,14 @@ def payload_bytes(v: dict[str, Any]) -> bytes:
     return raw
 
 
+SPECIAL_NUMBERS = {"nan": math.nan, "inf": math.inf, "-inf": -math.inf}
+
+
 def number(v: Any) -> Any:
     """Vectors spell NaN and infinities as strings (JSON cannot hold them)."""
-    return (
-        {"nan": math.nan, "inf": math.inf, "-inf": -math.inf}.get(v, v) if isinstance(v, str) else v
-    )
+    if isinstance(v, str) and v in SPECIAL_NUMBERS:
+        return SPECIAL_NUMBERS[v]
+    return v
 
 
 def same(expected: Any, actual: Any) -> bool:
