@@ -30,6 +30,8 @@ COMMANDS: dict[str, str] = {
     "gen-coeffs": "dsp.codegen",
     # sensor
     "sensor": "tools.sensor",
+    # wire protocol
+    "schemas": "tools.schemas",
     # gateway side
     "gateway": "gateway.cli",
     "lights-sim": "gateway.lights_sim",
