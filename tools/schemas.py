@@ -7,8 +7,8 @@ files never disagree with what the sensors and the gateway accept.  Rules
 between fields that JSON Schema cannot state (``t1 > t0``, percentile order)
 are written into the ``$comment`` of the schema.
 
-    python -m tools.schemas            # rewrite protocol/schemas/
-    python -m tools.schemas --check    # exit 1 if the files are out of date
+    hushlight schemas            # rewrite protocol/schemas/ (or python -m tools.schemas)
+    hushlight schemas --check    # exit 1 if the files are out of date
 """
 
 from __future__ import annotations
@@ -155,7 +155,7 @@ def run(args: argparse.Namespace) -> int:
         bad = stale(out)
         if bad:
             print(
-                f"out of date in {out}: {', '.join(bad)}; run `python -m tools.schemas`",
+                f"out of date in {out}: {', '.join(bad)}; run `hushlight schemas`",
                 file=sys.stderr,
             )
             return 1

@@ -49,7 +49,7 @@ def cross_field(v: dict[str, Any]) -> bool:
 
 
 def test_committed_files_match_protocol() -> None:
-    assert schemas.stale(schemas.DEFAULT_OUT) == [], "run `python -m tools.schemas`"
+    assert schemas.stale(schemas.DEFAULT_OUT) == [], "run `hushlight schemas`"
 
 
 @pytest.mark.parametrize("kind", schema.KINDS)
