@@ -6,9 +6,10 @@ counters and the spilled backlog.  Like `hushlight build` does for the
 device, the modules are compiled with mpy-cross into that folder first (for
 the host's CPU), so they load without the RAM that parsing source takes: the
 heap is as tight as on the ESP32.  This command writes the settings given on
-the command line into that `config.json` (keeping what the firmware itself
-stored there: remote config, calibration), then starts the firmware and
-stays beside it:
+the command line into that `config.json` (keeping every other key there:
+what the firmware stored itself, such as remote config and calibration, and
+settings written by hand, such as `buffer_records`), then starts the
+firmware and stays beside it:
 
 - `--console` opens a pseudo-terminal for the technician console and prints
   its path on stderr (``console: /dev/pts/N``); pyserial opens it like a USB
@@ -52,15 +53,6 @@ BOOT_CODE: Final = "import boot\nimport main\n"
 # mpy-cross architecture of the host, for the viper and native code
 _MPY_ARCH: Final = {"x86_64": "x64", "amd64": "x64", "i686": "x86", "i386": "x86"}
 _ID = re.compile(r"[a-z0-9-]{1,32}")
-# keys the firmware writes into config.json itself; a restart keeps them
-_FIRMWARE_OWNED: Final = (
-    "config_rev",
-    "interval_s",
-    "peak_threshold_db",
-    "calibration_offset_db",
-    "status_interval_s",
-    "backlog_rate",
-)
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -199,7 +191,8 @@ def settings(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def write_config(state_dir: Path, values: dict[str, Any], console: str) -> Path:
-    """config.json in `state_dir`: what the firmware stored, then `values` on top."""
+    """config.json in `state_dir`: what is there (the firmware's remote config
+    and calibration, settings written by hand), then `values` on top."""
     path = state_dir / "config.json"
     old: dict[str, Any] = {}
     if path.exists():
@@ -208,7 +201,7 @@ def write_config(state_dir: Path, values: dict[str, Any], console: str) -> Path:
         except ValueError:
             loaded = {}
         if isinstance(loaded, dict):
-            old = {k: v for k, v in loaded.items() if k in _FIRMWARE_OWNED}
+            old = loaded
     config = {**old, **values, "console": console}
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(config, indent=2) + "\n")

@@ -87,6 +87,8 @@ class App:
         self.dsp_load_last = 0.0
         self.lag_blocks = 0
         self.samples = 0
+        self.dropped_seen = 0
+        self.dropped_told = time.ticks_add(time.ticks_ms(), -20000)
         self.interval_blocks = int(self.cfg["interval_s"] * 8)
         self.console = None
         self._open_audio()
@@ -129,6 +131,7 @@ class App:
             "will_payload": will,
             "will_retain": True,
             "will_qos": 1,
+            "backoff_max_ms": cfg["backoff_max_s"] * 1000,
         }
         if tls:
             kw["ssl_cafile"] = cfg["ca_file"] or "ca.pem"
@@ -215,24 +218,14 @@ class App:
             self.wake_publisher.set()
 
     def _on_message(self, topic, payload, retained):
-        if topic != self.t_config:
-            return
+        if topic != self.t_config or not payload:
+            return  # an empty retained message only clears the topic
         try:
             new, changed = self.cfg.decode_remote(payload)
-        except ConfigError as e:
-            log("config rejected: %s" % e)
-            self.config_error = str(e)[:200]
-            self.status_changed.set()
-            return
-        if not changed:
-            return
-        if new["config_rev"] == self.cfg["config_rev"] and changed == ["config_rev"]:
-            return
-        if new["config_rev"] == self.cfg["config_rev"]:
-            # the retained config comes again on every connection: a rev
-            # already applied stays as it is, console changes included
-            return
-        try:
+            if new["config_rev"] == self.cfg["config_rev"]:
+                # the retained config comes again on every connection: a rev
+                # already applied stays as it is, console changes included
+                return
             self._apply(new, changed)
         except ConfigError as e:
             log("config rejected: %s" % e)
@@ -258,7 +251,12 @@ class App:
             self.interval_blocks = int(new["interval_s"] * 8)
         if "peak_threshold_db" in changed:
             self.meter.set_peak_threshold(new["peak_threshold_db"])
-        # interval_s and sample_rate take effect at the next interval boundary,
+        if "sample_rate" in changed:
+            # a new rate means a new I2S set-up and filter chain: restart with
+            # the stored config, as after a power cycle
+            log("sample_rate %d Hz stored; restarting" % new["sample_rate"])
+            self.request_reboot()
+        # interval_s takes effect at the next interval boundary,
         # status_interval_s and backlog_rate at their next use
 
     def set_config(self, key, value):
@@ -375,6 +373,13 @@ class App:
         payload = payloads.encode_levels(seq, t0, t1, laeq, lafmax, lceq, self._flags(flags))
         self.store.add(LEVELS, seq, payload)
         self.wake_publisher.set()
+        if self.store.dropped != self.dropped_seen:
+            # records lost to a full buffer: tell the world, at most every 10 s
+            now = time.ticks_ms()
+            if time.ticks_diff(now, self.dropped_told) > 10000:
+                self.dropped_seen = self.store.dropped
+                self.dropped_told = now
+                self.status_changed.set()
         if self.console is not None:
             self.console.on_levels(payload)
 
@@ -477,22 +482,27 @@ class App:
 
 
 def main():
+    import sys
+
     try:
         app = App()
     except ConfigError as e:
-        import sys
-
         print("hushlight: error: %s" % e, file=sys.stderr)
         if platform.ESP32:
             # nothing sensible to run: wait for a technician, then try again
             time.sleep(60)
             platform.reset()
         raise SystemExit(2)
+    status = 0
     try:
         asyncio.run(app.run())
     except KeyboardInterrupt:
         log("stopping")
-    finally:
-        app.shutdown()
-    if app.reboot:
+    except Exception as e:  # a bug or an exhausted heap: never sit there deaf
+        log("fatal: %r" % (e,))
+        sys.print_exception(e)
+        status = 1
+    app.shutdown()
+    if app.reboot or (status and platform.ESP32):
         platform.reset()
+    raise SystemExit(status)

@@ -13,6 +13,8 @@ Identity and network, written by the provisioning tools:
   mqtt_user, mqtt_password   MQTT credentials (optional)
   keepalive_s        MQTT keepalive, 5..600 s (default 30): the offline status
                      appears at most 1.5 times this after the sensor dies
+  backoff_max_s      longest wait between MQTT reconnect attempts, 1..600 s
+                     (default 30; the wait doubles from 0.5 s, with jitter)
   wifi_ssid, wifi_password   Wi-Fi network (ESP32 only)
   ntp_host           NTP server (ESP32 only; default pool.ntp.org)
   ntp_resync_s       seconds between NTP re-syncs (default 3600)
@@ -66,6 +68,7 @@ DEFAULTS = {
     "mqtt_user": None,
     "mqtt_password": None,
     "keepalive_s": 30,
+    "backoff_max_s": 30,
     "wifi_ssid": None,
     "wifi_password": None,
     "ntp_host": "pool.ntp.org",
@@ -149,6 +152,7 @@ def validate_local(values):
             raise ConfigError(str(e))
     parse_broker(values["broker"])
     _check_int(values, "keepalive_s", 5, 600)
+    _check_int(values, "backoff_max_s", 1, 600)
     _check_int(values, "buffer_records", 100, 100000)
     speed = values["speed"]
     if type(speed) not in (int, float) or not 0 <= speed <= 100000:

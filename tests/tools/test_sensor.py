@@ -231,6 +231,9 @@ def test_broker_outage_of_60_s_loses_no_record(
     """Broker stopped for 60 s mid-stream and restarted: a persistent-session
     QoS 1 subscriber sees every seq (the backlog spills to flash meanwhile)."""
     b = fresh_broker
+    (tmp_path / "st").mkdir()
+    # reconnect attempts at most 2 s apart, so the test need not wait out a long back-off
+    (tmp_path / "st" / "config.json").write_text('{"backoff_max_s": 2}')
     sub = Sub(b.port, sensor_topic("outage"), client_id="outage-collector")
     sub.ready()
     # 4 records a second: a minute of outage is ~240 records, more than RAM holds
@@ -509,3 +512,35 @@ def test_reboot_with_a_spilled_backlog_loses_nothing(
     assert seqs >= set(range(made + 4)), sorted(set(range(made + 4)) - seqs)[:20]
     assert s2.stop() == 0
     sub.close()
+
+
+def test_a_full_buffer_drops_the_oldest_records_and_says_so(
+    fresh_broker: Mosquitto, tmp_path: Path, sensors: list[Sensor]
+) -> None:
+    b = fresh_broker
+    state = tmp_path / "st"
+    state.mkdir()
+    # a 100-record buffer (config.json keys the command line does not set stay)
+    (state / "config.json").write_text('{"buffer_records": 100, "backoff_max_s": 2}')
+    sub = Sub(b.port, sensor_topic("full"), client_id="full-collector")
+    sub.ready()
+    b.stop()
+    s = Sensor(tmp_path, *sensor_args(b, "full", state, "--synthetic", "quiet", "--speed", "40"))
+    sensors.append(s)
+    time.sleep(8)  # a few hundred records made, ~100 kept
+    b.start()
+    _, status = sub.wait_for(
+        lambda t, v: t.endswith("/status") and v.get("state") == "online", 30, "online status"
+    )
+    dropped = status["dropped"]
+    assert dropped > 0
+    target = dropped + 150
+    sub.wait_for(lambda t, v: t.endswith("/levels") and v["seq"] >= target, 30, "the backlog")
+    got = levels_seqs(sub)
+    assert s.stop() == 0
+    sub.close()
+    # the oldest went: the missing records are all at the start (more may
+    # have gone while the first sends waited for their acknowledgements)
+    first = min(got)
+    assert first >= dropped
+    assert got >= set(range(first, target + 1))
