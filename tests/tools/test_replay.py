@@ -296,3 +296,32 @@ def test_a_failing_firmware_runner_is_reported_with_its_last_words(
         "hushlight replay: error: the firmware meter stopped with exit status 3: "
         "replay_main: error: out of memory in the test"
     )
+
+
+@pytest.mark.parametrize("engine", ["firmware", "reference"])
+def test_replay_streams_instead_of_reading_the_whole_file_first(
+    tmp_path: Path, engine: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # 200 s read one second at a time, 8 intervals a second. The reference
+    # engine yields its first interval after the first second is read. The
+    # firmware engine runs on threads, so only a bound is certain: the pipes
+    # (64 KiB each on Linux) hold about 115 s of its output lines and well
+    # under a second of words, so it cannot have read the whole file.
+    path = tmp_path / "long.wav"
+    write_wav(path, 16000, signals.white_noise(16000, 200.0, -40.0, 5), "pcm16")
+    wav = replay.open_wav(path)
+    read: list[int] = []
+    name = "samples" if engine == "reference" else "i2s_words"
+    blocks = getattr(wav, name)
+
+    def counting(block_frames: int) -> Any:
+        for block in blocks(block_frames):
+            read.append(block.size)
+            yield block
+
+    monkeypatch.setattr(wav, name, counting)
+    records = replay.replay(wav, engine, replay.Settings(interval_s=0.125))
+    assert next(records)["t1"] == 0.125
+    assert len(read) == 1 if engine == "reference" else 1 <= len(read) < 150
+    assert sum(1 for _ in records) == 1599
+    assert sum(read) == 200 * 16000
