@@ -544,3 +544,26 @@ def test_a_full_buffer_drops_the_oldest_records_and_says_so(
     first = min(got)
     assert first >= dropped
     assert got >= set(range(first, target + 1))
+
+
+def test_stdin_pcm_is_measured_and_the_sensor_stops_at_its_end(
+    broker: Mosquitto, tmp_path: Path, sensors: list[Sensor]
+) -> None:
+    # 3 s of a 1 kHz tone at 94 dB SPL as s16le: -26 dBFS on the INMP441 scale
+    x = signals.sine(48000, 1000.0, 3.0, -26.0)
+    pcm = tmp_path / "tone.s16"
+    pcm.write_bytes((x * 32767).round().astype("<i2").tobytes())
+    sub = Sub(broker.port, sensor_topic("piped"))
+    sub.ready()
+    with pcm.open("rb") as stdin:
+        s = Sensor(tmp_path, *sensor_args(broker, "piped", tmp_path / "st", "--stdin-pcm",
+                                          "--time-origin", str(ORIGIN)), stdin=stdin)  # fmt: skip
+        sensors.append(s)
+        assert s.proc.wait(60) == 0, s.output()
+    sub.wait_for(is_status("offline"), 10, "offline status at the end")
+    records = sorted(sub.of("levels"), key=lambda r: r["seq"])
+    sub.close()
+    assert [r["t0"] for r in records] == [ORIGIN * 1000 + 1000 * k for k in range(3)]
+    for r in records:
+        # A and C weighting are 0 dB at 1 kHz (IEC 61672-1 table 3)
+        assert abs(r["laeq"] - 94.0) < 0.1 and abs(r["lceq"] - 94.0) < 0.1
