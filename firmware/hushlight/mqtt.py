@@ -41,7 +41,16 @@ import random
 import socket
 import sys
 import time
-from errno import EACCES, ECONNABORTED, ECONNRESET, EINPROGRESS, ENOBUFS, ENOTCONN, ETIMEDOUT
+from errno import (
+    EACCES,
+    ECONNABORTED,
+    ECONNRESET,
+    EINPROGRESS,
+    EINVAL,
+    ENOBUFS,
+    ENOTCONN,
+    ETIMEDOUT,
+)
 
 from micropython import const
 
@@ -408,7 +417,15 @@ class MQTTClient:
                 ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
                 # MicroPython's SSLContext has verify_mode; its stubs lack it
                 ctx.verify_mode = ssl.CERT_REQUIRED  # type: ignore[attr-defined]
-                ctx.load_verify_locations(cadata=_ca_der(self.ssl_cafile))
+                try:
+                    ctx.load_verify_locations(cadata=_ca_der(self.ssl_cafile))
+                except (OSError, ValueError) as e:
+                    s.close()
+                    raise OSError(
+                        EINVAL,
+                        "the CA file %s cannot be used (%s); provision the broker's CA again"
+                        % (self.ssl_cafile, _describe(e)),
+                    )
                 self._ssl_ctx = ctx
             s = self._ssl_ctx.wrap_socket(
                 s, server_hostname=self.server_hostname or self.host, do_handshake_on_connect=False

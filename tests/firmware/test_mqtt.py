@@ -718,6 +718,16 @@ def test_tls_refuses_a_broker_signed_by_another_ca(
         assert not any(ev["ev"] == "connected" for ev in d.seen)
 
 
+def test_tls_with_an_unreadable_ca_file_says_so(drivers: Drivers, tmp_path: Path) -> None:
+    not_pem = tmp_path / "ca.pem"
+    not_pem.write_text("this is not a certificate\n")
+    for cafile in (tmp_path / "missing.pem", not_pem):
+        d = start(drivers, port=1, ssl_cafile=str(cafile), stop_after_failures=1)
+        error = d.expect("failures")["last_error"]
+        assert f"the CA file {cafile} cannot be used" in error
+        assert "provision" in error
+
+
 def test_tls_refuses_a_certificate_for_another_name(drivers: Drivers, tls_ca: TlsFiles) -> None:
     with Mosquitto(tls=(tls_ca.ca, tls_ca.cert, tls_ca.key)) as m:
         d = start(
