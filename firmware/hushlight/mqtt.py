@@ -401,7 +401,12 @@ class MQTTClient:
     def _open_socket(self):
         if self.socket_factory is not None:
             return self.socket_factory(self.host, self.port)
-        ai = socket.getaddrinfo(self.host, self.port, 0, socket.SOCK_STREAM)[0]
+        try:
+            ai = socket.getaddrinfo(self.host, self.port, 0, socket.SOCK_STREAM)[0]
+        except OSError as e:
+            raise OSError(
+                EINVAL, "cannot resolve %r (%s); check the broker's host name" % (self.host, e)
+            )
         s = socket.socket(ai[0], ai[1], ai[2])
         s.setblocking(False)
         try:

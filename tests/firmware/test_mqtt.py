@@ -718,6 +718,11 @@ def test_tls_refuses_a_broker_signed_by_another_ca(
         assert not any(ev["ev"] == "connected" for ev in d.seen)
 
 
+def test_a_host_that_does_not_resolve_says_so(drivers: Drivers) -> None:
+    d = start(drivers, host="broker.invalid", port=1883, stop_after_failures=1)
+    assert "cannot resolve 'broker.invalid'" in d.expect("failures")["last_error"]
+
+
 def test_tls_with_an_unreadable_ca_file_says_so(drivers: Drivers, tmp_path: Path) -> None:
     not_pem = tmp_path / "ca.pem"
     not_pem.write_text("this is not a certificate\n")
