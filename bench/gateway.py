@@ -177,6 +177,12 @@ def flood(port: int, topic_fmt: str, ids: list[str], count: int, conns: int, out
 # ---------------------------------------------------------------- the gateway (child process)
 
 
+def cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) process `pid` has used so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 class GatewayProc:
     def __init__(self, config: Path, http_port: int, log: Path, profile: str | None) -> None:
         self.profile = profile
@@ -230,8 +236,7 @@ class GatewayProc:
     def cpu_s(self) -> float:
         """CPU seconds (user + system) the gateway process has used so far."""
         assert self.proc is not None
-        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        return cpu_s(self.proc.pid)
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -388,6 +393,10 @@ async def run(args: argparse.Namespace) -> None:
             await asyncio.sleep(warm)
             m0 = await gw.metrics(http)
             cpu0 = gw.cpu_s()
+            broker_pid = broker._proc.pid if broker._proc else 0  # the bench peeks: no API
+            bcpu0 = cpu_s(broker_pid)
+            assert load.pid is not None
+            pcpu0 = cpu_s(load.pid)
             t0 = time.monotonic()
             order = list(range(zones))
             random.Random(2).shuffle(order)
@@ -405,6 +414,8 @@ async def run(args: argparse.Namespace) -> None:
             latencies, probes = await probe(broker.port, order, interval, args.seconds)
             m1 = await gw.metrics(http)
             cpu1 = gw.cpu_s()
+            bcpu1 = cpu_s(broker_pid)
+            pcpu1 = cpu_s(load.pid)
             t1 = time.monotonic()
             sampler.cancel()
             stats = out.get()
@@ -439,6 +450,10 @@ async def run(args: argparse.Namespace) -> None:
             print(
                 f"gateway CPU        {cpu_us:10.1f} us per record ({(cpu1 - cpu0) / (t1 - t0):.0%} "
                 f"of a core): one free core carries ~{1e6 / cpu_us:.0f} records/s"
+            )
+            print(
+                f"broker CPU         {(bcpu1 - bcpu0) / (t1 - t0):10.0%} of a core; the sensors' "
+                f"publisher {(pcpu1 - pcpu0) / (t1 - t0):.0%}"
             )
 
             # ceiling: the same flood into a bare subscriber, then into the gateway
