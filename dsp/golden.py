@@ -288,13 +288,25 @@ class GoldenMeter:
                     check(ye, "eq state", i)
                     pe = v
                     v = ye >> 3
-                acc = mul(b0, v, "hf b0", i)
-                for c, m, name in ((b1, u1, "hf b1"), (b2, u2, "hf b2")):
-                    acc += mul(c, m, name, i)
+                # high parts summed, low parts summed and shifted once
+                acc = low = 0
+                for c, m, sign, name in (
+                    (b0, v, 1, "hf b0"),
+                    (b1, u1, 1, "hf b1"),
+                    (b2, u2, 1, "hf b2"),
+                    (a1, c1, -1, "hf a1"),
+                    (a2, c2, -1, "hf a2"),
+                ):
+                    h = c * (m >> 12)
+                    lp = c * (m & 4095)
+                    check(h, name + " product", i)
+                    check(lp, name + " product", i)
+                    acc += sign * h
+                    low += sign * lp
                     check(acc, "hf sum", i)
-                for c, m, name in ((a1, c1, "hf a1"), (a2, c2, "hf a2")):
-                    acc -= mul(c, m, name, i)
-                    check(acc, "hf sum", i)
+                    check(low, "hf low sum", i)
+                acc += low >> 12
+                check(acc, "hf sum", i)
                 yc = acc >> sh
                 u2 = u1
                 u1 = v

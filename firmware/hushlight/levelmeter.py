@@ -218,11 +218,12 @@ def _filter(buf: ptr32, n: int, st: ptr32, co: ptr32):
                 pe = v
                 v = ye >> 3
             # fitted high-frequency biquad, direct form I
-            acc = b0 * (v >> 12) + ((b0 * (v & 4095)) >> 12)
-            acc += b1 * (u1 >> 12) + ((b1 * (u1 & 4095)) >> 12)
-            acc += b2 * (u2 >> 12) + ((b2 * (u2 & 4095)) >> 12)
-            acc -= a1 * (c1 >> 12) + ((a1 * (c1 & 4095)) >> 12)
-            acc -= a2 * (c2 >> 12) + ((a2 * (c2 & 4095)) >> 12)
+            # high parts, then the low parts summed and shifted once
+            acc = b0 * (v >> 12) + b1 * (u1 >> 12) + b2 * (u2 >> 12) - a1 * (c1 >> 12)
+            acc -= a2 * (c2 >> 12)
+            lo = b0 * (v & 4095) + b1 * (u1 & 4095) + b2 * (u2 & 4095) - a1 * (c1 & 4095)
+            lo -= a2 * (c2 & 4095)
+            acc += lo >> 12
             yc = acc >> sh
             u2 = u1
             u1 = v
