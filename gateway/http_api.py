@@ -256,9 +256,8 @@ class HttpApi:
         try:
             site = web.TCPSite(runner, self.config.host, self.config.port)
             await site.start()
-            server = site._server  # the bound port when the config says 0
-            sockets = getattr(server, "sockets", None) or []
-            self.port = sockets[0].getsockname()[1] if sockets else self.config.port
+            # the bound port (the config may say 0: any free port)
+            self.port = int(runner.addresses[0][1]) if runner.addresses else self.config.port
             log.info("HTTP API on http://%s:%s", self.config.host, self.port)
             if ready is not None:
                 ready.set()

@@ -117,7 +117,7 @@ async def push_service() -> AsyncIterator[PushService]:
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
-    svc.port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    svc.port = runner.addresses[0][1]
     yield svc
     await runner.cleanup()
 
