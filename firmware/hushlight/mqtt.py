@@ -171,6 +171,7 @@ class MQTTClient:
             "dropped_in": 0,  # incoming messages too large or failing in on_message
             "bytes_out": 0,
             "bytes_in": 0,
+            "backoff_ms": 0,  # the last back-off step (its sleep is half that to all of it)
         }
         self.last_error = None  # a sentence about the last failure, for status and selftest
 
@@ -238,7 +239,7 @@ class MQTTClient:
             if self._stop:  # disconnect() was called while we connected
                 self._close()
                 break
-            delay = self.backoff_min_ms
+            connected_at = time.ticks_ms()
             self.stats["connects"] += 1
             if ever:
                 self.stats["reconnects"] += 1
@@ -256,9 +257,14 @@ class MQTTClient:
             finally:
                 self._close()
             if not self._stop:
-                # a pause even after a clean drop, so a broker that accepts
-                # and drops us at once is not hammered
-                await self._backoff(self.backoff_min_ms)
+                # A session that lasted a keepalive or more starts the back-off
+                # afresh; a shorter one keeps it growing, so a broker that
+                # accepts and drops us at once (two sensors sharing a client
+                # id take the session from each other) is not hammered.
+                if time.ticks_diff(time.ticks_ms(), connected_at) >= self.keepalive * 1000:
+                    delay = self.backoff_min_ms
+                await self._backoff(delay)
+                delay = min(delay * 2, self.backoff_max_ms)
 
     async def publish(self, topic, payload, qos=0, retain=False):
         """Send one message; return its packet id (0 for QoS 0).
@@ -567,6 +573,7 @@ class MQTTClient:
         self._suback.set()
 
     async def _backoff(self, delay):
+        self.stats["backoff_ms"] = delay
         # half fixed, half random ("equal jitter")
         half = delay // 2
         await asyncio.sleep_ms(half + (half * random.getrandbits(16) >> 16))

@@ -432,6 +432,23 @@ def test_malformed_packets_drop_the_link(drivers: Drivers, wire: Wire, bad: byte
     d.expect("connected", connects=2)
 
 
+def test_back_off_grows_while_sessions_end_at_once(drivers: Drivers, wire: Wire) -> None:
+    # A broker that accepts and drops us straight away: each short session
+    # doubles the back-off step, up to the cap.
+    d = start(drivers, port=wire.port, keepalive=30, backoff_min_ms=50, backoff_max_ms=200)
+    steps = []
+    for _ in range(5):
+        wire.accept()
+        wire.read_packet()  # the CONNECT: the client now waits for its CONNACK
+        steps.append(d.stats()["backoff_ms"])
+        wire.send(CONNACK_OK)
+        d.expect("connected")
+        assert wire.conn is not None
+        wire.conn.close()
+        wire.conn = None
+    assert steps == [0, 50, 100, 200, 200]
+
+
 def test_disconnect(drivers: Drivers, wire: Wire) -> None:
     d = connected_on_wire(drivers, wire)
     d.send(op="disconnect")
