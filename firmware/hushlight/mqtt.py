@@ -158,7 +158,7 @@ class MQTTClient:
         self.connect_timeout_ms = connect_timeout_ms
 
         self.on_message = None  # callable(topic: str, payload: bytes, retained: bool)
-        self.on_connect = None  # coroutine function, run after each connect
+        self.on_connect = None  # (coroutine) function, run after each connect
         self.on_puback = None  # callable(pid: int)
         self.stats = {
             "connects": 0,
@@ -511,7 +511,9 @@ class MQTTClient:
         reader = asyncio.create_task(self._read_loop())
         try:
             if self.on_connect is not None:
-                await self.on_connect()
+                pending = self.on_connect()
+                if pending is not None:  # a coroutine function; a plain one returns None
+                    await pending
             if self._down.is_set():
                 raise OSError(ECONNRESET, "link dropped during on_connect")
             self._ready = True

@@ -467,6 +467,15 @@ def test_socket_factory_replaces_the_network(drivers: Drivers, wire: Wire) -> No
     drivers[0].expect("connected")
 
 
+def test_on_connect_may_be_a_plain_function(drivers: Drivers, wire: Wire) -> None:
+    d = start(drivers, port=wire.port, plain_on_connect=True)
+    wire.accept()
+    wire.read_packet()
+    wire.send(CONNACK_OK)
+    assert d.expect("connected")["plain"] is True
+    assert d.stats()["connected"] is True
+
+
 def test_publish_when_not_connected_raises_oserror(drivers: Drivers, wire: Wire) -> None:
     d = start(drivers, port=wire.port)
     d.send(op="publish", topic="t", payload="x", qos=1)

@@ -6,6 +6,7 @@
 #   "subscribe": [[topic, qos], ...]  subscribed in on_connect
 #   "stop_after_failures": N          exit after N failed connection attempts
 #   "factory_port": P                 a socket_factory that connects to 127.0.0.1:P
+#   "plain_on_connect": true          on_connect is a plain function, not a coroutine
 # stdin: one JSON command per line:
 #   {"op": "publish", "topic", "payload" | "fill": N, "qos", "retain", "as_str"}
 #   {"op": "flood", "topic", "fill": bytes, "count"}  QoS 0 messages back to back
@@ -35,6 +36,7 @@ def main():
     subscribe = opts.pop("subscribe", [])
     stop_after = opts.pop("stop_after_failures", 0)
     factory_port = opts.pop("factory_port", 0)
+    opts_plain = opts.pop("plain_on_connect", False)
     if factory_port:
         # stands in for the radio: whatever host the client names, connect here
         def factory(host, port):
@@ -57,7 +59,10 @@ def main():
     def on_puback(pid):
         emit("puback", pid=pid)
 
-    client.on_connect = on_connect
+    def on_connect_plain():
+        emit("connected", connects=client.stats["connects"], plain=True)
+
+    client.on_connect = on_connect_plain if opts_plain else on_connect
     client.on_message = on_message
     client.on_puback = on_puback
 
