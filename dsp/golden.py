@@ -100,8 +100,12 @@ class GoldenMeter:
         calibration_offset_db: float = 0.0,
         mic: str | None = None,
         peak_threshold_db: float = 70.0,
+        trace: bool = False,
     ) -> None:
         self.fx = fx = fp.fixed(rate, mic)
+        # with trace, the largest |value| seen per stage (slower; for the bound tests)
+        self.trace = trace
+        self.largest: dict[str, int] = {}
         self.rate = rate
         self.block_len = fx.block_len
         self.samples = 0  # index of the next sample, for error messages
@@ -222,17 +226,23 @@ class GoldenMeter:
         base = self.samples
         lo, hi = _LO, _HI
 
-        def mul(c: int, v: int, stage: str, i: int) -> int:
-            h = c * (v >> 12)
-            low = c * (v & 4095)
-            t = h + (low >> 12)
-            if not (lo <= h <= hi and lo <= low <= hi and lo <= t <= hi):
-                raise _fail(stage + " product", base + i, max(h, low, t, key=abs))
-            return t
+        largest = self.largest
+        trace = self.trace
 
         def check(v: int, stage: str, i: int) -> None:
             if not lo <= v <= hi:
                 raise _fail(stage, base + i, v)
+            if trace and abs(v) > largest.get(stage, -1):
+                largest[stage] = abs(v)
+
+        def mul(c: int, v: int, stage: str, i: int) -> int:
+            h = c * (v >> 12)
+            low = c * (v & 4095)
+            t = h + (low >> 12)
+            check(h, stage + " product", i)
+            check(low, stage + " low product", i)
+            check(t, stage + " product", i)
+            return t
 
         def energy(y: int, acc: list[int], stage: str, i: int) -> None:
             # the three ranges of the firmware, limbs normalised when one reaches 2**30

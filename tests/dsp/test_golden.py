@@ -113,3 +113,34 @@ def test_decimated_fast_weighting_matches_the_per_sample_exponential(burst_s: fl
     lafmax = g.take_interval()[1]
     want = reference.measure(rate, x, interval_s=0.75)[0].lafmax
     assert lafmax == pytest.approx(want, abs=0.08)
+
+
+@pytest.mark.parametrize("rate", [48000, 16000])
+def test_proved_bounds_hold_and_are_tight_on_worst_case_input(rate: int) -> None:
+    # the L1-norm bounds of dsp.fixedpoint must cover what the integer code
+    # really reaches on full-scale squares (20 Hz, Nyquist, near the largest
+    # gain), and be near it: a bound far above reality would prove nothing
+    n = rate // 8
+    x = np.concatenate(
+        [
+            signals.square(rate, 20.0, 0.25),
+            np.where(np.arange(n) % 2 == 0, 1.0, -1.0),
+            signals.square(rate, max_gain_hz(rate, "A"), 0.125),
+        ]
+    )
+    g = golden.GoldenMeter(rate, trace=True)
+    run(g, words(x))
+    bounds = g.fx.bounds
+    pairs = {"hf sum": "hf.acc", "hf low sum": "hf.low"}
+    for sec in ("hp1a", "hp1b", "hp2", "hp3"):
+        pairs |= {
+            f"{sec} state": f"{sec}.Y",
+            f"{sec} sum": f"{sec}.sum",
+            f"{sec} input": f"{sec}.d",
+            f"{sec} product": f"{sec}.kY",
+        }
+    for stage, key in pairs.items():
+        seen = g.largest[stage]
+        assert seen <= bounds[key], (stage, seen, bounds[key])
+        if stage.endswith(("state", "input")):
+            assert seen >= bounds[key] / 4, (stage, seen, bounds[key])
