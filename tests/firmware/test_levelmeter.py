@@ -104,11 +104,10 @@ def test_firmware_equals_golden_bit_for_bit(rate: int) -> None:
     assert gm[-1][1]["peaks"] >= 1
 
 
-def test_firmware_equals_golden_with_microphone_equaliser() -> None:
-    words = mixed_signal(48000)
-    assert run_firmware(48000, words, per=4, mic="inmp441") == run_golden(
-        48000, words, per=4, mic="inmp441"
-    )
+@pytest.mark.parametrize(("rate", "mic"), [(48000, "inmp441"), (16000, "ics43434")])
+def test_firmware_equals_golden_with_microphone_equaliser(rate: int, mic: str) -> None:
+    words = mixed_signal(rate)
+    assert run_firmware(rate, words, per=4, mic=mic) == run_golden(rate, words, per=4, mic=mic)
 
 
 @pytest.mark.parametrize("rate", RATES)
