@@ -82,8 +82,7 @@ _SPEAKS = const(85)
 _SBLK = const(86)
 _STATE_LEN = const(88)
 
-# co[] layout (coefficients, from hushlight.coeffs)
-_CO_LEN = const(20)
+# co[]: coeffs.CHAINS[rate] (14 values), then equaliser on/off, k, s, kz, sz
 
 
 @micropython.viper
