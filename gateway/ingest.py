@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from gateway.config import SiteConfig
 from gateway.metrics import UNKNOWN, Metrics
 from gateway.policy import LevelEvent, LightStateEvent, StatusEvent
+from gateway.storage import SummaryRecord
 from protocol import payloads, topics
 from protocol.errors import ProtocolError
 
@@ -89,7 +90,7 @@ class SeqWindow:
 class Accepted:
     """One event for the service; `live` False for late records (store, do not trigger)."""
 
-    event: LevelEvent | StatusEvent | LightStateEvent
+    event: LevelEvent | StatusEvent | LightStateEvent | SummaryRecord
     live: bool = True
 
 
@@ -150,13 +151,15 @@ class Ingest:
             return self._status(self.sensors[ident], payload, now)
         if leaf == "state":
             return self._light_state(ident, payload, now)
-        # summaries and config echoes are not the gateway's input
+        if leaf == "summary":
+            return self._summary(self.sensors[ident], payload)
+        # config echoes (retained, from the tools) are not the gateway's input
         self.metrics.records_in.inc(leaf)
         return []
 
-    def sweep(self, now: float) -> list[Accepted]:
+    def sweep(self, now: float) -> list[StatusEvent]:
         """Sensors silent for longer than ``stale_after_s`` go offline."""
-        out: list[Accepted] = []
+        out: list[StatusEvent] = []
         limit = now - self.stale_after_s
         for s in self.sensors.values():
             if s.online and s.last_seen < limit:
@@ -201,7 +204,7 @@ class Ingest:
         out: list[Accepted] = []
         s.last_seen = now
         if not s.online:
-            out.append(self._set_online(s, True, now, "records"))
+            out.append(Accepted(self._set_online(s, True, now, "records")))
         live = now - t1 <= self.late_after_s
         if not live:
             m.late.inc(s.id)
@@ -219,6 +222,30 @@ class Ingest:
         out.append(Accepted(event, live))
         return out
 
+    def _summary(self, s: _Sensor, payload: bytes) -> list[Accepted]:
+        """A sensor's own minute summary: stored as it is (a repeat replaces), never a trigger."""
+        self.metrics.records_in.inc("summary")
+        try:
+            rec = payloads.decode("summary", payload)
+        except ProtocolError as exc:
+            self._reject(exc.reason, s.id, str(exc))
+            return []
+        summary = SummaryRecord(
+            sensor=s.id,
+            seq=rec["seq"],
+            t0=rec["t0"] / 1000.0,
+            t1=rec["t1"] / 1000.0,
+            laeq=rec["laeq"],
+            lafmax=rec["lafmax"],
+            lamin=rec["lamin"],
+            l10=rec["l10"],
+            l50=rec["l50"],
+            l90=rec["l90"],
+            lceq=rec["lceq"],
+            peaks=rec["peaks"],
+        )
+        return [Accepted(summary, live=False)]
+
     def _status(self, s: _Sensor, payload: bytes, now: float) -> list[Accepted]:
         self.metrics.records_in.inc("status")
         try:
@@ -231,7 +258,7 @@ class Ingest:
             s.last_seen = now
         if online == s.online:
             return []
-        return [self._set_online(s, online, now, "status")]
+        return [Accepted(self._set_online(s, online, now, "status"))]
 
     def _light_state(self, group: str, payload: bytes, now: float) -> list[Accepted]:
         self.metrics.records_in.inc("light_state")
@@ -249,7 +276,7 @@ class Ingest:
         )
         return [Accepted(event)]
 
-    def _set_online(self, s: _Sensor, online: bool, now: float, cause: str) -> Accepted:
+    def _set_online(self, s: _Sensor, online: bool, now: float, cause: str) -> StatusEvent:
         if online and not s.online:
             self._online_count += 1
         elif not online and s.online:
@@ -259,7 +286,7 @@ class Ingest:
         self.metrics.sensor_transitions.inc(s.id, state, cause)
         self.metrics.sensors_online.set(self._online_count)
         log.info("sensor %s %s (%s)", s.id, state, cause)
-        return Accepted(StatusEvent(sensor=s.id, online=online, at=now))
+        return StatusEvent(sensor=s.id, online=online, at=now)
 
     # -- refusals ------------------------------------------------------------
 

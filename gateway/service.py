@@ -71,7 +71,7 @@ from gateway.policy import (
     step,
     zone_status,
 )
-from gateway.storage import Storage
+from gateway.storage import Storage, SummaryRecord
 
 __all__ = ["Gateway", "Outbox"]
 
@@ -197,6 +197,7 @@ class Gateway:
         self._last_save = 0.0  # monotonic end of the last state save
         self._save_wanted = asyncio.Event()
         self._levels: list[LevelEvent] = []  # accepted records not yet stored
+        self._summaries: list[SummaryRecord] = []  # sensors' minute summaries not yet stored
         self._store_now = asyncio.Event()
         self._sent: collections.OrderedDict[str, str] = collections.OrderedDict()  # cmd -> group
 
@@ -390,6 +391,9 @@ class Gateway:
             try:
                 for accepted in handle(topic, payload, at):
                     event = accepted.event
+                    if isinstance(event, SummaryRecord):
+                        self._summaries.append(event)
+                        continue
                     if isinstance(event, LevelEvent):
                         levels.append(event)
                         if not accepted.live:
@@ -412,17 +416,23 @@ class Gateway:
                 await asyncio.wait_for(self._store_now.wait(), STORE_EVERY_WALL_S)
             self._store_now.clear()
             batch, self._levels = self._levels, []
-            if batch:
-                try:
+            summaries, self._summaries = self._summaries, []
+            try:
+                if batch:
                     await asyncio.to_thread(self.storage.add_levels, batch)
-                except STORAGE_ERRORS as exc:
-                    self.metrics.storage_errors.inc("levels")
-                    log.error("could not store %d level records: %s", len(batch), exc)
+                if summaries:
+                    await asyncio.to_thread(self.storage.add_summaries, summaries)
+            except STORAGE_ERRORS as exc:
+                self.metrics.storage_errors.inc("levels")
+                log.error("could not store %d level records: %s", len(batch), exc)
 
     def _flush_levels(self) -> None:
         batch, self._levels = self._levels, []
+        summaries, self._summaries = self._summaries, []
         if batch:
             self.storage.add_levels(batch)
+        if summaries:
+            self.storage.add_summaries(summaries)
 
     async def _saver(self) -> None:
         """Save the policy state when asked, spaced out in proportion to what a save costs."""
@@ -531,8 +541,8 @@ class Gateway:
             now = self.clock.now()
             decisions: list[Decision] = []
             try:
-                for accepted in self.ingest.sweep(now):
-                    self._step(accepted.event, now, decisions)
+                for event in self.ingest.sweep(now):
+                    self._step(event, now, decisions)
                 self._step(Tick(now), now, decisions)
             except Exception as exc:  # a bug must cost one tick, not the gateway
                 self.metrics.worker_errors.inc(type(exc).__name__)

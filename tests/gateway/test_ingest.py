@@ -13,6 +13,7 @@ from gateway.config import SiteConfig, load_config
 from gateway.ingest import WINDOW, Ingest, SeqWindow
 from gateway.metrics import UNKNOWN, Metrics
 from gateway.policy import LevelEvent, LightStateEvent, StatusEvent
+from gateway.storage import SummaryRecord
 from protocol import payloads, topics
 from tests.gateway.conftest import SITE, write_config
 
@@ -143,7 +144,7 @@ def test_liveness_from_status_last_will_and_silence(ingest: Ingest, config: Site
     stale = config.stale_after_s
     assert ingest.sweep(NOW + 3 + stale) == []
     gone = ingest.sweep(NOW + 3 + stale + 0.1)
-    assert [a.event for a in gone] == [StatusEvent("s2", False, NOW + 3 + stale + 0.1)]
+    assert gone == [StatusEvent("s2", False, NOW + 3 + stale + 0.1)]
     assert ingest.sweep(NOW + 100 + stale) == []
     causes = {k[2] for k in ingest.metrics.sensor_transitions.values}
     assert causes == {"status", "records", "silence"}
@@ -180,3 +181,18 @@ def test_seq_window_matches_a_set_that_remembers_everything(seqs: list[int]) -> 
         else:
             assert verdict is None
             seen.add(seq)
+
+
+def test_summaries_are_kept_for_storage_and_never_trigger(ingest: Ingest) -> None:
+    t1 = int(NOW * 1000)
+    body = payloads.encode_summary(
+        seq=3, t0=t1 - 60_000, t1=t1, laeq=61.5, lafmax=80.25, lamin=40.0, l10=66.0, l50=58.0,
+        l90=45.5, lceq=70.0, peaks=4,
+    )  # fmt: skip
+    [acc] = ingest.handle(topics.summary(SITE, "s1"), body, NOW)
+    assert not acc.live
+    assert acc.event == SummaryRecord(
+        "s1", 3, NOW - 60, NOW, 61.5, 80.25, 40.0, 66.0, 58.0, 45.5, 70.0, 4
+    )
+    assert ingest.handle(topics.summary(SITE, "s1"), b'{"seq":1}', NOW) == []
+    assert ingest.metrics.rejects.get("missing_field", "s1") == 1

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -21,6 +22,7 @@ from gateway.lights_sim import LightsSim
 from gateway.policy import Override, Release, initial_state
 from gateway.service import Gateway
 from gateway.storage import Storage
+from protocol import payloads, topics
 from tests.firmware.conftest import make_ca
 from tests.gateway.conftest import SITE, Sensors, collect, mqtt_client, wait_for, write_config
 from tools.broker import Mosquitto, free_port
@@ -123,6 +125,31 @@ async def test_loud_then_quiet_overrides_nudges_and_releases(
         decisions = gw.storage.recent_decisions(50)
         kinds = [d["type"] for d in decisions]
         assert "Nudge" in kinds and "Override" in kinds and "Release" in kinds
+        # the sensor's own minute summary goes to storage as it is
+        t1 = int(clock.now() * 1000)
+        await pub.publish(
+            topics.summary(SITE, "s2"),
+            payloads.encode_summary(
+                seq=9,
+                t0=t1 - 60_000,
+                t1=t1,
+                laeq=55.0,
+                lafmax=71.0,
+                lamin=40.0,
+                l10=60.0,
+                l50=52.0,
+                l90=44.0,
+                lceq=62.0,
+                peaks=1,
+            ),
+            qos=1,
+        )
+        await wait_for(lambda: gw.metrics.records_in.get("summary") == 1, 2.0, "the summary")
+    # stopped: everything it received is in the database
+    with sqlite3.connect(tmp_path / "gw.db") as db:
+        assert db.execute("SELECT sensor, seq, peaks FROM summaries").fetchall() == [("s2", 9, 1)]
+        counted = db.execute("SELECT sum(n) FROM levels_minute WHERE sensor = 's1'").fetchone()
+    assert counted[0] == gw.metrics.records_accepted.get("s1")
 
 
 # ---------------------------------------------------------------- the gateway as a process
