@@ -311,6 +311,7 @@ class App:
         minute_start = 0
         flags = 0
         block_us = self.block * 1000000 // self.rate
+        last_read = ticks_us()
         while not self.stopping:
             if live:
                 if not await src.aread_block(buf, self.block):
@@ -331,9 +332,14 @@ class App:
                 flags |= schema.FLAG_CALIBRATING
             audio_ms = samples * 1000 // self.rate
             if pacer is not None:
+                # a file played faster than the host can go just takes longer:
+                # no audio is lost, so that is no overload
                 due = pacer.due_in_ms(audio_ms)
-                if due < -2 * self.block_ms:
-                    flags |= schema.FLAG_OVERLOAD
+            elif ticks_diff(t, last_read) > 3 * block_us:
+                # the loop stalled for more than the I2S DMA buffer holds
+                # (4 blocks, sources.I2SSource): audio was lost
+                flags |= schema.FLAG_OVERLOAD
+            last_read = t
             if in_interval >= interval_blocks:
                 if live_clock and not self.clock.virtual:
                     # follow the wall clock (NTP steps, crystal drift)
