@@ -7,6 +7,7 @@ and restart it (a broker outage) without touching the system's Mosquitto.
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
@@ -76,6 +77,11 @@ class Mosquitto:
 
     def _config(self) -> str:
         lines = [
+            # Started as root, Mosquitto drops to the `mosquitto` user, which
+            # cannot write the private temporary folder: no log, and no
+            # persistence file, so retained messages and sessions would not
+            # survive restart().  Stay root instead (a loopback test broker).
+            *(["user root"] if os.geteuid() == 0 else []),
             "persistence true",
             f"persistence_location {self._dir}/",
             "autosave_interval 1",
