@@ -11,9 +11,6 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
-import shutil
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 from typing import NamedTuple
 
@@ -96,29 +93,14 @@ def make_ca(folder: Path, cn: str) -> TlsFiles:
     files.ca.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
     files.cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     _write_key(key, files.key)
-    for f in files:
-        f.chmod(0o644)
     return files
 
 
-def readable_folder() -> Path:
-    # Mosquitto started as root drops to the `mosquitto` user, which cannot
-    # enter pytest's private temporary folders: these files must be readable
-    # by everybody (test keys, thrown away at the end of the session).
-    folder = Path(tempfile.mkdtemp(prefix="hushlight-tls-"))
-    folder.chmod(0o755)
-    return folder
+@pytest.fixture(scope="session")
+def tls_ca(tmp_path_factory: pytest.TempPathFactory) -> TlsFiles:
+    return make_ca(tmp_path_factory.mktemp("tls"), "hushlight test CA")
 
 
 @pytest.fixture(scope="session")
-def tls_ca() -> Iterator[TlsFiles]:
-    folder = readable_folder()
-    yield make_ca(folder, "hushlight test CA")
-    shutil.rmtree(folder, ignore_errors=True)
-
-
-@pytest.fixture(scope="session")
-def other_ca() -> Iterator[TlsFiles]:
-    folder = readable_folder()
-    yield make_ca(folder, "somebody else's CA")
-    shutil.rmtree(folder, ignore_errors=True)
+def other_ca(tmp_path_factory: pytest.TempPathFactory) -> TlsFiles:
+    return make_ca(tmp_path_factory.mktemp("tls-other"), "somebody else's CA")

@@ -17,7 +17,6 @@ stdin/stdout with one JSON object per line (tests/firmware/mqtt_peers.py).
 
 from __future__ import annotations
 
-import shutil
 import signal
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,7 +24,7 @@ from pathlib import Path
 import paho.mqtt.client as paho
 import pytest
 
-from tests.firmware.conftest import TlsFiles, readable_folder
+from tests.firmware.conftest import TlsFiles
 from tests.firmware.mqtt_peers import (
     CONNACK_OK,
     WAIT,
@@ -468,22 +467,17 @@ def test_works_with_the_demo_broker(drivers: Drivers) -> None:
 
 
 def test_user_and_password_against_a_broker_without_anonymous_access(
-    drivers: Drivers, observers: list[Observer]
+    drivers: Drivers, tmp_path: Path
 ) -> None:
-    folder = readable_folder()
-    try:
-        passwords = folder / "passwords"
-        passwords.write_text(f"ns-01:{hash_password('right horse battery')}\n")
-        passwords.chmod(0o644)  # Mosquitto reads it as its own user
-        with Mosquitto(password_file=passwords) as m:
-            good = start(drivers, port=m.port, user="ns-01", password="right horse battery")
-            good.expect("connected")
-            bad = start(drivers, port=m.port, user="ns-01", password="wrong", stop_after_failures=1)
-            assert "mqtt_password" in bad.expect("failures")["last_error"]
-            anonymous = start(drivers, port=m.port, stop_after_failures=1)
-            assert "refused the connection" in anonymous.expect("failures")["last_error"]
-    finally:
-        shutil.rmtree(folder, ignore_errors=True)
+    passwords = tmp_path / "passwords"
+    passwords.write_text(f"ns-01:{hash_password('right horse battery')}\n")
+    with Mosquitto(password_file=passwords) as m:
+        good = start(drivers, port=m.port, user="ns-01", password="right horse battery")
+        good.expect("connected")
+        bad = start(drivers, port=m.port, user="ns-01", password="wrong", stop_after_failures=1)
+        assert "mqtt_password" in bad.expect("failures")["last_error"]
+        anonymous = start(drivers, port=m.port, stop_after_failures=1)
+        assert "refused the connection" in anonymous.expect("failures")["last_error"]
 
 
 def test_tls_with_the_pinned_ca(
