@@ -41,22 +41,11 @@ def field_schema(kind: str, f: tuple[Any, ...]) -> dict[str, Any]:
     t = f[schema.TYPE]
     lo, hi, extra = f[schema.LO], f[schema.HI], f[schema.EXTRA]
     out: dict[str, Any]
-    if t in (schema.T_UINT, schema.T_INT):
+    if t in (schema.T_UINT, schema.T_INT, schema.T_TIME_MS, schema.T_TIME_S):
         out = {"type": "integer", "minimum": lo, "maximum": hi}
         if extra is not None:
             out["enum"] = list(extra)
-    elif t == schema.T_TIME_MS:
-        out = {"type": "integer", "minimum": lo, "maximum": hi, "description": "UTC epoch ms"}
-    elif t == schema.T_TIME_S:
-        out = {"type": "integer", "minimum": lo, "maximum": hi, "description": "UTC epoch s"}
-    elif t == schema.T_LEVEL:
-        out = {
-            "type": "number",
-            "minimum": lo,
-            "maximum": hi,
-            "description": "sound level in dB, 0.01 dB resolution",
-        }
-    elif t == schema.T_NUM:
+    elif t in (schema.T_LEVEL, schema.T_NUM):
         out = {"type": "number", "minimum": lo, "maximum": hi}
         step = schema.STEPS.get((kind, f[schema.NAME]))
         if step is not None:
@@ -79,12 +68,14 @@ def field_schema(kind: str, f: tuple[Any, ...]) -> dict[str, Any]:
             "minProperties": 1,
             "propertyNames": {"pattern": "^[a-z0-9-]{1,8}$"},
             "additionalProperties": {"type": "string", "minLength": 1, "maxLength": hi},
-            "description": "text per language tag",
         }
     else:
         raise ValueError(f"field {f[schema.NAME]!r} of {kind} has the unknown type code {t}")
     if f[schema.NULLABLE]:
-        return {"anyOf": [out, {"type": "null"}]}
+        out = {"anyOf": [out, {"type": "null"}]}
+    doc = schema.FIELD_DOCS.get(str(f[schema.NAME]))
+    if doc is not None:
+        out["description"] = doc
     return out
 
 

@@ -90,3 +90,9 @@ def test_out_must_be_a_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     f.write_text("")
     assert schemas.main(["--out", str(f)]) == 2
     assert "give a folder" in capsys.readouterr().err
+
+
+def test_every_field_is_described() -> None:
+    names = {str(f[schema.NAME]) for kind in schema.KINDS for f in schema.MESSAGES[kind][0]}
+    assert names - set(schema.FIELD_DOCS) == set()
+    assert set(schema.FIELD_DOCS) - names == set()  # no description of a field that is gone
