@@ -44,7 +44,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
@@ -230,8 +230,13 @@ class SensorWindow:
 
     online: bool = True  # until a status says otherwise
     last_seen: float | None = None  # arrival of its latest record of any kind
-    # usable records in the window: (t0, t1, laeq, lafmax)
+    # usable records in the window, oldest first: (t1, seconds, energy, lafmax) where
+    # energy = seconds * 10^(LAeq/10), so the window's LAeq needs no power per look
     recent: tuple[tuple[float, float, float, float], ...] = ()
+    # sums over `recent`, valid while none of it has left the window
+    energy: float = 0.0
+    seconds: float = 0.0
+    peaks: int = 0  # records with LAFmax >= the zone's threshold
 
 
 @dataclass(frozen=True)
@@ -275,6 +280,58 @@ class ZoneState:
     suppressed: str = ""  # why the current loud spell is held back, to report each reason once
 
 
+class ZoneMap(Mapping[str, ZoneState]):
+    """An immutable zone id -> ZoneState mapping that is cheap to update one zone at a time.
+
+    A record changes one zone; copying a flat dict of every zone per record
+    would cost time in proportion to the number of zones (thousands at city
+    scale).  The zones are spread over fixed buckets and `updated` copies only
+    the buckets that change.
+    """
+
+    _BUCKETS = 64
+
+    __slots__ = ("_buckets", "_len")
+
+    def __init__(self, items: Mapping[str, ZoneState] | None = None) -> None:
+        buckets: list[dict[str, ZoneState]] = [{} for _ in range(self._BUCKETS)]
+        for key, value in (items or {}).items():
+            buckets[hash(key) % self._BUCKETS][key] = value
+        self._buckets: tuple[dict[str, ZoneState], ...] = tuple(buckets)
+        self._len = sum(len(b) for b in buckets)
+
+    def __getitem__(self, key: str) -> ZoneState:
+        return self._buckets[hash(key) % self._BUCKETS][key]
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self._buckets[hash(key) % self._BUCKETS].get(key, default)
+
+    def __iter__(self) -> Iterator[str]:
+        for bucket in self._buckets:
+            yield from bucket
+
+    def __len__(self) -> int:
+        return self._len
+
+    def __repr__(self) -> str:
+        return f"ZoneMap({dict(self.items())!r})"
+
+    def updated(self, changes: Mapping[str, ZoneState]) -> ZoneMap:
+        """A new map with `changes` applied; this one is left as it was."""
+        buckets = list(self._buckets)
+        added = 0
+        for key, value in changes.items():
+            i = hash(key) % self._BUCKETS
+            if buckets[i] is self._buckets[i]:
+                buckets[i] = dict(buckets[i])
+            added += key not in buckets[i]
+            buckets[i][key] = value
+        new = ZoneMap.__new__(ZoneMap)
+        new._buckets = tuple(buckets)
+        new._len = self._len + added
+        return new
+
+
 @dataclass(frozen=True)
 class PolicyState:
     """Everything the policy remembers; replace, never mutate."""
@@ -285,7 +342,7 @@ class PolicyState:
 
 def initial_state(config: SiteConfig, seed: int = 0) -> PolicyState:
     """A fresh state for `config`; `seed` drives control periods, kinds and ids."""
-    return PolicyState(seed=seed, zones={z.id: ZoneState() for z in config.zones})
+    return PolicyState(seed=seed, zones=ZoneMap({z.id: ZoneState() for z in config.zones}))
 
 
 # ---------------------------------------------------------------- step
@@ -309,7 +366,10 @@ def step(
             zs = _zone(state, zid)
             old = zs.sensors.get(event.sensor, SensorWindow())
             # offline drops the window: its records must not count once it is gone
-            new = replace(old, online=event.online, recent=old.recent if event.online else ())
+            if event.online:
+                new = replace(old, online=True)
+            else:
+                new = SensorWindow(online=False, last_seen=old.last_seen)
             zs = replace(zs, sensors={**zs.sensors, event.sensor: new})
             changed[zid] = _advance(config, state.seed, zone, zs, now, decisions)
     elif isinstance(event, LightStateEvent):
@@ -324,7 +384,10 @@ def step(
             )
     if not changed:
         return state, decisions
-    return replace(state, zones={**state.zones, **changed}), decisions
+    zones = state.zones
+    if isinstance(zones, ZoneMap):
+        return PolicyState(state.seed, zones.updated(changed)), decisions
+    return PolicyState(state.seed, ZoneMap({**zones, **changed})), decisions
 
 
 def _zone(state: PolicyState, zid: str) -> ZoneState:
@@ -334,30 +397,67 @@ def _zone(state: PolicyState, zid: str) -> ZoneState:
 def _with_record(
     config: SiteConfig, zone: ZoneConfig, zs: ZoneState, ev: LevelEvent, now: float
 ) -> ZoneState:
-    old = zs.sensors.get(ev.sensor, SensorWindow())
+    old = zs.sensors.get(ev.sensor) or SensorWindow()
     seen = ev.received_at if ev.received_at else now
     last_seen = seen if old.last_seen is None else max(old.last_seen, seen)
-    recent = _prune(old.recent, now, zone.window_s)
+    lo = now - zone.window_s
+    recent = old.recent
+    pruned = bool(recent) and recent[0][0] <= lo
+    if pruned:
+        recent = tuple(r for r in recent if r[0] > lo)
     usable = (
         old.online
         and not NO_TRIGGER_FLAGS.intersection(ev.flags)
-        and now - zone.window_s < ev.t1 <= now + zone.window_s
+        and lo < ev.t1 <= now + zone.window_s
         and math.isfinite(ev.laeq)
         and math.isfinite(ev.lafmax)
-        and all(r[1] != ev.t1 for r in recent)
+        and all(r[0] != ev.t1 for r in recent)
     )
     if usable:
-        recent = (*recent, (ev.t0, ev.t1, ev.laeq, ev.lafmax))
-    new = SensorWindow(online=old.online, last_seen=last_seen, recent=recent)
-    return replace(zs, sensors={**zs.sensors, ev.sensor: new})
+        d = ev.t1 - ev.t0 if ev.t1 > ev.t0 else 1.0  # a record without a duration weighs 1 s
+        rec = (ev.t1, d, d * 10.0 ** (ev.laeq / 10.0), ev.lafmax)
+        if recent and recent[-1][0] > ev.t1:
+            recent = tuple(sorted((*recent, rec)))  # out of order: keep oldest first
+        else:
+            recent = (*recent, rec)
+    if usable or pruned:
+        energy, seconds, peaks = _sums(recent, zone.threshold_db)
+    else:
+        energy, seconds, peaks = old.energy, old.seconds, old.peaks
+    new = SensorWindow(old.online, last_seen, recent, energy, seconds, peaks)
+    return _zone_with(zs, sensors={**zs.sensors, ev.sensor: new})
 
 
-def _prune(
-    recent: tuple[tuple[float, float, float, float], ...], now: float, window_s: float
-) -> tuple[tuple[float, float, float, float], ...]:
-    if recent and recent[0][1] <= now - window_s:
-        return tuple(r for r in recent if r[1] > now - window_s)
-    return recent
+def _sums(
+    recs: tuple[tuple[float, float, float, float], ...], threshold_db: float
+) -> tuple[float, float, int]:
+    energy = 0.0
+    seconds = 0.0
+    peaks = 0
+    for _, d, e, lafmax in recs:
+        energy += e
+        seconds += d
+        peaks += lafmax >= threshold_db
+    return energy, seconds, peaks
+
+
+def _zone_with(
+    zs: ZoneState,
+    *,
+    sensors: Mapping[str, SensorWindow] | None = None,
+    loud: bool | None = None,
+    suppressed: str | None = None,
+) -> ZoneState:
+    """`dataclasses.replace` without its introspection: this runs on every record."""
+    return ZoneState(
+        zs.sensors if sensors is None else sensors,
+        zs.episode,
+        zs.triggers,
+        zs.starts,
+        zs.cooldown_until,
+        zs.loud if loud is None else loud,
+        zs.suppressed if suppressed is None else suppressed,
+    )
 
 
 def _live(config: SiteConfig, w: SensorWindow | None, now: float) -> bool:
@@ -375,35 +475,34 @@ def _measure(
     """(fires, loudest LAeq of a qualifying sensor, evidence) for the zone's window at `now`."""
     evidence: dict[str, float] = {}
     loudest = -math.inf
+    lo = now - zone.window_s
+    hi = now + zone.window_s
+    # energy ratio a little under the threshold: only sensors near or over it need a log10
+    near = 10.0 ** ((zone.threshold_db - 0.01) / 10.0)
     for sensor in zone.sensors:
         w = zs.sensors.get(sensor)
-        if w is None or not _live(config, w, now):
+        if w is None or not w.recent or not _live(config, w, now):
             continue
-        recs = [r for r in w.recent if now - zone.window_s < r[1] <= now + zone.window_s]
-        if not recs:
-            continue
-        laeq = _energy_mean(recs)
+        recent = w.recent
+        if recent[0][0] > lo and recent[-1][0] <= hi:
+            energy, seconds, peaks = w.energy, w.seconds, w.peaks
+        else:
+            inside = tuple(r for r in recent if lo < r[0] <= hi)
+            if not inside:
+                continue
+            energy, seconds, peaks = _sums(inside, zone.threshold_db)
         if zone.trigger == "laeq":
+            if energy / seconds < near:
+                continue
+            laeq = 10.0 * math.log10(energy / seconds)
             if laeq >= zone.threshold_db:
                 evidence[sensor] = round(laeq, 2)
                 loudest = max(loudest, laeq)
-        else:
-            peaks = sum(1 for r in recs if r[3] >= zone.threshold_db)
-            if peaks >= zone.peaks_needed:
-                evidence[sensor] = float(peaks)
-                loudest = max(loudest, laeq)
+        elif peaks >= zone.peaks_needed:
+            evidence[sensor] = float(peaks)
+            loudest = max(loudest, 10.0 * math.log10(energy / seconds))
     fires = len(evidence) >= zone.min_sensors
     return fires, (round(loudest, 2) if evidence else 0.0), evidence
-
-
-def _energy_mean(recs: list[tuple[float, float, float, float]]) -> float:
-    energy = 0.0
-    total = 0.0
-    for t0, t1, laeq, _ in recs:
-        d = t1 - t0 if t1 > t0 else 1.0  # a record without a duration weighs one second
-        energy += d * 10.0 ** (laeq / 10.0)
-        total += d
-    return 10.0 * math.log10(energy / total)
 
 
 def _evaluate(
@@ -415,9 +514,11 @@ def _evaluate(
     out: list[Decision],
 ) -> ZoneState:
     fires, laeq, evidence = _measure(config, zone, zs, now)
-    zs = replace(zs, loud=fires)
     if not fires:
-        return replace(zs, suppressed="") if zs.suppressed else zs
+        if zs.loud or zs.suppressed:
+            return _zone_with(zs, loud=False, suppressed="")
+        return zs
+    zs = _zone_with(zs, loud=True)
     if zs.episode is not None:
         # noise continues: the hold extends (the renewal happens in _advance)
         return replace(zs, episode=replace(zs.episode, last_loud=now))
@@ -659,8 +760,8 @@ def state_from_json(text: str, config: SiteConfig) -> PolicyState:
         zones: dict[str, ZoneState] = {}
         for zone in config.zones:
             z = raw["zones"].get(zone.id)
-            zones[zone.id] = ZoneState() if z is None else _zone_from(z)
-        return PolicyState(seed=int(raw["seed"]), zones=zones)
+            zones[zone.id] = ZoneState() if z is None else _zone_from(z, zone)
+        return PolicyState(seed=int(raw["seed"]), zones=ZoneMap(zones))
     except StateError:
         raise
     except (ValueError, KeyError, TypeError, AttributeError, IndexError) as exc:
@@ -669,15 +770,18 @@ def state_from_json(text: str, config: SiteConfig) -> PolicyState:
         ) from exc
 
 
-def _zone_from(z: Mapping[str, Any]) -> ZoneState:
-    sensors = {
-        s: SensorWindow(
-            online=bool(w["online"]),
-            last_seen=None if w["last_seen"] is None else float(w["last_seen"]),
-            recent=tuple((float(r[0]), float(r[1]), float(r[2]), float(r[3])) for r in w["recent"]),
+def _zone_from(z: Mapping[str, Any], zone: ZoneConfig) -> ZoneState:
+    sensors = {}
+    for s, w in z["sensors"].items():
+        recent = tuple(
+            sorted((float(r[0]), float(r[1]), float(r[2]), float(r[3])) for r in w["recent"])
         )
-        for s, w in z["sensors"].items()
-    }
+        sensors[s] = SensorWindow(
+            bool(w["online"]),
+            None if w["last_seen"] is None else float(w["last_seen"]),
+            recent,
+            *_sums(recent, zone.threshold_db),
+        )
     e = z["episode"]
     episode = None
     if e is not None:

@@ -709,12 +709,15 @@ def _check_step(
             for s, v in d.evidence.items():
                 assert v == pytest.approx(expected[s], abs=0.01)
             model.starts.append(now)
+            period = z.schedule.active_period(now, cfg.tz)
+            assert period is not None
             model.episode = {
                 "id": d.nudge_id if isinstance(d, Nudge) else d.control_id,
                 "control": isinstance(d, Control),
                 "start": now,
                 "last_fire": now,
                 "cmds": {},
+                "period_end": period[1],
             }
     for d in out:
         if isinstance(d, Override):
@@ -747,7 +750,11 @@ def _check_step(
         assert now < ep["start"] + z.max_hold_s
         assert now - max(ep["last_fire"], last_fire) < z.hold_s
         if not ep["control"]:
-            want = min(max(ep["last_fire"], last_fire) + z.hold_s, ep["start"] + z.max_hold_s)
+            want = min(
+                max(ep["last_fire"], last_fire) + z.hold_s,
+                ep["start"] + z.max_hold_s,
+                ep["period_end"],
+            )
             for g in z.light_groups:
                 exp = model.expiry[g]
                 assert exp >= want - 1e-6 or exp - now > z.renew_before_s, "renewed before expiry"

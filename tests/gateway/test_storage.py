@@ -20,6 +20,7 @@ from gateway.policy import (
     Nudge,
     Override,
     Release,
+    SensorWindow,
     TriggerSuppressed,
     initial_state,
     step,
@@ -215,9 +216,8 @@ def test_state_round_trip_and_damage(db: Storage) -> None:
     loaded = db.load_state(cfg)
     # everything but the sliding windows, which refill from fresh records
     zone = state.zones["z"]
-    windowless = dataclasses.replace(
-        zone, sensors={"a": dataclasses.replace(zone.sensors["a"], recent=())}
-    )
+    a = zone.sensors["a"]
+    windowless = dataclasses.replace(zone, sensors={"a": SensorWindow(a.online, a.last_seen)})
     assert loaded == dataclasses.replace(state, zones={"z": windowless})
     with sqlite3.connect(db.path) as raw:
         raw.execute("UPDATE policy_state SET json = '{\"version\": 1}'")
