@@ -10,6 +10,9 @@ both: no dataclasses, no typing at runtime, no CPython-only stdlib.
   generator, `tools/schemas.py`) are driven by, including the remote config
   keys and their ranges.
 - `protocol.errors`: `ProtocolError`, with a stable `reason` code.
+- `protocol.docs`: what each message and field means (for the JSON Schema
+  files; the firmware never imports it).
+- `protocol.schemas/`: the generated JSON Schema files (`hushlight schemas`).
 """
 
 SCHEMA_VERSION = 1

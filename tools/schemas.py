@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from protocol import MAX_PAYLOAD, SCHEMA_VERSION, schema, topics
+from protocol import MAX_PAYLOAD, SCHEMA_VERSION, docs, schema, topics
 from tools.errors import UsageError
 
 HELP = "Write the JSON Schema files of the MQTT payloads (protocol/schemas/) from protocol/."
@@ -73,7 +73,7 @@ def field_schema(kind: str, f: tuple[Any, ...]) -> dict[str, Any]:
         raise ValueError(f"field {f[schema.NAME]!r} of {kind} has the unknown type code {t}")
     if f[schema.NULLABLE]:
         out = {"anyOf": [out, {"type": "null"}]}
-    doc = schema.FIELD_DOCS.get(str(f[schema.NAME]))
+    doc = docs.FIELD_DOCS.get(str(f[schema.NAME]))
     if doc is not None:
         out["description"] = doc
     return out
@@ -86,7 +86,7 @@ def message_schema(kind: str) -> dict[str, Any]:
         "$schema": DIALECT,
         "$id": f"urn:hushlight:schema:v{SCHEMA_VERSION}:{kind}",
         "title": f"hushlight v{SCHEMA_VERSION} {kind}",
-        "description": f"{schema.DESCRIPTIONS[kind]} MQTT topic {_TOPICS[kind]}; "
+        "description": f"{docs.DESCRIPTIONS[kind]} MQTT topic {_TOPICS[kind]}; "
         f"at most {MAX_PAYLOAD} bytes of UTF-8 JSON.",
         "type": "object",
         "properties": {str(f[schema.NAME]): field_schema(kind, f) for f in fields},
@@ -98,7 +98,7 @@ def message_schema(kind: str) -> dict[str, Any]:
         doc["then"] = {"required": list(schema.STATUS_ONLINE_REQUIRED)}
     # JSON Schema compares values, so 1.0 passes as an integer; protocol/ does not
     rules = ["integers are written without a fraction or exponent (1, not 1.0)"]
-    rules += schema.CROSS_RULES.get(kind, ())
+    rules += docs.CROSS_RULES.get(kind, ())
     doc["$comment"] = "Also required (checked by protocol/, not expressible here): " + "; ".join(
         rules
     )
