@@ -269,6 +269,11 @@ def test_broker_outage_of_60_s_loses_no_record(
     assert seqs >= set(range(target + 1)), sorted(set(range(target + 1)) - seqs)[:20]
     assert status["dropped"] == 0
     assert spilled, "a minute of records should have spilled to flash"
+    # the minute summaries of those five minutes of audio arrive too, every one
+    summaries = {r["seq"] for r in sub.of("summary")}
+    assert summaries and summaries == set(range(max(summaries) + 1))
+    for r in sub.of("summary"):
+        assert r["l10"] >= r["l50"] >= r["l90"] and r["peaks"] >= 1  # a burst every 20 s
     assert s.stop() == 0
     sub.close()
 
