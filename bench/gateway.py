@@ -463,7 +463,10 @@ async def run(args: argparse.Namespace) -> None:
                     f"max {max(ms):7.1f} ms  ({len(ms)} of {probes} probes answered)"
                 )
             else:
-                print(f"publish->override  no answer to {probes} probes")
+                print(
+                    f"publish->override  no answer to {probes} probes: behind the load, their "
+                    "records arrive late and late records never trigger (by design)"
+                )
             print(
                 f"gateway RSS        {max(rss):10.1f} MB (max), {statistics.mean(rss):.1f} MB mean"
             )
