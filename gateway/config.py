@@ -78,6 +78,7 @@ class StorageConfig:
 
     path: Path = Path("hushlight.db")
     peak_threshold_db: float = 70.0  # LAFmax level counted as a peak in the minute levels
+    retention_days: int = 0  # older levels and records are pruned; 0 = keep everything
 
 
 @dataclass(frozen=True)
@@ -394,8 +395,9 @@ def _broker(t: _Table, base: Path) -> BrokerConfig:
 def _storage(t: _Table, base: Path) -> StorageConfig:
     path = t.path_value("path", None, base) or base / StorageConfig.path
     peak = t.number("peak_threshold_db", 70.0, 30.0, 140.0, "dB")
+    retention = t.integer("retention_days", 0, 0, 36500, "days")
     t.finish()
-    return StorageConfig(path, peak)
+    return StorageConfig(path, peak, retention)
 
 
 def _http(t: _Table) -> HttpConfig:

@@ -681,6 +681,27 @@ class Storage:
         except StateError as exc:
             raise StateError(f"{self.path}: {exc}") from exc
 
+    # ------------------------------------------------------------ retention
+
+    def prune(self, before: float) -> int:
+        """Delete levels, decisions, episodes, commands and notifications older than `before`
+        (UTC epoch s); return the number of rows deleted.  Subscriptions and the policy state
+        are kept.  Call it now and then with ``now - storage.retention_days``."""
+        self.flush()
+        deleted = 0
+        with self._tx() as db:
+            for sql in (
+                "DELETE FROM levels_minute WHERE minute < ?",
+                "DELETE FROM summaries WHERE t0 < ?",
+                "DELETE FROM decisions WHERE at < ?",
+                "DELETE FROM episodes WHERE at < ?",
+                "DELETE FROM commands WHERE sent_at < ? AND coalesce(expires_at, 0) < ?",
+                "DELETE FROM notifications WHERE at < ?",
+            ):
+                params = (before,) * sql.count("?")
+                deleted += db.execute(sql, params).rowcount
+        return deleted
+
     # ------------------------------------------------------------ rejects
 
     def add_rejects(self, counts: Mapping[tuple[str, str], int]) -> None:

@@ -225,6 +225,23 @@ def test_state_round_trip_and_damage(db: Storage) -> None:
         db.load_state(cfg)
 
 
+def test_prune_drops_what_is_older_than_retention(db: Storage) -> None:
+    override, nudge = _decisions()
+    assert isinstance(override, Override) and isinstance(nudge, Nudge)
+    db.record_decision(nudge, T0)
+    db.record_override_sent(override)
+    db.record_notification(nudge.nudge_id, "mqtt", "t", T0)
+    db.add_levels([rec("a", T0 + 1, 50.0, 55.0, 51.0), rec("a", T0 + 3601, 50.0, 55.0, 51.0)])
+    db.add_subscription("https://push/1", {"auth": "x"}, ["z"], T0)
+    # the override is still in force until it expires: kept until then
+    assert db.prune(T0 + 60) == 4  # minute row, decision, episode, notification
+    assert db.active_overrides(T0 + 1) == [override]
+    assert db.prune(override.expires_at + 1) == 1
+    assert [r.minute for r in db.minute_levels(["a"], 0, T0 + 7200)] == [T0 + 3600]
+    assert not db.has_nudge(nudge.nudge_id) and db.recent_decisions() == []
+    assert db.subscription("https://push/1") is not None
+
+
 def test_rejects_counters(db: Storage) -> None:
     db.add_rejects({("a", "bad_json"): 2, ("?", "unknown_sensor"): 1})
     db.add_rejects({("a", "bad_json"): 3})
