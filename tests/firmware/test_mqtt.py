@@ -208,7 +208,7 @@ def test_oversized_incoming_publish_is_dropped_but_acknowledged(
 
 
 def test_pingreq_when_idle_and_reconnect_when_no_pingresp(drivers: Drivers, wire: Wire) -> None:
-    d = connected_on_wire(drivers, wire, keepalive=1)
+    d = connected_on_wire(drivers, wire, keepalive=2)  # 0.5 s to the first ping, 1 s to answer it
     # idle: a PINGREQ (section 3.12), answered with a PINGRESP (section 3.13)
     assert wire.read_packet() == bytes([0xC0, 0x00])
     wire.send(bytes([0xD0, 0x00]))
