@@ -77,6 +77,10 @@ STATE_VERSION = 1
 # Flags that make a record's level or time unusable for a trigger.
 NO_TRIGGER_FLAGS = frozenset({"calibrating", "unsynced_time"})
 
+# Levels outside this range (dB) are not sound a street makes; ingest should
+# refuse them, and the policy ignores them rather than overflow 10^(L/10).
+PLAUSIBLE_DB = (-50.0, 200.0)
+
 # A lighting controller that lost an applied override (reboot) gets it again,
 # at most this many times per episode so a broken controller cannot loop us.
 MAX_RESENDS = 3
@@ -409,8 +413,8 @@ def _with_record(
         old.online
         and not NO_TRIGGER_FLAGS.intersection(ev.flags)
         and lo < ev.t1 <= now + zone.window_s
-        and math.isfinite(ev.laeq)
-        and math.isfinite(ev.lafmax)
+        and PLAUSIBLE_DB[0] <= ev.laeq <= PLAUSIBLE_DB[1]
+        and PLAUSIBLE_DB[0] <= ev.lafmax <= PLAUSIBLE_DB[1]
         and all(r[0] != ev.t1 for r in recent)
     )
     if usable:

@@ -36,6 +36,7 @@ from typing import Any, Protocol
 from gateway.config import SiteConfig
 from gateway.errors import StateError, StorageError
 from gateway.policy import (
+    PLAUSIBLE_DB,
     Control,
     Decision,
     EpisodeEnded,
@@ -329,7 +330,8 @@ class Storage:
         sensors cost one write of 10,000 rows a minute, not a second.  A late
         record for an older minute is simply added to its stored row.  A crash
         loses at most the current minute; `close` and `flush` write everything.
-        Records with non-finite levels are skipped (ingest should have refused them).
+        Records with levels outside `policy.PLAUSIBLE_DB` or NaN are skipped (ingest
+        should have refused them).
         """
         threshold = self.peak_threshold_db
         count = 0
@@ -338,9 +340,11 @@ class Storage:
             newest = self._newest_minute
             for r in records:
                 if not (
-                    math.isfinite(r.laeq) and math.isfinite(r.lafmax) and math.isfinite(r.lceq)
+                    PLAUSIBLE_DB[0] <= r.laeq <= PLAUSIBLE_DB[1]
+                    and PLAUSIBLE_DB[0] <= r.lafmax <= PLAUSIBLE_DB[1]
+                    and PLAUSIBLE_DB[0] <= r.lceq <= PLAUSIBLE_DB[1]
                 ):
-                    continue
+                    continue  # NaN and absurd levels would poison or overflow the sums
                 d = r.t1 - r.t0 if r.t1 > r.t0 else 1.0
                 minute = int(r.t0 // 60) * 60
                 newest = max(newest, minute)

@@ -210,6 +210,15 @@ def test_flagged_records_never_trigger(flag: str) -> None:
     assert len(sim.of(Nudge)) == 1
 
 
+@pytest.mark.parametrize(("laeq", "lafmax"), [(math.nan, 90.0), (1e308, 90.0), (90.0, math.inf)])
+def test_absurd_levels_are_ignored(laeq: float, lafmax: float) -> None:
+    sim = Sim(config())
+    sim.now += 1
+    assert sim.record("a", laeq, lafmax=lafmax) == []
+    assert sim.state.zones["ns"].sensors["a"].recent == ()
+    assert sim.state.zones["ns"].sensors["a"].last_seen == sim.now  # still alive
+
+
 def test_late_records_never_trigger() -> None:
     cfg = config(window_s=10)
     sim = Sim(cfg)

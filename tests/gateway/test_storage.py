@@ -92,10 +92,13 @@ def test_calibration_minutes_left_out_and_bad_numbers_skipped(db: Storage) -> No
     assert db.minute_levels(["a"], T0, T0 + 60) == []
     (row,) = db.minute_levels(["a"], T0, T0 + 60, include_calibrating=True)
     assert row.calibrating == 1 and row.n == 2
-    assert (
-        db.add_levels([rec("a", T0 + 3, math.nan, 1.0, 1.0), rec("a", T0 + 4, 1.0, math.inf, 1.0)])
-        == 0
-    )
+    bad = [
+        rec("a", T0 + 3, math.nan, 1.0, 1.0),
+        rec("a", T0 + 4, 1.0, math.inf, 1.0),
+        rec("a", T0 + 5, 1e308, 1.0, 1.0),
+        rec("a", T0 + 6, 50.0, 50.0, -1e9),
+    ]
+    assert db.add_levels(bad) == 0
 
 
 def test_summaries_replace_a_repeated_minute(db: Storage) -> None:
