@@ -63,6 +63,9 @@ SCHEMA_VERSION = 1
 # minute rows held in memory before a write is forced (about 20 MB)
 _MAX_PENDING = 100_000
 
+# 2096: a record time past this is a broken clock, and past 2^63 s SQLite cannot store it
+_LAST_EPOCH = 4e9
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS levels_minute (
     sensor TEXT NOT NULL,
@@ -330,8 +333,8 @@ class Storage:
         sensors cost one write of 10,000 rows a minute, not a second.  A late
         record for an older minute is simply added to its stored row.  A crash
         loses at most the current minute; `close` and `flush` write everything.
-        Records with levels outside `policy.PLAUSIBLE_DB` or NaN are skipped (ingest
-        should have refused them).
+        Records with levels outside `policy.PLAUSIBLE_DB`, times outside 1970-2096, or
+        NaN anywhere are skipped (ingest should have refused them).
         """
         threshold = self.peak_threshold_db
         count = 0
@@ -343,8 +346,10 @@ class Storage:
                     PLAUSIBLE_DB[0] <= r.laeq <= PLAUSIBLE_DB[1]
                     and PLAUSIBLE_DB[0] <= r.lafmax <= PLAUSIBLE_DB[1]
                     and PLAUSIBLE_DB[0] <= r.lceq <= PLAUSIBLE_DB[1]
+                    and 0.0 <= r.t0 <= _LAST_EPOCH
+                    and 0.0 <= r.t1 <= _LAST_EPOCH
                 ):
-                    continue  # NaN and absurd levels would poison or overflow the sums
+                    continue  # NaN and absurd values would poison or overflow the sums
                 d = r.t1 - r.t0 if r.t1 > r.t0 else 1.0
                 minute = int(r.t0 // 60) * 60
                 newest = max(newest, minute)

@@ -31,7 +31,7 @@ T0 = 1_795_213_800.0  # a minute boundary (divisible by 60)
 
 
 def rec(sensor: str, t1: float, laeq: float, lafmax: float, lceq: float, *flags: str) -> LevelEvent:
-    return LevelEvent(sensor, int(t1), t1 - 1, t1, laeq, lafmax, lceq, flags, t1)
+    return LevelEvent(sensor, 0, t1 - 1, t1, laeq, lafmax, lceq, flags, t1)
 
 
 @pytest.fixture
@@ -97,6 +97,9 @@ def test_calibration_minutes_left_out_and_bad_numbers_skipped(db: Storage) -> No
         rec("a", T0 + 4, 1.0, math.inf, 1.0),
         rec("a", T0 + 5, 1e308, 1.0, 1.0),
         rec("a", T0 + 6, 50.0, 50.0, -1e9),
+        rec("a", math.nan, 50.0, 50.0, 50.0),
+        rec("a", 1e300, 50.0, 50.0, 50.0),
+        rec("a", -5.0, 50.0, 50.0, 50.0),
     ]
     assert db.add_levels(bad) == 0
 
