@@ -44,7 +44,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
@@ -66,6 +66,7 @@ __all__ = [
     "Tick",
     "TriggerSuppressed",
     "initial_state",
+    "replay",
     "state_from_json",
     "state_to_json",
     "step",
@@ -392,6 +393,21 @@ def step(
     if isinstance(zones, ZoneMap):
         return PolicyState(state.seed, zones.updated(changed)), decisions
     return PolicyState(state.seed, ZoneMap({**zones, **changed})), decisions
+
+
+def replay(
+    config: SiteConfig,
+    events: Iterable[tuple[float, Event]],
+    state: PolicyState | None = None,
+    seed: int = 0,
+) -> tuple[PolicyState, list[Decision]]:
+    """Run `step` over (now, event) pairs, e.g. stored history, from `state` or a fresh one."""
+    current = initial_state(config, seed) if state is None else state
+    decisions: list[Decision] = []
+    for now, event in events:
+        current, out = step(config, current, event, now)
+        decisions += out
+    return current, decisions
 
 
 def _zone(state: PolicyState, zid: str) -> ZoneState:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import json
 import math
 from collections import Counter
 from typing import Any
@@ -34,6 +35,7 @@ from gateway.policy import (
     Tick,
     TriggerSuppressed,
     initial_state,
+    replay,
     state_from_json,
     state_to_json,
     step,
@@ -484,9 +486,58 @@ def test_zone_status_view() -> None:
     sim = Sim(cfg)
     sim.run(2, {"a": 90.0, "b": 50.0})
     view = zone_status(cfg, sim.state, "ns", sim.now)
+    assert json.loads(json.dumps(view)) == json.loads(json.dumps(view, default=str))
     assert view["live_sensors"] == ["a", "b"] and view["loud"] is True
     assert view["episode"]["id"] == sim.of(Nudge)[0].nudge_id
     assert view["nudges_last_hour"] == 1
+
+
+def test_a_sensor_shared_by_two_zones_counts_in_each_by_its_rules() -> None:
+    cfg = parse_config(
+        {
+            "site": {"id": "leuven"},
+            "zones": [
+                {
+                    "id": "street",
+                    "sensors": ["corner", "s1"],
+                    "light_groups": ["gs"],
+                    "schedule": "00:00-24:00",
+                    "threshold_db": 70.0,
+                },
+                {
+                    "id": "square",
+                    "sensors": ["corner", "q1"],
+                    "light_groups": ["gq"],
+                    "schedule": "00:00-24:00",
+                    "threshold_db": 80.0,
+                },
+            ],
+        }
+    )
+    sim = Sim(cfg)
+    sim.run(3, {"corner": 75.0})
+    assert [n.zone for n in sim.of(Nudge)] == ["street"]
+    assert {o.group for o in sim.of(Override)} == {"gs"}
+    sim.run(1, {"corner": 85.0})
+    assert [n.zone for n in sim.of(Nudge)] == ["street", "square"]
+
+
+def test_replay_gives_the_decisions_of_the_live_run() -> None:
+    cfg = config(control_fraction=0.5, hold_s=30, cooldown_s=0, max_nudges_per_hour=20)
+    sim = Sim(cfg, seed=3)
+    events: list[tuple[float, Event]] = []
+    original = sim.send
+
+    def recording(event: Event) -> list[Decision]:
+        events.append((sim.now, event))
+        return original(event)
+
+    sim.send = recording  # type: ignore[method-assign]
+    for i in range(600):
+        sim.run(1, {"a": 90.0 if (i // 50) % 2 == 0 else 40.0, "b": 60.0})
+    state, decisions = replay(cfg, events, seed=3)
+    assert decisions == sim.log and state == sim.state
+    assert sim.of(Nudge) and sim.of(Control)
 
 
 def test_unknown_sensor_and_group_change_nothing() -> None:
