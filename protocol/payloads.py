@@ -120,14 +120,17 @@ def _validate(kind: str, obj: dict[str, Any]) -> dict[str, Any]:
         else:
             out[name] = [] if f[TYPE] == T_FLAGS else None
     if not open_:
-        for name in obj:
-            if name not in out:
-                raise ProtocolError(
-                    "unknown_field",
-                    "%s payload has the unknown field %r; allowed fields are %s"
-                    % (kind, name, ", ".join(f[NAME] for f in fields)),
-                    name,
-                )
+        unknown = [name for name in obj if name not in out]
+        if unknown:
+            # the first in sorted order: MicroPython's dicts do not keep the
+            # payload's order, and both Pythons must name the same field
+            name = min(unknown)
+            raise ProtocolError(
+                "unknown_field",
+                "%s payload has the unknown field %r; allowed fields are %s"
+                % (kind, name, ", ".join(f[NAME] for f in fields)),
+                name,
+            )
     _cross_check(kind, out)
     return out
 

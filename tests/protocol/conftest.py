@@ -114,13 +114,21 @@ def operations() -> list[dict[str, Any]]:
     return ops
 
 
+def run_in_micropython(ops: list[dict[str, Any]], folder: Path) -> list[dict[str, Any]]:
+    """What protocol/ does with each operation under the MicroPython unix port (one process)."""
+    path = folder / "ops.jsonl"
+    path.write_text("".join(json.dumps(op) + "\n" for op in ops))
+    proc = upy.run(RUNNER, str(path), timeout=120)
+    assert proc.returncode == 0, proc.stdout.decode()[-2000:] + proc.stderr.decode(errors="replace")
+    lines = proc.stdout.decode().splitlines()
+    assert len(lines) == len(ops), proc.stdout.decode()[-2000:] + proc.stderr.decode(
+        errors="replace"
+    )
+    return [json.loads(line) for line in lines]
+
+
 @pytest.fixture(scope="session")
 def upy_results(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Any]]:
     ops = operations()
-    path = tmp_path_factory.mktemp("vectors") / "ops.json"
-    path.write_text(json.dumps(ops))
-    proc = upy.run(RUNNER, str(path), timeout=60)
-    assert proc.returncode == 0, proc.stderr.decode(errors="replace")
-    lines = proc.stdout.decode().splitlines()
-    assert len(lines) == len(ops), proc.stdout.decode() + proc.stderr.decode(errors="replace")
-    return {op["id"]: json.loads(line) for op, line in zip(ops, lines, strict=True)}
+    results = run_in_micropython(ops, tmp_path_factory.mktemp("vectors"))
+    return {op["id"]: r for op, r in zip(ops, results, strict=True)}

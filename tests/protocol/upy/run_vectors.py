@@ -1,6 +1,7 @@
 # Runs protocol operations under the MicroPython unix port for the shared
-# vector tests: reads a JSON list of operations from the file named on the
-# command line, prints one JSON line per operation with what protocol/ did.
+# vector tests: reads operations (one JSON object per line) from the file
+# named on the command line, prints one JSON line per operation with what
+# protocol/ did.
 import binascii
 import json
 import sys
@@ -38,15 +39,20 @@ def run(op):
 
 
 def main():
+    # one operation per line, read one at a time: thousands of them would not
+    # fit in the sensor-sized heap at once
     with open(sys.argv[1]) as f:
-        ops = json.load(f)
-    for op in ops:
-        try:
-            out = run(op)
-            out["ok"] = True
-        except ProtocolError as e:
-            out = {"ok": False, "reason": e.reason, "field": e.field, "message": str(e)}
-        print(json.dumps(out))
+        for line in f:
+            report(json.loads(line))
+
+
+def report(op):
+    try:
+        out = run(op)
+        out["ok"] = True
+    except ProtocolError as e:
+        out = {"ok": False, "reason": e.reason, "field": e.field, "message": str(e)}
+    print(json.dumps(out))
 
 
 main()

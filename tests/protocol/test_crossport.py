@@ -1,0 +1,110 @@
+"""Random damage to valid payloads: MicroPython and CPython must still agree.
+
+The shared vectors are hand-picked; this adds a few thousand payloads made by
+mutating the valid ones (grammar characters inserted, deleted or replaced,
+numbers swapped for awkward spellings) and checks that protocol/ answers
+the same on both Pythons, reason and field included.  The seed is fixed so a
+failure reproduces."""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import pytest
+
+from protocol import payloads
+from protocol.errors import ProtocolError
+from tests.protocol.conftest import decode_vectors, payload_bytes, run_in_micropython, same
+
+GRAMMAR = ' \t\n{}[],:"\\0123456789.eE+-tfnulrsaxNI\x01\u00e9'
+AWKWARD_NUMBERS = [
+    "-0",
+    "0.0",
+    "1e999",
+    "-1e999",
+    "1E2",
+    "1e-7",
+    "160.000001",
+    "9007199254740993",
+    "1.5e1",
+    "00",
+    "1.",
+    ".5",
+    "+1",
+    "0x10",
+    "NaN",
+    "Infinity",
+    "1_0",
+]
+COUNT = 3000
+
+
+def mutate(rng: random.Random, text: str) -> str:
+    for _ in range(rng.randint(1, 3)):
+        i = rng.randint(0, len(text))
+        action = rng.random()
+        if action < 0.3:
+            text = text[:i] + rng.choice(GRAMMAR) + text[i:]
+        elif action < 0.55:
+            text = text[:i] + text[i + 1 :]
+        elif action < 0.8:
+            text = text[:i] + rng.choice(GRAMMAR) + text[i + 1 :]
+        else:
+            # replace the number that starts nearest after i
+            j = next((k for k in range(i, len(text)) if text[k] in "-0123456789"), -1)
+            if j >= 0:
+                k = j + 1
+                while k < len(text) and text[k] in "0123456789.eE+-":
+                    k += 1
+                text = text[:j] + rng.choice(AWKWARD_NUMBERS) + text[k:]
+    return text
+
+
+def cases() -> list[tuple[str, str]]:
+    rng = random.Random(20261123)
+    valid = [v for v in decode_vectors() if v["ok"] and "payload" in v and "@" not in v["payload"]]
+    out = []
+    for _ in range(COUNT):
+        v = rng.choice(valid)
+        out.append((v["kind"], mutate(rng, payload_bytes(v).decode())))
+    return out
+
+
+def cpython(kind: str, text: str) -> dict[str, Any]:
+    try:
+        return {"ok": True, "fields": payloads.decode(kind, text.encode())}
+    except ProtocolError as e:
+        return {"ok": False, "reason": e.reason, "field": e.field}
+
+
+@pytest.fixture(scope="module")
+def results(tmp_path_factory: pytest.TempPathFactory) -> list[tuple[str, str, dict[str, Any]]]:
+    todo = cases()
+    ops = [{"op": "decode", "kind": k, "hex": t.encode().hex()} for k, t in todo]
+    found = run_in_micropython(ops, tmp_path_factory.mktemp("crossport"))
+    return [(k, t, r) for (k, t), r in zip(todo, found, strict=True)]
+
+
+def test_micropython_and_cpython_agree_on_damaged_payloads(
+    results: list[tuple[str, str, dict[str, Any]]],
+) -> None:
+    disagreements = []
+    for kind, text, upy_result in results:
+        mine = cpython(kind, text)
+        if mine["ok"] != upy_result["ok"]:
+            agree = False
+        elif mine["ok"]:
+            agree = same(mine["fields"], upy_result["fields"])
+        else:
+            agree = (mine["reason"], mine["field"]) == (upy_result["reason"], upy_result["field"])
+        if not agree:
+            disagreements.append((kind, text, mine, upy_result))
+    assert disagreements == []
+
+
+def test_the_damage_is_varied(results: list[tuple[str, str, dict[str, Any]]]) -> None:
+    # the generator must produce both accepted and refused payloads, and many reasons
+    outcomes = {r["reason"] if not r["ok"] else "ok" for _, _, r in results}
+    assert {"ok", "bad_json", "bad_type", "missing_field"} <= outcomes
+    assert len(outcomes) >= 6, outcomes
