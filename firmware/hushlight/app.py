@@ -298,7 +298,8 @@ class App:
         buf = self.buf
         wdt = platform.Watchdog()
         live = src.live
-        pacer = None if live else Pacer(self.cfg["speed"], time.ticks_ms, time.ticks_diff)
+        # live sources bring their own pace; this one is only asked for the others
+        pacer = Pacer(0 if live else self.cfg["speed"], time.ticks_ms, time.ticks_diff)
         live_clock = src.live or self.cfg["speed"] == 1
         ticks_us = time.ticks_us
         ticks_diff = time.ticks_diff
@@ -316,8 +317,13 @@ class App:
             if live:
                 if not await src.aread_block(buf, self.block):
                     break
-            elif not src.read_block(buf, self.block):
-                break
+            else:
+                # a paced source hands a block over once it has "been heard",
+                # as a microphone does: its end time must have come
+                due = pacer.due_in_ms((samples + self.block) * 1000 // self.rate)
+                await asyncio.sleep_ms(due if due > 0 else 0)
+                if not src.read_block(buf, self.block):
+                    break
             t = ticks_us()
             meter.process_block(buf)
             self.dsp_us += ticks_diff(ticks_us(), t)
@@ -331,11 +337,8 @@ class App:
                 self.cal.add(meter.last_block_laeq(), meter.last_block_clipped())
                 flags |= schema.FLAG_CALIBRATING
             audio_ms = samples * 1000 // self.rate
-            if pacer is not None:
-                # a file played faster than the host can go just takes longer:
-                # no audio is lost, so that is no overload
-                due = pacer.due_in_ms(audio_ms)
-            elif ticks_diff(t, last_read) > 3 * block_us:
+            # (a file played slower than asked loses nothing: no overload)
+            if live and ticks_diff(t, last_read) > 3 * block_us:
                 # the loop stalled for more than the I2S DMA buffer holds
                 # (4 blocks, sources.I2SSource): audio was lost
                 flags |= schema.FLAG_OVERLOAD
@@ -357,9 +360,7 @@ class App:
                 self._summary(start_ms, minute_start, audio_ms)
                 in_minute = 0
                 minute_start = audio_ms
-            if pacer is not None and due > 0:
-                await asyncio.sleep_ms(due)
-            else:
+            if live:
                 await asyncio.sleep_ms(0)
         src.close()
 

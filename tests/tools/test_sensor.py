@@ -292,6 +292,11 @@ def test_killed_sensor_leaves_retained_offline_status(
     )
     sensors.append(s)
     sub.wait_for(is_status("online"), 30, "online status")
+    # in real time without a time origin the records carry the host's clock
+    _, rec = sub.wait_for(lambda t, v: t.endswith("/levels"), 10, "a record")
+    now_ms = time.time() * 1000
+    assert now_ms - 5000 < rec["t1"] <= now_ms and rec["t1"] - rec["t0"] == 1000
+    assert rec["flags"] == []
     os.kill(s.firmware_pid(), signal.SIGKILL)
     # the broker publishes the will within 1.5 keepalives of the last packet
     sub.wait_for(is_status("offline"), 1.5 * keepalive + 2, "offline status (last will)")
