@@ -430,6 +430,8 @@ def _zones(t: _Table, base: Path) -> tuple[ZoneConfig, ...]:
     raw = t.get("zones")
     if raw is None:
         return ()
+    if isinstance(raw, Mapping):
+        raise ConfigError("zones: write each zone as [[zones]] (double brackets), not [zones]")
     if not isinstance(raw, list):
         raise ConfigError(f"zones: expected a list of [[zones]] tables, got {_show(raw)}")
     zones = tuple(_zone(_Table(z, f"zones[{i}]", t.source)) for i, z in enumerate(raw))

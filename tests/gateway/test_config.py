@@ -238,6 +238,12 @@ def test_section_errors(section: str, change: dict[str, Any], message: str) -> N
     assert message in error_of(raw)
 
 
+def test_single_bracket_zones_table() -> None:
+    raw = minimal()
+    raw["zones"] = raw["zones"][0]
+    assert "zones: write each zone as [[zones]] (double brackets)" in error_of(raw)
+
+
 def test_top_level_unknown_key_and_missing_site_id() -> None:
     raw = minimal()
     raw["zone"] = []
