@@ -9,6 +9,7 @@ failure reproduces."""
 from __future__ import annotations
 
 import random
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -108,3 +109,52 @@ def test_the_damage_is_varied(results: list[tuple[str, str, dict[str, Any]]]) ->
     outcomes = {r["reason"] if not r["ok"] else "ok" for _, _, r in results}
     assert {"ok", "bad_json", "bad_type", "missing_field"} <= outcomes
     assert len(outcomes) >= 6, outcomes
+
+
+def encode_cases() -> list[dict[str, Any]]:
+    """Levels and statuses with random numbers, ties (x.xx5) among them."""
+    rng = random.Random(1123)
+    ops = []
+    for i in range(1500):
+        level = rng.choice([rng.uniform(-5, 165), round(rng.uniform(0, 160), 3), i * 0.005])
+        ops.append(
+            {
+                "op": "encode_levels",
+                "fields": {
+                    "seq": i,
+                    "t0": 1700000000000 + 1000 * i,
+                    "t1": 1700000001000 + 1000 * i,
+                    "laeq": level,
+                    "lafmax": rng.uniform(0, 160),
+                    "lceq": rng.randint(-1, 161),
+                    "flags": rng.randint(0, 15),
+                },
+            }
+        )
+        ops.append(
+            {
+                "op": "encode",
+                "kind": "status",
+                "fields": {
+                    "state": "online",
+                    "fw": "0.1.0",
+                    "uptime_s": i,
+                    "free_mem": 100000 - i,
+                    "dsp_load": rng.choice([rng.random(), i * 0.00005]),
+                    "buffered": 0,
+                    "calibration_offset_db": rng.uniform(-20, 20),
+                },
+            }
+        )
+    return ops
+
+
+def test_micropython_and_cpython_encode_the_same_bytes(tmp_path: Path) -> None:
+    ops = encode_cases()
+    found = run_in_micropython(ops, tmp_path)
+    for op, r in zip(ops, found, strict=True):
+        if op["op"] == "encode_levels":
+            mine = payloads.encode_levels(**op["fields"])
+        else:
+            mine = payloads.encode(op["kind"], op["fields"])
+        assert r == {"ok": True, "payload": mine.decode()}, op
