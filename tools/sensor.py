@@ -31,12 +31,15 @@ import pty
 import re
 import shutil
 import signal
+import struct
 import subprocess
 import sys
 import tty
 from pathlib import Path
 from types import FrameType
 from typing import Any, Final
+
+import numpy as np
 
 from dsp.errors import WavFormatError
 from dsp.wavfile import WavReader
@@ -145,11 +148,7 @@ def settings(args: argparse.Namespace) -> dict[str, Any]:
             wav = WavReader(args.wav)
         except (WavFormatError, OSError) as exc:
             raise UsageError(str(exc)) from None
-        if wav.encoding == "float32":
-            raise UsageError(
-                f"{args.wav} is 32-bit float; the firmware reads PCM: convert it "
-                "(e.g. sox in.wav -b 24 out.wav)"
-            )
+        # the firmware reads PCM; run() turns a float recording into 24-bit PCM
         source = f"wav:{args.wav.resolve()}"
         rate = wav.rate
         speed = 0.0 if speed is None else speed
@@ -239,6 +238,23 @@ def install_firmware(state_dir: Path) -> dict[str, str]:
     return {"MICROPYPATH": os.pathsep.join([".frozen", str(state_dir)])}
 
 
+def pcm24_copy(wav: WavReader, target: Path) -> None:
+    """`wav` (float) as a mono 24-bit PCM WAV holding exactly the I2S words
+    `hushlight replay` measures (dsp.wavfile rounds and clips to 24 bits), so
+    the sensor and replay see the same input; streamed block by block."""
+    size = wav.frames * 3
+    header = struct.pack(
+        "<4sI4s4sIHHIIHH4sI",
+        b"RIFF", 36 + size, b"WAVE", b"fmt ", 16, 1, 1,
+        wav.rate, wav.rate * 3, 3, 24, b"data", size,
+    )  # fmt: skip
+    with target.open("wb") as f:
+        f.write(header)
+        for words in wav.i2s_words():
+            # the 24 significant bits, little-endian: bytes 1..3 of each word
+            f.write((words.astype("<i4").view(np.uint8).reshape(-1, 4)[:, 1:]).tobytes())
+
+
 def open_console() -> tuple[int, int, str]:
     """A raw pseudo-terminal: (master fd for the firmware, slave fd, slave path)."""
     master, slave = pty.openpty()
@@ -265,6 +281,12 @@ def run(args: argparse.Namespace) -> int:
         console_fds = (master, slave)
         spec = f"fd:{master}"
         print(f"console: {path}", file=sys.stderr, flush=True)
+    if args.wav is not None:
+        wav = WavReader(args.wav)
+        if wav.encoding == "float32":
+            converted = state_dir / "input.wav"
+            pcm24_copy(wav, converted)
+            values["source"] = f"wav:{converted}"
     write_config(state_dir, values, spec)
     try:
         env = install_firmware(state_dir)
