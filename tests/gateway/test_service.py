@@ -487,10 +487,7 @@ async def test_over_tls_with_a_password(tmp_path: Path) -> None:
         f"gateway:{hash_password('gateway-secret')}\nsensor:{hash_password('sensor-secret')}\n"
     )
     passwords.chmod(0o600)
-    # `user root`: Mosquitto keeps the rights to read pytest's private temporary folder
-    with Mosquitto(
-        tls=(tls.ca, tls.cert, tls.key), password_file=passwords, extra=("user root",)
-    ) as broker:
+    with Mosquitto(tls=(tls.ca, tls.cert, tls.key), password_file=passwords) as broker:
         cfg = load_config(
             write_config(
                 tmp_path,
