@@ -138,7 +138,7 @@ def run(args: argparse.Namespace) -> int:
     if not db.is_file():
         raise UsageError(f"--db {db}: no such file; give the storage.path of the gateway's config")
     try:
-        storage = Storage(db)
+        storage = Storage(db, read_only=True)
     except StorageError as exc:
         raise UsageError(str(exc)) from exc
     with storage:

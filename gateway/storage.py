@@ -238,22 +238,38 @@ class Subscription:
 class Storage:
     """The gateway's SQLite database; see the module docstring for what lives where."""
 
-    def __init__(self, path: str | Path, peak_threshold_db: float = 70.0) -> None:
+    def __init__(
+        self, path: str | Path, peak_threshold_db: float = 70.0, *, read_only: bool = False
+    ) -> None:
+        """Open (or create) the database at `path`.
+
+        `read_only` opens an existing hushlight database for reading only (the
+        report): nothing is created or written, so it also works on a copy the
+        reader may not write, next to a running gateway.
+        """
         self.path = Path(path)
         self.peak_threshold_db = peak_threshold_db
+        self.read_only = read_only
         self._lock = threading.Lock()
         # minute rows not yet written: (sensor, minute) -> [n, dur, energy_a, energy_c,
         # lafmax, peaks, calibrating]
         self._pending: dict[tuple[str, int], list[float]] = {}
         self._newest_minute = -(2**62)
+        target = f"{self.path.absolute().as_uri()}?mode=ro" if read_only else str(self.path)
         try:
             self._db = sqlite3.connect(
-                str(self.path), check_same_thread=False, isolation_level=None, timeout=10.0
+                target,
+                check_same_thread=False,
+                isolation_level=None,
+                timeout=10.0,
+                uri=read_only,
             )
         except sqlite3.Error as exc:
+            what = (
+                "it exists and is readable" if read_only else "the directory exists and is writable"
+            )
             raise StorageError(
-                f"{self.path}: cannot open the database ({exc}); check the directory exists and "
-                "is writable, or set storage.path"
+                f"{self.path}: cannot open the database ({exc}); check {what}, or set storage.path"
             ) from exc
         try:
             self._setup()
@@ -275,6 +291,13 @@ class Storage:
                 f"{self.path}: written by a newer hushlight (schema {version}, this one reads up "
                 f"to {SCHEMA_VERSION}); upgrade hushlight or use another file"
             )
+        if self.read_only:
+            if version != SCHEMA_VERSION:
+                raise StorageError(
+                    f"{self.path}: not a hushlight database (schema {version}, expected "
+                    f"{SCHEMA_VERSION}); give the storage.path of the gateway's config"
+                )
+            return
         if version == 0:
             tables = db.execute("SELECT count(*) FROM sqlite_master WHERE type='table'").fetchone()
             if tables[0]:

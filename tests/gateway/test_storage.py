@@ -266,6 +266,27 @@ def test_file_is_wal_versioned_and_reopens(tmp_path: Path) -> None:
         assert len(s.minute_levels(["a"], T0, T0 + 60)) == 1
 
 
+def test_read_only_reads_and_never_writes(tmp_path: Path) -> None:
+    path = tmp_path / "h.db"
+    with Storage(path) as s:
+        s.add_levels([rec("a", T0 + 1, 50.0, 55.0, 51.0)])
+    path.chmod(0o444)
+    try:
+        with Storage(path, read_only=True) as r:
+            assert [row.n for row in r.minute_levels(["a"], T0, T0 + 60)] == [1]
+            with pytest.raises(sqlite3.OperationalError, match="readonly"):
+                r.record_notification("n", "mqtt", "t", T0)
+    finally:
+        path.chmod(0o644)
+    empty = tmp_path / "other.db"
+    sqlite3.connect(empty).close()
+    with pytest.raises(StorageError, match="not a hushlight database"):
+        Storage(empty, read_only=True)
+    with pytest.raises(StorageError, match="check it exists and is readable"):
+        Storage(tmp_path / "missing.db", read_only=True)
+    assert not (tmp_path / "missing.db").exists()
+
+
 def test_newer_or_foreign_files_are_refused(tmp_path: Path) -> None:
     newer = tmp_path / "newer.db"
     with sqlite3.connect(newer) as raw:
