@@ -108,6 +108,11 @@ async def test_loud_then_quiet_overrides_nudges_and_releases(
             "lights at the nudge level",
         )
         await wait_for(lambda: gw.metrics.overrides_acked.total() >= 1, 2.0, "ack counted")
+        # what an operator sees on /api/zones: the episode, its override, acknowledged
+        [zone] = gw.zones()
+        [sent] = zone["episode"]["overrides"]
+        assert zone["episode"]["id"] == nudge["nudge_id"] and zone["live_sensors"] == ["s1"]
+        assert sent["cmd_id"] == override["cmd_id"] and sent["acked"] is True
 
         # quiet again: released after the hold (10 site s = 1 wall s), not before
         t_quiet = clock.now()
