@@ -812,7 +812,8 @@ def _zone_from(z: Mapping[str, Any], zone: ZoneConfig) -> ZoneState:
             level=float(e["level"]),
             started=float(e["started"]),
             last_loud=float(e["last_loud"]),
-            ends_by=float(e["ends_by"]),
+            # a max_hold_s shortened in the config since the save applies at once
+            ends_by=min(float(e["ends_by"]), float(e["started"]) + zone.max_hold_s),
             overrides=tuple(
                 SentOverride(
                     str(o["group"]),

@@ -481,6 +481,17 @@ def test_restore_adapts_to_config_and_refuses_damage() -> None:
             state_from_json(bad, cfg)
 
 
+def test_restore_applies_a_shorter_max_hold() -> None:
+    cfg = config(hold_s=120, max_hold_s=600)
+    sim = Sim(cfg)
+    sim.run(1, {"a": 90.0})
+    start = sim.now
+    shorter = config(hold_s=120, max_hold_s=200)
+    state = state_from_json(state_to_json(sim.state), shorter)
+    episode = state.zones["ns"].episode
+    assert episode is not None and episode.ends_by == start + 200
+
+
 def test_zone_status_view() -> None:
     cfg = config()
     sim = Sim(cfg)
