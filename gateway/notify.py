@@ -6,8 +6,9 @@ MQTT: one QoS 1 message on ``zones/{zone}/nudge`` per nudge, as in the contract.
 Web Push (RFC 8030, 8291, 8292): the payload is encrypted for each subscriber
 (aes128gcm) and signed with the site's VAPID key by pywebpush.  pywebpush
 is synchronous, so each delivery runs in a worker thread and at most
-`concurrency` run at once; deliveries wait in a bounded queue and a full
-queue drops (and counts) rather than growing without limit.  Residents are
+`concurrency` run at once; the zone's subscribers are looked up in a thread
+too; deliveries wait in a bounded queue and a full queue drops (and counts)
+rather than growing without limit.  Residents are
 never spammed:
 
 - a subscriber gets at most one push per ``per_subscriber_min_interval_s``
@@ -45,6 +46,7 @@ __all__ = ["Notifier", "PushJob", "SubscriberStore", "nudge_payload"]
 log = logging.getLogger("hushlight.notify")
 
 QUEUE_MAX = 10_000  # deliveries waiting; more are dropped and counted
+FANOUT_MAX = 1_000  # nudges waiting for their subscribers to be looked up
 GONE = (404, 410)
 
 
@@ -113,11 +115,12 @@ class Notifier:
         self.concurrency = concurrency
         self._send = webpush if send is None else send
         self._queue: asyncio.Queue[PushJob] = asyncio.Queue(QUEUE_MAX)
+        self._fanout: asyncio.Queue[tuple[Nudge, bytes, float]] = asyncio.Queue(FANOUT_MAX)
         self._vapid_key = str(config.vapid_private_key) if config.vapid_private_key else None
 
     @property
     def pending(self) -> int:
-        return self._queue.qsize()
+        return self._queue.qsize() + self._fanout.qsize()
 
     def nudge(self, nudge: Nudge) -> None:
         """Publish `nudge` on MQTT and queue its Web Push deliveries (never blocks)."""
@@ -129,25 +132,49 @@ class Notifier:
         self.store.record_notification(nudge.nudge_id, "mqtt", topic, now)
         if self._vapid_key is None:
             return
-        interval = self.config.per_subscriber_min_interval_s
-        for sub in self.store.subscriptions_for_zone(nudge.zone):
-            if sub.last_push_at is not None and now - sub.last_push_at < interval:
-                self.metrics.push_skipped.inc()
-                continue
-            try:
-                self._queue.put_nowait(PushJob(nudge.nudge_id, nudge.zone, sub, body))
-            except asyncio.QueueFull:
-                self.metrics.push_failed.inc("queue_full")
-                continue
-            # counted from the decision, not the delivery: a slow push service
-            # must not let a second nudge through to the same phone
-            self.store.mark_pushed(sub.endpoint, now)
+        try:
+            self._fanout.put_nowait((nudge, body, now))
+        except asyncio.QueueFull:
+            self.metrics.push_failed.inc("queue_full")
 
     async def run(self) -> None:
         """Deliver queued pushes, `concurrency` at a time, until cancelled."""
         async with asyncio.TaskGroup() as tg:
+            tg.create_task(self._fan_out(), name="push-fan-out")
             for i in range(self.concurrency):
                 tg.create_task(self._deliverer(), name=f"push-{i}")
+
+    async def _fan_out(self) -> None:
+        # A popular zone has thousands of subscribers: looking them up and
+        # marking them is database work, done in a thread, not in the event loop.
+        while True:
+            nudge, body, now = await self._fanout.get()
+            try:
+                jobs = await asyncio.to_thread(self._select, nudge, body, now)
+                for job in jobs:
+                    try:
+                        self._queue.put_nowait(job)
+                    except asyncio.QueueFull:
+                        self.metrics.push_failed.inc("queue_full")
+            except Exception as exc:  # a database error costs this nudge's pushes only
+                self.metrics.push_failed.inc("error")
+                log.error("push fan-out of %s failed: %s", nudge.nudge_id, exc)
+            finally:
+                self._fanout.task_done()
+
+    def _select(self, nudge: Nudge, body: bytes, now: float) -> list[PushJob]:
+        """The zone's subscribers not pushed to within the interval, marked as pushed now."""
+        interval = self.config.per_subscriber_min_interval_s
+        jobs = []
+        for sub in self.store.subscriptions_for_zone(nudge.zone):
+            if sub.last_push_at is not None and now - sub.last_push_at < interval:
+                self.metrics.push_skipped.inc()
+                continue
+            # counted from the decision, not the delivery: a slow push service
+            # must not let a second nudge through to the same phone
+            self.store.mark_pushed(sub.endpoint, now)
+            jobs.append(PushJob(nudge.nudge_id, nudge.zone, sub, body))
+        return jobs
 
     async def _deliverer(self) -> None:
         while True:
@@ -159,6 +186,7 @@ class Notifier:
 
     async def drain(self) -> None:
         """Wait until every queued push was attempted (tests, shutdown)."""
+        await self._fanout.join()
         await self._queue.join()
 
     def _deliver(self, job: PushJob) -> None:
