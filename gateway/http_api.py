@@ -234,7 +234,8 @@ class HttpApi:
             endpoint, p256dh, auth, zones = check_subscription(body, self.view.zone_ids())
         except SubscriptionError as exc:
             return _error(400, str(exc))
-        self.view.subscribe(endpoint, p256dh, auth, zones)
+        # database work off the event loop: anybody may POST here
+        await asyncio.to_thread(self.view.subscribe, endpoint, p256dh, auth, zones)
         return web.json_response({"endpoint": endpoint, "zones": zones}, status=201)
 
     async def unsubscribe(self, request: web.Request) -> web.Response:
@@ -245,7 +246,7 @@ class HttpApi:
         endpoint = body.get("endpoint") if isinstance(body, dict) else None
         if not isinstance(endpoint, str) or not endpoint:
             return _error(400, 'the body must be {"endpoint": "<the subscription endpoint>"}')
-        if not self.view.unsubscribe(endpoint):
+        if not await asyncio.to_thread(self.view.unsubscribe, endpoint):
             return _error(404, "no subscription has this endpoint")
         return web.Response(status=204)
 
