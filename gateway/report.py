@@ -113,7 +113,13 @@ def compute(
                 },
             }
         )
-    return {"minutes_after": minutes, "since": since, "zone": zone, "rows": rows}
+    return {
+        "minutes_after": minutes,
+        "peak_threshold_db": storage.peak_threshold_db,
+        "since": since,
+        "zone": zone,
+        "rows": rows,
+    }
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -184,7 +190,8 @@ def _print_table(report: dict[str, Any]) -> None:
     console.print(table)
     console.print(
         "nudges, controls: episodes (with levels stored after them); LAeq: energy mean in dB(A); "
-        "peaks: LAFmax >= threshold per sensor; Δ = nudges - controls, negative = quieter "
+        f"peaks: LAFmax >= {report['peak_threshold_db']:g} dB per sensor; "
+        "Δ = nudges - controls, negative = quieter "
         "after nudges"
     )
 

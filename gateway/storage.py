@@ -297,6 +297,10 @@ class Storage:
                     f"{self.path}: not a hushlight database (schema {version}, expected "
                     f"{SCHEMA_VERSION}); give the storage.path of the gateway's config"
                 )
+            # a reader counts peaks as the writer did
+            row = db.execute("SELECT value FROM meta WHERE key = 'peak_threshold_db'").fetchone()
+            if row is not None:
+                self.peak_threshold_db = float(row[0])
             return
         if version == 0:
             tables = db.execute("SELECT count(*) FROM sqlite_master WHERE type='table'").fetchone()
@@ -312,8 +316,9 @@ class Storage:
             for statement in _SCHEMA.split(";"):
                 if statement.strip():
                     db.execute(statement)
+            # the threshold the minute rows' peak counts were made with, for readers
             db.execute(
-                "INSERT OR IGNORE INTO meta (key, value) VALUES ('peak_threshold_db', ?)",
+                "INSERT OR REPLACE INTO meta (key, value) VALUES ('peak_threshold_db', ?)",
                 (str(self.peak_threshold_db),),
             )
             db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")

@@ -100,6 +100,7 @@ def street(tmp_path: Path) -> Street:
 
 def test_report_matches_an_independent_computation(street: Street) -> None:
     report = compute(street.storage)
+    assert report["peak_threshold_db"] == PEAK_DB
     want = expected(street)
     assert [(r["zone"], r["kind"]) for r in report["rows"]] == sorted(want)
     for row in report["rows"]:

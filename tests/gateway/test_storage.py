@@ -268,11 +268,12 @@ def test_file_is_wal_versioned_and_reopens(tmp_path: Path) -> None:
 
 def test_read_only_reads_and_never_writes(tmp_path: Path) -> None:
     path = tmp_path / "h.db"
-    with Storage(path) as s:
+    with Storage(path, peak_threshold_db=65.0) as s:
         s.add_levels([rec("a", T0 + 1, 50.0, 55.0, 51.0)])
     path.chmod(0o444)
     try:
         with Storage(path, read_only=True) as r:
+            assert r.peak_threshold_db == 65.0  # as written, whatever the default
             assert [row.n for row in r.minute_levels(["a"], T0, T0 + 60)] == [1]
             with pytest.raises(sqlite3.OperationalError, match="readonly"):
                 r.record_notification("n", "mqtt", "t", T0)
