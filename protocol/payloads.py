@@ -29,6 +29,7 @@ import sys
 from protocol import MAX_PAYLOAD, strictjson
 from protocol.errors import ProtocolError
 from protocol.schema import (
+    CLIPPED_TEXTS,
     EXTRA,
     FLAGS,
     HI,
@@ -375,11 +376,11 @@ def _check(kind: str, f: Any, v: Any) -> Any:
             )
         return v
     if t == T_TEXT:
-        if not f[LO] <= len(v) <= f[HI]:
+        n = _utf8_len(kind, name, v)
+        if not f[LO] <= n <= f[HI]:
             raise ProtocolError(
                 "out_of_range",
-                "%s field '%s' has %d characters; use %d to %d"
-                % (kind, name, len(v), f[LO], f[HI]),
+                "%s field '%s' has %d bytes of UTF-8; use %d to %d" % (kind, name, n, f[LO], f[HI]),
                 name,
             )
         return v
@@ -416,14 +417,31 @@ def _check(kind: str, f: Any, v: Any) -> Any:
             )
         if type(text) is not str:
             return _raise(_bad_type(kind, name + "." + lang, text, "a string"))
-        if not 1 <= len(text) <= f[HI]:
+        n = _utf8_len(kind, name, text)
+        if not 1 <= n <= f[HI]:
             raise ProtocolError(
                 "out_of_range",
-                "%s field '%s.%s' has %d characters; use 1 to %d"
-                % (kind, name, lang, len(text), f[HI]),
+                "%s field '%s.%s' has %d bytes of UTF-8; use 1 to %d"
+                % (kind, name, lang, n, f[HI]),
                 name,
             )
     return v
+
+
+def _utf8_len(kind: str, name: str, s: str) -> int:
+    """Length of a text in UTF-8 bytes: the same on every port (MicroPython
+    may be built without unicode strings, where len() counts bytes)."""
+    try:
+        return len(s.encode())
+    except UnicodeError:
+        # CPython: a lone surrogate from a "\ud800" escape, which no store or
+        # app could encode later
+        raise ProtocolError(
+            "bad_value",
+            "%s field '%s' holds an unpaired surrogate escape; send valid Unicode text"
+            % (kind, name),
+            name,
+        ) from None
 
 
 def _raise(err: ProtocolError) -> Any:
@@ -538,6 +556,29 @@ def _level(v: Any, kind: str, name: str) -> str:
     return _fixed(v, 2)
 
 
+def clip_utf8(s: str, limit: int) -> str:
+    """``s`` cut to at most ``limit`` UTF-8 bytes, at a character boundary."""
+    b = s.encode()
+    if len(b) <= limit:
+        return s
+    if limit <= 0:
+        return ""
+    b = b[:limit]
+    # find where the last character starts; drop it if the cut went through it
+    k = limit - 1
+    while k > 0 and b[k] & 0xC0 == 0x80:
+        k -= 1
+    lead = b[k]
+    need = 1 if lead < 0x80 else 2 if lead < 0xE0 else 3 if lead < 0xF0 else 4
+    end = k if limit - k < need else limit
+    try:
+        return str(b[:end], "utf-8")
+    except UnicodeError:
+        # the text was not valid UTF-8 to begin with (possible on a MicroPython
+        # built without unicode strings): keep its ASCII
+        return str(bytes(c for c in b[:end] if c < 0x80), "utf-8")
+
+
 def _jstr(s: str) -> str:
     """JSON string literal of ``s``; identical output on both Pythons (raw UTF-8)."""
     for c in s:
@@ -636,6 +677,8 @@ def encode(kind: str, values: dict[str, Any]) -> bytes:
             text = _level(v, kind, name)
             v = float(text)
         else:
+            if name in CLIPPED_TEXTS and type(v) is str:
+                v = clip_utf8(v, f[HI])
             v = _check(kind, f, v)
             if t == T_NUM:
                 text = _fixed(v, f[EXTRA])

@@ -10,7 +10,8 @@ A field is a tuple ``(name, type, required, nullable, lo, hi, extra)``:
 - ``required``: absent -> ProtocolError("missing_field"); optional fields that
   are absent decode as ``None`` (``[]`` for flags) so consumers need no `.get`;
 - ``nullable``: JSON ``null`` is allowed (decodes as ``None``);
-- ``lo``/``hi``: inclusive range of a number, or the length range of a string;
+- ``lo``/``hi``: inclusive range of a number, or the length range of a text in
+  UTF-8 bytes (the same on every port);
 - ``extra``: decimals on the wire for numbers, the allowed values for enums,
   flags and int choices.
 
@@ -153,6 +154,11 @@ STATUS = (
     _f("config_error", T_TEXT, 0, 200, required=False, nullable=True),
     _f("time_synced", T_BOOL, required=False),
 )
+# Texts the sensor builds from what it was sent (a rejected config's reason
+# quotes the bad value): encoders cut them to their limit instead of refusing
+# the whole status.
+CLIPPED_TEXTS = ("config_error",)
+
 # A sensor that says it is online must say how it is; the last will
 # {"state":"offline"} carries nothing else.
 STATUS_ONLINE_REQUIRED = (

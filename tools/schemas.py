@@ -97,7 +97,10 @@ def message_schema(kind: str) -> dict[str, Any]:
         doc["if"] = {"properties": {"state": {"const": "online"}}, "required": ["state"]}
         doc["then"] = {"required": list(schema.STATUS_ONLINE_REQUIRED)}
     # JSON Schema compares values, so 1.0 passes as an integer; protocol/ does not
-    rules = ["integers are written without a fraction or exponent (1, not 1.0)"]
+    rules = [
+        "integers are written without a fraction or exponent (1, not 1.0)",
+        "text lengths are limits in UTF-8 bytes, not characters",
+    ]
     rules += docs.CROSS_RULES.get(kind, ())
     doc["$comment"] = "Also required (checked by protocol/, not expressible here): " + "; ".join(
         rules

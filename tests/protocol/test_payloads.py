@@ -122,6 +122,19 @@ def test_size_limit_counts_utf8_bytes_of_str_input() -> None:
     assert e.value.reason == "too_large"
 
 
+def test_unpaired_surrogate_escape_in_text_is_refused() -> None:
+    # CPython decodes "\ud800" to a str no store can encode back to UTF-8;
+    # the gateway must not be handed one (MicroPython keeps the bytes, and the
+    # firmware decodes no text, so this check is CPython's alone)
+    for fw in ('"\\ud800"', '"a\\udc00b"'):
+        with pytest.raises(ProtocolError) as e:
+            payloads.decode_status(b'{"state":"offline","fw":' + fw.encode() + b"}")
+        assert (e.value.reason, e.value.field) == ("bad_value", "fw")
+    # a proper pair is one character, four bytes
+    d = payloads.decode_status(b'{"state":"offline","fw":"\\ud83d\\ude00"}')
+    assert d["fw"] == "\U0001f600"
+
+
 def test_oversized_payload_is_refused_before_parsing() -> None:
     # not JSON at all: the size check must win over the syntax check
     with pytest.raises(ProtocolError) as e:
@@ -261,3 +274,34 @@ def test_levels_fast_path_takes_the_common_record() -> None:
     fast = payloads._levels_fast(json.loads(raw))
     assert fast is not None
     assert fast == payloads._validate("levels", json.loads(raw))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=120), st.integers(0, 200))
+def test_clip_utf8_keeps_whole_characters_within_the_limit(text: str, limit: int) -> None:
+    clipped = payloads.clip_utf8(text, limit)
+    assert len(clipped.encode()) <= limit
+    assert text.startswith(clipped)
+    # nothing more could have been kept: the next character would not fit
+    if clipped != text:
+        assert len((clipped + text[len(clipped)]).encode()) > limit
+
+
+def test_a_long_config_error_is_clipped_not_refused() -> None:
+    reason = "config rev 4 rejected: unknown key " + repr("\u00e9" * 300)
+    status = payloads.encode_status(
+        "online",
+        fw="0.1.0",
+        uptime_s=1,
+        free_mem=1,
+        dsp_load=0.1,
+        buffered=0,
+        calibration_offset_db=0,
+        config_error=reason,
+    )
+    got = payloads.decode_status(status)["config_error"]
+    assert reason.startswith(got)
+    assert len(got.encode()) <= 200
+    # other texts are not clipped: a too long fw is the caller's mistake
+    with pytest.raises(ProtocolError):
+        payloads.encode_status("offline", fw="x" * 33)

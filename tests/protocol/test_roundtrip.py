@@ -17,6 +17,12 @@ ID = st.text(string.ascii_lowercase + string.digits + "-", min_size=1, max_size=
 TOKEN = st.text(string.ascii_letters + string.digits + "._:-", min_size=1, max_size=64)
 
 
+def fit_utf8(s: str, lo: int, hi: int) -> str:
+    """``s`` cut to at most ``hi`` UTF-8 bytes (whole characters), padded to ``lo``."""
+    s = s.encode()[:hi].decode("utf-8", "ignore")
+    return s + "x" * (lo - len(s.encode()))
+
+
 def value(kind: str, f: tuple[Any, ...]) -> st.SearchStrategy[Any]:
     t, lo, hi, extra = f[schema.TYPE], f[schema.LO], f[schema.HI], f[schema.EXTRA]
     base: st.SearchStrategy[Any]
@@ -35,7 +41,7 @@ def value(kind: str, f: tuple[Any, ...]) -> st.SearchStrategy[Any]:
     elif t == schema.T_TOKEN:
         base = TOKEN
     elif t == schema.T_TEXT:
-        base = st.text(min_size=lo, max_size=hi)
+        base = st.text(max_size=hi).map(lambda s: fit_utf8(s, lo, hi))
     elif t == schema.T_ENUM:
         base = st.sampled_from(extra)
     elif t == schema.T_FLAGS:
@@ -45,7 +51,7 @@ def value(kind: str, f: tuple[Any, ...]) -> st.SearchStrategy[Any]:
     else:  # T_LANGMAP
         base = st.dictionaries(
             st.text(string.ascii_lowercase, min_size=2, max_size=8),
-            st.text(min_size=1, max_size=40),
+            st.text(max_size=40).map(lambda s: fit_utf8(s, 1, hi)),
             min_size=1,
             max_size=3,
         )

@@ -35,8 +35,12 @@ def integral_float_field(v: dict[str, Any]) -> bool:
 
 
 def expressible(v: dict[str, Any]) -> bool:
+    # (JSON Schema's maxLength counts characters; protocol/ counts UTF-8 bytes)
     return v["ok"] or not (
-        v["reason"] in NOT_EXPRESSIBLE or cross_field(v) or integral_float_field(v)
+        v["reason"] in NOT_EXPRESSIBLE
+        or cross_field(v)
+        or integral_float_field(v)
+        or v.get("utf8_length", False)
     )
 
 
