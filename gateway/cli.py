@@ -8,7 +8,7 @@ import logging
 
 from gateway.clock import add_clock_arguments, clock_from_args
 from gateway.config import load_config
-from gateway.errors import ConfigError, StorageError
+from gateway.errors import ConfigError, GatewayError, StorageError
 from tools.errors import UsageError
 
 __all__ = ["HELP", "configure", "run"]
@@ -52,5 +52,8 @@ def run(args: argparse.Namespace) -> int:
         gateway = Gateway(config, clock=clock, on_stop=args.on_stop)
     except StorageError as exc:
         raise UsageError(str(exc)) from None
-    asyncio.run(gateway.run())
+    try:
+        asyncio.run(gateway.run())
+    except GatewayError as exc:
+        raise UsageError(str(exc)) from None
     return 0

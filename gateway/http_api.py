@@ -33,6 +33,7 @@ from aiohttp import web
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from gateway.config import HttpConfig
+from gateway.errors import GatewayError
 from gateway.metrics import Metrics
 
 __all__ = ["GatewayView", "HttpApi", "SubscriptionError", "check_subscription"]
@@ -256,7 +257,13 @@ class HttpApi:
         await runner.setup()
         try:
             site = web.TCPSite(runner, self.config.host, self.config.port)
-            await site.start()
+            try:
+                await site.start()
+            except OSError as exc:
+                raise GatewayError(
+                    f"the HTTP API cannot listen on {self.config.host}:{self.config.port} "
+                    f"({exc.strerror}); set [http] host and port to a free address"
+                ) from exc
             # the bound port (the config may say 0: any free port)
             self.port = int(runner.addresses[0][1]) if runner.addresses else self.config.port
             log.info("HTTP API on http://%s:%s", self.config.host, self.port)

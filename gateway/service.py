@@ -224,6 +224,9 @@ class Gateway:
                 tg.create_task(self._shutdown(), name="shutdown")
         except* _Stopped:
             pass
+        except* GatewayError as group:
+            # a start-up failure that says what to do (e.g. the HTTP port is taken)
+            raise group.exceptions[0] from None
         finally:
             if self.install_signals:
                 for sig in (signal.SIGTERM, signal.SIGINT):

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 import signal
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -365,10 +366,15 @@ async def test_sigterm_with_release_hands_the_lights_back(
 def test_cli_config_errors_are_one_line(tmp_path: Path) -> None:
     bad = tmp_path / "site.toml"
     bad.write_text('[site]\nid = "Bad Id"\n')
-    for args in (
-        ["--config", str(tmp_path / "missing.toml")],
-        ["--config", str(bad)],
-        ["--config", str(bad), "--time-origin", "5"],
+    busy = socket.create_server(("127.0.0.1", 0))  # somebody else has the HTTP port
+    port = busy.getsockname()[1]
+    (tmp_path / "taken").mkdir()
+    taken = write_config(tmp_path / "taken", "mqtt://127.0.0.1:1", http_port=port)
+    for args, word in (
+        (["--config", str(tmp_path / "missing.toml")], "missing.toml"),
+        (["--config", str(bad)], "Bad Id"),
+        (["--config", str(taken), "--time-origin", "5"], "--time-scale"),
+        (["--config", str(taken)], f"127.0.0.1:{port}"),
     ):
         proc = subprocess.run(
             [sys.executable, "-m", "tools.cli", "gateway", *args],
@@ -378,7 +384,10 @@ def test_cli_config_errors_are_one_line(tmp_path: Path) -> None:
         )
         assert proc.returncode == 2, proc.stderr
         lines = proc.stderr.strip().splitlines()
-        assert len(lines) == 1 and lines[0].startswith("hushlight gateway: error:"), proc.stderr
+        assert lines[-1].startswith("hushlight gateway: error:") and word in lines[-1], lines
+        # nothing but the log lines of a gateway that had started, and the one error
+        assert all(" INFO " in line or " WARNING " in line for line in lines[:-1]), lines
+    busy.close()
 
 
 class BrokenLights:
