@@ -283,13 +283,7 @@ class MQTTClient:
             if len(self._topics) < 8:
                 self._topics[topic] = t
         pid = 0
-        size = 2 + len(t) + len(payload)
-        if qos:
-            pid = self._next_pid()
-            size += 2
-        if qos:
-            # before the write: the PUBACK can arrive while we drain
-            self._unacked[pid] = None
+        size = 2 + len(t) + len(payload) + (2 if qos else 0)
         n = 0
         lock = self._write_lock
         try:
@@ -302,6 +296,12 @@ class MQTTClient:
                 w = self._stream
                 if w is None:  # the link dropped while we waited for the lock
                     raise OSError(ENOTCONN, "MQTT not connected")
+                if qos:
+                    # taken under the lock, so the id belongs to the link it
+                    # goes out on; registered before the write, as the PUBACK
+                    # can arrive while we drain
+                    pid = self._next_pid()
+                    self._unacked[pid] = None
                 tx = self._tx
                 tx[0] = _PUBLISH | (qos << 1) | (1 if retain else 0)
                 n = _encode_length(tx, size)
