@@ -32,8 +32,9 @@ TLS (`ssl_cafile`, PEM or DER): the broker's certificate must chain to that
 CA and match `server_hostname` (default: the host).
 
 `socket_factory(host, port)`, if given, returns the connected socket-like
-object to talk to (a non-blocking object asyncio can poll); tests and
-simulations use it instead of the radio.
+object to talk to (a non-blocking object asyncio can poll), instead of
+resolving and connecting here; TLS is layered on it as on a plain socket.
+Tests and simulations use it instead of the radio.
 """
 
 import asyncio
@@ -405,6 +406,17 @@ class MQTTClient:
     # ------------------------------------------------------------ connection
 
     def _open_socket(self):
+        s = self._raw_socket()
+        if self.ssl_cafile:
+            if self._ssl_ctx is None:
+                self._ssl_ctx = self._tls_context(s)
+            s = self._ssl_ctx.wrap_socket(
+                s, server_hostname=self.server_hostname or self.host, do_handshake_on_connect=False
+            )
+            s.setblocking(False)
+        return s
+
+    def _raw_socket(self):
         if self.socket_factory is not None:
             return self.socket_factory(self.host, self.port)
         try:
@@ -421,28 +433,24 @@ class MQTTClient:
             if e.errno != EINPROGRESS:
                 s.close()
                 raise
-        if self.ssl_cafile:
-            if self._ssl_ctx is None:
-                import ssl
-
-                ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-                # MicroPython's SSLContext has verify_mode; its stubs lack it
-                ctx.verify_mode = ssl.CERT_REQUIRED  # type: ignore[attr-defined]
-                try:
-                    ctx.load_verify_locations(cadata=_ca_der(self.ssl_cafile))
-                except (OSError, ValueError) as e:
-                    s.close()
-                    raise OSError(
-                        EINVAL,
-                        "the CA file %s cannot be used (%s); provision the broker's CA again"
-                        % (self.ssl_cafile, _describe(e)),
-                    )
-                self._ssl_ctx = ctx
-            s = self._ssl_ctx.wrap_socket(
-                s, server_hostname=self.server_hostname or self.host, do_handshake_on_connect=False
-            )
-            s.setblocking(False)
         return s
+
+    def _tls_context(self, s):
+        import ssl
+
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        # MicroPython's SSLContext has verify_mode; its stubs lack it
+        ctx.verify_mode = ssl.CERT_REQUIRED  # type: ignore[attr-defined]
+        try:
+            ctx.load_verify_locations(cadata=_ca_der(self.ssl_cafile))
+        except (OSError, ValueError) as e:
+            s.close()
+            raise OSError(
+                EINVAL,
+                "the CA file %s cannot be used (%s); provision the broker's CA again"
+                % (self.ssl_cafile, _describe(e)),
+            )
+        return ctx
 
     def _connect_packet(self):
         flags = 0x02 if self.clean_session else 0

@@ -508,6 +508,21 @@ def test_tls_with_the_pinned_ca(
         observers.clear()
 
 
+def test_tls_over_a_socket_factory(drivers: Drivers, tls_ca: TlsFiles) -> None:
+    with Mosquitto(tls=(tls_ca.ca, tls_ca.cert, tls_ca.key)) as m:
+        d = start(
+            drivers,
+            host="broker.invalid",  # never resolved: the factory connects
+            port=8883,
+            factory_port=m.tls_port,
+            ssl_cafile=str(tls_ca.ca),
+            server_hostname="localhost",
+        )
+        d.expect("connected")
+        d.send(op="publish", topic="t", payload="x", qos=1)
+        d.expect("puback")
+
+
 def test_tls_refuses_a_broker_signed_by_another_ca(
     drivers: Drivers, tls_ca: TlsFiles, other_ca: TlsFiles
 ) -> None:
