@@ -128,12 +128,9 @@ class Notifier:
         topic = topics.nudge(self.site, nudge.zone)
         self.publisher.publish(topic, body, qos=1)
         self.metrics.nudges_published.inc(nudge.zone)
-        now = self.clock.now()
-        self.store.record_notification(nudge.nudge_id, "mqtt", topic, now)
-        if self._vapid_key is None:
-            return
         try:
-            self._fanout.put_nowait((nudge, body, now))
+            # recorded and fanned out to Web Push in a thread (`_select`)
+            self._fanout.put_nowait((nudge, body, self.clock.now()))
         except asyncio.QueueFull:
             self.metrics.push_failed.inc("queue_full")
 
@@ -163,7 +160,13 @@ class Notifier:
                 self._fanout.task_done()
 
     def _select(self, nudge: Nudge, body: bytes, now: float) -> list[PushJob]:
-        """The zone's subscribers not pushed to within the interval, marked as pushed now."""
+        """Record the MQTT nudge; the zone's subscribers not pushed to within the
+        interval, marked as pushed now."""
+        self.store.record_notification(
+            nudge.nudge_id, "mqtt", topics.nudge(self.site, nudge.zone), now
+        )
+        if self._vapid_key is None:
+            return []
         interval = self.config.per_subscriber_min_interval_s
         jobs = []
         for sub in self.store.subscriptions_for_zone(nudge.zone):

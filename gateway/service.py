@@ -384,11 +384,13 @@ class Gateway:
             first = await self.queue.get()
             batch = [first, *self._take_batch()]
             await self._handle(batch)
-            await asyncio.sleep(0)  # `get` does not yield while the queue has items
+            if not self.queue.empty():
+                await asyncio.sleep(0)  # `get` would not yield while the queue has items
 
     async def _handle(self, batch: Sequence[Item]) -> None:
         levels = self._levels
         decisions: list[Decision] = []
+        acks: list[tuple[str, float]] = []  # (cmd_id, at) the lights confirmed
         handle = self.ingest.handle
         for topic, payload, at in batch:
             try:
@@ -402,13 +404,19 @@ class Gateway:
                         if not accepted.live:
                             continue
                     elif isinstance(event, LightStateEvent):
-                        self._acked(event)
+                        self._acked(event, acks)
                     self._step(event, at, decisions)
             except Exception as exc:  # a bug must cost one message, not the gateway
                 self.metrics.worker_errors.inc(type(exc).__name__)
                 log.exception("handling a message on %s failed", topic[:120])
         if len(levels) >= STORE_MAX:
             self._store_now.set()
+        if acks:
+            try:
+                await asyncio.to_thread(self._record_acks, acks)
+            except STORAGE_ERRORS as exc:
+                self.metrics.storage_errors.inc("acks")
+                log.error("could not record %d acknowledgements: %s", len(acks), exc)
         if decisions:
             await self._carry_out(decisions)
 
@@ -460,12 +468,17 @@ class Gateway:
         if decisions:
             out.extend(decisions)
 
-    def _acked(self, event: LightStateEvent) -> None:
+    def _acked(self, event: LightStateEvent, acks: list[tuple[str, float]]) -> None:
         if event.cmd_id is not None and event.source == "override":
             group = self._sent.pop(event.cmd_id, None)
             if group is not None:
-                self.storage.record_override_acked(event.cmd_id, event.at)
+                acks.append((event.cmd_id, event.at))
                 self.metrics.overrides_acked.inc(group)
+
+    def _record_acks(self, acks: Sequence[tuple[str, float]]) -> None:
+        # in a thread: the event loop never waits for the database lock
+        for cmd_id, at in acks:
+            self.storage.record_override_acked(cmd_id, at)
 
     async def _carry_out(self, decisions: Sequence[Decision]) -> None:
         now = self.clock.now()
