@@ -102,4 +102,3 @@ def run_code(code: str, *, timeout: float | None = 120.0, input: bytes | None = 
             + proc.stderr.decode(errors="replace")
         )
     return proc.stdout.decode()
-
