@@ -83,10 +83,10 @@ class App:
         self.wake_publisher = asyncio.Event()
         self.status_changed = asyncio.Event()
         self.dsp_us = 0
-        self.audio_us = 0
         self.dsp_load_last = 0.0
         self.lag_blocks = 0
-        self.samples = 0
+        self.audio_blocks = 0
+        self.audio_s = 0
         self.dropped_seen = 0
         self.dropped_told = time.ticks_add(time.ticks_ms(), -20000)
         self.interval_blocks = int(self.cfg["interval_s"] * 8)
@@ -145,8 +145,8 @@ class App:
     # ---- status ----------------------------------------------------------
 
     def dsp_load(self):
-        if self.audio_us:
-            return self.dsp_us / self.audio_us
+        if self.audio_blocks:
+            return self.dsp_us / (self.audio_blocks * self.block * 1000000 / self.rate)
         return self.dsp_load_last
 
     def status_fields(self, full=False):
@@ -170,7 +170,7 @@ class App:
             f["site"] = self.site
             f["broker_connected"] = self.mqtt.connected()
             f["rate"] = self.rate
-            f["audio_s"] = self.samples // self.rate
+            f["audio_s"] = self.audio_s
             f["seq"] = self.store.next[LEVELS]
         return f
 
@@ -180,7 +180,7 @@ class App:
         # the load of the last period, then a new period starts
         self.dsp_load_last = f["dsp_load"]
         self.dsp_us = 0
-        self.audio_us = 0
+        self.audio_blocks = 0
         return payloads.encode_status(state, **f)
 
     async def _publish_status(self):
@@ -293,73 +293,85 @@ class App:
     # ---- capture -----------------------------------------------------------
 
     async def capture(self):
+        # Every per-block number stays a small int on the ESP32 (31 bits): a
+        # sample count or a ms epoch would outgrow that within a minute and
+        # then allocate a long int per block.  Audio time is therefore kept
+        # relative to the current interval (`rel`, ms) and folded into
+        # `base` (ms since start, allocates, once an interval).
         src = self.source
         meter = self.meter
         buf = self.buf
+        block = self.block
+        rate = self.rate
+        blk1000 = block * 1000
         wdt = platform.Watchdog()
         live = src.live
-        # live sources bring their own pace; this one is only asked for the others
+        # live sources bring their own pace; the pacer paces the others
         pacer = Pacer(0 if live else self.cfg["speed"], time.ticks_ms, time.ticks_diff)
-        live_clock = src.live or self.cfg["speed"] == 1
+        live_clock = live or self.cfg["speed"] == 1
         ticks_us = time.ticks_us
         ticks_diff = time.ticks_diff
-        samples = 0
         start_ms = self.clock.now_ms()
+        base = 0  # audio ms at the start of this interval
+        rel = 0  # audio ms since then
+        acc = 0  # sub-ms remainder, in 1/rate ms
         interval_blocks = self.interval_blocks
         in_interval = 0
         in_minute = 0
-        interval_start = 0
         minute_start = 0
         flags = 0
-        block_us = self.block * 1000000 // self.rate
+        block_us = blk1000 * 1000 // rate
         last_read = ticks_us()
         while not self.stopping:
             if live:
-                if not await src.aread_block(buf, self.block):
+                if not await src.aread_block(buf, block):
                     break
             else:
                 # a paced source hands a block over once it has "been heard",
                 # as a microphone does: its end time must have come
-                due = pacer.due_in_ms((samples + self.block) * 1000 // self.rate)
+                due = pacer.due_in_ms(rel + (acc + blk1000) // rate)
                 await asyncio.sleep_ms(due if due > 0 else 0)
-                if not src.read_block(buf, self.block):
+                if not src.read_block(buf, block):
                     break
             t = ticks_us()
             meter.process_block(buf)
             self.dsp_us += ticks_diff(ticks_us(), t)
-            self.audio_us += block_us
-            samples += self.block
-            self.samples = samples
+            self.audio_blocks += 1
+            acc += blk1000
+            rel += acc // rate
+            acc %= rate
             wdt.feed()
             in_interval += 1
             in_minute += 1
             if self.cal is not None:
                 self.cal.add(meter.last_block_laeq(), meter.last_block_clipped())
                 flags |= schema.FLAG_CALIBRATING
-            audio_ms = samples * 1000 // self.rate
             # (a file played slower than asked loses nothing: no overload)
             if live and ticks_diff(t, last_read) > 3 * block_us:
                 # the loop stalled for more than the I2S DMA buffer holds
                 # (4 blocks, sources.I2SSource): audio was lost
                 flags |= schema.FLAG_OVERLOAD
             last_read = t
+            if in_minute >= _SUMMARY_BLOCKS:
+                self._summary(start_ms, minute_start, base + rel)
+                in_minute = 0
+                minute_start = base + rel
             if in_interval >= interval_blocks:
+                end = base + rel
                 if live_clock and not self.clock.virtual:
                     # follow the wall clock (NTP steps, crystal drift)
-                    drift = self.clock.now_ms() - (start_ms + audio_ms)
+                    drift = self.clock.now_ms() - (start_ms + end)
                     if drift > 2000 or drift < -2000:
                         start_ms += drift
-                        interval_start = audio_ms - in_interval * self.block_ms
-                self._interval(start_ms, interval_start, audio_ms, flags)
+                self._interval(start_ms, base, end, flags)
+                self.audio_s = end // 1000
+                pacer.advance(rel)
+                base = end
+                rel = 0
                 flags = 0
                 in_interval = 0
-                interval_start = audio_ms
                 # a new interval_s starts at this boundary
                 interval_blocks = self.interval_blocks
-            if in_minute >= _SUMMARY_BLOCKS:
-                self._summary(start_ms, minute_start, audio_ms)
-                in_minute = 0
-                minute_start = audio_ms
             if live:
                 await asyncio.sleep_ms(0)
         src.close()

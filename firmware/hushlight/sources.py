@@ -28,6 +28,7 @@ Levels assume the INMP441's -26 dBFS sensitivity (full-scale sine =
 import array
 import math
 import struct
+import time
 
 import micropython
 
@@ -406,8 +407,9 @@ def open_source(cfg, block, raw):
 class Pacer:
     """Plays a non-live source at `speed` times real time (0: as fast as possible).
 
-    Integer arithmetic only (a float is a heap object in MicroPython): the
-    speed is kept in thousandths.
+    Small integers only (on the ESP32 a float or a long int is a heap
+    object): the speed is kept in thousandths, audio time is counted from an
+    anchor that `advance` moves along, so nothing grows with uptime.
     """
 
     def __init__(self, speed, ticks_ms, ticks_diff):
@@ -415,9 +417,19 @@ class Pacer:
         self._ticks_ms = ticks_ms
         self._diff = ticks_diff
         self._start = ticks_ms()
+        self._rem = 0
 
     def due_in_ms(self, audio_ms):
-        """ms to wait before the block ending at `audio_ms` (negative: late)."""
+        """ms to wait until `audio_ms` after the anchor has been played (negative: late)."""
         if self.milli <= 0:
             return 0
         return audio_ms * 1000 // self.milli - self._diff(self._ticks_ms(), self._start)
+
+    def advance(self, audio_ms):
+        """Move the anchor `audio_ms` of audio on (in wall time: divided by the speed)."""
+        if self.milli <= 0:
+            return
+        self._rem += audio_ms * 1000
+        step = self._rem // self.milli
+        self._rem -= step * self.milli
+        self._start = time.ticks_add(self._start, step)

@@ -244,6 +244,8 @@ class Store:
             q = self.q[k]
             if q.segs and q.segs[-1][2] + 1 > self.next[k]:
                 self.next[k] = q.segs[-1][2] + 1
+        # the seq after the last record stored; see flush()
+        self.after_added = [self.next[0], self.next[1]]
         self.reserved = [0, 0]
         self._reserve()
 
@@ -293,6 +295,7 @@ class Store:
             # full: the older half goes to flash in one append
             self._spill(q, max(1, ring.count // 2))
         ring.append(kind, seq, payload)
+        self.after_added[kind] = seq + 1
         while self.buffered() > self.capacity:
             self._drop_oldest()
 
@@ -424,4 +427,6 @@ class Store:
             while ring.count:
                 q.new_seg = None
                 self._spill(q, min(ring.count, _SEG_MAX))
-        self._write_seq(self.next)
+        # a seq taken for a record that a stop interrupted before it was stored
+        # never left the device: the next boot may use it again, no gap
+        self._write_seq(self.after_added)

@@ -177,3 +177,14 @@ def test_steady_state_acks_keep_everything_in_ram_and_intact(tmp_path: Path) -> 
         tmp_path,
     )
     assert got == [True, 5, []]
+
+
+def test_a_seq_taken_but_never_stored_is_not_a_gap_after_a_clean_stop(tmp_path: Path) -> None:
+    # a stop between next_seq() and add(): that record never existed anywhere
+    first = mp(
+        PRELUDE + "s = Store('.')\nout = fill(s, LEVELS, 3)\ns.next_seq(LEVELS)\ns.flush()\n"
+        "print(json.dumps(out))",
+        tmp_path,
+    )
+    second = mp(PRELUDE + "s = Store('.')\nprint(json.dumps(fill(s, LEVELS, 2)))", tmp_path)
+    assert first + second == [0, 1, 2, 3, 4]
