@@ -17,7 +17,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.tools.console_sensor import console_sensor
 from tools import flash
+from tools.broker import Mosquitto, free_port
 
 MISSING = "/dev/ttyUSB-hushlight-missing"
 
@@ -133,3 +135,21 @@ def test_diagnose_other_failures(silent_port: str, output: str, why: str) -> Non
     reason, advice = flash.diagnose(silent_port, output)
     assert why in reason
     assert advice
+
+
+def test_selftest_step_against_a_virtual_sensor(tmp_path: Path, broker: Mosquitto) -> None:
+    """The last step of a flash, run against a virtual sensor's console: it passes
+    on a healthy sensor and names the step and the failing check otherwise."""
+    step = flash.Step(7, 7, "wait for the self-test to pass")
+    with console_sensor(tmp_path, broker.url, "--synthetic", "street", "--speed", "4") as (_, port):
+        flash.wait_selftest(step, port, timeout=20.0)
+    nobody = f"mqtt://127.0.0.1:{free_port()}"
+    with (
+        console_sensor(tmp_path, nobody, "--synthetic", "street", "--speed", "4") as (_, port),
+        pytest.raises(flash.StepError) as err,
+    ):
+        flash.wait_selftest(step, port, timeout=1.0)
+    text = str(err.value)
+    assert text.startswith("step 7/7 (wait for the self-test to pass) failed")
+    assert "broker:" in text
+    assert f"hushlight selftest --port {port}" in text
