@@ -15,8 +15,11 @@ One asyncio loop runs these tasks:
   and the console.
 
 A remote config (retained, on `.../config`) is validated whole, applied at
-once (the interval at the next interval boundary) and persisted; a bad one
-is reported in status `config_error` and changes nothing.
+once (the interval at the next interval boundary; a new sample_rate by a
+restart) and persisted; a bad one is reported in status `config_error` and
+changes nothing.  A rev already applied is not applied again (the retained
+config comes back on every connection), so console changes stay until the
+next rev.
 
 When a non-live source ends (a WAV file), the application waits until every
 record is acknowledged, publishes its offline status and stops.  On the unix
@@ -80,14 +83,12 @@ class App:
         self.config_error = None
         self.last_interval = None
         self.cal = None
-        self.calibrating = False
         self.stopping = False
         self.reboot = False
         self.wake_publisher = asyncio.Event()
         self.status_changed = asyncio.Event()
         self.dsp_us = 0
         self.dsp_load_last = 0.0
-        self.lag_blocks = 0
         self.audio_blocks = 0
         self.audio_s = 0
         self.dropped_seen = 0
@@ -113,7 +114,6 @@ class App:
         # a lower rate uses the start of the preallocated buffer (the meter
         # and the sources work on block_len samples, not len(buf))
         self.buf = _AUDIO
-        self.block_ms = self.block * 1000 // rate
         self.meter = LevelMeter(
             rate=rate,
             sensitivity_dbfs=cfg["sensitivity_dbfs"],
@@ -293,12 +293,10 @@ class App:
 
     def start_calibration(self, blocks):
         self.cal = CalRun(blocks)
-        self.calibrating = True
         return self.cal
 
     def end_calibration(self):
         self.cal = None
-        self.calibrating = False
 
     def request_reboot(self):
         self.reboot = True
