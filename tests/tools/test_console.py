@@ -183,3 +183,36 @@ def test_final_reply_rules() -> None:
     assert not is_final("selftest", {"cmd": "selftest", "check": "mic", "ok": False})
     assert is_final("selftest", {"cmd": "selftest", "ok": False, "done": True})
     assert serial.VERSION  # pyserial is what drives the line
+
+
+def test_a_console_nobody_reads_never_stalls_the_sensor(
+    _session_broker: Mosquitto, tmp_path: Path
+) -> None:
+    """`levels` streams into a terminal the tool walked away from: once the
+    terminal's buffer is full the lines are dropped and the sensor measures
+    and publishes on."""
+    from tests.tools.test_sensor import sensor_topic
+    from tests.tools.virtual import Sub
+
+    sub = Sub(_session_broker.port, sensor_topic("deaf"))
+    sub.ready()
+    args = ["--id", "deaf", "--site", SITE, "--broker", _session_broker.url]
+    args += ["--state-dir", str(tmp_path / "st"), "--synthetic", "quiet", "--speed", "0"]
+    s = Sensor(tmp_path, *args, "--console")
+    try:
+        port = s.console_path()
+        with Console(port, timeout=10) as c:
+            c.wait_hello(30)
+            c.send("levels")
+            assert c.read_object() is not None
+        # ~200 KiB of lines: well past what a terminal buffers
+        sub.wait_for(lambda t, v: t.endswith("/levels") and v["seq"] >= 1500, 60, "records")
+        with Console(port, timeout=10) as c:
+            c.send("")  # ends the stream
+            while (obj := c.read_object()) is not None and not obj.get("done"):
+                pass
+            [status] = c.command("status")
+            assert status["ok"] is True and status["broker_connected"] is True
+    finally:
+        s.kill()
+        sub.close()
