@@ -234,12 +234,16 @@ class Store:
     def _load_seq(self):
         self.next = [0, 0]
         path = _join(self.root, _SEQ_FILE)
-        try:
-            with open(path) as f:
-                d = json.load(f)
-            self.next = [int(d.get("levels", 0)), int(d.get("summary", 0))]
-        except (OSError, ValueError):
-            pass  # a new device, or a torn file: the spilled records still bound seq below
+        # the .tmp too: where rename cannot replace a file (FAT), power lost
+        # between removing the old file and renaming the new one leaves only it
+        for name in (path, path + ".tmp"):
+            try:
+                with open(name) as f:
+                    d = json.load(f)
+                levels, summary = int(d.get("levels", 0)), int(d.get("summary", 0))
+            except (OSError, ValueError, AttributeError):
+                continue  # absent or torn: the other file and the spill bound seq
+            self.next = [max(self.next[0], levels), max(self.next[1], summary)]
         for k in (LEVELS, SUMMARY):
             q = self.q[k]
             if q.segs and q.segs[-1][2] + 1 > self.next[k]:

@@ -188,3 +188,13 @@ def test_a_seq_taken_but_never_stored_is_not_a_gap_after_a_clean_stop(tmp_path: 
     )
     second = mp(PRELUDE + "s = Store('.')\nprint(json.dumps(fill(s, LEVELS, 2)))", tmp_path)
     assert first + second == [0, 1, 2, 3, 4]
+
+
+def test_seq_survives_a_power_cut_during_its_file_replace(tmp_path: Path) -> None:
+    # FAT cannot rename over a file: the old one is removed first; a power cut
+    # right then leaves only the new reservation in seq.json.tmp
+    used = mp(PRELUDE + "s = Store('.')\nprint(json.dumps(fill_span(s, LEVELS, 1200)))", tmp_path)
+    seq = tmp_path / "seq.json"
+    seq.rename(tmp_path / "seq.json.tmp")
+    later = mp(PRELUDE + "s = Store('.')\nprint(json.dumps(fill_span(s, LEVELS, 1)))", tmp_path)
+    assert later[0] > used[1]
