@@ -187,10 +187,19 @@ class Config:
         self.path = path
         self.values = dict(DEFAULTS)
         try:
-            with open(path) as f:
-                raw = json.load(f)
+            f = open(path)
         except OSError:
-            raise ConfigError("no %s on the device; write one with `hushlight provision`" % path)
+            try:
+                # a power cut between removing the old file and renaming the
+                # new one (filesystems that cannot rename over a file)
+                f = open(path + ".tmp")
+            except OSError:
+                raise ConfigError(
+                    "no %s on the device; write one with `hushlight provision`" % path
+                )
+        try:
+            with f:
+                raw = json.load(f)
         except ValueError:
             raise ConfigError(
                 "%s is not valid JSON; write it again with `hushlight provision`" % path

@@ -103,3 +103,10 @@ def test_remote_config_is_applied_whole_or_not_at_all(tmp_path: Path) -> None:
     saved = json.loads((tmp_path / "config.json").read_text())
     assert (saved["config_rev"], saved["interval_s"], saved["peak_threshold_db"]) == (3, 2.0, 65.0)
     assert not (tmp_path / "config.json.tmp").exists()
+
+
+def test_a_replace_cut_short_by_power_loss_still_boots(tmp_path: Path) -> None:
+    # only the new file survived, still under its temporary name
+    (tmp_path / "config.json.tmp").write_text(json.dumps({**BASE, "interval_s": 2}))
+    got = mp(LOAD, tmp_path)
+    assert got["ok"]["interval_s"] == 2
