@@ -129,7 +129,11 @@ class Child:
             try:
                 self.proc.wait(timeout)
             except subprocess.TimeoutExpired:
-                self.proc.kill()
+                # `hushlight sensor` runs the firmware in a session of its own:
+                # kill that too, or it would outlive the demo
+                for pid in [*_descendants(self.proc.pid), self.proc.pid]:
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGKILL)
                 self.proc.wait()
         if self.proc.stdin is not None:
             with contextlib.suppress(OSError):
@@ -355,7 +359,12 @@ class Demo:
             required=False,
         )
         if not delivered:
-            self.say("warning: some sensors did not deliver their last records in time")
+            stuck = [
+                f"{s} (up to {clock(r.last_t1)})" if r.records else f"{s} (none)"
+                for s, r in self.street.rows.items()
+                if r.online and r.last_t1 < end
+            ]
+            self.say("warning: records missing from " + ", ".join(stuck))
         await asyncio.sleep(1.0)  # the gateway's last decisions reach the lights
         self.street.finish(self.site_now())
 
@@ -522,3 +531,12 @@ def _tool_errors(exc: BaseException) -> list[str]:
     if isinstance(exc, BaseExceptionGroup):
         return [m for e in exc.exceptions for m in _tool_errors(e)]
     return []
+
+
+def _descendants(pid: int) -> list[int]:
+    """Child processes of `pid`, recursively, deepest first (Linux /proc)."""
+    try:
+        kids = [int(k) for k in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except (OSError, ValueError):
+        return []
+    return [d for k in kids for d in _descendants(k)] + kids
