@@ -72,6 +72,13 @@ _MICROPYTHON = sys.implementation.name == "micropython"
 # typed loosely: MicroPython's json (and its stubs) has no parse_constant,
 # which only the CPython branch passes
 _json_loads: Any = json.loads
+# CPython: one decoder built once.  `json.loads(text, parse_constant=...)`
+# builds a new JSONDecoder (and its scanner) on every call, which cost more
+# than the parse of a levels record; this one behaves the same.
+# (MicroPython's json has no JSONDecoder: it keeps `json.loads`.)
+_decode_json: Any = None
+if not _MICROPYTHON:
+    _decode_json = json.JSONDecoder(parse_constant=lambda token: _reject_constant(token)).decode
 
 # 10**decimals, and the format of a fixed-point number with that many decimals
 _SCALES = (1, 10, 100, 1000, 10000)
@@ -254,7 +261,10 @@ def _loads(kind: str, data: object) -> dict[str, Any]:
                 bytes(raw)  # type: ignore[call-overload]
             ):
                 raise ValueError("nested too deep")
-            obj = _json_loads(text, parse_constant=_reject_constant)
+            if _decode_json is not None:
+                obj = _decode_json(text)
+            else:
+                obj = _json_loads(text, parse_constant=_reject_constant)
     except (ValueError, RuntimeError, TypeError):
         # UnicodeError is a ValueError; RuntimeError covers CPython's
         # RecursionError on deeply nested arrays.
