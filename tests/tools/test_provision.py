@@ -127,9 +127,7 @@ async def test_real_mosquitto_enforces_the_acl(tmp_path: Path) -> None:
     )
     ns01 = _sensor_password(tmp_path, "ns-01")
     root = f"hushlight/v1/{SITE}/sensors"
-    # Run as root, Mosquitto would switch to its own user, which cannot read pytest's
-    # private tmp folder; `user root` keeps it as it is (ignored when not root).
-    with Mosquitto(password_file=passwd, acl_file=acl, extra=("user root",)) as broker:
+    with Mosquitto(password_file=passwd, acl_file=acl) as broker:
         with pytest.raises(aiomqtt.MqttError):
             async with _client(broker, "ns-01", "wrong"):
                 pass
