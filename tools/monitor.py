@@ -98,7 +98,7 @@ class View:
             f"buffered {s.get('buffered', '?')}  offset {s.get('calibration_offset_db', '?')} dB"
         )
         table = Table(expand=True)
-        for column in ("time (UTC)", "LAeq", "LAFmax", "LCeq", "LAeq", "flags"):
+        for column in ("time (UTC)", "LAeq", "LAFmax", "LCeq", "", "flags"):
             table.add_column(column)
         for r in self.records:
             laeq = float(r.get("laeq", 0))
