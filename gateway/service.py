@@ -46,6 +46,7 @@ from typing import Any, Literal
 
 import aiomqtt
 
+from gateway import paho_io
 from gateway.clock import Clock, RealClock
 from gateway.config import SiteConfig
 from gateway.errors import GatewayError, StateError
@@ -321,6 +322,7 @@ class Gateway:
                     tls_context=address.tls_context(str(broker.ca) if broker.ca else None),
                     queue_type=self._inbox_type(),
                 ) as client:
+                    paho_io.tune(client)
                     await client.subscribe([(f, 1) for f in self.ingest.subscriptions()])
                     backoff.reset()
                     self.connected.set()

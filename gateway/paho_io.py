@@ -1,0 +1,130 @@
+"""Cheaper socket work for the gateway's MQTT connection (paho under aiomqtt).
+
+paho, as aiomqtt drives it, costs the gateway more per record than decoding
+and the policy together:
+
+- it handles one packet per readable event of the event loop, reading each
+  with three or more ``recv`` calls (the fixed header byte, each byte of the
+  remaining length, the rest);
+- every QoS 1 message queues its own PUBACK, and each PUBACK asks the event
+  loop for a writer (a wake-up through its self-pipe, two ``epoll_ctl`` calls)
+  and goes out in its own ``send``.
+
+`tune` changes that on one connected client: a readable event drains what
+the socket holds (through a 64 KiB read buffer, at most `REFILLS` refills per
+event so the ingest task still gets its turns; the event loop's readiness is
+level-triggered, so what is left in the kernel wakes the reader again), and
+the PUBACKs of one such drain go out together in one packet write.  What the
+broker sees is unchanged: the same packets, acknowledged after the message
+reached the gateway's queue.  A connection lost before the drain ends loses
+those PUBACKs, and the broker delivers the messages again (QoS 1; ingest drops
+the duplicates).
+
+It relies on private parts of paho-mqtt 2.2 (pinned in constraints.txt);
+on anything unexpected (TLS, MQTT 5, another paho) the client is left alone.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+from typing import Any
+
+import aiomqtt
+import paho.mqtt.client as paho
+from paho.mqtt.enums import MQTTErrorCode
+
+__all__ = ["REFILLS", "tune"]
+
+log = logging.getLogger("hushlight.mqtt")
+
+READ_SIZE = 65536
+REFILLS = 4  # socket reads per readable event: ~6,000 records of ~150 bytes
+_PUBACK = int(paho.PUBACK)
+
+
+class _ReadBuffer:
+    """Serves paho's small reads from one large ``recv``."""
+
+    __slots__ = ("buf", "pos", "refills", "sock")
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.buf = b""
+        self.pos = 0
+        self.refills = 0
+
+    def recv(self, n: int) -> bytes:
+        if self.pos >= len(self.buf):
+            if self.refills >= REFILLS:
+                # enough for this turn; the kernel's readiness brings us back
+                raise BlockingIOError
+            self.refills += 1
+            self.buf = self.sock.recv(READ_SIZE)  # BlockingIOError: nothing more now
+            self.pos = 0
+            if not self.buf:
+                return b""  # closed by the broker: paho reports the lost connection
+        pos = self.pos
+        chunk = self.buf[pos : pos + n]
+        self.pos = pos + len(chunk)
+        return chunk
+
+
+def tune(client: aiomqtt.Client) -> bool:
+    """Install the drained reads and grouped PUBACKs on a connected client; True if done."""
+    mq: Any = client._client
+    sock = getattr(mq, "_sock", None)
+    if (
+        type(sock) is not socket.socket  # TLS or websockets: paho's own reads
+        or getattr(mq, "_protocol", None) not in (paho.MQTTv31, paho.MQTTv311)
+        or getattr(mq, "_manual_ack", True)
+        or not all(
+            callable(getattr(mq, name, None))
+            for name in ("_packet_read", "_loop_rc_handle", "_send_puback", "_packet_queue")
+        )
+    ):
+        log.info("MQTT socket left to paho's own reads and acknowledgements")
+        return False
+    reader = _ReadBuffer(sock)
+    acks: list[bytes] = []
+    packet_read = mq._packet_read
+    rc_handle = mq._loop_rc_handle
+    packet_queue = mq._packet_queue
+
+    def sock_recv(bufsize: int) -> bytes:
+        if mq._sock is not sock:
+            raise ConnectionError("the MQTT socket was closed")
+        return reader.recv(bufsize)
+
+    def send_puback(mid: int) -> Any:
+        acks.append(bytes((_PUBACK, 2, mid >> 8, mid & 0xFF)))
+        return MQTTErrorCode.MQTT_ERR_SUCCESS
+
+    def flush_acks() -> None:
+        if acks and mq._sock is sock:
+            blob = b"".join(acks)
+            acks.clear()
+            # one write for all of them; paho does nothing on a PUBACK's completion
+            packet_queue(_PUBACK, blob, 0, 0)
+        else:
+            acks.clear()
+
+    def loop_read(max_packets: int = 1) -> Any:
+        reader.refills = 0
+        try:
+            while True:
+                if mq._sock is not sock:
+                    return MQTTErrorCode.MQTT_ERR_NO_CONN
+                rc = packet_read()
+                if rc == MQTTErrorCode.MQTT_ERR_AGAIN:
+                    # only raised with the buffer empty: nothing is left unseen
+                    return MQTTErrorCode.MQTT_ERR_SUCCESS
+                if rc > 0:
+                    return rc_handle(rc)
+        finally:
+            flush_acks()
+
+    mq._sock_recv = sock_recv
+    mq._send_puback = send_puback
+    mq.loop_read = loop_read
+    return True
