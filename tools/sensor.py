@@ -280,55 +280,64 @@ def run(args: argparse.Namespace) -> int:
         state_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise UsageError(f"cannot create the state directory {state_dir}: {exc}") from None
-    if args.ca is not None:
-        shutil.copyfile(args.ca, state_dir / "ca.pem")
+    # from here on a stop request is honoured, even before the firmware runs
+    sup = _Supervisor(state_dir)
+    previous = {s: signal.signal(s, sup.forward) for s in (signal.SIGTERM, signal.SIGINT)}
     console_fds: tuple[int, int] | None = None
-    spec = "off"
-    if args.console:
-        master, slave, path = open_console()
-        console_fds = (master, slave)
-        spec = f"fd:{master}"
-        print(f"console: {path}", file=sys.stderr, flush=True)
-    if args.wav is not None:
-        wav = WavReader(args.wav)
-        if wav.encoding == "float32":
-            converted = state_dir / "input.wav"
-            pcm24_copy(wav, converted)
-            values["source"] = f"wav:{converted}"
-    write_config(state_dir, values, spec)
     try:
+        if args.ca is not None:
+            shutil.copyfile(args.ca, state_dir / "ca.pem")
+        spec = "off"
+        if args.console:
+            master, slave, path = open_console()
+            console_fds = (master, slave)
+            spec = f"fd:{master}"
+            print(f"console: {path}", file=sys.stderr, flush=True)
+        if args.wav is not None:
+            wav = WavReader(args.wav)
+            if wav.encoding == "float32":
+                converted = state_dir / "input.wav"
+                pcm24_copy(wav, converted)
+                values["source"] = f"wav:{converted}"
+        write_config(state_dir, values, spec)
         env = install_firmware(state_dir)
-        return _supervise(state_dir, console_fds, env, stdin_pcm=args.stdin_pcm)
+        return sup.run(console_fds, env, stdin_pcm=args.stdin_pcm)
     except ToolError as exc:
         print(f"hushlight sensor: error: {exc}", file=sys.stderr)
         return 1
     finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        sup.kill()
         if console_fds is not None:
             for fd in console_fds:
                 os.close(fd)
 
 
-def _supervise(
-    state_dir: Path, console_fds: tuple[int, int] | None, env: dict[str, str], *, stdin_pcm: bool
-) -> int:
-    child: subprocess.Popen[bytes] | None = None
-    stop = False
+class _Supervisor:
+    """Runs the firmware, boots it again after a `reboot`, and turns SIGTERM
+    or SIGINT into one interrupt for it (so it flushes before it stops)."""
 
-    def forward(signum: int, frame: FrameType | None) -> None:
-        nonlocal stop
-        stop = True
-        if child is not None and child.poll() is None:
-            child.send_signal(signal.SIGINT)
+    def __init__(self, state_dir: Path) -> None:
+        self.state_dir = state_dir
+        self.child: subprocess.Popen[bytes] | None = None
+        self.stop = False
 
-    previous = {s: signal.signal(s, forward) for s in (signal.SIGTERM, signal.SIGINT)}
-    try:
-        while True:
-            marker = state_dir / REBOOT_MARKER
+    def forward(self, signum: int, frame: FrameType | None) -> None:
+        self.stop = True
+        if self.child is not None and self.child.poll() is None:
+            self.child.send_signal(signal.SIGINT)
+
+    def run(
+        self, console_fds: tuple[int, int] | None, env: dict[str, str], *, stdin_pcm: bool
+    ) -> int:
+        marker = self.state_dir / REBOOT_MARKER
+        while not self.stop:
             marker.unlink(missing_ok=True)
-            child = upy.spawn(
+            self.child = upy.spawn(
                 "-c",
                 BOOT_CODE,
-                cwd=state_dir,
+                cwd=self.state_dir,
                 env=env,
                 stdin=None if stdin_pcm else subprocess.DEVNULL,
                 pass_fds=console_fds[:1] if console_fds else (),
@@ -336,13 +345,15 @@ def _supervise(
                 # pass one interrupt on, so the firmware's flush is not cut short
                 start_new_session=True,
             )
-            status = child.wait()
-            if stop or not marker.exists():
+            if self.stop:  # asked to stop while it was being started
+                self.child.send_signal(signal.SIGINT)
+            status = self.child.wait()
+            if self.stop or not marker.exists():
                 return status if status >= 0 else 128 - status
             print("hushlight sensor: rebooting", file=sys.stderr, flush=True)
-    finally:
-        for s, handler in previous.items():
-            signal.signal(s, handler)
-        if child is not None and child.poll() is None:
-            child.kill()
-            child.wait()
+        return 0
+
+    def kill(self) -> None:
+        if self.child is not None and self.child.poll() is None:
+            self.child.kill()
+            self.child.wait()
