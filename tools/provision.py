@@ -258,7 +258,14 @@ def run(args: argparse.Namespace) -> int:
             (args.out.parent / CA_NAME).write_bytes(args.ca.read_bytes())
         print(f"config for {sensor} written to {args.out}")
     else:
-        _write_to_board(args.port, text, args.ca)
+        from tools.flash import StepError
+
+        try:
+            _write_to_board(args.port, text, args.ca)
+        except StepError as exc:
+            # nothing was added to the broker's files: the board has no config
+            print(f"hushlight provision: {exc}", file=sys.stderr)
+            return 1
     if args.passwd_file is not None:
         upsert_password(args.passwd_file, sensor, hash_password(password))
         print(f"MQTT user {sensor} set in {args.passwd_file}")

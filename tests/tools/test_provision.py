@@ -156,3 +156,36 @@ async def test_real_mosquitto_enforces_the_acl(tmp_path: Path) -> None:
                 f"{root}/ns-01/config",
                 f"{root}/ns-01/status",
             ]
+
+
+def test_board_that_is_not_there(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tools.cli",
+            "provision",
+            "--port",
+            "/dev/ttyUSB-hushlight-missing",
+            "--id",
+            "ns-09",
+            "--site",
+            SITE,
+            "--wifi-ssid",
+            "street",
+            "--wifi-password",
+            "pw",
+            "--broker",
+            "mqtts://broker.example:8883",
+            "--passwd-file",
+            str(tmp_path / "passwd"),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 1
+    assert "step 1/1 (copy config.json to the board) failed" in proc.stderr
+    assert "does not exist" in proc.stderr
+    # the broker learns no password for a sensor that never got its config
+    assert not (tmp_path / "passwd").exists()
