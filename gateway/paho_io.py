@@ -10,11 +10,14 @@ and the policy together:
   loop for a writer (a wake-up through its self-pipe, two ``epoll_ctl`` calls)
   and goes out in its own ``send``.
 
-`tune` changes that on one connected client: a readable event drains what
-the socket holds (through a 64 KiB read buffer, at most `REFILLS` refills per
-event so the ingest task still gets its turns; the event loop's readiness is
-level-triggered, so what is left in the kernel wakes the reader again), and
-the PUBACKs of one such drain go out together in one packet write.  What the
+`tune` changes that on one connected client: a readable event takes what
+one ``recv`` of `READ_SIZE` bytes brings (about a hundred records) and hands
+every complete packet in it to paho, and the PUBACKs of that read go out
+together in one packet write.  A read stays smaller than the ingest task's turn
+(`service.BATCH_MAX` messages per event-loop iteration), so a gateway that
+falls behind leaves the backlog with the broker, as before, instead of
+filling its own queue until it drops messages.  What is left in the kernel
+wakes the reader again on the next iteration (readiness is level-triggered).  What the
 broker sees is unchanged: the same packets, acknowledged after the message
 reached the gateway's queue.  A connection lost before the drain ends loses
 those PUBACKs, and the broker delivers the messages again (QoS 1; ingest drops
@@ -38,8 +41,8 @@ __all__ = ["REFILLS", "tune"]
 
 log = logging.getLogger("hushlight.mqtt")
 
-READ_SIZE = 65536
-REFILLS = 4  # socket reads per readable event: ~6,000 records of ~150 bytes
+READ_SIZE = 16384  # about 110 level records of ~150 bytes (topic, header, JSON)
+REFILLS = 1  # socket reads per readable event
 _PUBACK = int(paho.PUBACK)
 
 
@@ -57,7 +60,7 @@ class _ReadBuffer:
     def recv(self, n: int) -> bytes:
         if self.pos >= len(self.buf):
             if self.refills >= REFILLS:
-                # enough for this turn; the kernel's readiness brings us back
+                # enough for this turn; what the kernel holds brings us back
                 raise BlockingIOError
             self.refills += 1
             self.buf = self.sock.recv(READ_SIZE)  # BlockingIOError: nothing more now

@@ -424,14 +424,20 @@ def _with_record(
     recent = old.recent
     pruned = bool(recent) and recent[0][0] <= lo
     if pruned:
-        recent = tuple(r for r in recent if r[0] > lo)
+        # `recent` is sorted by t1: what left the window is a prefix
+        i = 1
+        while i < len(recent) and recent[i][0] <= lo:
+            i += 1
+        recent = recent[i:]
+    t1 = ev.t1
     usable = (
         old.online
-        and not NO_TRIGGER_FLAGS.intersection(ev.flags)
-        and lo < ev.t1 <= now + zone.window_s
+        and (not ev.flags or not NO_TRIGGER_FLAGS.intersection(ev.flags))
+        and lo < t1 <= now + zone.window_s
         and PLAUSIBLE_DB[0] <= ev.laeq <= PLAUSIBLE_DB[1]
         and PLAUSIBLE_DB[0] <= ev.lafmax <= PLAUSIBLE_DB[1]
-        and all(r[0] != ev.t1 for r in recent)
+        # a repeat of a time already in the window; in order (the usual case) it cannot be
+        and (not recent or recent[-1][0] < t1 or all(r[0] != t1 for r in recent))
     )
     if usable:
         d = ev.t1 - ev.t0 if ev.t1 > ev.t0 else 1.0  # a record without a duration weighs 1 s
@@ -499,6 +505,7 @@ def _measure(
     hi = now + zone.window_s
     # energy ratio a little under the threshold: only sensors near or over it need a log10
     near = 10.0 ** ((zone.threshold_db - 0.01) / 10.0)
+    threshold = zone.threshold_db
     for sensor in zone.sensors:
         w = zs.sensors.get(sensor)
         if w is None or not w.recent or not _live(config, w, now):
@@ -507,10 +514,20 @@ def _measure(
         if recent[0][0] > lo and recent[-1][0] <= hi:
             energy, seconds, peaks = w.energy, w.seconds, w.peaks
         else:
-            inside = tuple(r for r in recent if lo < r[0] <= hi)
+            # part of the window has left it (its sensor sent nothing since): the
+            # sums of what is inside, in the same order as `_sums`, so the same floats
+            energy = 0.0
+            seconds = 0.0
+            peaks = 0
+            inside = False
+            for t1, d, e, lafmax in recent:
+                if lo < t1 <= hi:
+                    energy += e
+                    seconds += d
+                    peaks += lafmax >= threshold
+                    inside = True
             if not inside:
                 continue
-            energy, seconds, peaks = _sums(inside, zone.threshold_db)
         if zone.trigger == "laeq":
             if energy / seconds < near:
                 continue
