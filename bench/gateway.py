@@ -403,7 +403,7 @@ async def bare_rate(port: int, count: int, conns: int, hooked: bool) -> tuple[fl
         "127.0.0.1", port, identifier=f"bench-bare-{kind}", queue_type=Hook if hooked else None
     ) as c:
         if hooked:
-            paho_io.tune(c)  # and the gateway's socket work
+            paho_io.tune(c, lambda topic, payload: one())  # and the gateway's socket work
         await c.subscribe(f"bench/{kind}/#", qos=1)
         p, out = start_flood(port, f"bench/{kind}/%s", [str(i) for i in range(1000)], count, conns)
 

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import logging
 import socket
+from collections.abc import Callable
 from typing import Any
 
 import aiomqtt
@@ -73,9 +74,14 @@ class _ReadBuffer:
         return chunk
 
 
-def tune(client: aiomqtt.Client) -> bool:
-    """Install the drained reads and grouped PUBACKs on a connected client; True if done."""
-    mq: Any = client._client
+def tune(client: aiomqtt.Client, deliver: Callable[[str, bytes], None] | None = None) -> bool:
+    """Install the buffered reads and grouped PUBACKs on a connected client; True if done.
+
+    With `deliver`, each message goes to ``deliver(topic, payload)`` straight
+    from paho, without the `aiomqtt.Message` (and its validated `Topic`) that
+    aiomqtt builds per message; `deliver` must not raise.
+    """
+    mq: Any = client._client  # aiomqtt has no hook for any of this
     sock = getattr(mq, "_sock", None)
     if (
         type(sock) is not socket.socket  # TLS or websockets: paho's own reads
@@ -127,6 +133,14 @@ def tune(client: aiomqtt.Client) -> bool:
         finally:
             flush_acks()
 
+    if deliver is not None:
+        put = deliver
+
+        def on_message(_client: Any, _userdata: Any, message: Any) -> None:
+            # a topic that is not UTF-8 (a broker should refuse it) is then stray, not fatal
+            put(message._topic.decode("utf-8", "replace"), message.payload)
+
+        mq.on_message = on_message
     mq._sock_recv = sock_recv
     mq._send_puback = send_puback
     mq.loop_read = loop_read

@@ -322,7 +322,7 @@ class Gateway:
                     tls_context=address.tls_context(str(broker.ca) if broker.ca else None),
                     queue_type=self._inbox_type(),
                 ) as client:
-                    paho_io.tune(client)
+                    paho_io.tune(client, self._inbox_put)
                     await client.subscribe([(f, 1) for f in self.ingest.subscriptions()])
                     backoff.reset()
                     self.connected.set()
@@ -350,22 +350,27 @@ class Gateway:
         hook lets each message go straight from the MQTT callback into our
         queue (stamped with its arrival time) in a few microseconds.
         """
-        queue = self.queue
-        put = queue.put_nowait
-        now = self.clock.now
-        dropped = self.metrics.queue_dropped
+        inbox_put = self._inbox_put
 
         class Inbox(asyncio.Queue[aiomqtt.Message]):
             def put_nowait(self, item: aiomqtt.Message) -> None:
                 payload = item.payload
                 if not isinstance(payload, bytes):
                     payload = b""  # aiomqtt gives bytes for every MQTT payload; be safe anyway
-                try:
-                    put((item.topic.value, payload, now()))
-                except asyncio.QueueFull:
-                    dropped.inc()
+                inbox_put(item.topic.value, payload)
 
         return Inbox
+
+    def _inbox_put(self, topic: str, payload: bytes) -> None:
+        """One message into the bounded queue, stamped with its arrival; never raises.
+
+        `paho_io.tune` calls this straight from paho (no `aiomqtt.Message` per
+        record); `_inbox_type` is the way in when tuning does not apply (TLS).
+        """
+        try:
+            self.queue.put_nowait((topic, payload, self.clock.now()))
+        except asyncio.QueueFull:
+            self.metrics.queue_dropped.inc()
 
     async def _read(self, client: aiomqtt.Client) -> None:
         """Returns (with MqttError) when the connection drops; messages never stop here."""

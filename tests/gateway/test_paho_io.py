@@ -6,6 +6,7 @@ import asyncio
 import collections
 
 import aiomqtt
+import pytest
 
 from gateway import paho_io
 from tests.gateway.conftest import wait_for
@@ -25,9 +26,17 @@ def _payloads() -> list[bytes]:
     return out
 
 
-async def test_every_message_arrives_once_and_is_acknowledged(broker: Mosquitto) -> None:
+@pytest.mark.parametrize("direct", [False, True], ids=["aiomqtt-queue", "deliver"])
+async def test_every_message_arrives_once_and_is_acknowledged(
+    broker: Mosquitto, direct: bool
+) -> None:
     sent = _payloads()
     got: list[bytes] = []
+    topics: set[str] = set()
+
+    def deliver(topic: str, payload: bytes) -> None:
+        topics.add(topic)
+        got.append(payload)
 
     async def take(client: aiomqtt.Client, into: list[bytes]) -> None:
         async for m in client.messages:
@@ -37,9 +46,9 @@ async def test_every_message_arrives_once_and_is_acknowledged(broker: Mosquitto)
     async with aiomqtt.Client(
         "127.0.0.1", broker.port, identifier="paho-io-sub", clean_session=False
     ) as sub:
-        assert paho_io.tune(sub)
+        assert paho_io.tune(sub, deliver if direct else None)
         await sub.subscribe(TOPIC, qos=1)
-        reader = asyncio.create_task(take(sub, got))
+        reader = asyncio.create_task(take(sub, [] if direct else got))
         async with aiomqtt.Client("127.0.0.1", broker.port, identifier="paho-io-pub") as pub:
             # bursts of concurrent publishes, so the broker writes many packets back to back
             for i in range(0, len(sent), 100):
@@ -48,6 +57,7 @@ async def test_every_message_arrives_once_and_is_acknowledged(broker: Mosquitto)
         reader.cancel()
     assert collections.Counter(got) == collections.Counter(sent)
     assert len(got) == len(sent)
+    assert topics == ({TOPIC} if direct else set())
 
     # Unacknowledged QoS 1 messages are delivered again on reconnection,
     # before anything new: a marker published now must be the only arrival.
