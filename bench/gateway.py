@@ -548,8 +548,9 @@ async def run(args: argparse.Namespace) -> None:
             if latencies:
                 ms = [x * 1000 for x in latencies]
                 print(
-                    f"publish->override  p50 {pct(ms, 50):7.1f} ms  p99 {pct(ms, 99):7.1f} ms  "
-                    f"max {max(ms):7.1f} ms  ({len(ms)} of {probes} probes answered)"
+                    f"publish->override  p50 {pct(ms, 50):7.1f} ms  p90 {pct(ms, 90):7.1f} ms  "
+                    f"p99 {pct(ms, 99):7.1f} ms  max {max(ms):7.1f} ms  "
+                    f"({len(ms)} of {probes} probes answered)"
                 )
             else:
                 print(

@@ -89,7 +89,13 @@ def tune(client: aiomqtt.Client, deliver: Callable[[str, bytes], None] | None = 
         or getattr(mq, "_manual_ack", True)
         or not all(
             callable(getattr(mq, name, None))
-            for name in ("_packet_read", "_loop_rc_handle", "_send_puback", "_packet_queue")
+            for name in (
+                "_packet_read",
+                "_loop_rc_handle",
+                "_send_puback",
+                "_packet_queue",
+                "_handle_on_message",
+            )
         )
     ):
         log.info("MQTT socket left to paho's own reads and acknowledgements")
@@ -136,11 +142,13 @@ def tune(client: aiomqtt.Client, deliver: Callable[[str, bytes], None] | None = 
     if deliver is not None:
         put = deliver
 
-        def on_message(_client: Any, _userdata: Any, message: Any) -> None:
-            # a topic that is not UTF-8 (a broker should refuse it) is then stray, not fatal
+        def handle_on_message(message: Any) -> None:
+            # In place of paho's dispatch, which walks its topic-filter tree for
+            # callbacks aiomqtt never registers, under two locks, per message.
+            # A topic that is not UTF-8 (a broker should refuse it) becomes a stray.
             put(message._topic.decode("utf-8", "replace"), message.payload)
 
-        mq.on_message = on_message
+        mq._handle_on_message = handle_on_message
     mq._sock_recv = sock_recv
     mq._send_puback = send_puback
     mq.loop_read = loop_read

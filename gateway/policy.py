@@ -506,9 +506,18 @@ def _measure(
     # energy ratio a little under the threshold: only sensors near or over it need a log10
     near = 10.0 ** ((zone.threshold_db - 0.01) / 10.0)
     threshold = zone.threshold_db
+    stale = config.stale_after_s
+    windows = zs.sensors
     for sensor in zone.sensors:
-        w = zs.sensors.get(sensor)
-        if w is None or not w.recent or not _live(config, w, now):
+        w = windows.get(sensor)
+        # `_live` inlined: this loop runs for every sensor of the zone per record
+        if (
+            w is None
+            or not w.recent
+            or not w.online
+            or w.last_seen is None
+            or not now - w.last_seen <= stale
+        ):
             continue
         recent = w.recent
         if recent[0][0] > lo and recent[-1][0] <= hi:
