@@ -249,7 +249,8 @@ class Demo:
                     time.sleep(wait)
                 stdin.write(pcm[k * step : (k + 1) * step])
                 stdin.flush()
-        except (BrokenPipeError, OSError) as exc:
+        except (OSError, ValueError) as exc:
+            # ValueError: a restart closed this stdin under the feeder
             if self.sensors[sensor] is child:  # not replaced by a restart meanwhile
                 self.feed_error.append(f"{sensor}: {exc}")
         finally:
