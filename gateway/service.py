@@ -69,6 +69,7 @@ from gateway.policy import (
     Release,
     Tick,
     initial_state,
+    state_json_parts,
     step,
     zone_status,
 )
@@ -94,6 +95,7 @@ SAVE_EVERY_WALL_S = 5.0  # policy state saved this often even without decisions
 # 1 / (1 + SAVE_GAP_FACTOR) of its time saving.  Nudges are still never sent
 # twice: their ids are deterministic and checked against storage before sending.
 SAVE_GAP_FACTOR = 10.0
+SAVE_SLICE_S = 0.002  # at most this long serialising the state per event-loop turn
 STORE_EVERY_WALL_S = 1.0  # level records are written in one transaction this often
 STORE_MAX = 50_000  # ... or as soon as this many wait
 STOP_FLUSH_S = 5.0  # at most this long to drain and publish on a graceful stop
@@ -463,12 +465,30 @@ class Gateway:
             self._save_wanted.clear()
             began = time.monotonic()
             try:
-                await asyncio.to_thread(self.storage.save_state, self.state, self.clock.now())
+                text = await self._state_text()
+                await asyncio.to_thread(self.storage.save_state_text, text, self.clock.now())
             except STORAGE_ERRORS as exc:
                 self.metrics.storage_errors.inc("state")
                 log.error("could not save the policy state: %s", exc)
             self._last_save = time.monotonic()
             gap = SAVE_GAP_FACTOR * (self._last_save - began)
+
+    async def _state_text(self) -> str:
+        """The policy state's JSON, built a slice of `SAVE_SLICE_S` per event-loop turn.
+
+        Its serialisation keeps the GIL (in a thread it would stall the loop just
+        the same): for 10,000 sensors that is tens of milliseconds during which
+        no message would be read and no override sent.  The state is immutable,
+        so the slices all describe the moment the save began.
+        """
+        parts: list[str] = []
+        turn = time.perf_counter()
+        for part in state_json_parts(self.state, windows=False):
+            parts.append(part)
+            if time.perf_counter() - turn >= SAVE_SLICE_S:
+                await asyncio.sleep(0)
+                turn = time.perf_counter()
+        return "".join(parts)
 
     def _step(self, event: Event, now: float, out: list[Decision]) -> None:
         self.state, decisions = step(self.config, self.state, event, now)

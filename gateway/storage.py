@@ -698,7 +698,10 @@ class Storage:
         The sensors' sliding windows are not saved (see `policy.state_to_json`):
         after a restart a zone triggers again on fresh records only.
         """
-        text = state_to_json(state, windows=False)
+        self.save_state_text(state_to_json(state, windows=False), at)
+
+    def save_state_text(self, text: str, at: float) -> None:
+        """`save_state` for a state already serialised (``state_to_json(..., windows=False)``)."""
         with self._tx() as db:
             db.execute(
                 "INSERT OR REPLACE INTO policy_state (id, saved_at, json) VALUES (1, ?, ?)",

@@ -8,6 +8,7 @@ spells, silence) and recompute everything from the records themselves.
 
 from __future__ import annotations
 
+import json
 import math
 from typing import Any
 
@@ -15,7 +16,17 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gateway.config import SiteConfig, parse_config
-from gateway.policy import LevelEvent, PolicyState, StatusEvent, Tick, initial_state, step
+from gateway.policy import (
+    LevelEvent,
+    PolicyState,
+    StatusEvent,
+    Tick,
+    initial_state,
+    state_from_json,
+    state_json_parts,
+    state_to_json,
+    step,
+)
 
 WINDOW_S = 10.0
 THRESHOLD = 70.0
@@ -120,3 +131,34 @@ def test_evidence_is_the_energy_mean_of_the_records_inside_the_window(history: l
                 mean = 10 * math.log10(sum(r[2] for r in inside) / sum(r[1] for r in inside))
                 assert value == round(mean, 2) or abs(value - mean) < 1e-6
                 assert value >= THRESHOLD
+
+
+@settings(max_examples=60, deadline=None)
+@given(history=_history, windows=st.booleans())
+def test_saved_state_is_canonical_json_of_every_zone(history: list[Any], windows: bool) -> None:
+    # pieces joined = `json.dumps(..., sort_keys=True)` of the whole state, zones in any order
+    zones = [
+        {
+            "id": zid,
+            "sensors": list(sensors),
+            "light_groups": [f"{zid}-g"],
+            "schedule": ["00:00-24:00"],
+        }
+        for zid, sensors in (("zb", "ab"), ("za", "bc"), ("z-c", "c"))
+    ]
+    config = parse_config({"site": {"id": "w"}, "zones": zones})
+    state = initial_state(config, seed=7)
+    now = 1_800_000_000.0
+    for seq, (dt, ev) in enumerate(history):
+        now += dt
+        if ev[0] == "level":
+            _, sensor, age, dur, laeq, lafmax, flags = ev
+            t1 = now - age
+            event = LevelEvent(sensor, seq, t1 - dur, t1, laeq, lafmax, 60.0, flags, now)
+            state, _ = step(config, state, event, now)
+    text = "".join(state_json_parts(state, windows=windows))
+    assert text == state_to_json(state, windows=windows)
+    parsed = json.loads(text)
+    assert text == json.dumps(parsed, sort_keys=True)
+    assert sorted(parsed["zones"]) == ["z-c", "za", "zb"] and parsed["seed"] == 7
+    assert state_from_json(text, config).zones.keys() == state.zones.keys()
