@@ -98,6 +98,7 @@ SAVE_GAP_FACTOR = 10.0
 SAVE_SLICE_S = 0.002  # at most this long serialising the state per event-loop turn
 STORE_EVERY_WALL_S = 1.0  # level records are written in one transaction this often
 STORE_MAX = 50_000  # ... or as soon as this many wait
+STORE_SLICE = 2_000  # records folded per storage call (a few ms holding its lock)
 STOP_FLUSH_S = 5.0  # at most this long to drain and publish on a graceful stop
 
 Item = tuple[str, bytes, float]  # topic, payload, site time of arrival
@@ -438,8 +439,21 @@ class Gateway:
             batch, self._levels = self._levels, []
             summaries, self._summaries = self._summaries, []
             try:
-                if batch:
-                    await asyncio.to_thread(self.storage.add_levels, batch)
+                # in slices: a decision waiting to be recorded (the database lock)
+                # waits for one slice, not for a whole second of 10,000 sensors
+                done = 0
+                try:
+                    while done < len(batch):
+                        await asyncio.to_thread(
+                            self.storage.add_levels, batch[done : done + STORE_SLICE]
+                        )
+                        done += STORE_SLICE
+                except asyncio.CancelledError:
+                    # stopping: the slice in its thread completes; the rest goes
+                    # back for the final flush
+                    self._levels[:0] = batch[done + STORE_SLICE :]
+                    self._summaries[:0] = summaries
+                    raise
                 if summaries:
                     await asyncio.to_thread(self.storage.add_summaries, summaries)
             except STORAGE_ERRORS as exc:
