@@ -7,19 +7,24 @@ What runs (all on this machine):
 
 - a private Mosquitto (`tools.broker.Mosquitto`);
 - `hushlight gateway` in its own process, with zones of `--per-zone` sensors;
-- N simulated sensors in another process (paho, several connections), each
-  publishing one QoS 1 level record per second, spread evenly over the second;
+- N simulated sensors in another process (`--conns` raw MQTT connections
+  writing pre-built QoS 1 packets, ~5% of a core for 10,000 sensors, so they
+  do not starve the gateway on a small machine), each publishing one level
+  record per second, spread evenly over the second;
 - a prober in this process that, a few times a second, sends one loud record
   from a fresh zone's probe sensor and times how long until the override for
   that zone arrives on ``lights/+/set`` (publish -> broker -> gateway ->
   policy -> storage -> broker -> here);
 - then, the ceiling: the same broker, a bare aiomqtt subscriber draining
-  queued QoS 1 messages as fast as it can, and the gateway draining the same
-  number of queued records from its persistent session; their ratio says how
-  much of the client library's rate the gateway's own work leaves.
+  queued QoS 1 messages as fast as it can (with the gateway's socket work,
+  `gateway.paho_io`, and with plain aiomqtt), and the gateway draining the
+  same number of queued records from its persistent session; their ratio says
+  how much of the client library's rate the gateway's own work leaves.
 
-Prints figures only; nothing is asserted.  The machine is shared, so run it
-twice and read the spread.
+The main figure is the gateway's CPU per record (from /proc, so it does not
+depend on how busy the machine is); the rates and latencies do.  Prints
+figures only; nothing is asserted.  The machine is shared, so run it twice
+and read the spread.
 """
 
 from __future__ import annotations
