@@ -85,7 +85,7 @@ QUEUE_MAX = 100_000  # ~10 s of 10,000 sensors at 1 Hz
 # Messages handled per turn of the ingest task (~10-20 ms of work): between turns
 # the event loop reads the socket and sends PUBACKs, so a long batch would hold
 # back the broker (it keeps only so many unacknowledged messages in flight).
-BATCH_MAX = 200
+BATCH_MAX = 200  # keep above what one MQTT read brings (paho_io.READ_SIZE: ~110 records)
 OUTBOX_MAX = 10_000
 TICK_WALL_S = 0.25  # the policy clock advances at least this often (wall seconds)
 SAVE_EVERY_WALL_S = 5.0  # policy state saved this often even without decisions
