@@ -71,6 +71,9 @@ _PINGRESP = const(0xD0)
 _RX_SIZE = const(2560)
 _TX_SIZE = const(2304)  # a 2 KiB payload with its topic and headers
 _CONNECT_TIMEOUT_MS = const(10000)
+# on_connect (birth status, subscriptions) must be done within this many
+# keepalives; each of its network waits is bounded by one
+_ON_CONNECT_KEEPALIVES = const(3)
 _HEAD = const(256)  # start of an oversized packet kept to acknowledge it
 
 _PINGREQ_PACKET = b"\xc0\x00"
@@ -383,7 +386,7 @@ class MQTTClient:
             except asyncio.TimeoutError:
                 self._down.set()
                 raise OSError(ETIMEDOUT, "no SUBACK for %r within %d s" % (topic, self.keepalive))
-            if not self._link:
+            if not self._link or self._down.is_set():
                 raise OSError(ENOTCONN, "MQTT link dropped while subscribing to %r" % (topic,))
             code = self._suback_code
             if code == 0x80:
@@ -521,7 +524,21 @@ class MQTTClient:
             if self.on_connect is not None:
                 pending = self.on_connect()
                 if pending is not None:  # a coroutine function; a plain one returns None
-                    await pending
+                    # Bounded as a whole: until it returns, no keepalive runs,
+                    # so a wait in it that never ends (a lock, a broker that
+                    # accepted and then stalls) would leave the sensor
+                    # connected and mute for good.  Its own steps have
+                    # shorter bounds; this catches whatever they miss.
+                    limit = _ON_CONNECT_KEEPALIVES * self.keepalive * 1000
+                    try:
+                        await asyncio.wait_for_ms(pending, limit)
+                    except asyncio.TimeoutError:
+                        self.last_error = "connection set-up with %s:%d stalled for %d s" % (
+                            self.host,
+                            self.port,
+                            limit // 1000,
+                        )
+                        raise OSError(ETIMEDOUT, self.last_error) from None
             if self._down.is_set():
                 raise OSError(ECONNRESET, "link dropped during on_connect")
             self._ready = True
@@ -650,6 +667,8 @@ class MQTTClient:
                     _describe(e),
                 )
             self._down.set()
+            # a subscribe waiting for its SUBACK need not wait for its timeout
+            self._suback.set()
 
     async def _read_packet(self):
         rx = self._rx

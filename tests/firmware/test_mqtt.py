@@ -18,6 +18,7 @@ stdin/stdout with one JSON object per line (tests/firmware/mqtt_peers.py).
 from __future__ import annotations
 
 import signal
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -324,6 +325,96 @@ def test_refused_connection_is_retried_with_a_reason(drivers: Drivers, wire: Wir
     e = d.expect("failures")
     assert e["n"] == 2
     assert "user name or password" in e["last_error"]
+
+
+def _answer_subscribe(wire: Wire) -> None:
+    """Read a SUBSCRIBE and grant QoS 1 (section 3.9) for its packet id."""
+    sub = wire.read_packet()
+    assert sub[0] == 0x82
+    pid = sub[2:4]  # one length byte: the variable header starts at 2
+    wire.send(bytes([0x90, 3]) + pid + bytes([1]))
+
+
+def _silent_until_reconnect(wire: Wire) -> float:
+    """Keep the stalled link open (unlike Wire.accept) and wait for the next
+    connection; return the seconds it took."""
+    stalled = wire.conn
+    wire.conn = None
+    began = time.monotonic()
+    try:
+        wire.accept()
+    finally:
+        if stalled is not None:
+            stalled.close()
+    return time.monotonic() - began
+
+
+def test_a_broker_that_withholds_the_suback_is_left_and_the_next_one_works(
+    drivers: Drivers, wire: Wire
+) -> None:
+    # The broker accepts, takes the SUBSCRIBE and then says nothing, with the
+    # link left open: the client must give up within the keepalive and connect
+    # again, and the next session, answered properly, carries messages.
+    d = start(drivers, port=wire.port, keepalive=2, subscribe=[["cfg", 1]])
+    wire.accept()
+    assert wire.read_packet()[0] == 0x10
+    wire.send(CONNACK_OK)
+    assert wire.read_packet()[0] == 0x82
+    assert _silent_until_reconnect(wire) < WAIT  # accept() itself times out at WAIT
+    assert wire.read_packet()[0] == 0x10
+    wire.send(CONNACK_OK)
+    _answer_subscribe(wire)
+    d.expect("connected", connects=2)
+    d.send(op="publish", topic="t", payload="back", qos=1)
+    pid = d.expect("published")["pid"]
+    assert wire.read_packet() == packet(0x32, utf8_field(b"t") + pid.to_bytes(2, "big") + b"back")
+    assert d.stats()["connect_failures"] == 0
+
+
+def test_a_broker_that_withholds_the_connack_is_left(drivers: Drivers, wire: Wire) -> None:
+    d = start(drivers, port=wire.port, keepalive=2, connect_timeout_ms=1000)
+    wire.accept()
+    assert wire.read_packet()[0] == 0x10  # and no CONNACK
+    assert _silent_until_reconnect(wire) < WAIT
+    assert wire.read_packet()[0] == 0x10
+    wire.send(CONNACK_OK)
+    d.expect("connected", connects=1)
+    assert d.stats()["connect_failures"] == 1
+
+
+def test_a_link_lost_while_subscribing_on_connect_is_rebuilt_at_once(
+    drivers: Drivers, wire: Wire
+) -> None:
+    # keepalive 60 s: the SUBACK timeout is far beyond the accept() bound
+    # (WAIT), so only noticing the closed link can bring the client back in time
+    d = start(drivers, port=wire.port, keepalive=60, subscribe=[["cfg", 1]])
+    wire.accept()
+    assert wire.read_packet()[0] == 0x10
+    wire.send(CONNACK_OK)
+    assert wire.read_packet()[0] == 0x82
+    wire.accept()  # closes the first link, then waits for the next
+    assert wire.read_packet()[0] == 0x10
+    wire.send(CONNACK_OK)
+    _answer_subscribe(wire)
+    d.expect("connected", connects=2)
+
+
+def test_an_on_connect_that_never_returns_drops_the_link(drivers: Drivers, wire: Wire) -> None:
+    # Whatever the application's on_connect waits for, the session set-up is
+    # bounded (3 keepalives): the link is dropped and built again, and the
+    # keepalive runs on the next one.
+    d = start(drivers, port=wire.port, keepalive=1, hang_on_connect=1)
+    wire.accept()
+    assert wire.read_packet()[0] == 0x10
+    wire.send(CONNACK_OK)
+    d.expect("hanging", connects=1)
+    assert wire.closed_by_peer()
+    wire.accept()
+    assert wire.read_packet()[0] == 0x10
+    wire.send(CONNACK_OK)
+    d.expect("connected", connects=2)
+    # the second session is a normal one: idle, it pings
+    assert wire.read_packet() == bytes([0xC0, 0x00])
 
 
 # ------------------------------------------------------------------ a real broker

@@ -7,6 +7,7 @@
 #   "stop_after_failures": N          exit after N failed connection attempts
 #   "factory_port": P                 a socket_factory that connects to 127.0.0.1:P
 #   "plain_on_connect": true          on_connect is a plain function, not a coroutine
+#   "hang_on_connect": N              on_connect of the first N connections never returns
 # stdin: one JSON command per line:
 #   {"op": "publish", "topic", "payload" | "fill": N, "qos", "retain", "as_str"}
 #   {"op": "flood", "topic", "fill": bytes, "count"}  QoS 0 messages back to back
@@ -37,6 +38,7 @@ def main():
     stop_after = opts.pop("stop_after_failures", 0)
     factory_port = opts.pop("factory_port", 0)
     opts_plain = opts.pop("plain_on_connect", False)
+    hang = [opts.pop("hang_on_connect", 0)]
     if factory_port:
         # stands in for the radio: whatever host the client names, connect here
         def factory(host, port):
@@ -51,6 +53,10 @@ def main():
     async def on_connect():
         for topic, qos in subscribe:
             await client.subscribe(topic, qos)
+        if hang[0]:
+            hang[0] -= 1
+            emit("hanging", connects=client.stats["connects"])
+            await asyncio.Event().wait()  # nobody sets it
         emit("connected", connects=client.stats["connects"])
 
     def on_message(topic, payload, retained):
