@@ -80,6 +80,9 @@ class App:
         self.uptime_ms = 0
         self.tick_seen = time.ticks_ms()
         self.inflight = {}
+        # PUBACKs that came before publish() returned their packet id (the
+        # reader runs while publish yields), kept until the publisher asks
+        self.acked_early = set()
         self.config_error = None
         self.last_interval = None
         self.cal = None
@@ -230,6 +233,11 @@ class App:
         if rec is not None:
             self.store.ack(rec[0], rec[1])
             self.wake_publisher.set()
+        else:
+            # maybe the record being published: its PUBACK outran publish()
+            # returning the id; without this it would wait in the store (and
+            # take a window slot) until the next connection
+            self.acked_early.add(pid)
 
     def _on_message(self, topic, payload, retained):
         if topic != self.t_config or not payload:
@@ -451,11 +459,18 @@ class App:
                 await self.wake_publisher.wait()
                 continue
             topic = self.t_summary if kind == SUMMARY else self.t_levels
+            # from here on a PUBACK of no known record can only be this
+            # record's (or a status publish's, whose id differs from it)
+            self.acked_early.clear()
             try:
                 pid = await self.mqtt.publish(topic, rec[1], qos=1)
             except OSError:
                 continue  # the link dropped; _on_connect rewinds
-            self.inflight[pid] = (kind, rec[0])
+            if pid in self.acked_early:
+                self.acked_early.clear()
+                store.ack(kind, rec[0])
+            else:
+                self.inflight[pid] = (kind, rec[0])
             # bounded rate: backlog_rate records per second of audio time
             speed = self.cfg["speed"] if not self.source.live else 1
             if speed > 0:
@@ -485,14 +500,41 @@ class App:
             tasks.append(asyncio.create_task(self.console.run()))
         await self.capture()
         if not self.stopping:
-            # the audio ended (a file): deliver everything, then say goodbye
-            log("audio ended; delivering %d buffered records" % self.store.buffered())
-            while self.store.pending() and not self.stopping:
-                self.wake_publisher.set()
-                await asyncio.sleep_ms(50)
+            # the audio ended (a file, stdin): deliver everything, then say goodbye
+            await self.deliver_rest()
         await self.goodbye()
         for t in tasks:
             t.cancel()
+
+    async def deliver_rest(self):
+        """Wait for the PUBACK of every buffered record, within a bound.
+
+        Gives up after three keepalives in which no record was acknowledged
+        (the broker stays away): what is left goes to flash at shutdown and
+        is sent after the next start.  A connected link that acknowledges
+        nothing for a keepalive gets every unacknowledged record again, in
+        case an acknowledgement was lost (duplicates are dropped by seq)."""
+        store = self.store
+        log("audio ended; delivering %d buffered records" % store.buffered())
+        ka = self.cfg["keepalive_s"] * 1000
+        left = store.buffered()
+        progress = time.ticks_ms()
+        resent = progress
+        while store.pending() and not self.stopping:
+            self.wake_publisher.set()
+            await asyncio.sleep_ms(50)
+            now = time.ticks_ms()
+            n = store.buffered()
+            if n != left:
+                left = n
+                progress = resent = now
+            elif time.ticks_diff(now, progress) >= 3 * ka:
+                log("%d records not acknowledged; kept for the next start" % n)
+                return
+            elif time.ticks_diff(now, resent) >= ka and self.mqtt.connected():
+                resent = now
+                self.inflight = {}
+                store.rewind()
 
     async def goodbye(self):
         if self.mqtt.connected():
