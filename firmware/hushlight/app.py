@@ -219,7 +219,11 @@ class App:
     # ---- MQTT callbacks --------------------------------------------------
 
     async def _on_connect(self):
-        log("connected to %s" % self.cfg["broker"])
+        why = self.mqtt.previous_error
+        if why is None:
+            log("connected to %s" % self.cfg["broker"])
+        else:
+            log("connected to %s again (after: %s)" % (self.cfg["broker"], why))
         # everything not acknowledged goes again, oldest first (duplicates are
         # fine: the gateway drops them by seq)
         self.inflight = {}
@@ -528,6 +532,8 @@ class App:
             if n != left:
                 left = n
                 progress = resent = now
+            if not store.pending():
+                log("every record delivered")
             elif time.ticks_diff(now, progress) >= 3 * ka:
                 log("%d records not acknowledged; kept for the next start" % n)
                 return

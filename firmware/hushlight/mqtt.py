@@ -178,6 +178,8 @@ class MQTTClient:
             "backoff_ms": 0,  # the last back-off step (its sleep is half that to all of it)
         }
         self.last_error = None  # a sentence about the last failure, for status and selftest
+        # what ended the previous connection, kept through the next one (logs)
+        self.previous_error = None
 
         self._rx = bytearray(_RX_SIZE)
         self._rxmv = memoryview(self._rx)
@@ -248,6 +250,7 @@ class MQTTClient:
             if ever:
                 self.stats["reconnects"] += 1
             ever = True
+            self.previous_error = self.last_error
             self.last_error = None
             try:
                 await self._session()
