@@ -8,7 +8,9 @@ Structure (one root `asyncio.TaskGroup`, every task named, nothing fire-and-forg
               capped, jittered back-off
     ingest    drain the queue in turns of `BATCH_MAX`: decode/validate/dedup
               (`Ingest`), step the pure policy, carry out its decisions
-    store     write the accepted level records once a second, one transaction
+    store     fold the accepted level records into minute rows once a second,
+              on the event loop in short slices; write a minute's rows when
+              it is over, in a worker thread, in short transactions
     tick      advance the policy clock (hold ends, renewals, silent sensors)
     save      save the policy state after decisions and every few seconds,
               spaced in proportion to what a save costs
@@ -87,6 +89,7 @@ QUEUE_MAX = 100_000  # ~10 s of 10,000 sensors at 1 Hz
 # back the broker (it keeps only so many unacknowledged messages in flight).
 BATCH_MAX = 200  # keep above what one MQTT read brings (paho_io.READ_SIZE: ~110 records)
 OUTBOX_MAX = 10_000
+PUBLISH_WINDOW = 20  # publishes awaiting their PUBACK at once (paho's in-flight limit)
 TICK_WALL_S = 0.25  # the policy clock advances at least this often (wall seconds)
 SAVE_EVERY_WALL_S = 5.0  # policy state saved this often even without decisions
 # After a save that took d seconds, the next waits SAVE_GAP_FACTOR * d: a small
@@ -98,7 +101,7 @@ SAVE_GAP_FACTOR = 10.0
 SAVE_SLICE_S = 0.002  # at most this long serialising the state per event-loop turn
 STORE_EVERY_WALL_S = 1.0  # level records are written in one transaction this often
 STORE_MAX = 50_000  # ... or as soon as this many wait
-STORE_SLICE = 2_000  # records folded per storage call (a few ms holding its lock)
+FOLD_SLICE = 500  # records folded into the minute rows per event-loop turn (~1 ms)
 STOP_FLUSH_S = 5.0  # at most this long to drain and publish on a graceful stop
 
 Item = tuple[str, bytes, float]  # topic, payload, site time of arrival
@@ -111,11 +114,22 @@ class _Stopped(Exception):
 
 
 class Outbox:
-    """Messages waiting for the broker; survives reconnects, bounded (drops the oldest)."""
+    """Messages waiting for the broker; survives reconnects, bounded (drops the oldest).
 
-    def __init__(self, maxlen: int = OUTBOX_MAX) -> None:
-        self._items: collections.deque[tuple[str, bytes, int, bool]] = collections.deque()
+    Up to `window` publishes are in flight at once.  One at a time, each
+    message waited for the previous one's PUBACK, which comes back on the
+    socket behind the whole stream of incoming records: at 10,000 sensors that
+    round trip is 50-150 ms, so an override queued behind two nudges waited
+    for both, and a few triggers a second were enough for the queue to grow
+    without end.  A message still leaves the outbox only once the broker has it.
+    """
+
+    def __init__(self, maxlen: int = OUTBOX_MAX, window: int = PUBLISH_WINDOW) -> None:
+        # key (in publish order) -> (topic, payload, qos, retain)
+        self._items: dict[int, tuple[str, bytes, int, bool]] = {}
+        self._next_key = 0
         self._maxlen = maxlen
+        self._window = window
         self._ready = asyncio.Event()
         self._empty = asyncio.Event()
         self._empty.set()
@@ -123,9 +137,10 @@ class Outbox:
 
     def publish(self, topic: str, payload: bytes, *, qos: int = 1, retain: bool = False) -> None:
         if len(self._items) >= self._maxlen:
-            self._items.popleft()
+            del self._items[next(iter(self._items))]
             self.dropped += 1
-        self._items.append((topic, payload, qos, retain))
+        self._items[self._next_key] = (topic, payload, qos, retain)
+        self._next_key += 1
         self._ready.set()
         self._empty.clear()
 
@@ -133,17 +148,33 @@ class Outbox:
         return len(self._items)
 
     async def pump(self, client: aiomqtt.Client) -> None:
-        """Publish until cancelled; a message leaves the outbox only once the broker has it."""
-        while True:
-            await self._ready.wait()
-            while self._items:
-                item = self._items[0]
+        """Publish until cancelled, in order, up to `window` at a time; a broker error ends
+        it (raised in an exception group) and what was not acknowledged is sent again
+        on the next connection."""
+        window = asyncio.Semaphore(self._window)
+        started: set[int] = set()  # keys published on this connection
+
+        async def one(key: int, item: tuple[str, bytes, int, bool]) -> None:
+            try:
                 topic, payload, qos, retain = item
                 await client.publish(topic, payload, qos=qos, retain=retain)
-                if self._items and self._items[0] is item:  # not dropped meanwhile
-                    self._items.popleft()
-            self._ready.clear()
-            self._empty.set()
+            finally:
+                window.release()
+            self._items.pop(key, None)  # gone already if dropped meanwhile
+            if not self._items:
+                self._empty.set()
+
+        async with asyncio.TaskGroup() as tg:
+            while True:
+                await self._ready.wait()
+                self._ready.clear()
+                for key, item in list(self._items.items()):
+                    if key in started or key not in self._items:
+                        continue
+                    await window.acquire()
+                    started.add(key)
+                    tg.create_task(one(key, item), name=f"mqtt-publish-{key}")
+                started &= self._items.keys()  # forget the acknowledged
 
     async def flushed(self) -> None:
         await self._empty.wait()
@@ -419,6 +450,10 @@ class Gateway:
             except Exception as exc:  # a bug must cost one message, not the gateway
                 self.metrics.worker_errors.inc(type(exc).__name__)
                 log.exception("handling a message on %s failed", topic[:120])
+            if decisions:
+                # at once, not after the rest of the batch (up to ~15 ms of work)
+                await self._carry_out(decisions)
+                decisions = []
         if len(levels) >= STORE_MAX:
             self._store_now.set()
         if acks:
@@ -427,11 +462,10 @@ class Gateway:
             except STORAGE_ERRORS as exc:
                 self.metrics.storage_errors.inc("acks")
                 log.error("could not record %d acknowledgements: %s", len(acks), exc)
-        if decisions:
-            await self._carry_out(decisions)
 
     async def _store(self) -> None:
-        """Write accepted records in one transaction per second (per STORE_MAX records)."""
+        """Fold accepted records into the minute rows once a second (or per STORE_MAX records)
+        and write the minutes that are over."""
         while True:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._store_now.wait(), STORE_EVERY_WALL_S)
@@ -439,21 +473,24 @@ class Gateway:
             batch, self._levels = self._levels, []
             summaries, self._summaries = self._summaries, []
             try:
-                # in slices: a decision waiting to be recorded (the database lock)
-                # waits for one slice, not for a whole second of 10,000 sensors
+                # Folded here, a slice per event-loop turn: in a worker thread the
+                # fold (pure Python, holding the GIL) would fight the event loop
+                # and the thread recording a decision for the GIL, and that
+                # fight, not the work, made the slow tail of publish -> override.
                 done = 0
                 try:
                     while done < len(batch):
-                        await asyncio.to_thread(
-                            self.storage.add_levels, batch[done : done + STORE_SLICE]
-                        )
-                        done += STORE_SLICE
+                        self.storage.fold_levels(batch[done : done + FOLD_SLICE])
+                        done += FOLD_SLICE
+                        await asyncio.sleep(0)
                 except asyncio.CancelledError:
-                    # stopping: the slice in its thread completes; the rest goes
-                    # back for the final flush
-                    self._levels[:0] = batch[done + STORE_SLICE :]
+                    # stopping: what is not folded goes back for the final flush
+                    self._levels[:0] = batch[done:]
                     self._summaries[:0] = summaries
                     raise
+                if self.storage.minutes_due():
+                    # a minute is over: its rows go to disk in short transactions
+                    await asyncio.to_thread(self.storage.write_minutes)
                 if summaries:
                     await asyncio.to_thread(self.storage.add_summaries, summaries)
             except STORAGE_ERRORS as exc:
@@ -538,9 +575,15 @@ class Gateway:
                     self.storage.record_override_sent(d, now)
             return replayed
 
-        # recorded before anything goes out: never twice, at worst once lost
+        # Recorded before anything goes out: never twice, at worst once lost.
+        # On the event loop, not in a worker thread: a few short transactions
+        # (well under a millisecond; the bulk writes leave the database lock
+        # every few ms and checkpoint on a connection of their own), whereas in
+        # a thread each SQLite call gives up the GIL and waited up to the
+        # interpreter's 5 ms switch interval to get it back from the busy
+        # event loop: tens of ms per decision, the tail of publish -> override.
         try:
-            replayed = await asyncio.to_thread(record)
+            replayed = record()
         except STORAGE_ERRORS as exc:
             # the lights must still get their commands (a release above all);
             # what is lost is the record, and the guard against a repeat nudge

@@ -16,9 +16,13 @@ gateway) with ``synchronous=NORMAL``: a power cut may lose the last
 transaction, never corrupt the file.  The schema version lives in
 ``PRAGMA user_version``; a file from a newer version is refused.
 
-Threads: one `Storage` may be called from any thread (the service uses a
-worker thread so the event loop never waits on the disk); an internal lock
-serialises the calls, so two calls never interleave on the connection.
+Threads: one `Storage` may be called from any thread (the service writes
+levels and the policy state from worker threads, and records decisions on
+its event loop, where a short transaction costs less than a thread hop); a lock
+serialises the calls, so two calls never interleave on the connection.  The
+minute rows are folded under a lock of their own and written in chunks of
+`MINUTE_CHUNK` rows, one transaction each, so recording a decision never
+waits for more than one short transaction.
 """
 
 from __future__ import annotations
@@ -27,7 +31,7 @@ import json
 import math
 import sqlite3
 import threading
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -62,6 +66,13 @@ SCHEMA_VERSION = 1
 
 # minute rows held in memory before a write is forced (about 20 MB)
 _MAX_PENDING = 100_000
+
+# minute rows per transaction (~3 ms): what a decision waiting to be recorded may wait
+MINUTE_CHUNK = 500
+
+# pages (4 KiB) in the WAL before a commit checkpoints it by itself (~64 MB); the
+# gateway's own checkpoints keep it far smaller
+_AUTOCHECKPOINT_PAGES = 16_000
 
 # 2096: a record time past this is a broken clock, and past 2^63 s SQLite cannot store it
 _LAST_EPOCH = 4e9
@@ -250,10 +261,19 @@ class Storage:
         self.path = Path(path)
         self.peak_threshold_db = peak_threshold_db
         self.read_only = read_only
+        # Three locks, so that folding records in memory and writing a minute's
+        # rows never make a decision wait for more than one short transaction:
+        # `_lock` guards the connection, `_fold_lock` the rows in memory, and
+        # `_write_lock` lets one `write_minutes` run at a time.
         self._lock = threading.Lock()
+        self._fold_lock = threading.Lock()
+        self._write_lock = threading.Lock()
+        self._checkpoint_lock = threading.Lock()
+        self._checkpointer: sqlite3.Connection | None = None  # opened on first `checkpoint`
         # minute rows not yet written: (sensor, minute) -> [n, dur, energy_a, energy_c,
         # lafmax, peaks, calibrating]
         self._pending: dict[tuple[str, int], list[float]] = {}
+        self._pending_minutes: dict[int, int] = {}  # minute -> its rows in `_pending`
         self._newest_minute = -(2**62)
         target = f"{self.path.absolute().as_uri()}?mode=ro" if read_only else str(self.path)
         try:
@@ -311,6 +331,12 @@ class Storage:
                 )
         db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=NORMAL")
+        # The WAL is copied back into the file (fsync included) by `checkpoint`,
+        # called after the bulk writes from their worker thread on a connection
+        # of its own; left automatic, that copy would run inside whichever
+        # commit crossed the threshold, a decision's on the event loop included.
+        # The automatic one stays as a backstop for a caller that never checkpoints.
+        db.execute(f"PRAGMA wal_autocheckpoint = {_AUTOCHECKPOINT_PAGES}")
         db.execute("PRAGMA foreign_keys=ON")
         with self._tx():
             for statement in _SCHEMA.split(";"):
@@ -340,10 +366,29 @@ class Storage:
 
     def close(self) -> None:
         """Write what is held in memory and close; the object cannot be used afterwards."""
+        self.flush()
+        with self._checkpoint_lock:
+            if self._checkpointer is not None:
+                self._checkpointer.close()
+                self._checkpointer = None
         with self._lock:
-            if self._pending:
-                self._write_pending(lambda m: True)
             self._db.close()
+
+    def checkpoint(self) -> None:
+        """Copy the WAL into the database file, without holding up the other calls.
+
+        It runs on a connection of its own and in SQLite's PASSIVE mode, so
+        commits (a decision's above all) go on meanwhile; call it from a worker
+        thread after bulk writes.  What it cannot copy yet waits for the next one.
+        """
+        if self.read_only:
+            return
+        with self._checkpoint_lock:
+            if self._checkpointer is None:
+                self._checkpointer = sqlite3.connect(
+                    str(self.path), check_same_thread=False, isolation_level=None, timeout=10.0
+                )
+            self._checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
 
     def __enter__(self) -> Storage:
         return self
@@ -363,11 +408,22 @@ class Storage:
         loses at most the current minute; `close` and `flush` write everything.
         Records with levels outside `policy.PLAUSIBLE_DB`, times outside 1970-2096, or
         NaN anywhere are skipped (ingest should have refused them).
+
+        `fold_levels` and `write_minutes` are its two halves, for a caller that
+        folds on one thread and writes on another.
         """
+        count = self.fold_levels(records)
+        if self.minutes_due():
+            self.write_minutes()
+        return count
+
+    def fold_levels(self, records: Iterable[LevelRecord]) -> int:
+        """Fold records into the minute rows held in memory (no disk); return how many."""
         threshold = self.peak_threshold_db
         count = 0
-        with self._lock:
+        with self._fold_lock:
             acc = self._pending
+            per_minute = self._pending_minutes
             newest = self._newest_minute
             for r in records:
                 if not (
@@ -380,41 +436,106 @@ class Storage:
                     continue  # NaN and absurd values would poison or overflow the sums
                 d = r.t1 - r.t0 if r.t1 > r.t0 else 1.0
                 minute = int(r.t0 // 60) * 60
-                newest = max(newest, minute)
+                if minute > newest:
+                    newest = minute
                 key = (r.sensor, minute)
                 row = acc.get(key)
                 if row is None:
                     row = acc[key] = [0, 0.0, 0.0, 0.0, -math.inf, 0, 0]
+                    per_minute[minute] = per_minute.get(minute, 0) + 1
                 row[0] += 1
                 row[1] += d
                 row[2] += d * 10.0 ** (r.laeq / 10.0)
                 row[3] += d * 10.0 ** (r.lceq / 10.0)
-                row[4] = max(row[4], r.lafmax)
+                if r.lafmax > row[4]:
+                    row[4] = r.lafmax
                 row[5] += r.lafmax >= threshold
                 row[6] += "calibrating" in r.flags
                 count += 1
             self._newest_minute = newest
-            if any(m < newest for _, m in acc) or len(acc) > _MAX_PENDING:
-                self._write_pending(lambda m: m < newest or len(acc) > _MAX_PENDING)
         return count
+
+    def minutes_due(self) -> bool:
+        """Whether minute rows wait to be written: a later minute has started, or too many."""
+        with self._fold_lock:
+            return bool(self._pending_minutes) and (
+                min(self._pending_minutes) < self._newest_minute
+                or len(self._pending) > _MAX_PENDING
+            )
 
     def flush(self) -> None:
         """Write the minute rows still held in memory."""
-        with self._lock:
-            self._write_pending(lambda m: True)
+        self.write_minutes(everything=True)
 
-    def _write_pending(self, due: Callable[[int], bool]) -> None:
-        # caller holds the lock
-        rows = [
-            (s, m, int(v[0]), v[1], v[2], v[3], v[4], int(v[5]), int(v[6]))
-            for (s, m), v in self._pending.items()
-            if due(m)
-        ]
+    def write_minutes(self, *, everything: bool = False, chunk: int | None = None) -> int:
+        """Write the minute rows of the minutes that are over (all of them if `everything`,
+        or if more than the memory bound wait); return how many rows were written.
+
+        The rows go in transactions of `chunk` rows (`MINUTE_CHUNK`), the database
+        lock released in between: a decision being recorded meanwhile waits for
+        one chunk (a few ms), not for a minute of 10,000 sensors (~100 ms).  Each
+        chunk leaves memory when it is taken and comes back (added to what was
+        folded meanwhile) if its transaction fails, so no record is lost.
+        """
+        size = chunk or MINUTE_CHUNK
+        written = 0
+        with self._write_lock:  # one writer: chunks of the same minute never race
+            with self._fold_lock:
+                newest = self._newest_minute
+                if everything or len(self._pending) > _MAX_PENDING:
+                    keys = list(self._pending)
+                else:
+                    keys = [k for k in self._pending if k[1] < newest]
+            for i in range(0, len(keys), size):
+                taken = self._take(keys[i : i + size])
+                try:
+                    self._write_rows(taken)
+                except BaseException:
+                    self._put_back(taken)
+                    raise
+                written += len(taken)
+        if written:
+            self.checkpoint()
+        return written
+
+    def _take(self, keys: Sequence[tuple[str, int]]) -> list[tuple[Any, ...]]:
+        rows = []
+        with self._fold_lock:
+            per_minute = self._pending_minutes
+            for key in keys:
+                v = self._pending.pop(key, None)
+                if v is None:
+                    continue
+                s, m = key
+                left = per_minute[m] - 1
+                if left:
+                    per_minute[m] = left
+                else:
+                    del per_minute[m]
+                rows.append((s, m, int(v[0]), v[1], v[2], v[3], v[4], int(v[5]), int(v[6])))
+        return rows
+
+    def _put_back(self, rows: Sequence[tuple[Any, ...]]) -> None:
+        # a failed write: the rows join whatever was folded into their minute since
+        with self._fold_lock:
+            for s, m, n, dur, ea, ec, fmax, peaks, cal in rows:
+                row = self._pending.get((s, m))
+                if row is None:
+                    row = self._pending[(s, m)] = [0, 0.0, 0.0, 0.0, -math.inf, 0, 0]
+                    self._pending_minutes[m] = self._pending_minutes.get(m, 0) + 1
+                row[0] += n
+                row[1] += dur
+                row[2] += ea
+                row[3] += ec
+                row[4] = max(row[4], fmax)
+                row[5] += peaks
+                row[6] += cal
+
+    def _write_rows(self, rows: Sequence[tuple[Any, ...]]) -> None:
         if not rows:
             return
-        self._db.execute("BEGIN IMMEDIATE")
-        try:
-            self._db.executemany(
+        with self._tx() as db:
+            db.executemany(
                 """INSERT INTO levels_minute
                        (sensor, minute, n, dur, energy_a, energy_c, lafmax, peaks, calibrating)
                    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)
@@ -427,15 +548,13 @@ class Storage:
                        calibrating = calibrating + excluded.calibrating""",
                 rows,
             )
-        except BaseException:
-            self._db.execute("ROLLBACK")
-            raise
-        self._db.execute("COMMIT")
-        for s, m, *_ in rows:
-            del self._pending[(s, m)]
 
     def add_summaries(self, records: Iterable[SummaryRecord]) -> None:
-        """Store sensors' minute summaries as they arrive (a repeat of the same minute replaces)."""
+        """Store sensors' minute summaries as they arrive (a repeat of the same minute replaces).
+
+        In transactions of `MINUTE_CHUNK` rows, like the minute rows: 10,000
+        sensors send theirs in the same few seconds.
+        """
         rows = [
             (
                 r.sensor,
@@ -453,12 +572,14 @@ class Storage:
             )
             for r in records
         ]
-        if rows:
+        for i in range(0, len(rows), MINUTE_CHUNK):
             with self._tx() as db:
                 db.executemany(
                     "INSERT OR REPLACE INTO summaries VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    rows,
+                    rows[i : i + MINUTE_CHUNK],
                 )
+        if len(rows) > MINUTE_CHUNK:
+            self.checkpoint()
 
     def minute_levels(
         self, sensors: Sequence[str], start: float, end: float, *, include_calibrating: bool = False
@@ -707,6 +828,7 @@ class Storage:
                 "INSERT OR REPLACE INTO policy_state (id, saved_at, json) VALUES (1, ?, ?)",
                 (at, text),
             )
+        self.checkpoint()  # the state is the bulk of what the WAL holds
 
     def load_state(self, config: SiteConfig) -> PolicyState | None:
         """The saved policy state adapted to `config`, or None if none was saved.
