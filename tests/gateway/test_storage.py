@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import sqlite3
 import threading
@@ -326,3 +327,59 @@ def test_calls_from_several_threads_are_serialised(db: Storage) -> None:
     assert errors == []
     rows = db.minute_levels(["a", "b", "c", "d"], T0, T0 + 60)
     assert sorted((r.sensor, r.n) for r in rows) == [("a", 50), ("b", 50), ("c", 50), ("d", 50)]
+
+
+def test_a_minute_is_written_in_short_transactions(tmp_path: Path) -> None:
+    """A decision recorded meanwhile waits for one chunk, not for the whole minute."""
+    with Storage(tmp_path / "h.db") as s:
+        s.fold_levels([rec(f"s{i}", T0 + 1, 50.0, 55.0, 51.0) for i in range(10)])
+        assert not s.minutes_due()  # the minute is still the newest
+        s.fold_levels([rec("s0", T0 + 61, 50.0, 55.0, 51.0)])
+        assert s.minutes_due()
+        statements: list[str] = []
+        s._db.set_trace_callback(statements.append)
+        assert s.write_minutes(chunk=3) == 10
+        s._db.set_trace_callback(None)
+        assert statements.count("COMMIT") == 4  # 3 + 3 + 3 + 1 rows
+        assert not s.minutes_due()
+        assert len(s.minute_levels([f"s{i}" for i in range(10)], T0, T0 + 60)) == 10
+
+
+def test_a_failed_minute_write_keeps_its_rows_and_what_came_meanwhile(tmp_path: Path) -> None:
+    path = tmp_path / "h.db"
+    sensors = [f"s{i}" for i in range(7)]
+    with Storage(path) as s:
+        s.fold_levels([rec(x, T0 + 1, 50.0, 55.0, 51.0) for x in sensors])
+        s.fold_levels([rec("s0", T0 + 61, 50.0, 55.0, 51.0)])
+        # the disk refuses sensor s4's row: its chunk (s4, s5) fails, the earlier are kept
+        s._db.execute(
+            "CREATE TEMP TRIGGER refuse BEFORE INSERT ON levels_minute WHEN NEW.sensor = 's4' "
+            "BEGIN SELECT RAISE(ABORT, 'disk says no'); END"
+        )
+        with pytest.raises(sqlite3.Error, match="disk says no"):
+            s.write_minutes(chunk=2)
+        with sqlite3.connect(path) as raw:
+            stored = raw.execute("SELECT sensor FROM levels_minute ORDER BY sensor").fetchall()
+        assert stored == [("s0",), ("s1",), ("s2",), ("s3",)]
+        # a late record for the failed row joins it in memory
+        s.fold_levels([rec("s4", T0 + 2, 60.0, 65.0, 61.0)])
+        s._db.execute("DROP TRIGGER refuse")
+        s.flush()
+        rows = {r.sensor: r for r in s.minute_levels(sensors, T0, T0 + 60)}
+    assert sorted(rows) == sensors and all(rows[x].n == 1 for x in sensors if x != "s4")
+    s4 = rows["s4"]
+    assert (s4.n, s4.dur, s4.lafmax) == (2, 2.0, 65.0)
+    assert s4.laeq == pytest.approx(10 * math.log10((10**5.0 + 10**6.0) / 2))
+    assert s4.lceq == pytest.approx(10 * math.log10((10**5.1 + 10**6.1) / 2))
+
+
+def test_bulk_writes_copy_the_wal_into_the_file(tmp_path: Path) -> None:
+    """The state save checkpoints by itself, so no later commit (a decision's) has to."""
+    path = tmp_path / "h.db"
+    text = json.dumps({"pad": "x" * 2_000_000})
+    with Storage(path) as s:
+        s.save_state_text(text, T0)
+        # copied into the database file already, not only appended to the WAL
+        assert path.stat().st_size > len(text)
+        with sqlite3.connect(path) as raw:
+            assert raw.execute("SELECT json FROM policy_state").fetchone()[0] == text
