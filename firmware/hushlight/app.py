@@ -21,8 +21,10 @@ changes nothing.  A rev already applied is not applied again (the retained
 config comes back on every connection), so console changes stay until the
 next rev.
 
-When a non-live source ends (a WAV file), the application waits until every
-record is acknowledged, publishes its offline status and stops.  On the unix
+When a non-live source ends (a WAV file, stdin), the application waits until
+every record is acknowledged (at most three keepalives without progress; what
+is left then stays on flash for the next start), publishes its offline status
+and stops.  On the unix
 port `reboot` exits with status 0 after leaving a `reboot` marker file that
 `hushlight sensor` takes as "start me again".
 """
