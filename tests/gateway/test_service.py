@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import json
 import signal
 import socket
@@ -22,7 +23,7 @@ from gateway.clock import ScaledClock
 from gateway.config import load_config
 from gateway.lights_sim import LightsSim
 from gateway.policy import Override, Release, initial_state
-from gateway.service import Gateway, Outbox
+from gateway.service import GC_FULL_AFTER, Gateway, Outbox
 from gateway.storage import Storage
 from protocol import payloads, topics
 from tests.firmware.conftest import make_ca
@@ -314,8 +315,10 @@ async def test_broker_restart_reconnects_and_the_session_keeps_what_came_meanwhi
     clock = ScaledClock(origin=1_750_000_000.0, scale=1.0)
     cfg = load_config(write_config(tmp_path, fresh_broker.url))
     gw = Gateway(cfg, clock=clock, install_signals=False)
+    thresholds = gc.get_threshold()
     async with running(gw.run(), gw.stop):
         await asyncio.wait_for(gw.ready.wait(), 10)
+        assert gc.get_threshold()[2] == GC_FULL_AFTER and gc.get_freeze_count() > 0
         async with mqtt_client(fresh_broker.port) as pub:
             await Sensors(pub, clock).send("s2", 50.0)
         await wait_for(lambda: gw.metrics.records_accepted.get("s2") == 1, 5.0, "first record")
@@ -337,6 +340,8 @@ async def test_broker_restart_reconnects_and_the_session_keeps_what_came_meanwhi
     async with running(gw2.run(), gw2.stop):
         await wait_for(lambda: gw2.metrics.records_accepted.get("s1") == 5, 10.0, "queued records")
         assert gw2.metrics.late.get("s1") == 5  # stored, but too old to trigger anything
+    # the collector's settings are the process's: a stopped gateway puts them back
+    assert gc.get_threshold() == thresholds and gc.get_freeze_count() == 0
 
 
 async def test_sigterm_with_release_hands_the_lights_back(
