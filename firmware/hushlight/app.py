@@ -562,6 +562,25 @@ class App:
                 f.write("1")
 
 
+def release_heap_lock():
+    """Give back a heap lock that an interrupt left behind.
+
+    On the unix port an interrupt (SIGINT from `hushlight sensor`) that lands
+    while the collector holds the heap lock unwinds without releasing it; the
+    next allocation then fails with "heap is locked" and the stop path would
+    lose the records still in RAM.  The process is about to flush and exit, so
+    the lock is released for that; a heap that allocates is left alone.
+    """
+    import micropython
+
+    for _ in range(8):
+        try:
+            bytearray(16)
+            return
+        except MemoryError:
+            micropython.heap_unlock()
+
+
 def main():
     import sys
 
@@ -578,6 +597,7 @@ def main():
     try:
         asyncio.run(app.run())
     except KeyboardInterrupt:
+        release_heap_lock()
         log("stopping")
     except Exception as e:  # a bug or an exhausted heap: never sit there deaf
         log("fatal: %r" % (e,))

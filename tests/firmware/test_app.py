@@ -158,3 +158,30 @@ def test_stdin_end_with_the_broker_gone_persists_the_backlog_and_exits_0(tmp_pat
         tmp_path,
     )
     assert seqs == [0, 1, 2]
+
+
+def test_a_heap_lock_left_by_an_interrupt_is_released_for_the_stop(tmp_path: Path) -> None:
+    # The stop path after an interrupt must be able to allocate (log, flush
+    # the store) even when the interrupt left the heap locked; and a heap
+    # that was never locked is left as it is.
+    code = """
+import json, micropython
+from hushlight.app import release_heap_lock
+micropython.heap_lock()
+micropython.heap_lock()
+try:
+    bytearray(16)
+    locked = False
+except MemoryError:
+    locked = True
+release_heap_lock()
+after = bytearray(64)
+release_heap_lock()
+micropython.heap_lock()
+depth = micropython.heap_unlock()
+print(json.dumps([locked, len(after), depth]))
+"""
+    locked, size, depth = mp(code, tmp_path, compiled=True)
+    assert locked is True
+    assert size == 64
+    assert depth == 0  # heap_unlock() returns the depth left: no lock left over, none undone twice
