@@ -23,7 +23,7 @@ from typing import Any
 from protocol import MAX_PAYLOAD, SCHEMA_VERSION, docs, schema, topics
 from tools.errors import UsageError
 
-HELP = "Write the JSON Schema files of the MQTT payloads (protocol/schemas/) from protocol/."
+HELP = "write the JSON Schema files of the MQTT payloads (protocol/schemas/) from protocol/"
 
 DEFAULT_OUT = Path(__file__).resolve().parent.parent / "protocol" / "schemas"
 DIALECT = "https://json-schema.org/draft/2020-12/schema"
