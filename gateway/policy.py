@@ -606,23 +606,8 @@ def _evaluate(
         expires = min(now + zone.hold_s, ends_by)
         sent = []
         for group in zone.light_groups:
-            cmd_id = f"{episode_id}.{ep.commands + 1}"
-            ep = replace(ep, commands=ep.commands + 1)
-            out.append(
-                Override(
-                    zone.id,
-                    group,
-                    cmd_id,
-                    level,
-                    zone.ramp_s,
-                    expires,
-                    "noise",
-                    evidence,
-                    now,
-                    episode_id,
-                )
-            )
-            sent.append(SentOverride(group, cmd_id, level, expires))
+            ep, in_force = _send(ep, zone, group, level, expires, "noise", now, out)
+            sent.append(in_force)
         ep = replace(ep, overrides=tuple(sent))
         message = dict(zone.messages)
         out.append(Nudge(zone.id, episode_id, now, laeq, kind, message, evidence, zone.sensors))
@@ -658,23 +643,7 @@ def _advance(
     renewed = []
     for o in ep.overrides:
         if want > o.expires_at and o.expires_at - now <= zone.renew_before_s:
-            ep = replace(ep, commands=ep.commands + 1)
-            cmd_id = f"{ep.id}.{ep.commands}"
-            out.append(
-                Override(
-                    zone.id,
-                    o.group,
-                    cmd_id,
-                    o.level,
-                    zone.ramp_s,
-                    want,
-                    "renew",
-                    ep.evidence,
-                    now,
-                    ep.id,
-                )
-            )
-            o = SentOverride(o.group, cmd_id, o.level, want)
+            ep, o = _send(ep, zone, o.group, o.level, want, "renew", now, out)
         renewed.append(o)
     return replace(zs, episode=replace(ep, overrides=tuple(renewed)))
 
@@ -702,25 +671,32 @@ def _light_state(
                 and ep.resends < MAX_RESENDS
             ):
                 # the controller applied our override and then lost it (restart)
-                ep = replace(ep, commands=ep.commands + 1, resends=ep.resends + 1)
-                cmd_id = f"{ep.id}.{ep.commands}"
-                out.append(
-                    Override(
-                        zone.id,
-                        o.group,
-                        cmd_id,
-                        o.level,
-                        zone.ramp_s,
-                        o.expires_at,
-                        "resend",
-                        ep.evidence,
-                        now,
-                        ep.id,
-                    )
-                )
-                o = SentOverride(o.group, cmd_id, o.level, o.expires_at)
+                ep = replace(ep, resends=ep.resends + 1)
+                ep, o = _send(ep, zone, o.group, o.level, o.expires_at, "resend", now, out)
         updated.append(o)
     return replace(zs, episode=replace(ep, overrides=tuple(updated)))
+
+
+def _send(
+    ep: Episode,
+    zone: ZoneConfig,
+    group: str,
+    level: float,
+    expires_at: float,
+    reason: str,
+    now: float,
+    out: list[Decision],
+) -> tuple[Episode, SentOverride]:
+    """Number the episode's next command, emit its Override, and return the
+    episode with the override that is now in force on `group`."""
+    ep = replace(ep, commands=ep.commands + 1)
+    cmd_id = f"{ep.id}.{ep.commands}"
+    out.append(
+        Override(
+            zone.id, group, cmd_id, level, zone.ramp_s, expires_at, reason, ep.evidence, now, ep.id
+        )
+    )
+    return ep, SentOverride(group, cmd_id, level, expires_at)
 
 
 def _hash(seed: int, zone: str, n: int, purpose: str) -> str:
