@@ -15,21 +15,8 @@ import pytest
 
 from gateway.clock import ScaledClock
 from gateway.lights_sim import LightsSim
+from tests.gateway.clocks import FixedClock
 from tools.broker import Mosquitto
-
-
-class FixedClock:
-    def __init__(self, t: float) -> None:
-        self.t = t
-
-    def now(self) -> float:
-        return self.t
-
-    async def sleep(self, seconds: float) -> None:
-        await asyncio.sleep(0)
-
-    def wall(self, seconds: float) -> float:
-        return seconds
 
 
 def cmd(**fields: Any) -> bytes:

@@ -33,6 +33,7 @@ from gateway.notify import Notifier
 from gateway.policy import Nudge
 from gateway.storage import Storage
 from protocol import payloads
+from tests.gateway.clocks import FixedClock
 
 SUBJECT = "mailto:noise@example.org"
 
@@ -43,20 +44,6 @@ def b64url(data: bytes) -> str:
 
 def unb64url(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-
-
-class Clock:
-    def __init__(self, t: float) -> None:
-        self.t = t
-
-    def now(self) -> float:
-        return self.t
-
-    async def sleep(self, seconds: float) -> None:
-        await asyncio.sleep(0)
-
-    def wall(self, seconds: float) -> float:
-        return seconds
 
 
 class Outbox:
@@ -151,7 +138,7 @@ def make_nudge(zone: str = "main", n: int = 1, at: float = 1_750_000_000.0) -> N
 
 class Setup:
     def __init__(
-        self, tmp_path: Path, vapid: Path | None, clock: Clock, interval: int = 1800
+        self, tmp_path: Path, vapid: Path | None, clock: FixedClock, interval: int = 1800
     ) -> None:
         self.storage = Storage(tmp_path / "gw.db")
         self.metrics = Metrics()
@@ -204,7 +191,7 @@ async def test_push_is_encrypted_signed_and_carries_ttl_and_topic(
     tmp_path: Path, push_service: PushService, vapid_key: tuple[Path, Any]
 ) -> None:
     path, public = vapid_key
-    s = Setup(tmp_path, path, Clock(1_750_000_000.0))
+    s = Setup(tmp_path, path, FixedClock(1_750_000_000.0))
     alice, bob, carol = Phone("alice"), Phone("bob"), Phone("carol")
     s.subscribe(push_service, alice, ["main"])
     s.subscribe(push_service, bob, ["main", "other"])
@@ -242,7 +229,7 @@ async def test_signature_check_refuses_another_key(
 ) -> None:
     # the verifier above is not a rubber stamp: a different site key fails it
     path, _ = vapid_key
-    s = Setup(tmp_path, path, Clock(1_750_000_000.0))
+    s = Setup(tmp_path, path, FixedClock(1_750_000_000.0))
     phone = Phone("alice")
     s.subscribe(push_service, phone, ["main"])
     await s.deliver(make_nudge())
@@ -258,7 +245,7 @@ async def test_signature_check_refuses_another_key(
 async def test_one_push_per_subscriber_per_interval(
     tmp_path: Path, push_service: PushService, vapid_key: tuple[Path, Any]
 ) -> None:
-    clock = Clock(1_750_000_000.0)
+    clock = FixedClock(1_750_000_000.0)
     s = Setup(tmp_path, vapid_key[0], clock, interval=600)
     s.subscribe(push_service, Phone("alice"), ["main", "other"])
     await s.deliver(make_nudge("main", 1), make_nudge("other", 1))
@@ -277,7 +264,7 @@ async def test_one_push_per_subscriber_per_interval(
 async def test_gone_subscription_is_removed_and_failures_are_counted(
     tmp_path: Path, push_service: PushService, vapid_key: tuple[Path, Any]
 ) -> None:
-    s = Setup(tmp_path, vapid_key[0], Clock(1_750_000_000.0))
+    s = Setup(tmp_path, vapid_key[0], FixedClock(1_750_000_000.0))
     gone, broken, fine = Phone("gone"), Phone("broken"), Phone("fine")
     for p in (gone, broken, fine):
         s.subscribe(push_service, p, ["main"])
@@ -295,7 +282,7 @@ async def test_gone_subscription_is_removed_and_failures_are_counted(
 
 
 async def test_without_vapid_key_only_mqtt(tmp_path: Path, push_service: PushService) -> None:
-    s = Setup(tmp_path, None, Clock(1_750_000_000.0))
+    s = Setup(tmp_path, None, FixedClock(1_750_000_000.0))
     s.subscribe(push_service, Phone("alice"), ["main"])
     await s.deliver(make_nudge())
     assert len(s.outbox.sent) == 1 and push_service.received == []
