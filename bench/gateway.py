@@ -339,10 +339,11 @@ class GatewayProc:
 
 async def probe(
     port: int, zones: list[int], interval: float, seconds: float
-) -> tuple[list[float], int]:
-    """Loud records from fresh zones; latency until each zone's override arrives."""
-    sent_at: dict[str, float] = {}
-    latencies: list[float] = []
+) -> tuple[list[tuple[float, float]], int]:
+    """Loud records from fresh zones; (latency until each zone's override arrives, wall
+    clock time it was sent)."""
+    sent_at: dict[str, tuple[float, float]] = {}  # zone -> (perf_counter, wall clock)
+    latencies: list[tuple[float, float]] = []  # (seconds, wall clock when sent)
     async with aiomqtt.Client("127.0.0.1", port, identifier="bench-prober") as client:
         await client.subscribe(topics.lights_wildcard(SITE, "set"), qos=1)
 
@@ -352,7 +353,8 @@ async def probe(
                 assert isinstance(m.payload, bytes)
                 zone = json.loads(m.payload)["zone"]
                 if zone in sent_at:
-                    latencies.append(arrived - sent_at.pop(zone))
+                    sent, wall = sent_at.pop(zone)
+                    latencies.append((arrived - sent, wall))
 
         listener = asyncio.create_task(listen())
         start = time.monotonic()
@@ -362,7 +364,7 @@ async def probe(
                 break
             t1 = int(time.time() * 1000)
             body = payloads.encode_levels(0, t1 - 1000, t1, 100.0, 103.0, 104.0, 0)
-            sent_at[f"z{z}"] = time.perf_counter()
+            sent_at[f"z{z}"] = (time.perf_counter(), time.time())
             await client.publish(topics.levels(SITE, f"z{z}-probe"), body, qos=1)
             probes += 1
             await asyncio.sleep(interval)
@@ -551,12 +553,16 @@ async def run(args: argparse.Namespace) -> None:
                 f"depth at end {m1.get('hushlight_queue_depth', 0):.0f}"
             )
             if latencies:
-                ms = [x * 1000 for x in latencies]
+                ms = [x * 1000 for x, _ in latencies]
                 print(
                     f"publish->override  p50 {pct(ms, 50):7.1f} ms  p90 {pct(ms, 90):7.1f} ms  "
                     f"p99 {pct(ms, 99):7.1f} ms  max {max(ms):7.1f} ms  "
                     f"({len(ms)} of {probes} probes answered)"
                 )
+                # when the slowest were sent (second of the minute): periodic work shows up
+                slow = sorted(latencies, reverse=True)[: max(3, len(latencies) // 50)]
+                when = ", ".join(f"{x * 1000:.0f} ms at :{wall % 60:04.1f}" for x, wall in slow)
+                print(f"slowest probes     {when}")
             else:
                 print(
                     f"publish->override  no answer to {probes} probes: behind the load, their "

@@ -9,10 +9,21 @@ value ``UNKNOWN``.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from typing import Protocol
 
-__all__ = ["UNKNOWN", "Counter", "Gauge", "Metrics"]
+__all__ = ["UNKNOWN", "CollectorView", "Counter", "Gauge", "Metrics"]
 
 UNKNOWN = "_unknown"
+
+
+class CollectorView(Protocol):
+    """What the metrics read of `gateway.collector.Collector`."""
+
+    @property
+    def full_collections(self) -> int: ...
+
+    @property
+    def last_full_ms(self) -> float: ...
 
 
 def _escape(value: str) -> str:
@@ -176,6 +187,23 @@ class Metrics:
             "hushlight_active_overrides", "light groups under an override now"
         )
 
+    def collector(self, collector: CollectorView) -> None:
+        """The cycle collector's figures, read at each scrape."""
+        self.families.append(
+            Gauge(
+                "hushlight_gc_full_collections",
+                "full garbage collections since start (gateway/collector.py)",
+                read=lambda: collector.full_collections,
+            )
+        )
+        self.families.append(
+            Gauge(
+                "hushlight_gc_last_full_ms",
+                "how long the last full garbage collection held the gateway up",
+                read=lambda: collector.last_full_ms,
+            )
+        )
+
     def _counter(self, name: str, help: str, labels: tuple[str, ...] = ()) -> Counter:
         family = Counter(name, help, labels)
         self.families.append(family)
@@ -186,8 +214,10 @@ class Metrics:
         self.families.append(family)
         return family
 
-    def render(self) -> str:
-        lines: list[str] = []
+    def lines(self) -> Iterator[str]:
+        """The Prometheus text, a line at a time (a caller can pause between lines)."""
         for family in self.families:
-            lines.extend(family.render())
-        return "\n".join(lines) + "\n"
+            yield from family.render()
+
+    def render(self) -> str:
+        return "\n".join(self.lines()) + "\n"

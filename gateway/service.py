@@ -7,11 +7,13 @@ Structure (one root `asyncio.TaskGroup`, every task named, nothing fire-and-forg
               queue; publish the outbox; on any broker error reconnect after a
               capped, jittered back-off
     ingest    drain the queue in turns of `BATCH_MAX`: decode/validate/dedup
-              (`Ingest`), step the pure policy, carry out its decisions
-    store     fold the accepted level records into minute rows once a second,
-              on the event loop in short slices; write a minute's rows when
-              it is over, in a worker thread, in short transactions
-    tick      advance the policy clock (hold ends, renewals, silent sensors)
+              (`Ingest`), step the pure policy, carry out its decisions, fold
+              the turn's level records into the minute rows in memory, and
+              a young garbage collection (`Collector`)
+    store     write a minute's rows when it is over, in a worker thread, in
+              short transactions; the sensors' own minute summaries
+    tick      advance the policy clock (hold ends, renewals, silent sensors);
+              a full garbage collection when one is due
     save      save the policy state after decisions and every few seconds,
               spaced in proportion to what a save costs
     push      Web Push deliveries (`Notifier`)
@@ -38,7 +40,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
-import gc
 import logging
 import signal
 import sqlite3
@@ -51,6 +52,7 @@ import aiomqtt
 
 from gateway import paho_io
 from gateway.clock import Clock, RealClock
+from gateway.collector import Collector
 from gateway.config import SiteConfig
 from gateway.errors import GatewayError, StateError
 from gateway.http_api import HttpApi
@@ -92,13 +94,6 @@ BATCH_MAX = 200  # keep above what one MQTT read brings (paho_io.READ_SIZE: ~110
 OUTBOX_MAX = 10_000
 PUBLISH_WINDOW = 20  # publishes awaiting their PUBACK at once (paho's in-flight limit)
 SEND_TURNS = 3  # event-loop turns from a decision to its message on the socket
-# Full garbage collections after this many of the middle generation (CPython: 10).
-# With 10,000 sensors the sliding windows keep ~100,000 records alive, which the
-# collector moves to the oldest generation as fast as they come, and a full
-# collection of that heap stalls everything for 40-65 ms, every ~6 s; 10x rarer
-# keeps most overrides clear of it.  Cyclic garbage is rare here (reference
-# counting frees the records), so waiting longer for it costs little memory.
-GC_FULL_AFTER = 100
 TICK_WALL_S = 0.25  # the policy clock advances at least this often (wall seconds)
 SAVE_EVERY_WALL_S = 5.0  # policy state saved this often even without decisions
 # After a save that took d seconds, the next waits SAVE_GAP_FACTOR * d: a small
@@ -108,9 +103,7 @@ SAVE_EVERY_WALL_S = 5.0  # policy state saved this often even without decisions
 # twice: their ids are deterministic and checked against storage before sending.
 SAVE_GAP_FACTOR = 10.0
 SAVE_SLICE_S = 0.002  # at most this long serialising the state per event-loop turn
-STORE_EVERY_WALL_S = 1.0  # level records are written in one transaction this often
-STORE_MAX = 50_000  # ... or as soon as this many wait
-FOLD_SLICE = 500  # records folded into the minute rows per event-loop turn (~1 ms)
+STORE_EVERY_WALL_S = 1.0  # minutes that are over (and sensors' summaries) written this often
 STOP_FLUSH_S = 5.0  # at most this long to drain and publish on a graceful stop
 
 Item = tuple[str, bytes, float]  # topic, payload, site time of arrival
@@ -206,6 +199,8 @@ class Gateway:
         self.config = config
         self.clock: Clock = clock or RealClock()
         self.metrics = Metrics()
+        self.collector = Collector()
+        self.metrics.collector(self.collector)
         # Lateness and clock-skew allowances are site seconds; under a scaled
         # demo clock one real second of network or scheduling delay is `scale`
         # site seconds, so they never drop below one real second.
@@ -240,9 +235,7 @@ class Gateway:
         self._started = time.monotonic()
         self._last_save = 0.0  # monotonic end of the last state save
         self._save_wanted = asyncio.Event()
-        self._levels: list[LevelEvent] = []  # accepted records not yet stored
         self._summaries: list[SummaryRecord] = []  # sensors' minute summaries not yet stored
-        self._store_now = asyncio.Event()
         self._sent: collections.OrderedDict[str, str] = collections.OrderedDict()  # cmd -> group
 
     # ------------------------------------------------------------ life cycle
@@ -252,11 +245,8 @@ class Gateway:
 
     async def run(self) -> None:
         await self._restore()
-        # what start-up built (config, restored state, modules) lives as long as
-        # the process: out of the collector's sight, and full collections rarer
-        thresholds = gc.get_threshold()
-        gc.freeze()
-        gc.set_threshold(thresholds[0], thresholds[1], GC_FULL_AFTER)
+        # from here on the cycle collector runs on the gateway's schedule (collector.py)
+        self.collector.start()
         loop = asyncio.get_running_loop()
         if self.install_signals:
             for sig in (signal.SIGTERM, signal.SIGINT):
@@ -280,9 +270,8 @@ class Gateway:
             if self.install_signals:
                 for sig in (signal.SIGTERM, signal.SIGINT):
                     loop.remove_signal_handler(sig)
-            gc.set_threshold(*thresholds)
-            gc.unfreeze()
-            self._flush_levels()
+            self.collector.stop()
+            self._flush_summaries()
             self.storage.save_state(self.state, self.clock.now())
             self.storage.close()
             log.info("gateway stopped")
@@ -441,11 +430,12 @@ class Gateway:
             first = await self.queue.get()
             batch = [first, *self._take_batch()]
             await self._handle(batch)
+            self.collector.young()
             if not self.queue.empty():
                 await asyncio.sleep(0)  # `get` would not yield while the queue has items
 
     async def _handle(self, batch: Sequence[Item]) -> None:
-        levels = self._levels
+        levels: list[LevelEvent] = []
         decisions: list[Decision] = []
         acks: list[tuple[str, float]] = []  # (cmd_id, at) the lights confirmed
         handle = self.ingest.handle
@@ -475,8 +465,8 @@ class Gateway:
                 # writer, the writer sends, one event-loop turn each
                 for _ in range(SEND_TURNS):
                     await asyncio.sleep(0)
-        if len(levels) >= STORE_MAX:
-            self._store_now.set()
+        if levels:
+            self._fold(levels)
         if acks:
             try:
                 await asyncio.to_thread(self._record_acks, acks)
@@ -484,45 +474,47 @@ class Gateway:
                 self.metrics.storage_errors.inc("acks")
                 log.error("could not record %d acknowledgements: %s", len(acks), exc)
 
+    def _fold(self, levels: Sequence[LevelEvent]) -> None:
+        """Fold a turn's accepted records into the minute rows held in memory.
+
+        At once, a turn (at most `BATCH_MAX` records, well under a millisecond)
+        at a time: a record kept waiting for a later fold outlives the
+        collector's youngest generation, and 10,000 sensors' worth of them a
+        second made its older generations' collections long and frequent
+        pauses (20-40 ms, several times a second), the slow tail of
+        publish -> override.
+        """
+        try:
+            self.storage.fold_levels(levels)
+        except Exception as exc:  # in memory only; a bug must cost the records, not the gateway
+            self.metrics.storage_errors.inc("levels")
+            log.error("could not fold %d level records: %s", len(levels), exc)
+
     async def _store(self) -> None:
-        """Fold accepted records into the minute rows once a second (or per STORE_MAX records)
-        and write the minutes that are over."""
+        """Write the minutes that are over, and the sensors' minute summaries, once a second."""
         while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._store_now.wait(), STORE_EVERY_WALL_S)
-            self._store_now.clear()
-            batch, self._levels = self._levels, []
+            await asyncio.sleep(STORE_EVERY_WALL_S)
             summaries, self._summaries = self._summaries, []
             try:
-                # Folded here, a slice per event-loop turn: in a worker thread the
-                # fold (pure Python, holding the GIL) would fight the event loop
-                # and the thread recording a decision for the GIL, and that
-                # fight, not the work, made the slow tail of publish -> override.
-                done = 0
-                try:
-                    while done < len(batch):
-                        self.storage.fold_levels(batch[done : done + FOLD_SLICE])
-                        done += FOLD_SLICE
-                        await asyncio.sleep(0)
-                except asyncio.CancelledError:
-                    # stopping: what is not folded goes back for the final flush
-                    self._levels[:0] = batch[done:]
-                    self._summaries[:0] = summaries
-                    raise
                 if self.storage.minutes_due():
                     # a minute is over: its rows go to disk in short transactions
                     await asyncio.to_thread(self.storage.write_minutes)
-                if summaries:
-                    await asyncio.to_thread(self.storage.add_summaries, summaries)
             except STORAGE_ERRORS as exc:
                 self.metrics.storage_errors.inc("levels")
-                log.error("could not store %d level records: %s", len(batch), exc)
+                log.error("could not write the minute levels: %s", exc)
+            try:
+                if summaries:
+                    await asyncio.to_thread(self.storage.add_summaries, summaries)
+            except asyncio.CancelledError:
+                self._summaries[:0] = summaries  # stopping: kept for the final flush
+                raise
+            except STORAGE_ERRORS as exc:
+                self.metrics.storage_errors.inc("summaries")
+                log.error("could not store %d minute summaries: %s", len(summaries), exc)
 
-    def _flush_levels(self) -> None:
-        batch, self._levels = self._levels, []
+    def _flush_summaries(self) -> None:
+        # the minute rows held in memory are written by `Storage.close`
         summaries, self._summaries = self._summaries, []
-        if batch:
-            self.storage.add_levels(batch)
         if summaries:
             self.storage.add_summaries(summaries)
 
@@ -665,6 +657,7 @@ class Gateway:
                 for event in self.ingest.sweep(now):
                     self._step(event, now, decisions)
                 self._step(Tick(now), now, decisions)
+                self.collector.maybe_full()  # here: the tick is the one periodic task
             except Exception as exc:  # a bug must cost one tick, not the gateway
                 self.metrics.worker_errors.inc(type(exc).__name__)
                 log.exception("the policy tick failed")
