@@ -88,6 +88,13 @@ class HttpConfig:
     host: str = "127.0.0.1"
     port: int = 8080
     token: str | None = None  # operator endpoints refuse every request while None
+    # Subscriptions come from anybody's phone: a cap on how many are stored, and
+    # on how often one client address may add or remove one.
+    max_subscriptions: int = 100_000
+    subscribe_per_minute: int = 10
+    # Behind a reverse proxy on this host every request comes from the proxy: take
+    # the client's address from the last X-Forwarded-For entry the proxy adds.
+    trust_forwarded_for: bool = False
 
 
 @dataclass(frozen=True)
@@ -310,6 +317,14 @@ class _Table:
             raise ConfigError(f"{self.key(name)}: expected {what}, got {_show(value)}")
         return value
 
+    def boolean(self, name: str, default: bool) -> bool:
+        value = self.get(name)
+        if value is None:
+            return default
+        if not isinstance(value, bool):
+            raise ConfigError(f"{self.key(name)}: expected true or false, got {_show(value)}")
+        return value
+
     def path_value(self, name: str, default: Path | None, base: Path) -> Path | None:
         value = self.get(name)
         if value is None:
@@ -409,8 +424,15 @@ def _http(t: _Table) -> HttpConfig:
             "http.token: expected at least 16 characters (operator endpoints are guarded by it), "
             f"got {len(token)}"
         )
+    cap = t.integer(
+        "max_subscriptions", HttpConfig.max_subscriptions, 1, 10_000_000, "subscriptions"
+    )
+    rate = t.integer(
+        "subscribe_per_minute", HttpConfig.subscribe_per_minute, 1, 10_000, "requests a minute"
+    )
+    forwarded = t.boolean("trust_forwarded_for", HttpConfig.trust_forwarded_for)
     t.finish()
-    return HttpConfig(host, port, token)
+    return HttpConfig(host, port, token, cap, rate, forwarded)
 
 
 def _webpush(t: _Table, base: Path) -> WebPushConfig:

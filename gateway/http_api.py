@@ -13,7 +13,11 @@ Operator (``Authorization: Bearer <http.token>``; refused while no token is set)
 Subscriptions come from anybody's phone, so they are checked before they are
 stored: a push endpoint on https (http only on a loopback address, for local
 tests), a ``p256dh`` that is an uncompressed P-256 point, a 16-byte ``auth``
-secret, and zone ids that exist.  Errors are JSON ``{"error": sentence}``.
+secret, and zone ids that exist.  One client address may add or remove
+``http.subscribe_per_minute`` a minute (429 with ``Retry-After`` past it; an
+IPv6 client is its /64, which one household usually holds whole), and at most
+``http.max_subscriptions`` are stored (503 once full; replacing one that exists
+is always possible).  Errors are JSON ``{"error": sentence}``.
 """
 
 from __future__ import annotations
@@ -21,10 +25,12 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import collections
 import hmac
 import ipaddress
 import json
 import logging
+import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Protocol
@@ -37,13 +43,21 @@ from gateway.config import HttpConfig
 from gateway.errors import GatewayError
 from gateway.metrics import Metrics
 
-__all__ = ["GatewayView", "HttpApi", "SubscriptionError", "check_subscription"]
+__all__ = [
+    "GatewayView",
+    "HttpApi",
+    "RateLimit",
+    "SubscriptionError",
+    "check_subscription",
+    "client_key",
+]
 
 log = logging.getLogger("hushlight.http")
 
 MAX_BODY = 16 * 1024  # a push subscription is a few hundred bytes
 MAX_ZONES = 64
 MAX_LIMIT = 1000
+MAX_CLIENTS = 10_000  # client addresses the subscription rate limit remembers
 RENDER_SLICE_S = 0.002  # at most this long building /metrics per event-loop turn
 
 
@@ -58,9 +72,62 @@ class GatewayView(Protocol):
 
     def zone_ids(self) -> frozenset[str]: ...
 
-    def subscribe(self, endpoint: str, p256dh: str, auth: str, zones: Sequence[str]) -> None: ...
+    def subscribe(self, endpoint: str, p256dh: str, auth: str, zones: Sequence[str]) -> bool:
+        """Store it; False if it is new and the cap of subscriptions is reached."""
+        ...
 
     def unsubscribe(self, endpoint: str) -> bool: ...
+
+
+class RateLimit:
+    """A token bucket per client: `per_minute` requests a minute, in bursts of as many.
+
+    At most `max_clients` buckets are kept (the least recently seen go first),
+    so a flood from many addresses cannot grow memory.
+    """
+
+    def __init__(
+        self,
+        per_minute: int,
+        *,
+        max_clients: int = MAX_CLIENTS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.rate = per_minute / 60.0  # tokens a second
+        self.burst = float(per_minute)
+        self.max_clients = max_clients
+        self.clock = clock
+        self._buckets: collections.OrderedDict[str, tuple[float, float]] = (
+            collections.OrderedDict()
+        )  # client -> (tokens, when counted)
+
+    def take(self, client: str) -> float:
+        """0.0 if `client` may go ahead now (one token taken), else the seconds to wait."""
+        now = self.clock()
+        tokens, then = self._buckets.pop(client, (self.burst, now))
+        tokens = min(self.burst, tokens + (now - then) * self.rate)
+        wait = 0.0
+        if tokens >= 1.0:
+            tokens -= 1.0
+        else:
+            wait = (1.0 - tokens) / self.rate
+        self._buckets[client] = (tokens, now)
+        while len(self._buckets) > self.max_clients:
+            self._buckets.popitem(last=False)
+        return wait
+
+
+def client_key(address: str) -> str:
+    """The rate limit's key for a client address: itself, or its /64 for IPv6."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address[:64]
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.ip_network(f"{ip}/64", strict=False))
+    return str(ip)
 
 
 class SubscriptionError(ValueError):
@@ -166,6 +233,7 @@ class HttpApi:
             ]
         )
         self.port: int | None = None
+        self.subscribe_limit = RateLimit(config.subscribe_per_minute)
 
     @web.middleware
     async def _errors(
@@ -241,17 +309,62 @@ class HttpApi:
         except (ValueError, UnicodeDecodeError):
             raise SubscriptionError("the body is not valid JSON") from None
 
+    def _client(self, request: web.Request) -> str:
+        address = request.remote or ""
+        if self.config.trust_forwarded_for:
+            forwarded = request.headers.get("X-Forwarded-For", "")
+            # the last entry is the one our proxy added; the ones before are the client's word
+            last = forwarded.rsplit(",", 1)[-1].strip()
+            if last:
+                address = last
+        return client_key(address)
+
+    def _too_often(self, request: web.Request) -> web.Response | None:
+        wait = self.subscribe_limit.take(self._client(request))
+        if wait <= 0.0:
+            return None
+        self.metrics.http_refused.inc("rate_limited")
+        seconds = max(1, math.ceil(wait))
+        return web.json_response(
+            {
+                "error": f"too many subscription requests from this address "
+                f"(at most {self.config.subscribe_per_minute} a minute); "
+                f"try again in {seconds} s"
+            },
+            status=429,
+            headers={"Retry-After": str(seconds)},
+        )
+
     async def subscribe(self, request: web.Request) -> web.Response:
+        limited = self._too_often(request)
+        if limited:
+            return limited
         try:
             body = await self._json_body(request)
             endpoint, p256dh, auth, zones = check_subscription(body, self.view.zone_ids())
         except SubscriptionError as exc:
             return _error(400, str(exc))
         # database work off the event loop: anybody may POST here
-        await asyncio.to_thread(self.view.subscribe, endpoint, p256dh, auth, zones)
+        if not await asyncio.to_thread(self.view.subscribe, endpoint, p256dh, auth, zones):
+            self.metrics.http_refused.inc("subscriptions_full")
+            log.warning(
+                "subscription refused: %d are stored, the most http.max_subscriptions allows",
+                self.config.max_subscriptions,
+            )
+            return web.json_response(
+                {
+                    "error": "this service takes no new subscriptions for now "
+                    "(it holds as many as it is set to); try again later"
+                },
+                status=503,
+                headers={"Retry-After": "3600"},
+            )
         return web.json_response({"endpoint": endpoint, "zones": zones}, status=201)
 
     async def unsubscribe(self, request: web.Request) -> web.Response:
+        limited = self._too_often(request)
+        if limited:
+            return limited
         try:
             body = await self._json_body(request)
         except SubscriptionError as exc:

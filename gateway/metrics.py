@@ -159,6 +159,11 @@ class Metrics:
             "hushlight_subscriptions_expired_total",
             "subscriptions removed because the push service said they are gone",
         )
+        self.http_refused = c(
+            "hushlight_http_refused_total",
+            "subscription requests refused before validation, by reason",
+            ("reason",),
+        )
         self.queue_dropped = c(
             "hushlight_queue_dropped_total", "incoming messages dropped: queue full"
         )

@@ -43,6 +43,7 @@ import contextlib
 import logging
 import signal
 import sqlite3
+import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
@@ -94,6 +95,12 @@ BATCH_MAX = 200  # keep above what one MQTT read brings (paho_io.READ_SIZE: ~110
 OUTBOX_MAX = 10_000
 PUBLISH_WINDOW = 20  # publishes awaiting their PUBACK at once (paho's in-flight limit)
 SEND_TURNS = 3  # event-loop turns from a decision to its message on the socket
+# How long a thread may keep the GIL while another waits for it (CPython: 5 ms).
+# The worker threads (database writes, Web Push) run bits of Python between
+# their SQLite and socket calls; each bit could keep the event loop waiting for
+# the interpreter 5 ms, many times in a turn, and those waits made a slow tail
+# of publish -> override.  1 ms costs a few more switches and bounds each wait.
+SWITCH_INTERVAL_S = 0.001
 TICK_WALL_S = 0.25  # the policy clock advances at least this often (wall seconds)
 SAVE_EVERY_WALL_S = 5.0  # policy state saved this often even without decisions
 # After a save that took d seconds, the next waits SAVE_GAP_FACTOR * d: a small
@@ -247,6 +254,8 @@ class Gateway:
         await self._restore()
         # from here on the cycle collector runs on the gateway's schedule (collector.py)
         self.collector.start()
+        switch = sys.getswitchinterval()
+        sys.setswitchinterval(SWITCH_INTERVAL_S)
         loop = asyncio.get_running_loop()
         if self.install_signals:
             for sig in (signal.SIGTERM, signal.SIGINT):
@@ -271,6 +280,7 @@ class Gateway:
                 for sig in (signal.SIGTERM, signal.SIGINT):
                     loop.remove_signal_handler(sig)
             self.collector.stop()
+            sys.setswitchinterval(switch)
             self._flush_summaries()
             self.storage.save_state(self.state, self.clock.now())
             self.storage.close()
@@ -704,9 +714,13 @@ class Gateway:
     def zone_ids(self) -> frozenset[str]:
         return frozenset(self.config.zones_by_id)
 
-    def subscribe(self, endpoint: str, p256dh: str, auth: str, zones: Sequence[str]) -> None:
-        self.storage.add_subscription(
-            endpoint, {"p256dh": p256dh, "auth": auth}, zones, self.clock.now()
+    def subscribe(self, endpoint: str, p256dh: str, auth: str, zones: Sequence[str]) -> bool:
+        return self.storage.add_subscription(
+            endpoint,
+            {"p256dh": p256dh, "auth": auth},
+            zones,
+            self.clock.now(),
+            limit=self.config.http.max_subscriptions,
         )
 
     def unsubscribe(self, endpoint: str) -> bool:

@@ -761,10 +761,25 @@ class Storage:
     # ------------------------------------------------------------ subscriptions
 
     def add_subscription(
-        self, endpoint: str, keys: Mapping[str, str], zones: Sequence[str], created: float
-    ) -> None:
-        """Add or replace a Web Push subscription for `zones`."""
+        self,
+        endpoint: str,
+        keys: Mapping[str, str],
+        zones: Sequence[str],
+        created: float,
+        *,
+        limit: int | None = None,
+    ) -> bool:
+        """Add or replace a Web Push subscription for `zones`; False (nothing stored) if it
+        is new and `limit` subscriptions are stored already."""
         with self._tx() as db:
+            if limit is not None:
+                known = db.execute(
+                    "SELECT 1 FROM subscriptions WHERE endpoint = ?", (endpoint,)
+                ).fetchone()
+                if known is None:
+                    (count,) = db.execute("SELECT count(*) FROM subscriptions").fetchone()
+                    if count >= limit:
+                        return False
             db.execute("DELETE FROM subscriptions WHERE endpoint = ?", (endpoint,))
             db.execute(
                 "INSERT INTO subscriptions (endpoint, keys, created) VALUES (?, ?, ?)",
@@ -774,6 +789,7 @@ class Storage:
                 "INSERT OR IGNORE INTO subscription_zones (endpoint, zone) VALUES (?, ?)",
                 [(endpoint, z) for z in zones],
             )
+        return True
 
     def remove_subscription(self, endpoint: str) -> bool:
         """Remove a subscription; False if there was none."""

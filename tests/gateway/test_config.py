@@ -224,6 +224,23 @@ def test_zone_errors_name_key_value_and_expectation(change: dict[str, Any], mess
         ),
         ("http", {"token": "short"}, "http.token: expected at least 16 characters"),
         (
+            "http",
+            {"max_subscriptions": 0},
+            "http.max_subscriptions: expected a whole number of subscriptions between 1 and "
+            "10000000, got 0",
+        ),
+        (
+            "http",
+            {"subscribe_per_minute": 2.5},
+            "http.subscribe_per_minute: expected a whole number of requests a minute between 1 "
+            "and 10000, got 2.5",
+        ),
+        (
+            "http",
+            {"trust_forwarded_for": "yes"},
+            'http.trust_forwarded_for: expected true or false, got "yes"',
+        ),
+        (
             "webpush",
             {"subject": "me"},
             'webpush.subject: expected a "mailto:" or "https://" contact, got "me"',

@@ -18,6 +18,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from gateway.config import load_config
+from gateway.http_api import RateLimit, client_key
 from gateway.policy import Nudge
 from gateway.service import Gateway
 from tests.gateway.conftest import TOKEN, write_config
@@ -59,9 +60,9 @@ class Api:
             return r.status, body, r
 
 
-async def _api(tmp_path: Path, token: str | None = TOKEN) -> AsyncIterator[Api]:
+async def _api(tmp_path: Path, token: str | None = TOKEN, **http: Any) -> AsyncIterator[Api]:
     cfg = load_config(write_config(tmp_path, "mqtt://127.0.0.1:1", http_port=1))
-    cfg = dataclasses.replace(cfg, http=dataclasses.replace(cfg.http, port=0, token=token))
+    cfg = dataclasses.replace(cfg, http=dataclasses.replace(cfg.http, port=0, token=token, **http))
     gw = Gateway(cfg, install_signals=False)
     task = asyncio.create_task(gw.http.serve(gw.http_ready))
     await asyncio.wait_for(gw.http_ready.wait(), 10)
@@ -221,3 +222,95 @@ async def test_bodies_that_are_not_json_or_too_big(
         "POST", "/api/subscriptions", data=data, headers={"Content-Type": "application/json"}
     )
     assert got == status and word in reply["error"]
+
+
+async def test_one_address_may_add_or_remove_only_so_many_subscriptions_a_minute(
+    tmp_path: Path,
+) -> None:
+    async for api in _api(tmp_path, subscribe_per_minute=3):
+        for i in range(3):
+            body = subscription(f"https://push.example.net/send/{i}")
+            status, _, _ = await api.call("POST", "/api/subscriptions", json=body)
+            assert status == 201
+        status, reply, r = await api.call("POST", "/api/subscriptions", json=subscription())
+        assert status == 429 and "at most 3 a minute" in reply["error"]
+        assert 1 <= int(r.headers["Retry-After"]) <= 20  # a token comes back every 20 s
+        gone = {"endpoint": "https://push.example.net/send/0"}
+        status, _, _ = await api.call("DELETE", "/api/subscriptions", json=gone)
+        assert status == 429  # removing counts too: both write to the database
+        assert len(api.gw.storage.subscriptions_for_zone("main")) == 3
+        assert api.gw.metrics.http_refused.get("rate_limited") == 2
+
+
+@pytest.mark.parametrize("trusted", [True, False])
+async def test_x_forwarded_for_names_the_client_only_behind_a_trusted_proxy(
+    tmp_path: Path, trusted: bool
+) -> None:
+    async def post(api: Api, forwarded: str, n: int) -> int:
+        body = subscription(f"https://push.example.net/send/{n}")
+        headers = {"X-Forwarded-For": forwarded}
+        status, _, _ = await api.call("POST", "/api/subscriptions", json=body, headers=headers)
+        return status
+
+    async for api in _api(tmp_path, subscribe_per_minute=1, trust_forwarded_for=trusted):
+        assert await post(api, "203.0.113.7", 1) == 201
+        # the proxy appends the address it saw; what the client wrote before it is not trusted
+        assert await post(api, "203.0.113.7, 198.51.100.2", 2) == (201 if trusted else 429)
+        assert await post(api, "198.51.100.9, 203.0.113.7", 3) == 429
+
+
+async def test_the_number_of_stored_subscriptions_is_capped(tmp_path: Path) -> None:
+    async for api in _api(tmp_path, max_subscriptions=2):
+        first, second = (
+            subscription("https://push.example.net/1"),
+            subscription("https://push.example.net/2"),
+        )
+        for body in (first, second):
+            status, _, _ = await api.call("POST", "/api/subscriptions", json=body)
+            assert status == 201
+        status, reply, r = await api.call(
+            "POST", "/api/subscriptions", json=subscription("https://push.example.net/3")
+        )
+        assert status == 503 and "try again later" in reply["error"]
+        assert int(r.headers["Retry-After"]) > 0
+        assert api.gw.storage.subscription("https://push.example.net/3") is None
+        assert api.gw.metrics.http_refused.get("subscriptions_full") == 1
+        # a phone renewing its own subscription is never refused
+        status, _, _ = await api.call("POST", "/api/subscriptions", json=first)
+        assert status == 201
+        # and a removal makes room
+        gone = {"endpoint": "https://push.example.net/2"}
+        status, _, _ = await api.call("DELETE", "/api/subscriptions", json=gone)
+        assert status == 204
+        status, _, _ = await api.call(
+            "POST", "/api/subscriptions", json=subscription("https://push.example.net/3")
+        )
+        assert status == 201
+
+
+def test_rate_limit_refills_with_time_and_forgets_the_least_recent_clients() -> None:
+    now = [0.0]
+    limit = RateLimit(6, max_clients=2, clock=lambda: now[0])  # one token every 10 s
+    assert [limit.take("a") for _ in range(6)] == [0.0] * 6
+    assert limit.take("a") == pytest.approx(10.0)
+    now[0] = 5.0
+    assert limit.take("a") == pytest.approx(5.0)  # half a token back: 5 s to the next
+    now[0] = 10.0
+    assert limit.take("a") == 0.0
+    assert limit.take("b") == 0.0 and limit.take("c") == 0.0  # "a" is forgotten now
+    assert len(limit._buckets) == 2
+    assert limit.take("a") == 0.0  # a fresh bucket, full again
+
+
+@pytest.mark.parametrize(
+    ("address", "key"),
+    [
+        ("198.51.100.7", "198.51.100.7"),
+        ("2001:db8:1:2:aaaa::1", "2001:db8:1:2::/64"),
+        ("2001:db8:1:2:bbbb::9", "2001:db8:1:2::/64"),  # the same household
+        ("::ffff:198.51.100.7", "198.51.100.7"),
+        ("not an address", "not an address"),
+    ],
+)
+def test_rate_limit_key_of_a_client_address(address: str, key: str) -> None:
+    assert client_key(address) == key

@@ -18,13 +18,14 @@ from typing import Any
 
 import aiohttp
 import aiomqtt
+import pytest
 
 from gateway.clock import ScaledClock
 from gateway.collector import NEVER
 from gateway.config import load_config
 from gateway.lights_sim import LightsSim
 from gateway.policy import Override, Release, initial_state
-from gateway.service import Gateway, Outbox
+from gateway.service import SWITCH_INTERVAL_S, Gateway, Outbox
 from gateway.storage import Storage
 from protocol import payloads, topics
 from tests.firmware.conftest import make_ca
@@ -317,9 +318,12 @@ async def test_broker_restart_reconnects_and_the_session_keeps_what_came_meanwhi
     cfg = load_config(write_config(tmp_path, fresh_broker.url))
     gw = Gateway(cfg, clock=clock, install_signals=False)
     thresholds = gc.get_threshold()
+    switch = sys.getswitchinterval()
+    assert switch != pytest.approx(SWITCH_INTERVAL_S)
     async with running(gw.run(), gw.stop):
         await asyncio.wait_for(gw.ready.wait(), 10)
         assert gc.get_threshold()[1:] == (NEVER, NEVER) and gc.get_freeze_count() > 0
+        assert sys.getswitchinterval() == pytest.approx(SWITCH_INTERVAL_S)
         async with mqtt_client(fresh_broker.port) as pub:
             await Sensors(pub, clock).send("s2", 50.0)
         await wait_for(lambda: gw.metrics.records_accepted.get("s2") == 1, 5.0, "first record")
@@ -341,8 +345,9 @@ async def test_broker_restart_reconnects_and_the_session_keeps_what_came_meanwhi
     async with running(gw2.run(), gw2.stop):
         await wait_for(lambda: gw2.metrics.records_accepted.get("s1") == 5, 10.0, "queued records")
         assert gw2.metrics.late.get("s1") == 5  # stored, but too old to trigger anything
-    # the collector's settings are the process's: a stopped gateway puts them back
+    # the collector's and the GIL's settings are the process's: a stopped gateway puts them back
     assert gc.get_threshold() == thresholds and gc.get_freeze_count() == 0
+    assert sys.getswitchinterval() == switch
 
 
 async def test_sigterm_with_release_hands_the_lights_back(

@@ -209,6 +209,19 @@ def test_subscriptions_crud(db: Storage) -> None:
     assert db.subscriptions_for_zone("z3") == [] and db.subscription("https://push/1") is None
 
 
+def test_a_new_subscription_past_the_limit_is_not_stored(db: Storage) -> None:
+    keys = {"p256dh": "BK", "auth": "au"}
+    assert db.add_subscription("https://push/1", keys, ["z1"], T0, limit=2)
+    assert db.add_subscription("https://push/2", keys, ["z1"], T0, limit=2)
+    assert not db.add_subscription("https://push/3", keys, ["z1"], T0, limit=2)
+    assert db.subscription("https://push/3") is None
+    # the same endpoint again replaces its zones, limit or not
+    assert db.add_subscription("https://push/2", keys, ["z2"], T0 + 1, limit=2)
+    sub = db.subscription("https://push/2")
+    assert sub is not None and sub.zones == ("z2",)
+    assert len(db.subscriptions_for_zone("z1")) == 1
+
+
 def test_state_round_trip_and_damage(db: Storage) -> None:
     cfg = parse_config(
         {"site": {"id": "x"}, "zones": [{"id": "z", "sensors": ["a"], "light_groups": ["g"]}]}
