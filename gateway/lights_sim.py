@@ -17,9 +17,12 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import re
 import signal
+import ssl
 from collections.abc import Sequence
+from pathlib import Path
 
 import aiomqtt
 
@@ -36,6 +39,7 @@ HELP = "run a simulated lighting controller that honours ramp and expiry (tests,
 log = logging.getLogger("hushlight.lights_sim")
 
 _ID = re.compile(r"^[a-z0-9-]{1,32}$")
+PASSWORD_ENV = "HUSHLIGHT_MQTT_PASSWORD"
 PROGRAMME = "programme"
 OVERRIDE = "override"
 TICK_S = 0.05  # wall seconds between checks of expiry and ramp progress
@@ -147,9 +151,23 @@ class LightsSim:
                 expired.append(state.name)
         return expired
 
-    async def run(self, url: str, stop: asyncio.Event, *, client_id: str | None = None) -> None:
-        """Serve until `stop` is set, reconnecting to the broker as needed."""
+    async def run(
+        self,
+        url: str,
+        stop: asyncio.Event,
+        *,
+        client_id: str | None = None,
+        ca: str | None = None,
+        username: str | None = None,
+        password: str | None = None,
+    ) -> None:
+        """Serve until `stop` is set, reconnecting to the broker as needed.
+
+        `ca`: the CA bundle for an ``mqtts://`` broker (default: the system's);
+        `username` and `password`: the controller's MQTT account.
+        """
         address = parse_broker_url(url)
+        tls = address.tls_context(ca)
         backoff = Backoff()
         ident = client_id or f"hushlight-lights-sim-{self.site}"
         while not stop.is_set():
@@ -159,7 +177,9 @@ class LightsSim:
                     address.port,
                     identifier=ident,
                     clean_session=True,
-                    tls_context=address.tls_context(),
+                    username=username,
+                    password=password,
+                    tls_context=tls,
                 ) as client:
                     backoff.reset()
                     await client.subscribe(topics.lights_wildcard(self.site, "set"), qos=1)
@@ -241,7 +261,33 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="level %% of the normal programme (default 80)",
     )
     parser.add_argument("--client-id", default=None, help="MQTT client id (default from site)")
+    parser.add_argument(
+        "--ca", default=None, metavar="FILE", help="CA bundle of an mqtts:// broker (PEM)"
+    )
+    parser.add_argument("--username", default=None, help="MQTT user name")
+    parser.add_argument(
+        "--password-file",
+        default=None,
+        metavar="FILE",
+        help=f"file holding the MQTT password (or set {PASSWORD_ENV}; never on the command line, "
+        "where other users of the machine can read it)",
+    )
     add_clock_arguments(parser)
+
+
+def _password(args: argparse.Namespace) -> str | None:
+    if args.password_file is not None:
+        try:
+            text = Path(args.password_file).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise UsageError(
+                f"--password-file {args.password_file}: cannot read it ({exc})"
+            ) from None
+        password = text.strip("\r\n")
+        if not password:
+            raise UsageError(f"--password-file {args.password_file} is empty")
+        return password
+    return os.environ.get(PASSWORD_ENV) or None
 
 
 def _check_args(args: argparse.Namespace) -> tuple[list[str], Clock]:
@@ -257,10 +303,21 @@ def _check_args(args: argparse.Namespace) -> tuple[list[str], Clock]:
     if not 0 <= args.programme_level <= 100:
         raise UsageError(f"--programme-level {args.programme_level} must be 0-100")
     try:
-        parse_broker_url(args.broker)
+        address = parse_broker_url(args.broker)
         clock = clock_from_args(args)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
+    if args.ca is not None:
+        if not address.tls:
+            raise UsageError(f"--ca is for mqtts:// brokers; --broker {args.broker!r} is plain")
+        try:
+            address.tls_context(args.ca)
+        except (OSError, ssl.SSLError) as exc:
+            raise UsageError(f"--ca {args.ca}: not a readable PEM CA bundle ({exc})") from None
+    if _password(args) is not None and args.username is None:
+        raise UsageError(
+            f"a password was given (--password-file or {PASSWORD_ENV}) but no --username"
+        )
     return groups, clock
 
 
@@ -270,7 +327,14 @@ async def _main(args: argparse.Namespace, groups: list[str], clock: Clock) -> No
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    await sim.run(args.broker, stop, client_id=args.client_id)
+    await sim.run(
+        args.broker,
+        stop,
+        client_id=args.client_id,
+        ca=args.ca,
+        username=args.username,
+        password=_password(args),
+    )
 
 
 def run(args: argparse.Namespace) -> int:

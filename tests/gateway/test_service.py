@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import gc
 import json
+import os
 import signal
 import socket
 import sqlite3
@@ -504,6 +505,62 @@ def test_lights_sim_command_runs_and_stops_on_sigterm(fresh_broker: Mosquitto) -
             proc.wait()
         assert proc.stderr is not None
         proc.stderr.close()
+
+
+def test_lights_sim_over_tls_with_a_password_file(tmp_path: Path) -> None:
+    import paho.mqtt.subscribe as subscribe
+
+    tls = make_ca(tmp_path / "tls", "hushlight test CA")
+    passwords = tmp_path / "passwords"
+    passwords.write_text(
+        f"lights:{hash_password('lights-secret')}\nreader:{hash_password('reader-secret')}\n"
+    )
+    passwords.chmod(0o600)
+    secret = tmp_path / "lights.password"
+    secret.write_text("lights-secret\n")
+    with Mosquitto(tls=(tls.ca, tls.cert, tls.key), password_file=passwords) as broker:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "tools.cli", "lights-sim", "--broker", broker.tls_url,
+             "--ca", str(tls.ca), "--username", "lights", "--password-file", str(secret),
+             "--site", SITE, "--groups", "g1", "--programme-level", "55"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        )  # fmt: skip
+        try:
+            msg = subscribe.simple(
+                f"{ROOT}/lights/g1/state",
+                hostname="127.0.0.1",
+                port=broker.port,
+                qos=1,
+                auth={"username": "reader", "password": "reader-secret"},
+            )
+            assert json.loads(msg.payload)["level"] == 55.0
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(15) == 0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+            assert proc.stderr is not None
+            proc.stderr.close()
+
+
+@pytest.mark.parametrize(
+    ("extra", "env", "words"),
+    [
+        (["--ca", "ca.pem"], {}, "--ca is for mqtts://"),
+        (["--password-file", "missing.txt"], {}, "cannot read it"),
+        ([], {"HUSHLIGHT_MQTT_PASSWORD": "x"}, "no --username"),
+    ],
+)
+def test_lights_sim_refuses_credentials_that_cannot_work(
+    tmp_path: Path, extra: list[str], env: dict[str, str], words: str
+) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "tools.cli", "lights-sim", "--broker", "mqtt://127.0.0.1:1",
+         "--site", SITE, "--groups", "g1", *extra],
+        cwd=tmp_path, env={**os.environ, **env}, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 2 and words in done.stderr, done.stderr
 
 
 async def test_over_tls_with_a_password(tmp_path: Path) -> None:
