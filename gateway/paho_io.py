@@ -13,15 +13,19 @@ and the policy together:
 `tune` changes that on one connected client: a readable event takes what
 one ``recv`` of `READ_SIZE` bytes brings (about a hundred records) and hands
 every complete packet in it to paho, and the PUBACKs of that read go out
-together in one packet write.  A read stays smaller than the ingest task's turn
-(`service.BATCH_MAX` messages per event-loop iteration), so a gateway that
-falls behind leaves the backlog with the broker, as before, instead of
-filling its own queue until it drops messages.  What is left in the kernel
-wakes the reader again on the next iteration (readiness is level-triggered).  What the
-broker sees is unchanged: the same packets, acknowledged after the message
-reached the gateway's queue.  A connection lost before the drain ends loses
-those PUBACKs, and the broker delivers the messages again (QoS 1; ingest drops
-the duplicates).
+together in one packet write.  With a `deliver` callback the QoS 0/1 PUBLISH
+packets in the read do not go through paho at all: they are cut out of the
+buffer and delivered (topic, payload) in a few slices each; every other
+packet, and a PUBLISH cut by the end of the read, is still paho's.
+
+A read stays smaller than the ingest task's turn (`service.BATCH_MAX`
+messages per event-loop iteration), so a gateway that falls behind leaves the
+backlog with the broker, as before, instead of filling its own queue until it
+drops messages.  What is left in the kernel wakes the reader again on the next
+iteration (readiness is level-triggered).  What the broker sees is unchanged:
+the same packets, acknowledged after the message reached the gateway's queue.
+A connection lost before the drain ends loses those PUBACKs, and the broker
+delivers the messages again (QoS 1; ingest drops the duplicates).
 
 It relies on private parts of paho-mqtt 2.2 (pinned in constraints.txt);
 on anything unexpected (TLS, MQTT 5, another paho) the client is left alone.
@@ -31,6 +35,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -87,6 +92,8 @@ def tune(client: aiomqtt.Client, deliver: Callable[[str, bytes], None] | None = 
         type(sock) is not socket.socket  # TLS or websockets: paho's own reads
         or getattr(mq, "_protocol", None) not in (paho.MQTTv31, paho.MQTTv311)
         or getattr(mq, "_manual_ack", True)
+        or not isinstance(getattr(mq, "_in_packet", None), dict)
+        or not hasattr(mq, "_msgtime_mutex")
         or not all(
             callable(getattr(mq, name, None))
             for name in (
@@ -130,6 +137,9 @@ def tune(client: aiomqtt.Client, deliver: Callable[[str, bytes], None] | None = 
             while True:
                 if mq._sock is not sock:
                     return MQTTErrorCode.MQTT_ERR_NO_CONN
+                if fast is not None and mq._in_packet["command"] == 0 and fast():
+                    with mq._msgtime_mutex:
+                        mq._last_bytes_received = time.monotonic()
                 rc = packet_read()
                 if rc == MQTTErrorCode.MQTT_ERR_AGAIN:
                     # only raised with the buffer empty: nothing is left unseen
@@ -139,8 +149,53 @@ def tune(client: aiomqtt.Client, deliver: Callable[[str, bytes], None] | None = 
         finally:
             flush_acks()
 
+    fast: Callable[[], int] | None = None
     if deliver is not None:
         put = deliver
+
+        def fast_publishes() -> int:
+            """Deliver the whole QoS 0/1 PUBLISH packets at the front of the buffer; how many.
+
+            paho reads a packet in three or more pieces, builds a message object
+            and logs it; here a packet is a few slices of the buffer.  Anything
+            else (another packet type, QoS 2, a packet cut by the end of the
+            read, anything malformed) stops the scan and is left to paho.
+            """
+            buf = reader.buf
+            pos = reader.pos
+            end = len(buf)
+            done = 0
+            while pos < end:
+                command = buf[pos]
+                qos = (command >> 1) & 3
+                if command >> 4 != 3 or qos == 3 or qos == 2:
+                    break
+                length, i, shift = 0, pos + 1, 0
+                while i < end and shift < 28:
+                    byte = buf[i]
+                    i += 1
+                    length |= (byte & 0x7F) << shift
+                    shift += 7
+                    if not byte & 0x80:
+                        break
+                else:
+                    break  # the length runs past the read, or over four bytes
+                stop = i + length
+                if stop > end or length < 2:
+                    break
+                topic_end = i + 2 + ((buf[i] << 8) | buf[i + 1])
+                body = topic_end + 2 if qos else topic_end
+                if topic_end == i + 2 or body > stop:
+                    break  # an empty topic, or one longer than the packet: paho says so
+                put(buf[i + 2 : topic_end].decode("utf-8", "replace"), buf[body:stop])
+                if qos:
+                    acks.append(bytes((_PUBACK, 2, buf[topic_end], buf[topic_end + 1])))
+                pos = stop
+                done += 1
+            reader.pos = pos
+            return done
+
+        fast = fast_publishes
 
         def handle_on_message(message: Any) -> None:
             # In place of paho's dispatch, which walks its topic-filter tree for

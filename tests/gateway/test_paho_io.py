@@ -80,3 +80,46 @@ async def test_mqtt5_clients_are_left_alone(broker: Mosquitto) -> None:
         "127.0.0.1", broker.port, identifier="paho-io-v5", protocol=aiomqtt.ProtocolVersion.V5
     ) as v5:
         assert not paho_io.tune(v5)
+
+
+async def test_publishes_are_cut_from_the_read_and_the_rest_is_left_to_paho(
+    broker: Mosquitto,
+) -> None:
+    """QoS 0 and 1, retained, long topics and names beyond ASCII: delivered whole and in
+    order, without paho's packet handling except for what does not fit in one read."""
+    topic_a = "paho-io/fast/straße"  # not ASCII: the topic is UTF-8 on the wire
+    topic_b = "paho-io/fast/" + "t" * 300  # a topic longer than one length byte says
+    sent = [(topic_a if i % 2 else topic_b, b"%05d" % i, i % 3 % 2) for i in range(2000)]
+    big = b"B" * (2 * paho_io.READ_SIZE)
+    got: list[tuple[str, bytes]] = []
+    async with aiomqtt.Client(
+        "127.0.0.1", broker.port, identifier="paho-io-fast", clean_session=True
+    ) as sub:
+        mq = sub._client
+        handled = 0
+        publish = mq._handle_publish
+
+        def counted() -> object:
+            nonlocal handled
+            handled += 1
+            return publish()
+
+        mq._handle_publish = counted
+        assert paho_io.tune(sub, lambda t, p: got.append((t, p)))
+        await sub.subscribe("paho-io/fast/#", qos=1)
+        async with aiomqtt.Client("127.0.0.1", broker.port, identifier="paho-io-fast-pub") as pub:
+            await pub.publish(topic_a, b"retained", qos=1, retain=True)
+            for i in range(0, len(sent), 200):
+                await asyncio.gather(*(pub.publish(t, p, qos=q) for t, p, q in sent[i : i + 200]))
+            await pub.publish(topic_a, big, qos=1)
+        await wait_for(lambda: len(got) >= len(sent) + 2, 30, "every message")
+    qos_of = {p: q for _, p, q in sent}
+    for name in (topic_a, topic_b):
+        for qos in (0, 1):  # MQTT keeps the order per topic and QoS, not across QoS levels
+            assert [p for t, p in got if t == name and qos_of.get(p) == qos] == [
+                p for t, p, q in sent if t == name and q == qos
+            ]
+    assert (topic_a, b"retained") in got and (topic_a, big) in got
+    assert len(got) == len(sent) + 2
+    # paho handled the packets a read cut in two (and the big one), not the thousands
+    assert 1 <= handled < len(sent) // 10, handled

@@ -13,7 +13,7 @@ import sqlite3
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -481,15 +481,31 @@ async def test_a_trigger_replayed_from_an_older_saved_state_is_not_notified_agai
     assert len(of(seen, "nudge")) == 1
 
 
+@contextlib.contextmanager
+def lights_sim_process(*args: str) -> Iterator[subprocess.Popen[bytes]]:
+    """`hushlight lights-sim ARGS` in a process of its own, killed if the test leaves it running."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "tools.cli", "lights-sim", *args],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        assert proc.stderr is not None
+        proc.stderr.close()
+
+
 def test_lights_sim_command_runs_and_stops_on_sigterm(fresh_broker: Mosquitto) -> None:
     import paho.mqtt.subscribe as subscribe
 
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "tools.cli", "lights-sim", "--broker", fresh_broker.url,
-         "--site", SITE, "--groups", "g1,g2", "--programme-level", "65"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-    )  # fmt: skip
-    try:
+    with lights_sim_process(
+        "--broker", fresh_broker.url, "--site", SITE, "--groups", "g1,g2",
+        "--programme-level", "65",
+    ) as proc:  # fmt: skip
         # its retained state is there for anybody who subscribes later
         msg = subscribe.simple(
             f"{ROOT}/lights/g2/state", hostname="127.0.0.1", port=fresh_broker.port, qos=1
@@ -499,12 +515,6 @@ def test_lights_sim_command_runs_and_stops_on_sigterm(fresh_broker: Mosquitto) -
         }  # fmt: skip
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(15) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-        assert proc.stderr is not None
-        proc.stderr.close()
 
 
 def test_lights_sim_over_tls_with_a_password_file(tmp_path: Path) -> None:
@@ -518,30 +528,22 @@ def test_lights_sim_over_tls_with_a_password_file(tmp_path: Path) -> None:
     passwords.chmod(0o600)
     secret = tmp_path / "lights.password"
     secret.write_text("lights-secret\n")
-    with Mosquitto(tls=(tls.ca, tls.cert, tls.key), password_file=passwords) as broker:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "tools.cli", "lights-sim", "--broker", broker.tls_url,
-             "--ca", str(tls.ca), "--username", "lights", "--password-file", str(secret),
-             "--site", SITE, "--groups", "g1", "--programme-level", "55"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-        )  # fmt: skip
-        try:
-            msg = subscribe.simple(
-                f"{ROOT}/lights/g1/state",
-                hostname="127.0.0.1",
-                port=broker.port,
-                qos=1,
-                auth={"username": "reader", "password": "reader-secret"},
-            )
-            assert json.loads(msg.payload)["level"] == 55.0
-            proc.send_signal(signal.SIGTERM)
-            assert proc.wait(15) == 0
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-            assert proc.stderr is not None
-            proc.stderr.close()
+    broker = Mosquitto(tls=(tls.ca, tls.cert, tls.key), password_file=passwords)
+    with broker, lights_sim_process(
+        "--broker", broker.tls_url, "--ca", str(tls.ca), "--username", "lights",
+        "--password-file", str(secret), "--site", SITE, "--groups", "g1",
+        "--programme-level", "55",
+    ) as proc:  # fmt: skip
+        msg = subscribe.simple(
+            f"{ROOT}/lights/g1/state",
+            hostname="127.0.0.1",
+            port=broker.port,
+            qos=1,
+            auth={"username": "reader", "password": "reader-secret"},
+        )
+        assert json.loads(msg.payload)["level"] == 55.0
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(15) == 0
 
 
 @pytest.mark.parametrize(
