@@ -487,6 +487,27 @@ def _zone_with(
     )
 
 
+def _still_loud(zs: ZoneState, ep: Episode, now: float) -> ZoneState:
+    """`zs` with its episode loud at `now`: `dataclasses.replace` twice, without the
+    introspection (it runs on every record of a zone while the noise goes on)."""
+    episode = Episode(
+        ep.id,
+        ep.control,
+        ep.kind,
+        ep.level,
+        ep.started,
+        now,  # last_loud
+        ep.ends_by,
+        ep.overrides,
+        ep.commands,
+        ep.resends,
+        ep.evidence,
+    )
+    return ZoneState(
+        zs.sensors, episode, zs.triggers, zs.starts, zs.cooldown_until, zs.loud, zs.suppressed
+    )
+
+
 def _live(config: SiteConfig, w: SensorWindow | None, now: float) -> bool:
     return (
         w is not None
@@ -507,6 +528,8 @@ def _measure(
     # energy ratio a little under the threshold: only sensors near or over it need a log10
     near = 10.0 ** ((zone.threshold_db - 0.01) / 10.0)
     threshold = zone.threshold_db
+    by_laeq = zone.trigger == "laeq"
+    peaks_needed = zone.peaks_needed
     stale = config.stale_after_s
     windows = zs.sensors
     for sensor in zone.sensors:
@@ -538,14 +561,14 @@ def _measure(
                     inside = True
             if not inside:
                 continue
-        if zone.trigger == "laeq":
+        if by_laeq:
             if energy / seconds < near:
                 continue
             laeq = 10.0 * math.log10(energy / seconds)
-            if laeq >= zone.threshold_db:
+            if laeq >= threshold:
                 evidence[sensor] = round(laeq, 2)
                 loudest = max(loudest, laeq)
-        elif peaks >= zone.peaks_needed:
+        elif peaks >= peaks_needed:
             evidence[sensor] = float(peaks)
             loudest = max(loudest, 10.0 * math.log10(energy / seconds))
     fires = len(evidence) >= zone.min_sensors
@@ -568,7 +591,7 @@ def _evaluate(
     zs = _zone_with(zs, loud=True)
     if zs.episode is not None:
         # noise continues: the hold extends (the renewal happens in _advance)
-        return replace(zs, episode=replace(zs.episode, last_loud=now))
+        return _still_loud(zs, zs.episode, now)
     period = zone.schedule.active_period(now, config.tz)
     starts = tuple(t for t in zs.starts if now - t < 3600.0)
     why = None
@@ -640,9 +663,13 @@ def _advance(
         out.append(EpisodeEnded(zone.id, ep.id, now, reason, ep.control))
         return replace(zs, episode=None, cooldown_until=now + zone.cooldown_s)
     want = min(ep.last_loud + zone.hold_s, ep.ends_by)
+    before = zone.renew_before_s
+    due = [want > o.expires_at and o.expires_at - now <= before for o in ep.overrides]
+    if not any(due):
+        return zs  # the usual case, on every record of a zone in a nudge: nothing to copy
     renewed = []
-    for o in ep.overrides:
-        if want > o.expires_at and o.expires_at - now <= zone.renew_before_s:
+    for o, renew in zip(ep.overrides, due, strict=True):
+        if renew:
             ep, o = _send(ep, zone, o.group, o.level, want, "renew", now, out)
         renewed.append(o)
     return replace(zs, episode=replace(ep, overrides=tuple(renewed)))

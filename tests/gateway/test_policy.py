@@ -852,3 +852,44 @@ def test_state_is_not_mutated_by_step() -> None:
     assert out and state_to_json(state) == before and new != state
     assert isinstance(new, PolicyState)
     assert dataclasses.is_dataclass(new)
+
+
+def test_the_hold_extension_shortcut_is_dataclasses_replace() -> None:
+    """`_still_loud` builds the episode and zone field by field (it runs per record): it
+    must stay what `dataclasses.replace` gives, whatever fields the two classes get."""
+    from gateway import policy
+
+    ep = policy.Episode(
+        id="z-1-abc",
+        control=True,
+        kind="dim",
+        level=35.0,
+        started=1.0,
+        last_loud=2.0,
+        ends_by=3.0,
+        overrides=(policy.SentOverride("g1", "z-1-abc.1", 35.0, 9.0, True),),
+        commands=4,
+        resends=1,
+        evidence={"s1": 71.5},
+    )
+    zs = policy.ZoneState(
+        sensors={"s1": policy.SensorWindow(last_seen=1.0)},
+        episode=ep,
+        triggers=5,
+        starts=(1.0,),
+        cooldown_until=7.0,
+        loud=True,
+        suppressed="cooldown",
+    )
+    for obj in (ep, zs):
+        for f in dataclasses.fields(obj):
+            unset = (
+                f.default
+                if f.default is not dataclasses.MISSING
+                else f.default_factory()
+                if f.default_factory is not dataclasses.MISSING
+                else object()
+            )
+            assert getattr(obj, f.name) != unset, f"give {f.name} a value here"
+    expected = dataclasses.replace(zs, episode=dataclasses.replace(ep, last_loud=8.0))
+    assert policy._still_loud(zs, ep, 8.0) == expected
