@@ -54,6 +54,7 @@ sys.path.insert(0, str(ROOT_DIR))
 
 from gateway import paho_io  # noqa: E402 -- after the path fix above
 from protocol import payloads, topics  # noqa: E402
+from tests.firmware.conftest import make_ca  # noqa: E402 -- a test CA for --tls
 from tools.broker import Mosquitto, free_port  # noqa: E402
 
 SITE = "bench"
@@ -63,13 +64,16 @@ TOKEN = "bench-token-0123456789abcdef"
 # ---------------------------------------------------------------- set-up
 
 
-def write_config(path: Path, broker: str, zones: int, per_zone: int, http_port: int) -> None:
+def write_config(
+    path: Path, broker: str, zones: int, per_zone: int, http_port: int, ca: Path | None = None
+) -> None:
     lines = [
         "[site]",
         f'id = "{SITE}"',
         "stale_after_s = 30",
         "[broker]",
         f'url = "{broker}"',
+        *([f'ca = "{ca}"'] if ca else []),
         "[storage]",
         f'path = "{path.parent / "bench.db"}"',
         "[http]",
@@ -487,16 +491,22 @@ async def run(args: argparse.Namespace) -> None:
     zones = max(1, args.sensors // per_zone)
     n = zones * per_zone
     ctx = mp.get_context("spawn")
-    with tempfile.TemporaryDirectory(prefix="hushlight-bench-") as tmp, Mosquitto() as broker:
+    with contextlib.ExitStack() as stack:
+        tmp = stack.enter_context(tempfile.TemporaryDirectory(prefix="hushlight-bench-"))
+        tls = make_ca(Path(tmp) / "tls", "hushlight bench CA") if args.tls else None
+        broker = stack.enter_context(Mosquitto(tls=(tls.ca, tls.cert, tls.key) if tls else None))
         cfg = Path(tmp) / "site.toml"
         http_port = free_port()
-        write_config(cfg, broker.url, zones, per_zone, http_port)
+        # with --tls only the gateway's own connection is TLS: its reads are what is measured
+        url = broker.tls_url if tls else broker.url
+        write_config(cfg, url, zones, per_zone, http_port, tls.ca if tls else None)
         gw = GatewayProc(cfg, http_port, Path(tmp) / "gateway.log", args.py_spy)
         gw.spawn()
         async with aiohttp.ClientSession() as http:
             await gw.wait_up(http)
             print(
-                f"sensors {n} in {zones} zones, 1 record/s each, {args.seconds} s measured; "
+                f"sensors {n} in {zones} zones, 1 record/s each, {args.seconds} s measured"
+                f"{', gateway over TLS' if tls else ''}; "
                 f"{os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}"
             )
 
@@ -614,6 +624,9 @@ def main() -> None:
         "--probe-rate", type=float, default=5.0, help="loud probes per second (default 5)"
     )
     parser.add_argument("--conns", type=int, default=4, help="publisher connections (default 4)")
+    parser.add_argument(
+        "--tls", action="store_true", help="the gateway connects over TLS (mqtts://, a test CA)"
+    )
     parser.add_argument("--flood", type=int, default=60000, help="messages for the ceiling")
     parser.add_argument(
         "--py-spy", metavar="OUT.txt", default=None, help="profile the flat-out gateway (py-spy)"

@@ -414,7 +414,8 @@ class Gateway:
         """One message into the bounded queue, stamped with its arrival; never raises.
 
         `paho_io.tune` calls this straight from paho (no `aiomqtt.Message` per
-        record); `_inbox_type` is the way in when tuning does not apply (TLS).
+        record); `_inbox_type` is the way in when tuning does not apply (websockets,
+        another paho).
         """
         try:
             self.queue.put_nowait((topic, payload, self.clock.now()))
