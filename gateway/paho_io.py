@@ -10,13 +10,14 @@ and the policy together:
   loop for a writer (a wake-up through its self-pipe, two ``epoll_ctl`` calls)
   and goes out in its own ``send``.
 
-`tune` changes that on one connected client: a readable event takes what
-one ``recv`` of `READ_SIZE` bytes brings (about a hundred records) and hands
-every complete packet in it to paho, and the PUBACKs of that read go out
-together in one packet write.  With a `deliver` callback the QoS 0/1 PUBLISH
-packets in the read do not go through paho at all: they are cut out of the
-buffer and delivered (topic, payload) in a few slices each; every other
-packet, and a PUBLISH cut by the end of the read, is still paho's.
+`tune` changes that on one connected client: a readable event reads up to
+`READ_SIZE` bytes (about a hundred records: one ``recv`` on a plain socket,
+one per TLS record over TLS) and hands every complete packet in it to paho,
+and the PUBACKs of that read go out together in one packet write.  With a
+`deliver` callback the QoS 0/1 PUBLISH packets do not go through paho at all:
+they are cut out of the buffer and delivered (topic, payload) in a few slices
+each, and a packet cut by the end of a read waits there for its rest; every
+other packet is still paho's.
 
 A read stays smaller than the ingest task's turn (`service.BATCH_MAX`
 messages per event-loop iteration), so a gateway that falls behind leaves the
