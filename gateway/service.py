@@ -242,6 +242,8 @@ class Gateway:
         self._started = time.monotonic()
         self._last_save = 0.0  # monotonic end of the last state save
         self._save_wanted = asyncio.Event()
+        self._ingest_idle = asyncio.Event()  # the ingest task waits for the queue
+        self._ingest_idle.set()
         self._summaries: list[SummaryRecord] = []  # sensors' minute summaries not yet stored
         self._sent: collections.OrderedDict[str, str] = collections.OrderedDict()  # cmd -> group
 
@@ -322,6 +324,8 @@ class Gateway:
                     await self._release_all("shutdown")
                 if self.connected.is_set():
                     await self.outbox.flushed()
+                # what arrived meanwhile was acknowledged to the broker: it is ours to keep
+                await self._drain()
         if len(self.outbox):
             log.warning(
                 "stopping with %d messages unsent (overrides expire by themselves)",
@@ -330,7 +334,13 @@ class Gateway:
         raise _Stopped
 
     async def _drain(self) -> None:
-        while not self.queue.empty():
+        """Handle what is queued, and let the ingest task end the turn it is in: when this
+        returns, every message taken from the queue has been handled."""
+        while True:
+            while not self._ingest_idle.is_set():
+                await self._ingest_idle.wait()  # woken, it may be busy again: look again
+            if self.queue.empty():
+                return
             await self._handle(self._take_batch())
 
     async def _release_all(self, reason: str) -> None:
@@ -438,7 +448,9 @@ class Gateway:
 
     async def _work(self) -> None:
         while True:
+            self._ingest_idle.set()
             first = await self.queue.get()
+            self._ingest_idle.clear()
             batch = [first, *self._take_batch()]
             await self._handle(batch)
             self.collector.young()
@@ -450,34 +462,37 @@ class Gateway:
         decisions: list[Decision] = []
         acks: list[tuple[str, float]] = []  # (cmd_id, at) the lights confirmed
         handle = self.ingest.handle
-        for topic, payload, at in batch:
-            try:
-                for accepted in handle(topic, payload, at):
-                    event = accepted.event
-                    if isinstance(event, SummaryRecord):
-                        self._summaries.append(event)
-                        continue
-                    if isinstance(event, LevelEvent):
-                        levels.append(event)
-                        if not accepted.live:
+        try:
+            for topic, payload, at in batch:
+                try:
+                    for accepted in handle(topic, payload, at):
+                        event = accepted.event
+                        if isinstance(event, SummaryRecord):
+                            self._summaries.append(event)
                             continue
-                    elif isinstance(event, LightStateEvent):
-                        self._acked(event, acks)
-                    self._step(event, at, decisions)
-            except Exception as exc:  # a bug must cost one message, not the gateway
-                self.metrics.worker_errors.inc(type(exc).__name__)
-                log.exception("handling a message on %s failed", topic[:120])
-            if decisions:
-                # at once, not after the rest of the batch (up to ~15 ms of work)
-                await self._carry_out(decisions)
-                decisions = []
-                # and on the wire before the rest of the batch: the outbox's pump
-                # starts the publish, paho queues the packet and asks for the
-                # writer, the writer sends, one event-loop turn each
-                for _ in range(SEND_TURNS):
-                    await asyncio.sleep(0)
-        if levels:
-            self._fold(levels)
+                        if isinstance(event, LevelEvent):
+                            levels.append(event)
+                            if not accepted.live:
+                                continue
+                        elif isinstance(event, LightStateEvent):
+                            self._acked(event, acks)
+                        self._step(event, at, decisions)
+                except Exception as exc:  # a bug must cost one message, not the gateway
+                    self.metrics.worker_errors.inc(type(exc).__name__)
+                    log.exception("handling a message on %s failed", topic[:120])
+                if decisions:
+                    # at once, not after the rest of the batch (up to ~15 ms of work)
+                    await self._carry_out(decisions)
+                    decisions = []
+                    # and on the wire before the rest of the batch: the outbox's pump
+                    # starts the publish, paho queues the packet and asks for the
+                    # writer, the writer sends, one event-loop turn each
+                    for _ in range(SEND_TURNS):
+                        await asyncio.sleep(0)
+        finally:
+            # also when stopping mid-turn: the records accepted are never lost
+            if levels:
+                self._fold(levels)
         if acks:
             try:
                 await asyncio.to_thread(self._record_acks, acks)

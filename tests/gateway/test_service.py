@@ -163,6 +163,49 @@ async def test_loud_then_quiet_overrides_nudges_and_releases(
     assert counted[0] == gw.metrics.records_accepted.get("s1")
 
 
+async def test_a_stop_while_a_turn_waits_for_the_lights_loses_no_record(
+    tmp_path: Path, fresh_broker: Mosquitto
+) -> None:
+    """Every record the broker handed over is stored, stop or no stop: a turn of the
+    ingest that waits for a slow lighting adapter finishes before the gateway ends."""
+
+    class SlowLights:
+        async def apply(self, override: Override) -> None:
+            await asyncio.sleep(0.5)
+
+        async def release(self, release: Release) -> None:
+            await asyncio.sleep(0.5)
+
+    clock = ScaledClock(origin=1_750_000_000.0, scale=1.0)
+    cfg = load_config(write_config(tmp_path, fresh_broker.url))
+    gw = Gateway(cfg, clock=clock, lighting=SlowLights(), install_signals=False)
+    async with running(gw.run(), gw.stop), mqtt_client(fresh_broker.port) as pub:
+        await asyncio.wait_for(gw.ready.wait(), 10)
+        sensors = Sensors(pub, clock)
+        # back to back, so that they come in one read and one turn of the ingest: the
+        # loud record in the middle makes an override, and the turn waits in apply()
+        # with the records after it still to handle
+        levels = [50.0] * 100 + [90.0] + [50.0] * 100
+        await asyncio.gather(
+            *(sensors.send("s1" if db > 60 else f"s{2 + i % 2}", db) for i, db in enumerate(levels))
+        )
+        sent = len(levels)
+        await wait_for(lambda: gw.metrics.decisions.total() >= 1, 5.0, "the override")
+        gw.stop()
+    # what the broker still holds for the gateway's session comes on the next start
+    gw2 = Gateway(cfg, clock=clock, install_signals=False)
+    async with running(gw2.run(), gw2.stop):
+
+        def stored() -> int:
+            with sqlite3.connect(tmp_path / "gw.db") as db:
+                n = db.execute("SELECT sum(n) FROM levels_minute").fetchone()[0] or 0
+            return int(n) + int(gw2.metrics.records_accepted.total())
+
+        await wait_for(lambda: stored() >= sent, 10.0, f"all {sent} records")
+    with sqlite3.connect(tmp_path / "gw.db") as db:
+        assert db.execute("SELECT sum(n) FROM levels_minute").fetchone()[0] == sent
+
+
 # ---------------------------------------------------------------- the gateway as a process
 
 
