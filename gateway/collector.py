@@ -17,11 +17,11 @@ The schedule here:
   walked once, a turn's worth at a time (well under a millisecond), while it
   is still young;
 - the older generations are never collected automatically; a *full*
-  collection (`maybe_full`) runs every `full_every_s`, or sooner when the
-  objects that outlived a young collection have grown by `growth` since the
-  last one (allocated memory blocks), which is how cyclic garbage (rare here:
-  reference counting frees the records) would show.  Memory stays bounded; the one long pause comes
-  minutes apart instead of several times a second.
+  collection (`maybe_full`) runs every `full_every_s`, or sooner once the heap
+  (allocated memory blocks) has grown by `growth` since the last one, which is
+  how cyclic garbage would show (it is rare here: reference counting frees the
+  records).  Memory stays bounded; the one long pause comes minutes apart
+  instead of several times a second.
 
 `stop` puts the process's collector back as it was.
 """
@@ -93,7 +93,7 @@ class Collector:
             gc.collect(0)
 
     def maybe_full(self) -> bool:
-        """A full collection if one is due (time, or growth of the old objects); True if run."""
+        """A full collection if one is due (time, or growth of the heap); True if run."""
         if self._saved is None:
             return False
         now = time.monotonic()

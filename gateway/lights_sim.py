@@ -290,7 +290,8 @@ def _password(args: argparse.Namespace) -> str | None:
     return os.environ.get(PASSWORD_ENV) or None
 
 
-def _check_args(args: argparse.Namespace) -> tuple[list[str], Clock]:
+def _check_args(args: argparse.Namespace) -> tuple[list[str], Clock, str | None]:
+    """(light groups, clock, MQTT password) from the arguments; `UsageError` if any is wrong."""
     if not _ID.match(args.site):
         raise UsageError(f"--site {args.site!r} must be 1-32 of a-z, 0-9 and '-'")
     groups = [g.strip() for g in args.groups.split(",") if g.strip()]
@@ -314,14 +315,17 @@ def _check_args(args: argparse.Namespace) -> tuple[list[str], Clock]:
             address.tls_context(args.ca)
         except (OSError, ssl.SSLError) as exc:
             raise UsageError(f"--ca {args.ca}: not a readable PEM CA bundle ({exc})") from None
-    if _password(args) is not None and args.username is None:
+    password = _password(args)
+    if password is not None and args.username is None:
         raise UsageError(
             f"a password was given (--password-file or {PASSWORD_ENV}) but no --username"
         )
-    return groups, clock
+    return groups, clock, password
 
 
-async def _main(args: argparse.Namespace, groups: list[str], clock: Clock) -> None:
+async def _main(
+    args: argparse.Namespace, groups: list[str], clock: Clock, password: str | None
+) -> None:
     sim = LightsSim(args.site, groups, args.programme_level, clock)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -333,12 +337,12 @@ async def _main(args: argparse.Namespace, groups: list[str], clock: Clock) -> No
         client_id=args.client_id,
         ca=args.ca,
         username=args.username,
-        password=_password(args),
+        password=password,
     )
 
 
 def run(args: argparse.Namespace) -> int:
-    groups, clock = _check_args(args)
+    groups, clock, password = _check_args(args)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    asyncio.run(_main(args, groups, clock))
+    asyncio.run(_main(args, groups, clock, password))
     return 0

@@ -223,6 +223,3 @@ class Metrics:
         """The Prometheus text, a line at a time (a caller can pause between lines)."""
         for family in self.families:
             yield from family.render()
-
-    def render(self) -> str:
-        return "\n".join(self.lines()) + "\n"
