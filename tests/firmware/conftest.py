@@ -20,6 +20,8 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from tests.interpreters import on_interpreter, upy_interpreter  # noqa: F401  (fixtures)
+
 
 class TlsFiles(NamedTuple):
     ca: Path  # the CA certificate the sensor pins

@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 
+from tests.interpreters import on_interpreter, upy_interpreter  # noqa: F401  (fixtures)
 from tools import upy
 
 VECTORS = Path(__file__).parent / "vectors"
@@ -128,7 +129,10 @@ def run_in_micropython(ops: list[dict[str, Any]], folder: Path) -> list[dict[str
 
 
 @pytest.fixture(scope="session")
-def upy_results(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Any]]:
+def upy_results(
+    upy_interpreter: str,  # noqa: F811  (the fixture imported above: one run per interpreter)
+    tmp_path_factory: pytest.TempPathFactory,
+) -> dict[str, dict[str, Any]]:
     ops = operations()
     results = run_in_micropython(ops, tmp_path_factory.mktemp("vectors"))
     return {op["id"]: r for op, r in zip(ops, results, strict=True)}
