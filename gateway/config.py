@@ -42,6 +42,7 @@ __all__ = [
 
 # Ids travel in MQTT topics: the contract allows [a-z0-9-]{1,32}.
 _ID = re.compile(r"^[a-z0-9-]{1,32}$")
+_ID_RULE = "an id matching [a-z0-9-]{1,32} (1-32 characters a-z, 0-9 and -)"
 _LANG = re.compile(r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})?$")
 _KIND = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
 
@@ -284,12 +285,9 @@ class _Table:
         return self.string(name, "", what) or None
 
     def ident(self, name: str, default: str | None = None) -> str:
-        value = self.string(name, default, "an id of 1-32 characters a-z, 0-9 and -")
+        value = self.string(name, default, _ID_RULE)
         if not _ID.match(value):
-            raise ConfigError(
-                f"{self.key(name)}: expected an id of 1-32 characters a-z, 0-9 and -, "
-                f"got {_show(value)}"
-            )
+            raise ConfigError(f"{self.key(name)}: expected {_ID_RULE}, got {_show(value)}")
         return value
 
     def number(self, name: str, default: float, lo: float, hi: float, unit: str) -> float:
@@ -336,13 +334,16 @@ class _Table:
 
     def id_list(self, name: str, what: str) -> tuple[str, ...]:
         value = self.get(name)
-        expect = f"a non-empty list of {what} ids (1-32 characters a-z, 0-9 and -)"
+        expect = f"a non-empty list of {what} ids matching [a-z0-9-]{{1,32}}"
         if not isinstance(value, list) or not value:
             got = "nothing" if value is None else _show(value)
             raise ConfigError(f"{self.key(name)}: expected {expect}, got {got}")
         for i, item in enumerate(value):
             if not isinstance(item, str) or not _ID.match(item):
-                raise ConfigError(f"{self.key(name)}[{i}]: expected {what} id, got {_show(item)}")
+                raise ConfigError(
+                    f"{self.key(name)}[{i}]: expected a {what} id matching [a-z0-9-]{{1,32}}, "
+                    f"got {_show(item)}"
+                )
         if len(set(value)) != len(value):
             dup = next(v for v in value if value.count(v) > 1)
             raise ConfigError(f"{self.key(name)}: {dup!r} is listed twice; list each once")
@@ -456,22 +457,31 @@ def _zones(t: _Table, base: Path) -> tuple[ZoneConfig, ...]:
         raise ConfigError("zones: write each zone as [[zones]] (double brackets), not [zones]")
     if not isinstance(raw, list):
         raise ConfigError(f"zones: expected a list of [[zones]] tables, got {_show(raw)}")
-    zones = tuple(_zone(_Table(z, f"zones[{i}]", t.source)) for i, z in enumerate(raw))
+    zones = tuple(_zone(_Table(z, _zone_path(z, i), t.source)) for i, z in enumerate(raw))
     seen: dict[str, int] = {}
-    lights: dict[str, int] = {}
+    lights: dict[str, str] = {}
     for i, z in enumerate(zones):
         if z.id in seen:
+            # the id is what is wrong, so the position says which table
             raise ConfigError(f"zones[{i}].id: {z.id!r} is already the id of zones[{seen[z.id]}]")
         seen[z.id] = i
         for g in z.light_groups:
             # two zones on one group would release each other's overrides
             if g in lights:
                 raise ConfigError(
-                    f"zones[{i}].light_groups: {g!r} is already driven by zones[{lights[g]}]; "
-                    "give each light group to one zone"
+                    f"zones[{z.id}].light_groups: {g!r} is already driven by "
+                    f"zones[{lights[g]}]; give each light group to one zone"
                 )
-            lights[g] = i
+            lights[g] = z.id
     return zones
+
+
+def _zone_path(raw: Any, i: int) -> str:
+    """`zones[ID]` for a zone whose id is valid (what an operator knows it by), else `zones[i]`."""
+    zid = raw.get("id") if isinstance(raw, Mapping) else None
+    if isinstance(zid, str) and _ID.match(zid):
+        return f"zones[{zid}]"
+    return f"zones[{i}]"
 
 
 def _zone(t: _Table) -> ZoneConfig:
@@ -517,6 +527,18 @@ def _zone(t: _Table) -> ZoneConfig:
         raise ConfigError(
             f"{t.key('nudge_level')}: give either nudge_level or [{t.key('kinds')}], not both"
         )
+    # A level under the floor would be raised to it without a word, and the
+    # operator would believe the lights go darker than they do.
+    levels = {t.key(f"kinds.{k}"): v for k, v in kinds.items()} or {
+        t.key("nudge_level"): nudge_level
+    }
+    for key, level in levels.items():
+        if level < floor:
+            raise ConfigError(
+                f"{key}: {_num(level)} % is under floor_level {_num(floor)} %; the rule is "
+                f"floor_level <= every nudge level, so raise it to {_num(floor)} or more, "
+                "or lower floor_level"
+            )
     ramp = t.number("ramp_s", 5.0, 0.0, 600.0, "seconds")
     hold = t.integer("hold_s", 600, 10, 86400, "seconds")
     max_hold = t.integer("max_hold_s", max(1800, hold), hold, 86400, "seconds", lo_is=" (hold_s)")

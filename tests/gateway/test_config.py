@@ -93,11 +93,39 @@ def test_mqtts_port_and_lookups() -> None:
     assert cfg.zones_of_group["ns-lamps-1"] == ("ns",)
 
 
-def test_floor_wins_over_nudge_level_and_kinds() -> None:
-    z = parse_config(minimal(nudge_level=5, floor_level=25)).zones[0]
-    assert z.variants == (("dim", 25.0),)
-    z = parse_config(minimal(kinds={"dark": 0, "bright": 95}, floor_level=30)).zones[0]
+def test_a_nudge_level_under_the_floor_is_refused_with_the_rule() -> None:
+    text = error_of(minimal(nudge_level=10, floor_level=20))
+    assert "zones[ns].nudge_level: 10 % is under floor_level 20 %" in text
+    assert "floor_level <= every nudge level" in text
+    text = error_of(minimal(kinds={"dark": 0, "bright": 95}, floor_level=30))
+    assert "zones[ns].kinds.dark: 0 % is under floor_level 30 %" in text
+    # the default nudge level (40) counts too
+    assert "zones[ns].nudge_level: 40 % is under floor_level 50 %" in error_of(
+        minimal(floor_level=50)
+    )
+    z = parse_config(minimal(kinds={"dark": 30, "bright": 95}, floor_level=30)).zones[0]
     assert dict(z.variants) == {"dark": 30.0, "bright": 95.0}
+
+
+def test_zone_errors_name_the_zone_by_its_id_and_ids_state_the_rule() -> None:
+    raw = minimal()
+    raw["zones"].append(
+        {"id": "collegeberg", "sensors": ["cb-01"], "light_groups": ["cb"], "threshold_db": 9}
+    )
+    assert "zones[collegeberg].threshold_db: expected a number of dB between 30 and 140" in (
+        error_of(raw)
+    )
+    raw["zones"][1]["id"] = "College Berg"
+    text = error_of(raw)
+    assert "zones[1].id: expected an id matching [a-z0-9-]{1,32}" in text, text
+    assert '"College Berg"' in text
+    raw["zones"][1]["id"] = "collegeberg"
+    raw["zones"][1]["threshold_db"] = 70
+    raw["zones"][1]["sensors"] = ["CB 01"]
+    assert (
+        'zones[collegeberg].sensors[0]: expected a sensor id matching [a-z0-9-]{1,32}, got "CB 01"'
+        in (error_of(raw))
+    )
 
 
 def test_kind_named_after_programme_level() -> None:
@@ -112,37 +140,37 @@ def test_kind_named_after_programme_level() -> None:
     [
         (
             {"threshold_db": "loud"},
-            'zones[0].threshold_db: expected a number of dB between 30 and 140, got "loud"',
+            'zones[ns].threshold_db: expected a number of dB between 30 and 140, got "loud"',
         ),
         (
             {"threshold_db": 200},
-            "zones[0].threshold_db: expected a number of dB between 30 and 140, got 200",
+            "zones[ns].threshold_db: expected a number of dB between 30 and 140, got 200",
         ),
         (
             {"threshold_db": True},
-            "zones[0].threshold_db: expected a number of dB between 30 and 140, got true",
+            "zones[ns].threshold_db: expected a number of dB between 30 and 140, got true",
         ),
-        ({"trigger": "lafmax"}, 'zones[0].trigger: expected "laeq" or "peaks", got "lafmax"'),
+        ({"trigger": "lafmax"}, 'zones[ns].trigger: expected "laeq" or "peaks", got "lafmax"'),
         (
             {"window_s": 2.5},
-            "zones[0].window_s: expected a whole number of seconds between 1 and 3600, got 2.5",
+            "zones[ns].window_s: expected a whole number of seconds between 1 and 3600, got 2.5",
         ),
         (
             {"min_sensors": 3},
-            "zones[0].min_sensors: expected at most the 2 sensors of the zone, got 3",
+            "zones[ns].min_sensors: expected at most the 2 sensors of the zone, got 3",
         ),
-        ({"sensors": []}, "zones[0].sensors: expected a non-empty list of sensor ids"),
-        ({"sensors": ["NS 01"]}, 'zones[0].sensors[0]: expected sensor id, got "NS 01"'),
-        ({"sensors": ["a", "a"]}, "zones[0].sensors: 'a' is listed twice"),
+        ({"sensors": []}, "zones[ns].sensors: expected a non-empty list of sensor ids"),
+        ({"sensors": ["NS 01"]}, "zones[ns].sensors[0]: expected a sensor id matching [a-z0-9-]"),
+        ({"sensors": ["a", "a"]}, "zones[ns].sensors: 'a' is listed twice"),
         (
             {"light_groups": "g"},
-            "zones[0].light_groups: expected a non-empty list of light group ids",
+            "zones[ns].light_groups: expected a non-empty list of light group ids",
         ),
         (
             {"schedule": ["mon-sun 23:00-25:00"]},
-            "zones[0].schedule[0]: 'mon-sun 23:00-25:00': '25:00'",
+            "zones[ns].schedule[0]: 'mon-sun 23:00-25:00': '25:00'",
         ),
-        ({"schedule": 5}, "zones[0].schedule: expected a list of windows"),
+        ({"schedule": 5}, "zones[ns].schedule: expected a list of windows"),
         (
             {"max_hold_s": 60},
             "max_hold_s: expected a whole number of seconds between 600 (hold_s) and 86400,",
@@ -153,27 +181,27 @@ def test_kind_named_after_programme_level() -> None:
         ),
         (
             {"control_fraction": 1.5},
-            "zones[0].control_fraction: expected a number between 0 and 1, got 1.5",
+            "zones[ns].control_fraction: expected a number between 0 and 1, got 1.5",
         ),
         (
             {"floor_level": -1},
-            "zones[0].floor_level: expected a number of percent between 0 and 100, got -1",
+            "zones[ns].floor_level: expected a number of percent between 0 and 100, got -1",
         ),
-        ({"peaks_needed": 2}, 'zones[0].peaks_needed: only applies with trigger = "peaks"'),
+        ({"peaks_needed": 2}, 'zones[ns].peaks_needed: only applies with trigger = "peaks"'),
         (
             {"messages": {"english": "x"}},
-            'zones[0].messages.english: expected a language code such as "nl" or "en"',
+            'zones[ns].messages.english: expected a language code such as "nl" or "en"',
         ),
-        ({"messages": {"en": 3}}, "zones[0].messages.en: expected the message text, got 3"),
-        ({"kinds": {"Dim!": 30}}, "zones[0].kinds.Dim!: a nudge kind is 1-32 characters"),
+        ({"messages": {"en": 3}}, "zones[ns].messages.en: expected the message text, got 3"),
+        ({"kinds": {"Dim!": 30}}, "zones[ns].kinds.Dim!: a nudge kind is 1-32 characters"),
         (
             {"kinds": {"dim": 30}, "nudge_level": 30},
-            "zones[0].nudge_level: give either nudge_level or [zones[0].kinds], not both",
+            "zones[ns].nudge_level: give either nudge_level or [zones[ns].kinds], not both",
         ),
-        ({"hold": 600}, 'zones[0].hold: unknown key in [zones[0]]; did you mean "hold_s"?'),
+        ({"hold": 600}, 'zones[ns].hold: unknown key in [zones[ns]]; did you mean "hold_s"?'),
         (
             {"treshold_db": 70},
-            'zones[0].treshold_db: unknown key in [zones[0]]; did you mean "threshold_db"?',
+            'zones[ns].treshold_db: unknown key in [zones[ns]]; did you mean "threshold_db"?',
         ),
     ],
 )
@@ -197,7 +225,8 @@ def test_zone_errors_name_key_value_and_expectation(change: dict[str, Any], mess
         (
             "site",
             {"id": "Leuven"},
-            'site.id: expected an id of 1-32 characters a-z, 0-9 and -, got "Leuven"',
+            "site.id: expected an id matching [a-z0-9-]{1,32} (1-32 characters a-z, 0-9 and -), "
+            'got "Leuven"',
         ),
         (
             "site",
@@ -275,7 +304,7 @@ def test_duplicate_zone_and_shared_light_group() -> None:
     raw["zones"].append(copy.deepcopy(raw["zones"][0]))
     assert "zones[1].id: 'ns' is already the id of zones[0]" in error_of(raw)
     raw["zones"][1]["id"] = "other"
-    assert "zones[1].light_groups: 'ns-lamps-1' is already driven by zones[0]" in error_of(raw)
+    assert "zones[other].light_groups: 'ns-lamps-1' is already driven by zones[ns]" in error_of(raw)
 
 
 def test_load_config_file_errors(tmp_path: Path) -> None:
@@ -289,7 +318,7 @@ def test_load_config_file_errors(tmp_path: Path) -> None:
     wrong.write_text('[site]\nid = "x"\n[[zones]]\nid = "z"\nsensors = ["a"]\n')
     with pytest.raises(ConfigError) as err:
         load_config(wrong)
-    assert str(err.value).startswith(f"{wrong}: zones[0].light_groups:")
+    assert str(err.value).startswith(f"{wrong}: zones[z].light_groups:")
 
 
 def test_relative_paths_follow_the_file(tmp_path: Path) -> None:
