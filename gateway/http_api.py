@@ -17,7 +17,9 @@ secret, and zone ids that exist.  One client address may add or remove
 ``http.subscribe_per_minute`` a minute (429 with ``Retry-After`` past it; an
 IPv6 client is its /64, which one household usually holds whole), and at most
 ``http.max_subscriptions`` are stored (503 once full; replacing one that exists
-is always possible).  Errors are JSON ``{"error": sentence}``.
+is always possible).  While Web Push is off (no VAPID key) a new subscription
+is refused with 503: nothing would ever be pushed to it.  Errors are JSON
+``{"error": sentence}``.
 """
 
 from __future__ import annotations
@@ -215,9 +217,11 @@ class HttpApi:
         view: GatewayView,
         metrics: Metrics,
         *,
+        push_enabled: bool,
         refresh_metrics: Callable[[], None] | None = None,
     ) -> None:
         self.config = config
+        self.push_enabled = push_enabled
         self.view = view
         self.metrics = metrics
         self.refresh_metrics = refresh_metrics
@@ -339,6 +343,14 @@ class HttpApi:
         limited = self._too_often(request)
         if limited:
             return limited
+        if not self.push_enabled:
+            # stored, it would leave a resident believing they will hear of nudges
+            self.metrics.http_refused.inc("push_off")
+            return _error(
+                503,
+                "Web Push is off on this gateway (no [webpush] vapid_private_key in its "
+                "config), so a subscription would never receive a nudge; nothing was stored",
+            )
         try:
             body = await self._json_body(request)
             endpoint, p256dh, auth, zones = check_subscription(body, self.view.zone_ids())

@@ -230,7 +230,13 @@ class Gateway:
             self.clock,
             send=push_send,
         )
-        self.http = HttpApi(config.http, self, self.metrics, refresh_metrics=self._refresh_metrics)
+        self.http = HttpApi(
+            config.http,
+            self,
+            self.metrics,
+            push_enabled=config.webpush.enabled,
+            refresh_metrics=self._refresh_metrics,
+        )
         self.on_stop = on_stop
         self.install_signals = install_signals
         self.queue: asyncio.Queue[Item] = asyncio.Queue(queue_max)
@@ -253,6 +259,7 @@ class Gateway:
         self._stop.set()
 
     async def run(self) -> None:
+        self._log_push()
         await self._restore()
         # from here on the cycle collector runs on the gateway's schedule (collector.py)
         self.collector.start()
@@ -287,6 +294,21 @@ class Gateway:
             self.storage.save_state(self.state, self.clock.now())
             self.storage.close()
             log.info("gateway stopped")
+
+    def _log_push(self) -> None:
+        push = self.config.webpush
+        if push.enabled:
+            log.info(
+                "Web Push on: VAPID key %s, at most one push per subscriber every %d s",
+                push.vapid_private_key,
+                push.per_subscriber_min_interval_s,
+            )
+        else:
+            log.warning(
+                "Web Push off: no [webpush] vapid_private_key in %s; POST /api/subscriptions "
+                "answers 503 and nudges go to the MQTT nudge topic only",
+                self.config.source,
+            )
 
     async def _restore(self) -> None:
         """Policy state from storage; commands in force the state does not know are released."""

@@ -60,9 +60,17 @@ class Api:
             return r.status, body, r
 
 
-async def _api(tmp_path: Path, token: str | None = TOKEN, **http: Any) -> AsyncIterator[Api]:
+async def _api(
+    tmp_path: Path, token: str | None = TOKEN, push: bool = True, **http: Any
+) -> AsyncIterator[Api]:
+    """A gateway's HTTP API; `push`: Web Push on (a VAPID key is configured)."""
     cfg = load_config(write_config(tmp_path, "mqtt://127.0.0.1:1", http_port=1))
     cfg = dataclasses.replace(cfg, http=dataclasses.replace(cfg.http, port=0, token=token, **http))
+    if push:
+        key = tmp_path / "vapid.pem"  # never read: nothing is pushed here
+        cfg = dataclasses.replace(
+            cfg, webpush=dataclasses.replace(cfg.webpush, vapid_private_key=key)
+        )
     gw = Gateway(cfg, install_signals=False)
     task = asyncio.create_task(gw.http.serve(gw.http_ready))
     await asyncio.wait_for(gw.http_ready.wait(), 10)
@@ -151,6 +159,17 @@ async def test_subscribe_then_unsubscribe(api: Api) -> None:
     assert api.gw.storage.subscriptions_for_zone("main") == []
     status, reply, _ = await api.call("DELETE", "/api/subscriptions", json=endpoint)
     assert status == 404 and "no subscription" in reply["error"]
+
+
+async def test_while_web_push_is_off_a_subscription_is_refused_with_the_reason(
+    tmp_path: Path,
+) -> None:
+    async for api in _api(tmp_path, push=False):
+        status, reply, _ = await api.call("POST", "/api/subscriptions", json=subscription())
+        assert status == 503, reply
+        assert "Web Push is off" in reply["error"] and "vapid_private_key" in reply["error"]
+        assert api.gw.storage.subscriptions_for_zone("main") == []
+        assert api.gw.metrics.http_refused.get("push_off") == 1
 
 
 def _mutate(change: str) -> Any:

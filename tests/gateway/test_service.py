@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import gc
 import json
+import logging
 import os
 import signal
 import socket
@@ -684,3 +685,21 @@ async def test_the_outbox_keeps_a_window_of_publishes_in_flight_in_order(
         (str(i), str(i)) for i in range(40)
     ]
     assert most == 5  # the whole window at once, never more
+
+
+@pytest.mark.parametrize("push", [False, True])
+async def test_the_gateway_says_at_start_whether_web_push_is_on(
+    tmp_path: Path, fresh_broker: Mosquitto, caplog: pytest.LogCaptureFixture, push: bool
+) -> None:
+    caplog.set_level(logging.INFO, "hushlight.gateway")
+    webpush = {"vapid_private_key": str(tmp_path / "vapid.pem")} if push else None
+    clock = ScaledClock(origin=1_750_000_000.0, scale=SCALE)
+    async with site(tmp_path, fresh_broker, clock, webpush=webpush):
+        pass
+    started = [r.getMessage() for r in caplog.records if r.getMessage().startswith("Web Push")]
+    assert len(started) == 1, caplog.text
+    if push:
+        assert started[0].startswith("Web Push on: VAPID key ") and "vapid.pem" in started[0]
+    else:
+        assert started[0].startswith("Web Push off: no [webpush] vapid_private_key")
+        assert "answers 503" in started[0]
