@@ -1,21 +1,34 @@
-"""Real-time factor of the firmware level meter, and scipy on the same chain.
+"""Real-time factor and instructions per sample of the firmware level meter.
 
-Prints, for every supported rate, how many times faster than real time the
-firmware's `LevelMeter.process_block` runs inside the MicroPython unix port
-(full chain: A and C weighting, energies, Fast, block statistics; timed with
-time.ticks_us over many blocks of noise), and, at 48 kHz in the same run,
-scipy's `sosfilt` on the float version of the same chain (A and C, squares
-summed per block) in CPython, with their ratio.  DESIGN.md's budget: at least
-400x real time at 48 kHz on this host as a proxy for a quarter of an ESP32 core.
+Prints, for each MicroPython interpreter (`device`: the 32-bit,
+single-precision ESP32 stand-in; `host`: the x86-64 port) and every supported
+rate, how many times faster than real time the firmware's
+`LevelMeter.process_block` runs (full chain: A and C weighting, energies,
+Fast, block statistics; timed with time.ticks_us over many blocks of noise),
+and, at 48 kHz in the same run, scipy's `sosfilt` on the float version of the
+same chain (A and C, squares summed per block) in CPython, with their ratio.
+DESIGN.md's budget: at least 400x real time at 48 kHz on this host as a proxy
+for a quarter of an ESP32 core.
 
-    .venv/bin/python bench/dsp.py [--seconds 20]
+Seconds move with the machine's load; instructions do not.  With valgrind
+installed, the same 48 kHz loop is run under `valgrind --tool=callgrind`
+twice, with 8 and 24 blocks, and the difference of the instruction counts
+divided by the samples in between is the per-sample cost (start-up and
+imports cancel out), for each interpreter and for scipy's sosfilt.
+
+    .venv/bin/python bench/dsp.py [--seconds 20] [--interpreter device|host|both]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import re
+import shutil
+import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 # Run as `python bench/dsp.py`, this script's folder comes first on sys.path
@@ -46,6 +59,11 @@ m.process_block(buf)
 # one second of audio per run; the host is shared, so the caller keeps the
 # fastest runs (least disturbed) and the median
 runs = %(runs)d
+if runs < 0:  # instruction count: process -runs blocks, print nothing
+    k = 0
+    while k < -runs:
+        m.process_block(buf)
+        k += 1
 r = 0
 while r < runs:
     t0 = time.ticks_us()
@@ -58,10 +76,72 @@ while r < runs:
 """
 
 
-def firmware_rtf(rate: int, seconds: float) -> tuple[float, float]:
+SCIPY_LOOP = """
+import sys
+import numpy as np
+from scipy import signal
+from dsp import signals, weighting
+rate, blocks = 48000, int(sys.argv[1])
+n = rate // 8
+x = signals.white_noise(rate, 1.0, rms_dbfs=-20.0, seed=3)
+sos_a, sos_c = weighting.sos(rate, "A"), weighting.sos(rate, "C")
+za, zc = np.zeros((sos_a.shape[0], 2)), np.zeros((sos_c.shape[0], 2))
+for k in range(blocks):
+    blk = x[(k % 8) * n : (k % 8 + 1) * n]
+    ya, za = signal.sosfilt(sos_a, blk, zi=za)
+    yc, zc = signal.sosfilt(sos_c, blk, zi=zc)
+    float(np.dot(ya, ya))
+    float(np.dot(yc, yc))
+"""
+_COLLECTED = re.compile(r"Collected : (\d+)")
+CALLGRIND_BLOCKS = (8, 24)
+
+
+def _callgrind(argv: list[str], env: dict[str, str]) -> int:
+    proc = subprocess.run(
+        ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", *argv],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=1200,
+        check=False,
+    )
+    m = _COLLECTED.search(proc.stderr)
+    if proc.returncode != 0 or m is None:
+        raise RuntimeError(f"callgrind failed on {argv[0]}: {proc.stderr[-800:]}")
+    return int(m.group(1))
+
+
+def instructions_per_sample(run_blocks: Callable[[int], int], block_len: int) -> float:
+    lo, hi = (run_blocks(b) for b in CALLGRIND_BLOCKS)
+    return (hi - lo) / ((CALLGRIND_BLOCKS[1] - CALLGRIND_BLOCKS[0]) * block_len)
+
+
+def firmware_ips(name: str, rate: int = 48000) -> float:
+    """x86 instructions per sample of process_block on interpreter `name`."""
+    env = upy.firmware_env()
+
+    def blocks(b: int) -> int:
+        code = FIRMWARE % {"rate": rate, "runs": -b}
+        return _callgrind(upy.command("-c", code, name=name), env)
+
+    return instructions_per_sample(blocks, rate // 8)
+
+
+def scipy_ips(rate: int = 48000) -> float:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parent.parent)
+
+    def blocks(b: int) -> int:
+        return _callgrind([sys.executable, "-c", SCIPY_LOOP, str(b)], env)
+
+    return instructions_per_sample(blocks, rate // 8)
+
+
+def firmware_rtf(rate: int, seconds: float, name: str) -> tuple[float, float]:
     """(best, median) real-time factor over one-second runs."""
     runs = max(3, int(seconds))
-    out = upy.run_code(FIRMWARE % {"rate": rate, "runs": runs}, timeout=600)
+    out = upy.run_code(FIRMWARE % {"rate": rate, "runs": runs}, timeout=600, name=name)
     times_us = sorted(int(v) for v in out.split())
     audio_us = 8 * (rate // 8) * 1e6 / rate
     return audio_us / times_us[0], audio_us / times_us[len(times_us) // 2]
@@ -95,25 +175,53 @@ def main() -> int:
     parser.add_argument(
         "--seconds", type=float, default=20.0, help="one-second runs per rate (default 20)"
     )
+    parser.add_argument(
+        "--interpreter",
+        choices=(*upy.NAMES, "both"),
+        default="both",
+        help="MicroPython to measure (default both: device, the 32-bit ESP32 stand-in, and host)",
+    )
+    parser.add_argument(
+        "--no-callgrind", action="store_true", help="skip the instruction counts (valgrind)"
+    )
     args = parser.parse_args()
-    print(f"firmware level meter in MicroPython ({upy.micropython_binary()})")
-    results = {}
-    for rate in weighting.RATES:
-        best, median = firmware_rtf(rate, args.seconds)
-        results[rate] = best
-        print(
-            f"  {rate:>6} Hz: best {best:6.0f}x real time ({1000 / best:5.2f} ms per s of audio),"
-            f" median {median:6.0f}x"
-        )
+    names = upy.NAMES if args.interpreter == "both" else (args.interpreter,)
+    best48: dict[str, float] = {}
+    for name in names:
+        print(f"firmware level meter in MicroPython, {upy.interpreter(name).describe()}")
+        for rate in weighting.RATES:
+            best, median = firmware_rtf(rate, args.seconds, name)
+            if rate == 48000:
+                best48[name] = best
+            print(
+                f"  {rate:>6} Hz: best {best:6.0f}x real time ({1000 / best:5.2f} ms per s of"
+                f" audio), median {median:6.0f}x"
+            )
     sp_best, sp_median = scipy_rtf(48000, args.seconds)
-    fw = results[48000]
     print(
         f"scipy sosfilt, float64 A+C chain, CPython, 48000 Hz: best {sp_best:6.0f}x,"
         f" median {sp_median:6.0f}x"
     )
-    print(f"ratio firmware / scipy at 48000 Hz (best runs): {fw / sp_best:.3f}")
-    verdict = "meets" if fw >= TARGET else "MISSES"
-    print(f"target {TARGET:.0f}x at 48000 Hz: {verdict} ({fw:.0f}x, best run)")
+    for name, fw in best48.items():
+        verdict = "meets" if fw >= TARGET else "MISSES"
+        print(
+            f"{name:>6}: ratio firmware / scipy at 48000 Hz (best runs) {fw / sp_best:.3f};"
+            f" target {TARGET:.0f}x: {verdict} ({fw:.0f}x, best run)"
+        )
+    if args.no_callgrind:
+        return 0
+    if shutil.which("valgrind") is None:
+        print("instructions per sample: valgrind is not installed (apt-get install valgrind)")
+        return 0
+    print(
+        "instructions per sample at 48000 Hz (valgrind --tool=callgrind, "
+        f"{CALLGRIND_BLOCKS[1]} minus {CALLGRIND_BLOCKS[0]} blocks):"
+    )
+    ref = scipy_ips()
+    for name in names:
+        ips = firmware_ips(name)
+        print(f"  firmware, {name:>6}: {ips:8.1f}   ratio to scipy sosfilt {ips / ref:.3f}")
+    print(f"  scipy sosfilt, float64 A+C, CPython: {ref:8.1f}")
     return 0
 
 
