@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import datetime as dt
 import json
 import logging
 import os
@@ -122,14 +123,35 @@ class LightsSim:
             state.source = PROGRAMME
             state.expires_at = None
             state.go(state.programme_level, ramp_s, now)
+            log.info(
+                "lights %s: release %s, back to programme %g %% over %g s (%s)",
+                group,
+                cmd_id,
+                state.programme_level,
+                ramp_s,
+                msg.get("reason") or "no reason given",
+            )
             return True
         expires_at = float(msg["expires_at"])
         if expires_at <= now:
-            return self._refuse(group, f"expires_at {expires_at} is already past (now {now:.0f})")
+            return self._refuse(
+                group,
+                f"expires_at {iso_time(expires_at)} is already past (now {iso_time(now)})",
+            )
         state.cmd_id = cmd_id
         state.source = OVERRIDE
         state.expires_at = expires_at
         state.go(float(level), ramp_s, now)
+        log.info(
+            "lights %s: override %s, %g %% over %g s until %s (%s, zone %s)",
+            group,
+            cmd_id,
+            float(level),
+            ramp_s,
+            iso_time(expires_at),
+            msg.get("reason") or "no reason given",
+            msg.get("zone") or "-",
+        )
         return True
 
     def _refuse(self, group: str, why: str) -> bool:
@@ -182,7 +204,17 @@ class LightsSim:
                     tls_context=tls,
                 ) as client:
                     backoff.reset()
-                    await client.subscribe(topics.lights_wildcard(self.site, "set"), qos=1)
+                    wildcard = topics.lights_wildcard(self.site, "set")
+                    await client.subscribe(wildcard, qos=1)
+                    log.info(
+                        "lights-sim: connected to %s as %s; listening on %s for %s "
+                        "(programme %g %%)",
+                        url,
+                        ident,
+                        wildcard,
+                        ", ".join(self.groups),
+                        next(iter(self.groups.values())).programme_level,
+                    )
                     now = self.clock.now()
                     for group in self.groups.values():
                         await self._publish(client, group.name, now)
@@ -242,6 +274,11 @@ class LightsSim:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), TICK_S)
         raise _Stopped
+
+
+def iso_time(epoch_s: float) -> str:
+    """ISO 8601 in this machine's time zone, with its offset, to the second."""
+    return dt.datetime.fromtimestamp(epoch_s).astimezone().isoformat(timespec="seconds")
 
 
 class _Stopped(Exception):

@@ -5,9 +5,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import re
+import signal
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import aiomqtt
@@ -165,3 +169,54 @@ def test_cli_refuses_bad_arguments_in_one_line() -> None:
         assert proc.returncode == 2, proc.stderr
         lines = proc.stderr.strip().splitlines()
         assert len(lines) == 1 and word in lines[0], proc.stderr
+
+
+def test_the_command_says_it_connected_and_each_override_it_applies_and_ends(
+    fresh_broker: Mosquitto, tmp_path: Path
+) -> None:
+    import paho.mqtt.publish as publish
+    import paho.mqtt.subscribe as subscribe
+
+    err = tmp_path / "lights-sim.log"
+    with err.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "tools.cli", "lights-sim", "--broker", fresh_broker.url,
+             "--site", "site-b", "--groups", "g1,g2", "--programme-level", "75"],
+            stdout=subprocess.DEVNULL, stderr=out,
+        )  # fmt: skip
+    try:
+        # its retained state says it is up and subscribed
+        subscribe.simple("hushlight/v1/site-b/lights/g1/state", port=fresh_broker.port, qos=1)
+        set_topic = "hushlight/v1/site-b/lights/g1/set"
+        override = cmd(cmd_id="n-7.1", level=35, ramp_s=0, expires_at=int(time.time()) + 2,
+                       zone="z9", reason="noise")  # fmt: skip
+        publish.single(set_topic, override, qos=1, port=fresh_broker.port)
+        deadline = time.monotonic() + 10
+        while "expired" not in err.read_text() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        release = cmd(cmd_id="n-7.2", level=None, ramp_s=3, expires_at=0, reason="quiet")
+        publish.single(set_topic, release, qos=1, port=fresh_broker.port)
+        while "release" not in err.read_text() and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(15) == 0
+    lines = err.read_text().splitlines()
+
+    def line(words: str) -> str:
+        found = [x for x in lines if words in x]
+        assert len(found) == 1, f"{words!r} in {lines}"
+        return found[0]
+
+    connected = line("connected to")
+    assert fresh_broker.url in connected and "hushlight/v1/site-b/lights/+/set" in connected
+    assert "g1, g2" in connected and "programme 75 %" in connected
+    applied = line("override n-7.1, 35 % over 0 s until ")
+    assert "(noise, zone z9)" in applied
+    # the expiry in ISO 8601 with the offset, not epoch seconds
+    assert re.search(r"until \d{4}-\d\d-\d\dT\d\d:\d\d:\d\d[+-]\d\d:\d\d ", applied), applied
+    line("override n-7.1 expired, back to programme")
+    assert "release n-7.2, back to programme 75 % over 3 s (quiet)" in line("release n-7.2")
+    assert [lines.index(x) for x in (connected, applied)] == sorted(
+        lines.index(x) for x in (connected, applied)
+    )
