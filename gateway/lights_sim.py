@@ -15,22 +15,20 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import datetime as dt
 import json
 import logging
-import os
 import re
 import signal
 import ssl
 from collections.abc import Sequence
-from pathlib import Path
 
 import aiomqtt
 
-from gateway.clock import Clock, add_clock_arguments, clock_from_args
+from gateway.clock import Clock, add_clock_arguments, clock_from_args, iso_time
 from gateway.mqtt import Backoff, parse_broker_url
 from protocol import payloads, topics
 from protocol.errors import ProtocolError
+from tools import passwords
 from tools.errors import UsageError
 
 __all__ = ["HELP", "GroupState", "LightsSim", "configure", "run"]
@@ -40,7 +38,7 @@ HELP = "run a simulated lighting controller that honours ramp and expiry (tests,
 log = logging.getLogger("hushlight.lights_sim")
 
 _ID = re.compile(r"^[a-z0-9-]{1,32}$")
-PASSWORD_ENV = "HUSHLIGHT_MQTT_PASSWORD"
+PASSWORD_ENV = passwords.PASSWORD_ENV
 PROGRAMME = "programme"
 OVERRIDE = "override"
 TICK_S = 0.05  # wall seconds between checks of expiry and ramp progress
@@ -276,11 +274,6 @@ class LightsSim:
         raise _Stopped
 
 
-def iso_time(epoch_s: float) -> str:
-    """ISO 8601 in this machine's time zone, with its offset, to the second."""
-    return dt.datetime.fromtimestamp(epoch_s).astimezone().isoformat(timespec="seconds")
-
-
 class _Stopped(Exception):
     """Raised by the ticker to end its task group (and so the listener) on stop."""
 
@@ -302,29 +295,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--ca", default=None, metavar="FILE", help="CA bundle of an mqtts:// broker (PEM)"
     )
     parser.add_argument("--username", default=None, help="MQTT user name")
-    parser.add_argument(
-        "--password-file",
-        default=None,
-        metavar="FILE",
-        help=f"file holding the MQTT password (or set {PASSWORD_ENV}; never on the command line, "
-        "where other users of the machine can read it)",
-    )
+    passwords.add_arguments(parser)
     add_clock_arguments(parser)
-
-
-def _password(args: argparse.Namespace) -> str | None:
-    if args.password_file is not None:
-        try:
-            text = Path(args.password_file).read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise UsageError(
-                f"--password-file {args.password_file}: cannot read it ({exc})"
-            ) from None
-        password = text.strip("\r\n")
-        if not password:
-            raise UsageError(f"--password-file {args.password_file} is empty")
-        return password
-    return os.environ.get(PASSWORD_ENV) or None
 
 
 def _check_args(args: argparse.Namespace) -> tuple[list[str], Clock, str | None]:
@@ -352,7 +324,7 @@ def _check_args(args: argparse.Namespace) -> tuple[list[str], Clock, str | None]
             address.tls_context(args.ca)
         except (OSError, ssl.SSLError) as exc:
             raise UsageError(f"--ca {args.ca}: not a readable PEM CA bundle ({exc})") from None
-    password = _password(args)
+    password = passwords.password(args)
     if password is not None and args.username is None:
         raise UsageError(
             f"a password was given (--password-file or {PASSWORD_ENV}) but no --username"

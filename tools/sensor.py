@@ -42,7 +42,7 @@ import numpy as np
 
 from dsp.errors import WavFormatError
 from dsp.wavfile import WavReader
-from tools import upy
+from tools import passwords, upy
 from tools.errors import ToolError, UsageError
 
 HELP = "run a virtual sensor: the firmware in the MicroPython unix port, publishing to a broker"
@@ -65,7 +65,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--ca", type=Path, metavar="FILE", help="CA certificate (PEM) for mqtts")
     parser.add_argument("--username", help="MQTT user name")
-    parser.add_argument("--password", help="MQTT password")
+    passwords.add_arguments(parser)
     audio = parser.add_mutually_exclusive_group(required=True)
     audio.add_argument("--wav", type=Path, metavar="FILE", help="play a WAV recording")
     audio.add_argument(
@@ -159,8 +159,12 @@ def settings(args: argparse.Namespace) -> dict[str, Any]:
             raise UsageError(f"CA certificate {args.ca} does not exist; give a PEM file")
     elif tls:
         raise UsageError("an mqtts:// broker needs --ca FILE, the CA that signed its certificate")
-    if (args.username is None) != (args.password is None):
-        raise UsageError("give --username and --password together, or neither")
+    password = passwords.password(args)
+    if (args.username is None) != (password is None):
+        raise UsageError(
+            f"give --username with a password (--password-file FILE or {passwords.PASSWORD_ENV}), "
+            "or neither"
+        )
     if args.rate not in RATES:
         raise UsageError(f"--rate {args.rate} is not supported; use 48000, 44100, 32000 or 16000")
     if args.keepalive is not None and not 5 <= args.keepalive <= 600:
@@ -193,7 +197,7 @@ def settings(args: argparse.Namespace) -> dict[str, Any]:
         "broker": args.broker,
         "ca_file": "ca.pem" if tls else None,
         "mqtt_user": args.username,
-        "mqtt_password": args.password,
+        "mqtt_password": password,
         "keepalive_s": args.keepalive,
         "source": source,
         "sample_rate": rate,

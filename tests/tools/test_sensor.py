@@ -568,3 +568,57 @@ def test_stdin_pcm_is_measured_and_the_sensor_stops_at_its_end(
     for r in records:
         # A and C weighting are 0 dB at 1 kHz (IEC 61672-1 table 3)
         assert abs(r["laeq"] - 94.0) < 0.1 and abs(r["lceq"] - 94.0) < 0.1
+
+
+# ---------------------------------------------------------------- secrets
+
+
+def test_a_password_on_the_command_line_is_refused_with_the_ways_that_work() -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "tools.cli", "sensor", "--id", "pw", "--site", SITE,
+         "--broker", "mqtt://127.0.0.1:1", "--synthetic", "quiet",
+         "--username", "pw", "--password", "visible-to-ps"],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 2, proc.stderr
+    err = proc.stderr.strip()
+    assert len(err.splitlines()) == 1, err
+    assert "--password-file FILE" in err and "HUSHLIGHT_MQTT_PASSWORD" in err
+    assert "visible-to-ps" not in err
+
+
+def wait_for_line(s: Sensor, needle: str, timeout: float) -> str:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for line in s.output().splitlines():
+            if needle in line:
+                return line
+        if s.proc.poll() is not None:
+            break
+        time.sleep(0.1)
+    raise AssertionError(f"no {needle!r} in the sensor's output:\n{s.output()}")
+
+
+@pytest.mark.parametrize("way", ["file", "environment"])
+def test_the_password_comes_from_a_file_or_the_environment(
+    tmp_path: Path, sensors: list[Sensor], way: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tools.provision import hash_password
+
+    passwd = tmp_path / "passwd"
+    passwd.write_text(f"ns-pw:{hash_password('lamp-post-secret')}\n")
+    secret = tmp_path / "secret"
+    secret.write_text("lamp-post-secret\n")
+    secret.chmod(0o600)
+    how = ["--password-file", str(secret)] if way == "file" else []
+    if way == "environment":
+        monkeypatch.setenv("HUSHLIGHT_MQTT_PASSWORD", "lamp-post-secret")
+    # no anonymous access: the sensor is in only if it sent the password
+    with Mosquitto(password_file=passwd) as b:
+        args = sensor_args(b, "ns-pw", tmp_path / "st", "--synthetic", "quiet", "--heap", "256K")
+        s = Sensor(tmp_path, *args, "--username", "ns-pw", *how)
+        sensors.append(s)
+        wait_for_line(s, f"connected to {b.url}", 30)
+        assert s.stop() == 0
+    saved = json.loads((tmp_path / "st" / "config.json").read_text())
+    assert saved["mqtt_password"] == "lamp-post-secret"
