@@ -48,7 +48,7 @@ from typing import Any
 
 import numpy as np
 
-from tools import scenes
+from tools import scenes, upy
 from tools.broker import free_port
 from tools.demo_view import TZ, Street, clock
 from tools.embedded_broker import BrokerProcess
@@ -482,6 +482,7 @@ class Demo:
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
+    upy.add_option(parser)
     parser.add_argument(
         "--broker",
         metavar="URL",
@@ -510,6 +511,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    upy.use(args.interpreter)
+    try:
+        upy.interpreter()  # built? say so before anything starts
+    except ToolError as exc:
+        raise UsageError(str(exc)) from None
     if not 0.5 <= args.speed <= 50:
         raise UsageError(
             f"--speed {args.speed:g} is out of range; give 0.5 to 50 "

@@ -61,6 +61,7 @@ CHUNK_S: Final = 1
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
+    upy.add_option(parser)
     parser.add_argument("wav", metavar="FILE.wav", type=Path, help="the recording to replay")
     parser.add_argument(
         "--engine",
@@ -303,6 +304,12 @@ def _feed(wav: WavReader, sink: IO[bytes], errors: list[Exception]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    upy.use(args.interpreter)
+    if args.engine == "firmware":
+        try:
+            upy.interpreter()  # built? say so before the recording is read
+        except ToolError as exc:
+            raise UsageError(str(exc)) from None
     settings = Settings(args.interval, args.sensitivity_dbfs, args.calibration_offset_db, args.mic)
     settings.check()  # before the file: a typo in an option is named first
     wav = open_wav(args.wav)

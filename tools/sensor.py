@@ -53,6 +53,7 @@ REBOOT_MARKER: Final = "reboot"
 BOOT_CODE: Final = "import boot\nimport main\n"
 # what the .mpy files on the "flash" were compiled for (mpy-cross and -march)
 ARCH_STAMP: Final = ".mpy-arch"
+STDERR_FD: Final = 2
 _HEAP = re.compile(r"([1-9][0-9]*)([kKmM]?)")
 _ID = re.compile(r"[a-z0-9-]{1,32}")
 
@@ -103,13 +104,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--console", action="store_true", help="open the technician console on a pseudo-terminal"
     )
     parser.add_argument("--keepalive", type=int, default=30, metavar="S", help="MQTT keepalive")
-    parser.add_argument(
-        "--interpreter",
-        choices=upy.NAMES,
-        default=None,
-        help="MicroPython to run the firmware in: 'device' (default), the 32-bit, "
-        "single-precision build that stands in for the ESP32, or 'host', the x86-64 one",
-    )
+    upy.add_option(parser)
     parser.add_argument(
         "--heap",
         metavar="SIZE",
@@ -389,6 +384,9 @@ class _Supervisor:
                 cwd=self.state_dir,
                 env=env,
                 stdin=None if stdin_pcm else subprocess.DEVNULL,
+                # the firmware's log (its serial console on the ESP32) goes where
+                # this command's own messages go, in order
+                stdout=STDERR_FD,
                 pass_fds=console_fds[:1] if console_fds else (),
                 # our own process group: a terminal's Ctrl-C reaches us only, and we
                 # pass one interrupt on, so the firmware's flush is not cut short

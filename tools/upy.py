@@ -21,6 +21,7 @@ resolve exactly as they do on the device.
 
 from __future__ import annotations
 
+import argparse
 import os
 import platform
 import shutil
@@ -42,9 +43,9 @@ NAMES: Final = ("device", "host")
 DEFAULT: Final = "device"
 # The heap a sensor gets: MicroPython on an ESP32-WROOM (no PSRAM) with Wi-Fi
 # and TLS up leaves about 110 KiB to the firmware.  The host's objects are
-# twice as wide (64-bit words), so it gets twice the room.
+# up to twice as wide (64-bit words), so it gets more room.
 DEVICE_HEAP: Final = "110K"
-HOST_HEAP: Final = "220K"
+HOST_HEAP: Final = "256K"
 # Unit-test snippets import the firmware from source (parsing costs RAM the
 # compiled firmware does not need): they run with a roomier heap.
 HEAP_SIZE: Final = "256K"
@@ -70,6 +71,23 @@ def check_name(name: str) -> str:
             f"interpreter {name!r} is unknown; use 'device' (the 32-bit ESP32 stand-in) or 'host'"
         )
     return name
+
+
+def add_option(parser: argparse.ArgumentParser) -> None:
+    """The `--interpreter` option of every command that runs the firmware."""
+    parser.add_argument(
+        "--interpreter",
+        choices=NAMES,
+        default=None,
+        help="MicroPython to run the firmware in: 'device' (default), the 32-bit, "
+        "single-precision build that stands in for the ESP32, or 'host', the x86-64 one",
+    )
+
+
+def use(name: str | None) -> None:
+    """Make `name` the interpreter of this process and its children (None: keep the default)."""
+    if name is not None:
+        os.environ[ENV_VAR] = check_name(name)
 
 
 def default_name() -> str:
