@@ -21,9 +21,17 @@ CPython and MicroPython 1.29 accept and refuse exactly the same payloads:
 MicroPython's lenient `json` is preceded by `protocol.strictjson`; CPython's
 `json` is told to refuse NaN/Infinity.  The shared vectors in
 tests/protocol/vectors/ run under both.
+
+Numbers, on a MicroPython built with float32 (the ESP32's) as on CPython:
+a decoded number is checked (range, finiteness, multiples, order) as the
+double nearest its text, which `strictjson.double` works out with integers;
+an encoded number is read at the 6 significant digits a float32 holds, then
+rounded half away from zero to its wire resolution, so the same value gives
+the same bytes whichever width of float holds it.
 """
 
 import json
+import math
 import sys
 
 from protocol import MAX_PAYLOAD, strictjson
@@ -82,6 +90,14 @@ if not _MICROPYTHON:
 
 # 10**decimals, and the format of a fixed-point number with that many decimals
 _SCALES = (1, 10, 100, 1000, 10000)
+# Bits in a float's significand on this port: 53 (double) or 24 (float32).
+_MANT_BITS = 0
+_half_ulp = 1.0
+while 1.0 + _half_ulp != 1.0:
+    _half_ulp *= 0.5
+    _MANT_BITS += 1
+_MANT_SCALE = 2.0**_MANT_BITS
+del _half_ulp
 _FRACTION_FORMATS = ("%d", "%d.%01d", "%d.%02d", "%d.%03d", "%d.%04d")
 
 # flags bitmask -> its JSON array, built once so encoding flags allocates nothing
@@ -102,23 +118,29 @@ _TOKEN_PUNCTUATION = "._:-"
 def decode(kind: str, data: object) -> dict[str, Any]:
     """Validate the payload ``data`` of message ``kind`` and return its fields."""
     _message(kind)  # unknown kinds fail before the payload is looked at
-    obj = _loads(kind, data)
-    if kind == "levels":
+    # MicroPython: the exact value of each number field (see _loads)
+    exact: dict[str, Any] | None = {} if _MICROPYTHON else None
+    obj = _loads(kind, data, exact)
+    if kind == "levels" and exact is None:
         fast = _levels_fast(obj)
         if fast is not None:
             return fast
-    return _validate(kind, obj)
+    return _validate(kind, obj, exact)
 
 
-def _validate(kind: str, obj: dict[str, Any]) -> dict[str, Any]:
-    """The table-driven checks of a parsed payload."""
+def _validate(
+    kind: str, obj: dict[str, Any], exact: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The table-driven checks of a parsed payload.  ``exact`` maps a number
+    field to its exact value (`strictjson.double`), for the checks that a
+    float32 would get wrong."""
     fields, open_ = _message(kind)
     out = {}
     for f in fields:
         name = f[NAME]
         if name in obj:
             v = obj[name]
-            out[name] = None if v is None and f[NULLABLE] else _check(kind, f, v)
+            out[name] = None if v is None and f[NULLABLE] else _check(kind, f, v, exact)
         elif f[REQUIRED]:
             raise ProtocolError(
                 "missing_field",
@@ -139,7 +161,7 @@ def _validate(kind: str, obj: dict[str, Any]) -> dict[str, Any]:
                 % (kind, name, ", ".join(f[NAME] for f in fields)),
                 name,
             )
-    _cross_check(kind, out)
+    _cross_check(kind, out, exact)
     return out
 
 
@@ -232,7 +254,9 @@ def _reject_constant(token: str) -> None:
     raise ValueError("JSON has no %s" % token)
 
 
-def _loads(kind: str, data: object) -> dict[str, Any]:
+def _loads(kind: str, data: object, exact: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The parsed payload; with a dict ``exact`` (MicroPython), also the exact
+    value of each number member of the object, by key."""
     raw = data.encode() if isinstance(data, str) else data
     try:
         size = len(raw)  # type: ignore[arg-type]  # anything else is refused below
@@ -251,9 +275,19 @@ def _loads(kind: str, data: object) -> dict[str, Any]:
     try:
         text = str(raw, "utf-8")  # type: ignore[call-overload]  # bytes-like checked above
         if _MICROPYTHON:
-            if not strictjson.valid(raw):  # type: ignore[arg-type]
+            members: list[tuple[int, int, int, int]] | None = None if exact is None else []
+            if not strictjson.valid(raw, members):  # type: ignore[arg-type]
                 raise ValueError("not strict JSON")
             obj = json.loads(text)
+            if members and exact is not None:
+                for ks, ke, vs, ve in members:
+                    # the key decoded as json.loads did; a repeated key keeps
+                    # its last value there and here
+                    key = json.loads(str(raw[ks:ke], "utf-8"))  # type: ignore[index]
+                    exact[key] = (
+                        strictjson.double(raw, vs, ve),  # type: ignore[arg-type]
+                        str(raw[vs:ve], "ascii"),  # type: ignore[index]
+                    )
         else:
             # CPython's parser is strict already; only the nesting limit needs
             # the slow scan, and only payloads with enough brackets can break it.
@@ -318,25 +352,57 @@ def _num(x: Any) -> str:
     return "%d" % x if x == int(x) else repr(x)
 
 
-def _check(kind: str, f: Any, v: Any) -> Any:
+def _compare(a: tuple[int, int], b: tuple[int, int]) -> int:
+    """Sign of a - b, for exact values ``(m, e)`` = m * 2**e."""
+    e = a[1] if a[1] < b[1] else b[1]
+    x = a[0] << (a[1] - e)
+    y = b[0] << (b[1] - e)
+    return (x > y) - (x < y)
+
+
+def _check(kind: str, f: Any, v: Any, exact: dict[str, Any] | None = None) -> Any:
     """Validate value ``v`` of field ``f``; return it normalised."""
     name = f[NAME]
     t = f[TYPE]
     vt = type(v)
     if t == T_LEVEL or t == T_NUM:
-        if vt is not int and vt is not float:
+        unit = " dB" if t == T_LEVEL else ""
+        if vt is int:
+            # an int compares exactly, and one too big for a float must be
+            # refused as out of range, not overflow in float()
+            _range(kind, f, v, unit)
+            return float(v)
+        if vt is not float:
             return _raise(_bad_type(kind, name, v, "a number"))
-        v = float(v)
-        # x - x is 0 for every finite float, NaN for NaN and +-inf
-        # (MicroPython's math may lack isfinite on small ports).
-        if v - v != 0:
+        if exact is None or name not in exact:
+            # x - x is 0 for every finite float, NaN for NaN and +-inf
+            # (MicroPython's math may lack isfinite on small ports).
+            if v - v != 0:
+                raise ProtocolError(
+                    "not_finite",
+                    "%s field '%s' is %r; send a finite number" % (kind, name, v),
+                    name,
+                )
+            _range(kind, f, v, unit)
+            return v
+        x, text = exact[name]
+        if x is None:
             raise ProtocolError(
                 "not_finite",
-                "%s field '%s' is %r; send a finite number" % (kind, name, v),
+                "%s field '%s' is %s, too large for a double; send a finite number"
+                % (kind, name, text),
                 name,
             )
-        _range(kind, f, v, " dB" if t == T_LEVEL else "")
-        return v
+        if _compare(x, (f[LO], 0)) < 0 or _compare(x, (f[HI], 0)) > 0:
+            raise ProtocolError(
+                "out_of_range",
+                "%s field '%s' is %s, outside %s..%s%s; send a value in that range"
+                % (kind, name, text, _num(f[LO]), _num(f[HI]), unit),
+                name,
+            )
+        # MicroPython's float32 parser can miss by an ulp (1.12500000000000001
+        # gave 1.1249999): the value is the float nearest the double
+        return _float(x)
     if t == T_UINT or t == T_INT or t == T_TIME_MS or t == T_TIME_S:
         if vt is not int:
             want = "a whole number of %s" % ("milliseconds" if t == T_TIME_MS else "seconds")
@@ -490,7 +556,7 @@ def flags_mask(flags: object, kind: str = "levels") -> int:
     return mask
 
 
-def _cross_check(kind: str, v: dict[str, Any]) -> None:
+def _cross_check(kind: str, v: dict[str, Any], exact: dict[str, Any] | None = None) -> None:
     if kind == "levels" or kind == "summary":
         if v["t1"] <= v["t0"] or v["t1"] - v["t0"] > SPAN_MS_MAX:
             raise ProtocolError(
@@ -499,7 +565,12 @@ def _cross_check(kind: str, v: dict[str, Any]) -> None:
                 "by at most %d ms" % (kind, v["t0"], v["t1"], SPAN_MS_MAX),
                 "t1",
             )
-    if kind == "summary" and not v["l10"] >= v["l50"] >= v["l90"]:
+    if kind == "summary" and not (
+        v["l10"] >= v["l50"] >= v["l90"]
+        if exact is None
+        else _compare(exact["l10"][0], exact["l50"][0]) >= 0
+        and _compare(exact["l50"][0], exact["l90"][0]) >= 0
+    ):
         raise ProtocolError(
             "out_of_range",
             "summary percentiles are l10=%r, l50=%r, l90=%r; they must satisfy l10 >= l50 >= l90"
@@ -509,8 +580,12 @@ def _cross_check(kind: str, v: dict[str, Any]) -> None:
     for key in STEPS:
         if key[0] == kind and v[key[1]] is not None:
             step = STEPS[key]
-            blocks = v[key[1]] / step
-            if blocks != int(blocks):
+            if exact is None:
+                blocks = v[key[1]] / step
+                whole = blocks == int(blocks)
+            else:
+                whole = _multiple(exact[key[1]][0], _binary(step))
+            if not whole:
                 raise ProtocolError(
                     "out_of_range",
                     "%s field '%s' is %r, not a multiple of %r; round it to a multiple"
@@ -527,20 +602,103 @@ def _cross_check(kind: str, v: dict[str, Any]) -> None:
                 )
 
 
+def _float(x: tuple[int, int]) -> float:
+    """The float of this port nearest the exact value ``x`` = m * 2**e."""
+    m, e = x
+    a = -m if m < 0 else m
+    extra = strictjson.bit_length(a) - _MANT_BITS
+    if extra > 0:
+        q = a >> extra
+        r = a - (q << extra)
+        half = 1 << (extra - 1)
+        if r > half or (r == half and q & 1):
+            q += 1
+        a = q
+        e += extra
+    f = math.ldexp(float(a), e)  # a has at most _MANT_BITS bits: exact
+    return -f if m < 0 else f
+
+
+def _multiple(a: tuple[int, int], b: tuple[int, int]) -> bool:
+    """True if the exact value ``a`` is a whole multiple of ``b`` (> 0)."""
+    e = a[1] if a[1] < b[1] else b[1]
+    return (a[0] << (a[1] - e)) % (b[0] << (b[1] - e)) == 0
+
+
+def _binary(v: float) -> tuple[int, int]:
+    """A finite float ``v`` >= 0 as ``(m, e)``, exactly m * 2**e."""
+    if v == 0:
+        return (0, 0)
+    f, e = math.frexp(v)
+    # f has at most _MANT_BITS significant bits: scaling by a power of two is exact
+    return (int(f * _MANT_SCALE), e - _MANT_BITS)
+
+
+# An encoded number is first read at the digits a float32 holds for sure.
+_DIGITS = 6
+_DIGITS_LO = 10 ** (_DIGITS - 1)
+_DIGITS_HI = 10**_DIGITS
+
+
+def _round_exact(v: float, decimals: int) -> int:
+    """``v`` (finite, > 0) read at `_DIGITS` significant digits (the nearest
+    such decimal), then rounded half away from zero to ``decimals`` places,
+    times 10**decimals: integer arithmetic on the exact binary value."""
+    m, e = _binary(v)
+    # places that leave _DIGITS significant digits; log10 may miss by one
+    places = _DIGITS - 1 - int(math.floor(math.log10(v)))
+    while True:
+        num = m << e if e >= 0 else m
+        den = 1 if e >= 0 else 1 << -e
+        if places >= 0:
+            num *= 10**places
+        else:
+            den *= 10**-places
+        q: int = num // den
+        r: int = num % den
+        if 2 * r > den or (2 * r == den and q & 1):
+            q += 1
+        if q >= _DIGITS_HI:
+            places -= 1
+        elif q < _DIGITS_LO:
+            places += 1
+        else:
+            break
+    if places <= decimals:
+        whole: int = q * 10 ** (decimals - places)
+        return whole
+    p: int = 10 ** (places - decimals)
+    n = q // p
+    return n + 1 if 2 * (q - n * p) >= p else n
+
+
 # ---------------------------------------------------------------- encoding
 
 
 def _fixed(v: Any, decimals: int) -> str:
     """``v`` rounded to ``decimals`` places, without trailing zeros.
 
-    Integer arithmetic after one rounding, so CPython and MicroPython (whose
-    float repr is not shortest-round-trip) print the same digits."""
+    The rule (module doc) is the same with float32 as with doubles: 0.00145
+    gives 0.0015 on both, although its double lies below the tie and its
+    float32 above.  Integer arithmetic after the rounding, so CPython and
+    MicroPython (whose float repr is not shortest-round-trip) print the same
+    digits."""
     scale = _SCALES[decimals]
-    n = round(v * scale)
     sign = ""
-    if n < 0:
+    if v < 0:
         sign = "-"
-        n = -n
+        v = -v
+    x = v * scale
+    n = int(x)
+    frac = x - n
+    # Far enough from a tie neither the 6-digit reading (5e-6 x at most) nor
+    # the product's rounding (x * 2**-24 on float32) can change the result:
+    # the common case takes no integer arithmetic.
+    margin = x * 1e-5
+    if frac > 0.5 + margin:
+        n += 1
+    elif frac >= 0.5 - margin:
+        n = _round_exact(v, decimals)
     frac = n % scale
     if frac == 0:
         text = "%d" % (n // scale)
@@ -548,7 +706,7 @@ def _fixed(v: Any, decimals: int) -> str:
         text = _FRACTION_FORMATS[decimals] % (n // scale, frac)
         if frac % 10 == 0:
             text = text.rstrip("0")
-    return "-" + text if sign else text
+    return "-" + text if sign and n else text
 
 
 def _level(v: Any, kind: str, name: str) -> str:

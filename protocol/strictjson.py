@@ -14,6 +14,13 @@ recursion bomb (``[[[[...``) that fits in 2 KiB while MicroPython's would not.
 The scan is iterative (no recursion, so deep nesting cannot exhaust the
 small MicroPython stack) and works on the raw bytes, so it allocates only
 the container stack.
+
+`double` reads a JSON number from its text exactly as CPython's parser
+does: the IEEE 754 double nearest to it, as an exact integer pair.  A
+MicroPython built with single-precision floats (the ESP32's) parses numbers
+into float32, which cannot tell 160.000001 from 160; the payload checks
+decide on the exact double instead, so that both Pythons accept and refuse
+the same numbers.
 """
 
 MAX_DEPTH = 32
@@ -44,11 +51,16 @@ _KEY_OR_CLOSE = 3  # just after '{': a key or '}'
 _AFTER = 4  # after a value: ',', a closing bracket, or the end
 
 
-def valid(b: bytes) -> bool:
+def valid(b: bytes, members: list[tuple[int, int, int, int]] | None = None) -> bool:
     """True if ``b`` is exactly one JSON value (RFC 8259), with optional white
-    space around, nested at most `MAX_DEPTH` deep."""
+    space around, nested at most `MAX_DEPTH` deep.
+
+    With a list ``members``, each number that is a member of the outermost
+    object is added to it as ``(key_start, key_end, value_start, value_end)``
+    (the key's span includes its quotes), so its exact text can be read."""
     n = len(b)
     i = 0
+    key_start = key_end = 0
     stack: list[int] = []  # open containers: _LBRACE or _LBRACKET
     state = _VALUE
     while True:
@@ -80,9 +92,11 @@ def valid(b: bytes) -> bool:
                 continue
             if c != _QUOTE:
                 return False
+            key_start = i
             i = _string(b, i, n)
             if i < 0:
                 return False
+            key_end = i
             while i < n and b[i] in _WS:
                 i += 1
             if i >= n or b[i] != _COLON:
@@ -111,7 +125,10 @@ def valid(b: bytes) -> bool:
         if c == _QUOTE:
             i = _string(b, i, n)
         elif c == _MINUS or _ZERO <= c <= _NINE:
+            start = i
             i = _number(b, i, n)
+            if members is not None and i > 0 and len(stack) == 1 and stack[0] == _LBRACE:
+                members.append((key_start, key_end, start, i))
         else:
             i = _literal(b, i, n)
         if i < 0:
@@ -178,3 +195,82 @@ def _literal(b: bytes, i: int, n: int) -> int:
         if b[i : i + len(word)] == word:
             return i + len(word)
     return -1
+
+
+# IEEE 754 binary64: 53-bit significands, subnormals down to 2**-1074.
+_BITS = 53
+_EMIN = -1074
+_EMAX = 1024  # 2**1024 and above round to infinity
+
+
+def double(b: bytes, i: int, j: int) -> tuple[int, int] | None:
+    """The double nearest the JSON number ``b[i:j]`` (round half to even, as
+    CPython's `float`) as ``(m, e)`` with value ``m * 2**e`` exactly, or None
+    when it rounds to infinity.  Integer arithmetic only, so a float32 build
+    gets the same answer."""
+    neg = b[i] == _MINUS
+    if neg:
+        i += 1
+    digits = 0
+    count = 0  # significant digits kept in `digits`
+    point = -1
+    exp = 0
+    k = i
+    while k < j:
+        c = b[k]
+        if c == _DOT:
+            point = k
+        elif _ZERO <= c <= _NINE:
+            if digits or c != _ZERO:
+                digits = digits * 10 + c - _ZERO
+                count += 1
+            if point >= 0:
+                exp -= 1
+        else:  # 'e' or 'E'
+            exp += int(str(b[k + 1 : j], "ascii"))
+            break
+        k += 1
+    if digits == 0:
+        return (0, 0)
+    # value = digits * 10**exp, with 10**(count-1) <= digits < 10**count
+    top = count + exp  # the value lies in [10**(top-1), 10**top)
+    if top > 310:
+        return None
+    if top < -330:
+        return (0, 0)  # under half the smallest subnormal
+    num = digits * 10**exp if exp >= 0 else digits
+    den = 1 if exp >= 0 else 10**-exp
+    # e such that 2**(_BITS-1) <= num / den / 2**e < 2**_BITS, not below _EMIN
+    e = bit_length(num) - bit_length(den) - _BITS
+    while True:
+        if e < _EMIN:
+            e = _EMIN
+        q, r, d = _divide(num, den, e)
+        if q >= 1 << _BITS:
+            e += 1
+        elif q < 1 << (_BITS - 1) and e > _EMIN:
+            e -= 1
+        else:
+            break
+    if 2 * r > d or (2 * r == d and q & 1):
+        q += 1
+        if q == 1 << _BITS:
+            q >>= 1
+            e += 1
+    if e + bit_length(q) > _EMAX:
+        return None
+    return (-q if neg else q, e)
+
+
+def _divide(num: int, den: int, e: int) -> tuple[int, int, int]:
+    """Quotient, remainder and divisor of num / (den * 2**e)."""
+    if e >= 0:
+        d = den << e
+        return num // d, num % d, d
+    n = num << -e
+    return n // den, n % den, den
+
+
+def bit_length(x: int) -> int:
+    # MicroPython's int has no bit_length()
+    return len(bin(x)) - 2 if x > 0 else 0

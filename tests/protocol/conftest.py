@@ -66,6 +66,12 @@ def number(v: Any) -> Any:
     return v
 
 
+def reading(x: float) -> float:
+    """How far the wire's reading of ``x`` at 6 significant digits (what a
+    float32 holds) may move it before it is rounded to its resolution."""
+    return 0.5 * 10.0 ** (math.floor(math.log10(abs(x))) - 5) if x else 0.0
+
+
 def same(expected: Any, actual: Any) -> bool:
     """Equal, with floats within 1e-12 relative (MicroPython parses decimals a
     unit in the last place off) and ints and floats never mixed."""

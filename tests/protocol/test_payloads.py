@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import struct
 from typing import Any
 
 import pytest
@@ -17,6 +18,7 @@ from tests.protocol.conftest import (
     load,
     number,
     payload_bytes,
+    reading,
     same,
     vector_id,
 )
@@ -150,15 +152,37 @@ def test_every_decoder_matches_decode() -> None:
 
 
 def test_levels_round_trip_within_half_a_hundredth() -> None:
-    # independent oracle: the decoded level is the input to within 0.005 dB
+    # independent oracle: the decoded level is the input to within 0.005 dB,
+    # plus the 6-digit reading
     for i in range(2000):
         x = i * 0.0799 + 0.0003  # up to 159.7 dB, inside the range
         data = payloads.encode_levels(i, 1000 * i, 1000 * i + 1000, x, 160 - x, x / 2)
         d = payloads.decode_levels(data)
-        assert abs(d["laeq"] - x) <= 0.005 + 1e-9
-        assert abs(d["lafmax"] - (160 - x)) <= 0.005 + 1e-9
-        assert abs(d["lceq"] - x / 2) <= 0.005 + 1e-9
+        assert abs(d["laeq"] - x) <= 0.005 + reading(x) + 1e-9
+        assert abs(d["lafmax"] - (160 - x)) <= 0.005 + reading(160 - x) + 1e-9
+        assert abs(d["lceq"] - x / 2) <= 0.005 + reading(x / 2) + 1e-9
         assert d["seq"] == i
+
+
+def test_decimal_ties_round_away_from_zero_whatever_the_float() -> None:
+    # 0.00145 lies below the tie as a double and above it as a float32; the
+    # wire reads it at 6 digits first, so both give 0.0015 (and -1.005 -1.01)
+    f32 = struct.Struct("<f")
+    online = {"state": "online", "fw": "1", "uptime_s": 0, "free_mem": 0, "buffered": 0}
+    for dsp_load, offset, want_load, want_offset in (
+        (0.00145, -1.005, "0.0015", "-1.01"),
+        (0.00135, 1.005, "0.0014", "1.01"),
+        (0.00125, 0.125, "0.0013", "0.13"),
+    ):
+        for width in ("double", "float32"):
+            if width == "float32":
+                dsp_load = f32.unpack(f32.pack(dsp_load))[0]
+                offset = f32.unpack(f32.pack(offset))[0]
+            fields = {**online, "dsp_load": dsp_load, "calibration_offset_db": offset}
+            got = json.loads(payloads.encode("status", fields), parse_float=str)
+            assert (got["dsp_load"], got["calibration_offset_db"]) == (want_load, want_offset), (
+                width
+            )
 
 
 def test_levels_flags_bitmask_and_names_agree() -> None:

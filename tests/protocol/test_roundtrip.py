@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from protocol import MAX_PAYLOAD, payloads, schema
+from tests.protocol.conftest import reading
 
 ID = st.text(string.ascii_lowercase + string.digits + "-", min_size=1, max_size=32)
 TOKEN = st.text(string.ascii_letters + string.digits + "._:-", min_size=1, max_size=64)
@@ -90,9 +91,10 @@ def close(field: tuple[Any, ...], sent: Any, got: Any) -> bool:
     if sent is None:
         return got is None or (t == schema.T_FLAGS and got == [])
     if t == schema.T_LEVEL:
-        return bool(abs(got - min(max(sent, 0), 160)) <= 0.005 + 1e-9)
+        want = min(max(sent, 0), 160)
+        return bool(abs(got - want) <= 0.005 + reading(want) + 1e-9)
     if t == schema.T_NUM:
-        return bool(abs(got - sent) <= 0.5 * 10.0 ** -field[schema.EXTRA] + 1e-9)
+        return bool(abs(got - sent) <= 0.5 * 10.0 ** -field[schema.EXTRA] + reading(sent) + 1e-9)
     if t == schema.T_FLAGS:
         return sorted(got) == sorted(sent)
     return bool(got == sent) and type(got) is type(sent)
