@@ -148,6 +148,7 @@ class App:
         client.on_connect = self._on_connect
         client.on_message = self._on_message
         client.on_puback = self._on_puback
+        client.on_down = self._on_down
         return client
 
     # ---- status ----------------------------------------------------------
@@ -233,6 +234,11 @@ class App:
         await self._publish_status()
         await self.mqtt.subscribe(self.t_config, 1)
         self.wake_publisher.set()
+
+    def _on_down(self, why, retry_ms):
+        # the console (serial line, or the virtual sensor's stderr) says why,
+        # at the back-off's pace: doubling from 0.5 s up to backoff_max_s
+        log("%s; retry in %d.%d s" % (why, retry_ms // 1000, retry_ms % 1000 // 100))
 
     def _on_puback(self, pid):
         rec = self.inflight.pop(pid, None)
@@ -492,6 +498,7 @@ class App:
         cfg = self.cfg
         from hushlight import net
 
+        log("sensor %s of site %s: connecting to %s" % (self.sensor, self.site, cfg["broker"]))
         tasks = [
             asyncio.create_task(net.keep_connected(cfg["wifi_ssid"], cfg["wifi_password"], log)),
             asyncio.create_task(

@@ -45,7 +45,9 @@ import time
 from errno import (
     EACCES,
     ECONNABORTED,
+    ECONNREFUSED,
     ECONNRESET,
+    EHOSTUNREACH,
     EINPROGRESS,
     EINVAL,
     ENOBUFS,
@@ -164,6 +166,9 @@ class MQTTClient:
         self.on_message = None  # callable(topic: str, payload: bytes, retained: bool)
         self.on_connect = None  # (coroutine) function, run after each connect
         self.on_puback = None  # callable(pid: int)
+        # callable(why: str, retry_ms: int): a connection attempt failed or the
+        # link was lost, and the next attempt comes in retry_ms (console log)
+        self.on_down = None
         self.stats = {
             "connects": 0,
             "reconnects": 0,
@@ -606,7 +611,11 @@ class MQTTClient:
         self.stats["backoff_ms"] = delay
         # half fixed, half random ("equal jitter")
         half = delay // 2
-        await asyncio.sleep_ms(half + (half * random.getrandbits(16) >> 16))
+        wait = half + (half * random.getrandbits(16) >> 16)
+        if self.on_down is not None:
+            why = self.last_error or "connection to %s:%d lost" % (self.host, self.port)
+            self.on_down(why, wait)
+        await asyncio.sleep_ms(wait)
 
     def _next_pid(self):
         if len(self._unacked) >= 65535:
@@ -800,4 +809,11 @@ def _describe(e):
         return "timed out"
     if isinstance(e, _Refused):
         return "refused, CONNACK code %d" % e.args[0]
+    if isinstance(e, OSError):
+        if len(e.args) > 1:  # a sentence of ours, or the TLS library's error name
+            return str(e.args[1])
+        if e.errno == ECONNREFUSED:
+            return "connection refused (nothing listens on that port: is the broker running?)"
+        if e.errno == EHOSTUNREACH:
+            return "host unreachable (check the network and the broker's address)"
     return "%s %s" % (type(e).__name__, e)

@@ -622,3 +622,34 @@ def test_the_password_comes_from_a_file_or_the_environment(
         assert s.stop() == 0
     saved = json.loads((tmp_path / "st" / "config.json").read_text())
     assert saved["mqtt_password"] == "lamp-post-secret"
+
+
+# ---------------------------------------------------------------- no broker
+
+
+@pytest.mark.parametrize(
+    ("where", "reason"),
+    [("refused", "connection refused"), ("unknown", "cannot resolve 'broker.invalid'")],
+)
+def test_a_sensor_without_its_broker_says_what_it_tries_and_why_it_fails(
+    tmp_path: Path, sensors: list[Sensor], where: str, reason: str
+) -> None:
+    from tools.broker import free_port
+
+    url = f"mqtt://127.0.0.1:{free_port()}" if where == "refused" else "mqtt://broker.invalid:1883"
+    args = ["--id", "lost", "--site", SITE, "--broker", url, "--state-dir", str(tmp_path / "st")]
+    s = Sensor(tmp_path, *args, "--synthetic", "quiet", "--heap", "256K")
+    sensors.append(s)
+    wait_for_line(s, "retry in", 30)
+    time.sleep(8.0)
+    assert s.stop() == 0
+    # on stderr, beside the command's own messages, as on the device's serial console
+    err = s.err.read_text()
+    assert f"connecting to {url}" in err
+    failures = [line for line in err.splitlines() if "retry in" in line]
+    assert all(reason in line for line in failures), failures
+    # the back-off sets the pace: 0.25-0.5 s after the first failure, doubling
+    # each time, so eight seconds hold at most six more lines
+    assert 2 <= len(failures) <= 7, failures
+    delays = [float(line.rsplit("retry in ", 1)[1].split()[0]) for line in failures]
+    assert delays == sorted(delays), delays
