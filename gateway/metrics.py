@@ -173,6 +173,10 @@ class Metrics:
         self.reconnects = c(
             "hushlight_mqtt_reconnects_total", "MQTT connection attempts that failed"
         )
+        self.takeovers = c(
+            "hushlight_mqtt_takeovers_total",
+            "times the broker kept ending our connections at once: another client has our id",
+        )
         self.worker_errors = c(
             "hushlight_worker_errors_total",
             "messages whose handling raised, by exception type",

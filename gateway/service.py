@@ -52,7 +52,7 @@ from typing import Any, Literal
 import aiomqtt
 
 from gateway import paho_io
-from gateway.clock import Clock, RealClock
+from gateway.clock import Clock, RealClock, iso_time
 from gateway.collector import Collector
 from gateway.config import SiteConfig
 from gateway.errors import GatewayError, StateError
@@ -74,6 +74,9 @@ from gateway.policy import (
     PolicyState,
     Release,
     Tick,
+    TriggerSuppressed,
+    describe_trigger,
+    explain,
     initial_state,
     state_json_parts,
     step,
@@ -112,6 +115,11 @@ SAVE_GAP_FACTOR = 10.0
 SAVE_SLICE_S = 0.002  # at most this long serialising the state per event-loop turn
 STORE_EVERY_WALL_S = 1.0  # minutes that are over (and sensors' summaries) written this often
 STOP_FLUSH_S = 5.0  # at most this long to drain and publish on a graceful stop
+# A connection the broker ends this soon after accepting it, TAKEOVER_AFTER times
+# in a row, means another client is using our client id (MQTT: the newer wins).
+TAKEOVER_WITHIN_S = 3.0
+TAKEOVER_AFTER = 3
+EXPLAIN_EVERY_WALL_S = 10.0  # with `explain`, each zone's state is logged this often
 
 Item = tuple[str, bytes, float]  # topic, payload, site time of arrival
 # What a failing disk or database looks like: counted and logged, never fatal.
@@ -202,8 +210,14 @@ class Gateway:
         on_stop: Literal["leave", "release"] = "leave",
         queue_max: int = QUEUE_MAX,
         install_signals: bool = True,
+        explain: bool = False,
     ) -> None:
+        """`explain`: log every `EXPLAIN_EVERY_WALL_S` what each zone is doing and why it
+        is not nudging (the trigger's rule against each sensor's window, the schedule,
+        the cooldown)."""
         self.config = config
+        self.explain = explain
+        self._explain_next = 0.0
         self.clock: Clock = clock or RealClock()
         self.metrics = Metrics()
         self.collector = Collector()
@@ -390,7 +404,9 @@ class Gateway:
         broker = self.config.broker
         address = parse_broker_url(broker.url)
         backoff = Backoff()
+        quick_drops = 0  # connections in a row the broker ended soon after it accepted them
         while True:
+            connected_at: float | None = None
             try:
                 async with aiomqtt.Client(
                     address.host,
@@ -405,7 +421,7 @@ class Gateway:
                 ) as client:
                     paho_io.tune(client, self._inbox_put)
                     await client.subscribe([(f, 1) for f in self.ingest.subscriptions()])
-                    backoff.reset()
+                    connected_at = time.monotonic()
                     self.connected.set()
                     self.metrics.connected.set(1)
                     self.ready.set()
@@ -419,6 +435,30 @@ class Gateway:
             finally:
                 self.connected.clear()
                 self.metrics.connected.set(0)
+            if connected_at is not None:
+                if time.monotonic() - connected_at < TAKEOVER_WITHIN_S:
+                    quick_drops += 1
+                else:
+                    quick_drops = 0
+                    # the back-off starts over only after a connection that held, so
+                    # that two clients fighting over one id slow down instead of
+                    # reconnecting several times a second
+                    backoff.reset()
+                if quick_drops == TAKEOVER_AFTER or (
+                    quick_drops > TAKEOVER_AFTER and quick_drops % 20 == 0
+                ):
+                    self.metrics.takeovers.inc()
+                    log.error(
+                        "the broker ended %d connections in a row within %.0f s of accepting "
+                        "them: another client is most likely connecting as %r (a second "
+                        "gateway?), and the broker lets one connection hold a client id, so each "
+                        "takes the session from the other and neither gets the sensors' records "
+                        "reliably; run one gateway per client id (stop the other one, or give "
+                        "each its own broker.client_id and site)",
+                        quick_drops,
+                        TAKEOVER_WITHIN_S,
+                        self.config.client_id,
+                    )
             delay = backoff.next()
             log.info("reconnecting to %s in %.1f s", broker.url, delay)
             await asyncio.sleep(delay)
@@ -666,11 +706,11 @@ class Gateway:
             self.metrics.overrides_sent.inc(d.group, "override")
             await self.lighting.apply(d)
             log.info(
-                "override %s: %s -> %.0f%% until %.0f (%s)",
+                "override %s: %s -> %.0f%% until %s (%s)",
                 d.cmd_id,
                 d.group,
                 d.level,
-                d.expires_at,
+                iso_time(d.expires_at, self.config.tz),
                 d.reason,
             )
         elif isinstance(d, Release):
@@ -680,10 +720,42 @@ class Gateway:
             if d.nudge_id in replayed:
                 log.warning("nudge %s was sent before a restart; not again", d.nudge_id)
                 return
-            log.info("nudge %s in %s (%s, %.1f dB)", d.nudge_id, d.zone, d.kind, d.laeq)
+            log.info(
+                "nudge %s in %s (%s): %s",
+                d.nudge_id,
+                d.zone,
+                d.kind,
+                describe_trigger(self.config.zones_by_id[d.zone], d.evidence),
+            )
             self.notifier.nudge(d)
         elif isinstance(d, Control):
-            log.info("control %s in %s: trigger recorded, nothing sent", d.control_id, d.zone)
+            log.info(
+                "control %s in %s: trigger recorded, nothing sent (%s)",
+                d.control_id,
+                d.zone,
+                describe_trigger(self.config.zones_by_id[d.zone], d.evidence),
+            )
+        elif isinstance(d, TriggerSuppressed):
+            log.info("zone %s: loud, but %s", d.zone, self._held_back(d))
+        elif isinstance(d, EpisodeEnded):
+            log.info(
+                "zone %s: %s %s ended (%s)",
+                d.zone,
+                "control" if d.control else "nudge",
+                d.episode,
+                d.reason,
+            )
+
+    def _held_back(self, d: TriggerSuppressed) -> str:
+        if d.why == "outside_schedule":
+            zone = self.config.zones_by_id[d.zone]
+            return f"outside its schedule ({', '.join(zone.schedule.texts)}): no nudge"
+        if d.why == "cooldown":
+            until = self.state.zones[d.zone].cooldown_until
+            return f"in its cooldown until {iso_time(until, self.config.tz)}: no nudge"
+        if d.why == "hourly_cap":
+            return "max_nudges_per_hour reached: no nudge"
+        return f"no nudge ({d.why})"
 
     def _count_release(self, release: Release) -> None:
         self.metrics.overrides_sent.inc(release.group, "release")
@@ -706,6 +778,10 @@ class Gateway:
                     self._step(event, now, decisions)
                 self._step(Tick(now), now, decisions)
                 self.collector.maybe_full()  # here: the tick is the one periodic task
+                if self.explain and time.monotonic() >= self._explain_next:
+                    self._explain_next = time.monotonic() + EXPLAIN_EVERY_WALL_S
+                    for zone in self.config.zones:
+                        log.info("%s", explain(self.config, self.state, zone.id, now))
             except Exception as exc:  # a bug must cost one tick, not the gateway
                 self.metrics.worker_errors.inc(type(exc).__name__)
                 log.exception("the policy tick failed")
@@ -731,6 +807,7 @@ class Gateway:
         )
 
     def health(self) -> Mapping[str, Any]:
+        now = self.clock.now()
         return {
             "status": "ok" if self.connected.is_set() else "degraded",
             "site": self.config.site_id,
@@ -739,7 +816,9 @@ class Gateway:
             "sensors_online": self.ingest.online,
             "sensors_configured": len(self.ingest.sensors),
             "uptime_s": round(time.monotonic() - self._started, 1),
-            "now": self.clock.now(),
+            "now": now,
+            "now_iso": iso_time(now, self.config.tz),
+            "timezone": self.config.timezone,
         }
 
     def zones(self) -> Sequence[Mapping[str, Any]]:
@@ -747,7 +826,15 @@ class Gateway:
         return [zone_status(self.config, self.state, z.id, now) for z in self.config.zones]
 
     def decisions(self, limit: int) -> Sequence[Mapping[str, Any]]:
-        return self.storage.recent_decisions(limit)
+        rows = self.storage.recent_decisions(limit)
+        tz = self.config.tz
+        for row in rows:
+            # epoch seconds for machines, and their ISO 8601 twins in the site's time zone
+            for key in ("at", "expires_at"):
+                value = row.get(key)
+                if isinstance(value, int | float) and not isinstance(value, bool):
+                    row[f"{key}_iso"] = iso_time(value, tz)
+        return rows
 
     def zone_ids(self) -> frozenset[str]:
         return frozenset(self.config.zones_by_id)

@@ -27,15 +27,18 @@ waits for more than one short transaction.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import math
+import os
+import socket
 import sqlite3
 import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TextIO
 
 from gateway.config import SiteConfig
 from gateway.errors import StateError, StorageError
@@ -275,6 +278,10 @@ class Storage:
         self._pending: dict[tuple[str, int], list[float]] = {}
         self._pending_minutes: dict[int, int] = {}  # minute -> its rows in `_pending`
         self._newest_minute = -(2**62)
+        # One gateway writes one database: a second one on the same file would
+        # interleave its decisions and commands with the first one's and release
+        # lights the other still holds.  Readers (the report) take no lock.
+        self._lock_file = None if read_only else _hold_lock(self.path)
         target = f"{self.path.absolute().as_uri()}?mode=ro" if read_only else str(self.path)
         try:
             self._db = sqlite3.connect(
@@ -285,6 +292,7 @@ class Storage:
                 uri=read_only,
             )
         except sqlite3.Error as exc:
+            self._unlock()
             what = (
                 "it exists and is readable" if read_only else "the directory exists and is writable"
             )
@@ -295,13 +303,20 @@ class Storage:
             self._setup()
         except sqlite3.DatabaseError as exc:
             self._db.close()
+            self._unlock()
             raise StorageError(
                 f"{self.path}: not a usable SQLite database ({exc}); point storage.path at a new "
                 "file or at a hushlight database"
             ) from exc
         except StorageError:
             self._db.close()
+            self._unlock()
             raise
+
+    def _unlock(self) -> None:
+        if self._lock_file is not None:
+            self._lock_file.close()  # closing the file ends its lock
+            self._lock_file = None
 
     def _setup(self) -> None:
         db = self._db
@@ -373,6 +388,7 @@ class Storage:
                 self._checkpointer = None
         with self._lock:
             self._db.close()
+        self._unlock()
 
     def checkpoint(self) -> None:
         """Copy the WAL into the database file, without holding up the other calls.
@@ -895,6 +911,34 @@ class Storage:
     def rejects(self) -> dict[tuple[str, str], int]:
         """All reject counters."""
         return {(s, r): n for s, r, n in self._read("SELECT sensor, reason, count FROM rejects")}
+
+
+def _hold_lock(path: Path) -> TextIO:
+    """Hold an exclusive lock on `path` + ".lock" until the returned file is closed."""
+    lock_path = path.with_name(path.name + ".lock")
+    try:
+        f = lock_path.open("a+", encoding="utf-8")
+    except OSError as exc:
+        raise StorageError(
+            f"{lock_path}: cannot open the database's lock file ({exc.strerror}); check that "
+            "the directory exists and is writable, or set storage.path"
+        ) from exc
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        f.seek(0)
+        holder = f.read().strip()[:200] or "another process"
+        f.close()
+        raise StorageError(
+            f"{path} is in use by another gateway ({holder}, per {lock_path.name}); one gateway "
+            "writes one database: stop the other one first, or give this one its own "
+            "storage.path (and its own broker.client_id)"
+        ) from None
+    f.seek(0)
+    f.truncate()
+    f.write(f"pid {os.getpid()} on {socket.gethostname()}\n")
+    f.flush()
+    return f
 
 
 def _episode_of(decision: Decision) -> str | None:

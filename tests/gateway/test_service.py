@@ -703,3 +703,46 @@ async def test_the_gateway_says_at_start_whether_web_push_is_on(
     else:
         assert started[0].startswith("Web Push off: no [webpush] vapid_private_key")
         assert "answers 503" in started[0]
+
+
+async def test_two_gateways_with_one_client_id_are_told_they_are_taking_over_each_other(
+    tmp_path: Path, fresh_broker: Mosquitto, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, "hushlight.gateway")
+    clock = ScaledClock(origin=1_750_000_000.0, scale=SCALE)
+    gateways = []
+    for name in ("active", "standby"):
+        (tmp_path / name).mkdir()
+        cfg = load_config(
+            write_config(tmp_path / name, fresh_broker.url, client_id="hushlight-gateway-one")
+        )
+        gateways.append(Gateway(cfg, clock=clock, install_signals=False))
+    a, b = gateways
+    began = time.monotonic()
+    async with running(a.run(), a.stop), running(b.run(), b.stop):
+        await wait_for(lambda: "another client" in caplog.text, 15.0, "word of the takeover")
+        await asyncio.sleep(max(0.0, began + 5.0 - time.monotonic()))
+    [said, *_] = [r for r in caplog.records if "another client" in r.getMessage()]
+    assert a.metrics.takeovers.total() + b.metrics.takeovers.total() >= 1
+    assert said.levelno == logging.ERROR
+    text = said.getMessage()
+    assert "'hushlight-gateway-one'" in text and "run one gateway per client id" in text
+    # and they do not fight several times a second: the back-off grows while it lasts
+    # (it started over at every connection: some 50 connections in these 5 s)
+    connects = [r for r in caplog.records if r.getMessage().startswith("connected to ")]
+    assert len(connects) < 25, len(connects)
+
+
+def test_a_second_gateway_on_the_same_database_refuses_to_start(tmp_path: Path) -> None:
+    cfg = load_config(write_config(tmp_path, "mqtt://127.0.0.1:1"))
+    first = Gateway(cfg, install_signals=False)
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "tools.cli", "gateway", "--config", str(cfg.source)],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+    finally:
+        first.storage.close()
+    assert done.returncode == 2, done.stderr
+    assert "is in use by another gateway" in done.stderr, done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr

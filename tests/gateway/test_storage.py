@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -396,3 +397,20 @@ def test_bulk_writes_copy_the_wal_into_the_file(tmp_path: Path) -> None:
         assert path.stat().st_size > len(text)
         with sqlite3.connect(path) as raw:
             assert raw.execute("SELECT json FROM policy_state").fetchone()[0] == text
+
+
+def test_a_second_writer_on_the_same_database_is_refused_until_the_first_closes(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "h.db"
+    first = Storage(path)
+    with pytest.raises(StorageError) as err:
+        Storage(path)
+    text = str(err.value)
+    assert f"{path} is in use by another gateway (pid {os.getpid()} on " in text, text
+    assert "give this one its own storage.path" in text
+    # a reader (the report) is never refused
+    with Storage(path, read_only=True) as reader:
+        assert reader.episodes() == []
+    first.close()
+    Storage(path).close()
