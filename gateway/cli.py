@@ -33,6 +33,12 @@ def configure(parser: argparse.ArgumentParser) -> None:
         default="info",
         help="how much to log (default info)",
     )
+    parser.add_argument(
+        "--explain",
+        action="store_true",
+        help="every 10 s, log per zone what it is doing and why it is not nudging "
+        "(its trigger against each sensor's levels, schedule, cooldown)",
+    )
     add_clock_arguments(parser)
 
 
@@ -49,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
     from gateway.service import Gateway
 
     try:
-        gateway = Gateway(config, clock=clock, on_stop=args.on_stop)
+        gateway = Gateway(config, clock=clock, on_stop=args.on_stop, explain=args.explain)
     except StorageError as exc:
         raise UsageError(str(exc)) from None
     try:

@@ -12,10 +12,28 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import datetime as dt
 import time
 from typing import Protocol
 
-__all__ = ["Clock", "RealClock", "ScaledClock", "add_clock_arguments", "clock_from_args"]
+__all__ = [
+    "Clock",
+    "RealClock",
+    "ScaledClock",
+    "add_clock_arguments",
+    "clock_from_args",
+    "iso_time",
+]
+
+
+def iso_time(epoch_s: float, tz: dt.tzinfo | None = None) -> str:
+    """UTC epoch seconds as ISO 8601 to the second, in `tz` (the site's time zone) with its
+    offset; without `tz`, in this machine's time zone.  What people read; machines keep
+    the epoch seconds."""
+    when = dt.datetime.fromtimestamp(epoch_s, dt.UTC)
+    return (when.astimezone(tz) if tz is not None else when.astimezone()).isoformat(
+        timespec="seconds"
+    )
 
 
 class Clock(Protocol):

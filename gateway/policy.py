@@ -41,12 +41,14 @@ restore it across restarts.
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import json
 import math
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from gateway.config import SiteConfig, ZoneConfig
 from gateway.errors import StateError
@@ -65,6 +67,8 @@ __all__ = [
     "StatusEvent",
     "Tick",
     "TriggerSuppressed",
+    "describe_trigger",
+    "explain",
     "initial_state",
     "replay",
     "state_from_json",
@@ -739,20 +743,172 @@ def _draw(seed: int, zone: str, n: int, purpose: str) -> float:
 
 
 def zone_status(config: SiteConfig, state: PolicyState, zone_id: str, now: float) -> dict[str, Any]:
-    """A JSON-ready summary of one zone for the HTTP API."""
+    """A JSON-ready summary of one zone for the HTTP API.
+
+    Times are UTC epoch seconds, each with an ISO 8601 twin in the site's time
+    zone (``..._iso``); `levels` is what each sensor's window holds now.
+    """
     zone = config.zones_by_id[zone_id]
     zs = _zone(state, zone_id)
     ep = zs.episode
+    tz = config.tz
+    cooldown = zs.cooldown_until if zs.cooldown_until > now else None
     return {
         "zone": zone_id,
-        "active_schedule": zone.schedule.is_active(now, config.tz),
+        "now": now,
+        "now_iso": _iso(now, tz),
+        "active_schedule": zone.schedule.is_active(now, tz),
+        "schedule": list(zone.schedule.texts),
         "live_sensors": sorted(s for s in zone.sensors if _live(config, zs.sensors.get(s), now)),
         "sensors": list(zone.sensors),
+        "trigger": {
+            "kind": zone.trigger,
+            "threshold_db": zone.threshold_db,
+            "window_s": zone.window_s,
+            "min_sensors": zone.min_sensors,
+            **({"peaks_needed": zone.peaks_needed} if zone.trigger == "peaks" else {}),
+        },
+        "levels": {s: _sensor_levels(config, zone, zs.sensors.get(s), now) for s in zone.sensors},
         "loud": zs.loud,
-        "cooldown_until": zs.cooldown_until if zs.cooldown_until > now else None,
+        "cooldown_until": cooldown,
+        "cooldown_until_iso": None if cooldown is None else _iso(cooldown, tz),
         "nudges_last_hour": sum(1 for t in zs.starts if now - t < 3600.0),
-        "episode": None if ep is None else _episode_json(ep),
+        "episode": None if ep is None else _episode_view(ep, tz),
+        "explain": explain(config, state, zone_id, now),
     }
+
+
+def explain(config: SiteConfig, state: PolicyState, zone_id: str, now: float) -> str:
+    """One sentence: what the zone is doing at `now` and, when it is not nudging, why not.
+
+    For an operator wondering why the lights did not change: the trigger's rule,
+    what each sensor's window holds against it, and what holds a trigger back
+    (schedule, cooldown, hourly cap, silent sensors).
+    """
+    zone = config.zones_by_id[zone_id]
+    zs = _zone(state, zone_id)
+    tz = config.tz
+    ep = zs.episode
+    if ep is not None:
+        what = "a control (nothing sent)" if ep.control else f"a nudge ({ep.kind}, {ep.level:g} %)"
+        until = min(ep.last_loud + zone.hold_s, ep.ends_by)
+        return (
+            f"zone {zone_id}: in {what} since {_iso(ep.started, tz)}, held until "
+            f"{_iso(until, tz)} unless it stays loud (at most until {_iso(ep.ends_by, tz)})"
+        )
+    rule = _rule(zone)
+    seen = []
+    for s in zone.sensors:
+        w = zs.sensors.get(s)
+        if w is None or w.last_seen is None:
+            seen.append(f"{s} never heard")
+        elif not w.online:
+            seen.append(f"{s} offline")
+        elif not _live(config, w, now):
+            seen.append(f"{s} silent for {now - w.last_seen:.0f} s")
+        else:
+            lv = _sensor_levels(config, zone, w, now)
+            if lv["laeq"] is None:
+                seen.append(f"{s} no usable record in the window")
+            elif zone.trigger == "laeq":
+                seen.append(f"{s} LAeq {lv['laeq']:.1f}")
+            else:
+                seen.append(f"{s} {lv['peaks']} peaks (LAFmax up to {lv['lafmax']:.1f})")
+    fires, _, evidence = _measure(config, zone, zs, now)
+    heard = "; ".join(seen)
+    if not fires:
+        why = f"not triggering: {rule}; {len(evidence)} of {zone.min_sensors} needed now ({heard})"
+    else:
+        why = f"triggering ({heard}) but held back: {_held_back(config, zone, zs, now)}"
+    if fires or zone.schedule.is_active(now, tz):
+        return f"zone {zone_id}: {why}"
+    return f"zone {zone_id}: {why}; and {_outside(config, zone, now)}"
+
+
+def describe_trigger(zone: ZoneConfig, evidence: Mapping[str, float]) -> str:
+    """What fired, in the zone's own terms: LAeq values for "laeq", peak counts for "peaks"."""
+    if zone.trigger == "laeq":
+        values = ", ".join(f"{s} {v:.1f} dB(A)" for s, v in sorted(evidence.items()))
+        return f"LAeq over {zone.window_s} s >= {zone.threshold_db:g} dB(A): {values}"
+    values = ", ".join(f"{s} {v:.0f}" for s, v in sorted(evidence.items()))
+    return f"LAFmax peaks >= {zone.threshold_db:g} dB(A) in {zone.window_s} s: {values}"
+
+
+def _rule(zone: ZoneConfig) -> str:
+    sensors = f"{zone.min_sensors} sensor" + ("s" if zone.min_sensors > 1 else "")
+    if zone.trigger == "laeq":
+        return (
+            f"the trigger needs LAeq over {zone.window_s} s >= {zone.threshold_db:g} dB(A) "
+            f"at {sensors}"
+        )
+    times = f"{zone.peaks_needed} time" + ("s" if zone.peaks_needed > 1 else "")
+    return (
+        f"the trigger needs LAFmax >= {zone.threshold_db:g} dB(A) {times} in {zone.window_s} s "
+        f"at {sensors}"
+    )
+
+
+def _held_back(config: SiteConfig, zone: ZoneConfig, zs: ZoneState, now: float) -> str:
+    """Why a trigger that fires would not start an episode now (the order `_evaluate` checks)."""
+    if not zone.schedule.is_active(now, config.tz):
+        return _outside(config, zone, now)
+    if now < zs.cooldown_until:
+        return f"cooldown after the last nudge until {_iso(zs.cooldown_until, config.tz)}"
+    starts = [t for t in zs.starts if now - t < 3600.0]
+    if len(starts) >= zone.max_nudges_per_hour:
+        return (
+            f"max_nudges_per_hour {zone.max_nudges_per_hour} reached; the next may start at "
+            f"{_iso(min(starts) + 3600.0, config.tz)}"
+        )
+    return "nothing: a nudge starts with the next record"
+
+
+def _outside(config: SiteConfig, zone: ZoneConfig, now: float) -> str:
+    nxt = zone.schedule.next_start(now, config.tz)
+    when = "" if nxt is None else f"; next from {_iso(nxt, config.tz)}"
+    schedule = ", ".join(zone.schedule.texts)
+    return f"outside its schedule ({schedule}, {config.timezone}){when}"
+
+
+def _sensor_levels(
+    config: SiteConfig, zone: ZoneConfig, w: SensorWindow | None, now: float
+) -> dict[str, Any]:
+    """LAeq, max LAFmax and peaks (LAFmax >= threshold) of one sensor's usable records in
+    the zone's window at `now`; None where the window is empty."""
+    out: dict[str, Any] = {
+        "live": _live(config, w, now),
+        "laeq": None,
+        "lafmax": None,
+        "peaks": 0,
+        "last_seen": None,
+        "last_seen_iso": None,
+    }
+    if w is None:
+        return out
+    if w.last_seen is not None:
+        out["last_seen"] = w.last_seen
+        out["last_seen_iso"] = _iso(w.last_seen, config.tz)
+    lo, hi = now - zone.window_s, now + zone.window_s
+    inside = [r for r in w.recent if lo < r[0] <= hi]
+    if inside:
+        seconds = sum(r[1] for r in inside)
+        out["laeq"] = round(10.0 * math.log10(sum(r[2] for r in inside) / seconds), 2)
+        out["lafmax"] = round(max(r[3] for r in inside), 2)
+        out["peaks"] = sum(1 for r in inside if r[3] >= zone.threshold_db)
+    return out
+
+
+def _iso(epoch_s: float, tz: ZoneInfo) -> str:
+    return dt.datetime.fromtimestamp(epoch_s, tz).isoformat(timespec="seconds")
+
+
+def _episode_view(ep: Episode, tz: ZoneInfo) -> dict[str, Any]:
+    out = _episode_json(ep)
+    for key in ("started", "last_loud", "ends_by"):
+        out[f"{key}_iso"] = _iso(out[key], tz)
+    for o in out["overrides"]:
+        o["expires_at_iso"] = _iso(o["expires_at"], tz)
+    return out
 
 
 # ---------------------------------------------------------------- persistence

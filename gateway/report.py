@@ -27,6 +27,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from gateway.errors import StorageError
 from gateway.storage import EpisodeRow, Storage
@@ -93,7 +94,8 @@ def compute(
 ) -> dict[str, Any]:
     """The report as a JSON-ready dict: one row per (zone, kind), nudges vs controls."""
     groups: dict[tuple[str, str], dict[bool, list[EpisodeEffect]]] = {}
-    for ep in storage.episodes(since=since, zone=zone):
+    episodes = storage.episodes(since=since, zone=zone)
+    for ep in episodes:
         groups.setdefault((ep.zone, ep.kind), {False: [], True: []})[ep.control].append(
             effect(storage, ep, minutes)
         )
@@ -113,10 +115,20 @@ def compute(
                 },
             }
         )
+    tz = _site_tz(storage)
+    first = episodes[0].at if episodes else None
+    last = episodes[-1].at if episodes else None
     return {
         "minutes_after": minutes,
         "peak_threshold_db": storage.peak_threshold_db,
+        # epoch seconds for programs, ISO 8601 in the site's time zone for people
+        "timezone": tz.key,
         "since": since,
+        "since_iso": _iso(since, tz),
+        "first_episode_at": first,
+        "first_episode_at_iso": _iso(first, tz),
+        "last_episode_at": last,
+        "last_episode_at_iso": _iso(last, tz),
         "zone": zone,
         "rows": rows,
     }
@@ -127,7 +139,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--since",
         help="only episodes from this time on, ISO 8601 (e.g. 2026-11-01 or "
-        "2026-11-01T23:00+01:00; UTC when no offset is given)",
+        "2026-11-01T23:00+01:00; without an offset, the site's local time)",
     )
     parser.add_argument("--zone", help="only this zone")
     parser.add_argument(
@@ -137,7 +149,6 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    since = _parse_since(args.since) if args.since else None
     if not 1 <= args.minutes <= 240:
         raise UsageError(f"--minutes {args.minutes}: expected a whole number from 1 to 240")
     db: Path = args.db
@@ -148,6 +159,7 @@ def run(args: argparse.Namespace) -> int:
     except StorageError as exc:
         raise UsageError(str(exc)) from exc
     with storage:
+        since = _parse_since(args.since, _site_tz(storage)) if args.since else None
         report = compute(storage, since=since, zone=args.zone, minutes=args.minutes)
     if args.json:
         print(json.dumps(report, indent=2))
@@ -187,6 +199,11 @@ def _print_table(report: dict[str, Any]) -> None:
             "No nudges or controls recorded" + (" since then." if report["since"] else ".")
         )
         return
+    console.print(
+        f"Episodes from {report['first_episode_at_iso']} to {report['last_episode_at_iso']}"
+        + (f", since {report['since_iso']}" if report["since"] is not None else "")
+        + f" (times in {report['timezone']})"
+    )
     console.print(table)
     console.print(
         "nudges, controls: episodes (with levels stored after them); LAeq: energy mean in dB(A); "
@@ -214,7 +231,21 @@ def _r(x: float | None) -> float | None:
     return None if x is None else round(x, 3)
 
 
-def _parse_since(text: str) -> float:
+def _site_tz(storage: Storage) -> ZoneInfo:
+    """The site's time zone as the gateway stored it; UTC for a database that does not say."""
+    try:
+        return ZoneInfo(storage.timezone or "UTC")
+    except (ZoneInfoNotFoundError, ValueError):
+        return ZoneInfo("UTC")
+
+
+def _iso(epoch_s: float | None, tz: ZoneInfo) -> str | None:
+    if epoch_s is None:
+        return None
+    return dt.datetime.fromtimestamp(epoch_s, tz).isoformat(timespec="seconds")
+
+
+def _parse_since(text: str, tz: ZoneInfo) -> float:
     try:
         when = dt.datetime.fromisoformat(text)
     except ValueError:
@@ -223,5 +254,5 @@ def _parse_since(text: str) -> float:
             "2026-11-01T23:00+01:00"
         ) from None
     if when.tzinfo is None:
-        when = when.replace(tzinfo=dt.UTC)
+        when = when.replace(tzinfo=tz)
     return when.timestamp()

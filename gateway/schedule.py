@@ -88,6 +88,14 @@ class Schedule:
         """Whether `at` (UTC epoch s) falls in an active window."""
         return self.active_period(at, tz) is not None
 
+    def next_start(self, at: float, tz: ZoneInfo) -> float | None:
+        """The start of the first active period after `at` (UTC epoch s), within a week."""
+        local_day = dt.datetime.fromtimestamp(at, tz).date()
+        for start, _ in _periods(self, tz.key, local_day.toordinal()):
+            if start > at:
+                return start
+        return None
+
 
 @functools.lru_cache(maxsize=4096)
 def _periods(schedule: Schedule, tz_key: str, day: int) -> tuple[tuple[float, float], ...]:

@@ -232,7 +232,9 @@ class Gateway:
             late_after_s=max(LATE_AFTER_S, one_wall_second),
             future_skew_s=max(FUTURE_SKEW_S, one_wall_second),
         )
-        self.storage = Storage(config.storage.path, config.storage.peak_threshold_db)
+        self.storage = Storage(
+            config.storage.path, config.storage.peak_threshold_db, timezone=config.timezone
+        )
         self.outbox = Outbox()
         self.lighting: LightingAdapter = lighting or MqttLighting(config.site_id, self.outbox)
         self.notifier = Notifier(

@@ -253,7 +253,12 @@ class Storage:
     """The gateway's SQLite database; see the module docstring for what lives where."""
 
     def __init__(
-        self, path: str | Path, peak_threshold_db: float = 70.0, *, read_only: bool = False
+        self,
+        path: str | Path,
+        peak_threshold_db: float = 70.0,
+        *,
+        read_only: bool = False,
+        timezone: str | None = None,
     ) -> None:
         """Open (or create) the database at `path`.
 
@@ -264,6 +269,9 @@ class Storage:
         self.path = Path(path)
         self.peak_threshold_db = peak_threshold_db
         self.read_only = read_only
+        # the site's time zone, kept for readers that show times to people (the report);
+        # None when the writer did not say
+        self.timezone = timezone
         # Three locks, so that folding records in memory and writing a minute's
         # rows never make a decision wait for more than one short transaction:
         # `_lock` guards the connection, `_fold_lock` the rows in memory, and
@@ -336,6 +344,9 @@ class Storage:
             row = db.execute("SELECT value FROM meta WHERE key = 'peak_threshold_db'").fetchone()
             if row is not None:
                 self.peak_threshold_db = float(row[0])
+            row = db.execute("SELECT value FROM meta WHERE key = 'timezone'").fetchone()
+            if row is not None:
+                self.timezone = str(row[0])
             return
         if version == 0:
             tables = db.execute("SELECT count(*) FROM sqlite_master WHERE type='table'").fetchone()
@@ -362,6 +373,11 @@ class Storage:
                 "INSERT OR REPLACE INTO meta (key, value) VALUES ('peak_threshold_db', ?)",
                 (str(self.peak_threshold_db),),
             )
+            if self.timezone is not None:
+                db.execute(
+                    "INSERT OR REPLACE INTO meta (key, value) VALUES ('timezone', ?)",
+                    (self.timezone,),
+                )
             db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     @contextmanager

@@ -5,11 +5,14 @@ from __future__ import annotations
 import asyncio
 import base64
 import dataclasses
+import datetime as dt
+import math
 import os
 import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import aiohttp
 import pytest
@@ -19,7 +22,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from gateway.config import load_config
 from gateway.http_api import RateLimit, client_key
-from gateway.policy import Nudge
+from gateway.policy import LevelEvent, Nudge, Override, step
 from gateway.service import Gateway
 from tests.gateway.conftest import TOKEN, write_config
 
@@ -333,3 +336,49 @@ def test_rate_limit_refills_with_time_and_forgets_the_least_recent_clients() -> 
 )
 def test_rate_limit_key_of_a_client_address(address: str, key: str) -> None:
     assert client_key(address) == key
+
+
+def _iso(t: float) -> str:
+    return dt.datetime.fromtimestamp(t, ZoneInfo("Europe/Brussels")).isoformat(timespec="seconds")
+
+
+async def test_zones_show_each_sensors_levels_and_times_in_the_sites_zone(api: Api) -> None:
+    gw = api.gw
+    now = gw.clock.now()
+    laeqs = (60.0, 68.0, 65.0)
+    for i, laeq in enumerate(laeqs):
+        t1 = now - 2 + i
+        event = LevelEvent("s1", i, t1 - 1, t1, laeq, laeq + 3, laeq + 5, (), t1)
+        gw.state, _ = step(gw.config, gw.state, event, now)
+    status, body, _ = await api.call("GET", "/api/zones", auth=True)
+    assert status == 200
+    [zone] = body["zones"]
+    assert zone["now_iso"] == _iso(zone["now"])
+    assert zone["trigger"] == {
+        "kind": "laeq",
+        "threshold_db": 70.0,
+        "window_s": 3,
+        "min_sensors": 1,
+    }
+    s1 = zone["levels"]["s1"]
+    mean = 10 * math.log10(sum(10 ** (x / 10) for x in laeqs) / len(laeqs))
+    assert s1["laeq"] == pytest.approx(mean, abs=0.01)
+    assert s1["lafmax"] == max(laeqs) + 3 and s1["peaks"] == 1  # 71 >= 70
+    assert s1["live"] and s1["last_seen_iso"] == _iso(s1["last_seen"])
+    assert zone["levels"]["s2"] == {**zone["levels"]["s2"], "laeq": None, "live": False}
+    assert not zone["loud"]
+    assert zone["explain"].startswith(
+        "zone main: not triggering: the trigger needs LAeq over 3 s >= 70 dB(A) at 1 sensor; "
+        f"0 of 1 needed now (s1 LAeq {mean:.1f}; s2 never heard; s3 never heard)"
+    ), zone["explain"]
+
+
+async def test_decisions_keep_epoch_seconds_and_add_iso_times(api: Api) -> None:
+    at = 1_796_510_896.0
+    override = Override("main", "g1", "main-1.1", 40.0, 5.0, at + 600, "noise", {}, at, "main-1")
+    api.gw.storage.record_decision(override, at)
+    status, body, _ = await api.call("GET", "/api/decisions", auth=True)
+    assert status == 200
+    [row] = body["decisions"]
+    assert row["at"] == at and row["at_iso"] == _iso(at) == "2026-12-05T23:48:16+01:00"
+    assert row["expires_at"] == at + 600 and row["expires_at_iso"] == _iso(at + 600)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import math
 import random
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -178,3 +180,29 @@ def test_cli_empty_and_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     junk.write_bytes(b"x" * 4096)
     assert main(["report", "--db", str(junk)]) == 2
     assert "not a usable SQLite database" in capsys.readouterr().err
+
+
+def test_the_report_speaks_the_sites_time(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    tz = ZoneInfo("Europe/Brussels")
+
+    def iso(t: float) -> str:
+        return dt.datetime.fromtimestamp(t, tz).isoformat(timespec="seconds")
+
+    path = tmp_path / "site.db"
+    with Storage(path, timezone="Europe/Brussels") as s:
+        for i, at in enumerate((T0, T0 + 7200)):
+            nudge = Nudge("ns", f"ns-{i}", at, 80.0, "dim", {"en": "x"}, {"a": 80.0}, ("a",))
+            s.record_decision(nudge, at)
+    assert main(["report", "--db", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert f"Episodes from {iso(T0)} to {iso(T0 + 7200)} (times in Europe/Brussels)" in out, out
+    # --since without an offset is the site's local time, as the operator reads a clock there
+    local = dt.datetime.fromtimestamp(T0 + 3600, tz).replace(tzinfo=None).isoformat()
+    assert main(["report", "--db", str(path), "--since", local, "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["since"] == T0 + 3600 and report["since_iso"] == iso(T0 + 3600)
+    assert report["first_episode_at"] == T0 + 7200
+    assert report["first_episode_at_iso"] == iso(T0 + 7200)
+    assert report["timezone"] == "Europe/Brussels"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import gc
 import json
 import logging
@@ -17,6 +18,7 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import aiohttp
 import aiomqtt
@@ -746,3 +748,23 @@ def test_a_second_gateway_on_the_same_database_refuses_to_start(tmp_path: Path) 
     assert done.returncode == 2, done.stderr
     assert "is in use by another gateway" in done.stderr, done.stderr
     assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+
+
+async def test_the_log_speaks_the_sites_time_and_says_what_triggered(
+    tmp_path: Path, fresh_broker: Mosquitto, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, "hushlight.gateway")
+    clock = ScaledClock(origin=1_750_000_000.0, scale=SCALE)
+    async with (
+        site(tmp_path, fresh_broker, clock) as (_, seen),
+        mqtt_client(fresh_broker.port) as pub,
+    ):
+        await Sensors(pub, clock).send("s1", 85.0)
+        await wait_for(lambda: of(seen, "set"), 2.0, "override")
+    override = of(seen, "set")[0]
+    until = dt.datetime.fromtimestamp(override["expires_at"], ZoneInfo("Europe/Brussels"))
+    until_iso = until.isoformat(timespec="seconds")
+    lines = [r.getMessage() for r in caplog.records]
+    assert f"override {override['cmd_id']}: g1 -> 40% until {until_iso} (noise)" in lines
+    [nudge] = [x for x in lines if x.startswith("nudge ")]
+    assert nudge.endswith("(dim): LAeq over 3 s >= 70 dB(A): s1 85.0 dB(A)"), nudge
