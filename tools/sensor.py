@@ -137,6 +137,17 @@ def _check_broker(url: str) -> None:
         raise UsageError(f"broker {url!r} has a bad port; give a port from 1 to 65535")
 
 
+def origin_text(origin: float | None) -> int | str | None:
+    """The config's `time_origin`: whole seconds as an int, else a decimal
+    string to the ms.  A JSON float would reach a single-precision
+    MicroPython 128 s coarse at today's epoch."""
+    if origin is None:
+        return None
+    if origin == int(origin):
+        return int(origin)
+    return f"{origin:.3f}"
+
+
 def settings(args: argparse.Namespace) -> dict[str, Any]:
     """The config.json keys the command line sets; UsageError for a bad argument."""
     for what in ("id", "site"):
@@ -197,7 +208,7 @@ def settings(args: argparse.Namespace) -> dict[str, Any]:
         "source": source,
         "sample_rate": rate,
         "speed": speed,
-        "time_origin": args.time_origin,
+        "time_origin": origin_text(args.time_origin),
     }
     if args.time_origin is not None and not 0 <= args.time_origin < 4102444800:
         raise UsageError(f"--time-origin {args.time_origin:g} is not UTC epoch seconds")

@@ -27,7 +27,8 @@ Audio:
   i2s_id, i2s_sck, i2s_ws, i2s_sd   I2S peripheral and pins (INMP441 defaults 0, 32, 25, 33)
   speed              unix port: play a non-live source at this many times real
                      time; 0 = as fast as possible
-  time_origin        unix port: UTC epoch seconds of the first sample; records
+  time_origin        unix port: UTC epoch seconds of the first sample, an
+                     integer or a string to the ms ("1781298000.125"); records
                      are stamped origin + audio time (null: the host clock)
 
 Remote-settable (validated by protocol.schema.CONFIG, the same rules for the
@@ -52,6 +53,7 @@ config.json with an atomic rename; a bad one changes nothing.
 
 import json
 
+from hushlight import timesync
 from hushlight.errors import ConfigError
 from hushlight.store import write_atomic
 from protocol import payloads, schema, topics
@@ -157,9 +159,8 @@ def validate_local(values):
     speed = values["speed"]
     if type(speed) not in (int, float) or not 0 <= speed <= 100000:
         raise ConfigError("speed is %r; give 0 (as fast as possible) or a factor > 0" % (speed,))
-    origin = values["time_origin"]
-    if origin is not None and (type(origin) not in (int, float) or not 0 <= origin < 4102444800):
-        raise ConfigError("time_origin is %r; give UTC epoch seconds or null" % (origin,))
+    if values["time_origin"] is not None:
+        timesync.origin_ms(values["time_origin"])  # raises ConfigError
     console = values["console"]
     if console not in ("stdio", "off") and not (
         isinstance(console, str) and console.startswith("fd:") and console[3:].isdigit()

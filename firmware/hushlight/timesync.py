@@ -8,17 +8,63 @@ On the unix port the host clock counts as synced.  With a virtual time
 origin (`time_origin`, for simulations and the demo), records are stamped
 origin + audio time instead, so a night of audio played at 600x real time
 carries the night's timestamps; that clock counts as synced too.
+
+Epoch times are ints, never floats: a float32 (the ESP32's) is 128 s coarse
+at today's epoch seconds and 131 s at epoch ms.  Epoch ms are past 2**30, so
+each one is a long int: they are made once per record, never per block.
 """
 
 import time
 
 from hushlight import platform
+from hushlight.errors import ConfigError
+
+_TIME_S_MAX = 4102444800  # 2100-01-01, as protocol.schema.TIME_S_MAX
+# True where a float is a double: it holds epoch seconds to the microsecond
+_DOUBLE = 1.0 + 2.0**-40 != 1.0
+
+
+def origin_ms(origin):
+    """The virtual time origin `origin` (UTC epoch seconds: an int, a decimal
+    string such as "1781298000.125" to the millisecond, or a float where
+    floats are doubles) as epoch ms, an int; ConfigError when it is none."""
+    if type(origin) is int:
+        ms = origin * 1000
+    elif type(origin) is str:
+        ms = _decimal_ms(origin)
+    elif type(origin) is float and _DOUBLE and origin == origin:
+        whole = int(origin)
+        ms = whole * 1000 + int((origin - whole) * 1000 + 0.5)
+    elif type(origin) is float:
+        raise ConfigError(
+            "time_origin is the number %r, which single-precision floats hold only to "
+            "about 128 s at today's epoch; write it as whole seconds or a string such as "
+            '"1781298000.125"' % (origin,)
+        )
+    else:
+        ms = -1
+    if ms is None or not 0 <= ms < _TIME_S_MAX * 1000:
+        raise ConfigError(
+            "time_origin is %r; give UTC epoch seconds before 2100 (an integer or a string "
+            'such as "1781298000.125"), or null' % (origin,)
+        )
+    return ms
+
+
+def _decimal_ms(text):
+    """Epoch ms of a decimal string of seconds with at most 3 decimals, or None."""
+    whole, dot, frac = text.partition(".")
+    if not whole.isdigit() or (dot and not (frac.isdigit() and len(frac) <= 3)):
+        return None
+    return int(whole) * 1000 + (int(frac) * 10 ** (3 - len(frac)) if frac else 0)
 
 
 class Clock:
-    def __init__(self, origin_s=None):
-        self.virtual = origin_s is not None
-        self.origin_ms = int(origin_s * 1000) if origin_s is not None else 0
+    def __init__(self, origin=None):
+        """`origin`: the virtual time origin (see `origin_ms`), or None for
+        the wall clock."""
+        self.virtual = origin is not None
+        self.origin_ms = origin_ms(origin) if origin is not None else 0
         self.synced = platform.UNIX
         self.last_sync_ms = None
 
