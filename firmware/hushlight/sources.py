@@ -258,16 +258,18 @@ class PcmSource:
 @micropython.viper
 def _noise(out: ptr32, n: int, state: ptr32, gain: int):
     # xorshift32; every shift-left goes through the 32-bit cell so it wraps the
-    # same on the 32-bit ESP32 and the 64-bit host
+    # same on the 32-bit ESP32 and the 64-bit host.  Its right shifts must be
+    # logical: a 32-bit viper int is signed (the 64-bit host loads the cell
+    # zero-extended), so the bits the sign would bring in are masked off.
     i = 0
     while i < n:
         x = state[0]
         state[0] = x ^ (x << 13)
         x = state[0]
-        x = x ^ (x >> 17)
+        x = x ^ ((x >> 17) & 0x7FFF)
         state[0] = x ^ (x << 5)
         x = state[0]
-        s = (int(x >> 16) - 32768) * gain
+        s = (((x >> 16) & 0xFFFF) - 32768) * gain
         out[i] = (s >> 8) << 8
         i += 1
 

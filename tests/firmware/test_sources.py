@@ -127,6 +127,32 @@ def test_silence_is_zero_and_quiet_is_quiet(tmp_path: Path) -> None:
     assert 39.0 < spl(ms) < 44.0
 
 
+NOISE_WORDS = """
+import array, json
+from hushlight import sources
+src = sources.SyntheticSource("quiet", 16000, 2000)
+buf = array.array("i", bytes(4 * 2000))
+src.read_block(buf, 2000)
+print(json.dumps([src._quiet, list(buf)]))
+"""
+
+
+def test_noise_is_xorshift32_bit_for_bit(tmp_path: Path) -> None:
+    # the host model: Marsaglia's xorshift32 (13, 17, 5) on unsigned 32-bit
+    # words, its top 16 bits centred and scaled, the low byte cleared
+    gain, words = mp(NOISE_WORDS, tmp_path)
+    x = 0x2545F491
+    want = []
+    for _ in range(2000):
+        x ^= (x << 13) & 0xFFFFFFFF
+        x ^= x >> 17
+        x ^= (x << 5) & 0xFFFFFFFF
+        want.append((((x >> 16) - 32768) * gain) >> 8 << 8)
+    assert words == want
+    # and it is unbiased: the mean is far below the RMS
+    assert abs(np.mean(words)) < 0.1 * np.sqrt(np.mean(np.square(np.asarray(words, float))))
+
+
 def test_an_unknown_scene_and_rate_are_refused(tmp_path: Path) -> None:
     code = (
         "import json\nfrom hushlight import sources\nfrom hushlight.errors import ConfigError\n"
