@@ -346,16 +346,21 @@ class Console:
 
 
 class CalRun:
-    """Collects the 125 ms levels of a calibration measurement."""
+    """Collects the 125 ms levels of a calibration measurement.
+
+    The levels are kept in integer hundredths of a dB (the meter's
+    resolution): a float32 is 8 micro-dB coarse at 94 dB, so 94.1 - 93.9 came
+    out 0.199997 in floats, and an energy sum of 10**9.4-sized terms keeps
+    fewer digits still."""
 
     def __init__(self, blocks):
         self.blocks = blocks
-        self.levels = []
+        self.levels = []  # hundredths of a dB
         self.clipped = 0
 
     def add(self, level_db, clipped):
         if len(self.levels) < self.blocks:
-            self.levels.append(level_db)
+            self.levels.append(int(round(level_db * 100)))
             self.clipped += clipped
 
     def done(self):
@@ -365,11 +370,13 @@ class CalRun:
         return len(self.levels) / self.blocks
 
     def spread(self):
-        return max(self.levels) - min(self.levels)
+        return (max(self.levels) - min(self.levels)) / 100
 
     def mean_db(self):
-        # energy mean, as a sound level meter averages
+        # energy mean, as a sound level meter averages, taken relative to the
+        # loudest block: each term is at most 1 and the sum keeps its digits
+        top = max(self.levels)
         s = 0.0
-        for v in self.levels:
-            s += 10 ** (v / 10)
-        return 10 * math.log10(s / len(self.levels))
+        for h in self.levels:
+            s += 10 ** ((h - top) / 1000)
+        return (top + 1000 * math.log10(s / len(self.levels))) / 100

@@ -19,7 +19,7 @@ def test_set_values_are_json_or_bare_words(tmp_path: Path) -> None:
     assert got == [2, 72.5, "quoted", "bare", None, True, "[1"]
 
 
-def test_calibration_statistics(tmp_path: Path) -> None:
+def test_calibration_statistics(tmp_path: Path, on_interpreter: str) -> None:
     levels = [93.9, 94.0, 94.1, 94.05, 93.95]
     got = mp(
         "import json\nfrom hushlight.console import CalRun\n"
@@ -34,4 +34,7 @@ def test_calibration_statistics(tmp_path: Path) -> None:
     expected = 10 * math.log10(sum(10 ** (v / 10) for v in levels) / len(levels))
     assert done is True and progress == 1.0 and clipped == 0
     assert math.isclose(spread, 0.2, abs_tol=1e-9)
-    assert math.isclose(mean, expected, abs_tol=1e-6)
+    # a float32 result is itself 8e-6 dB coarse at 94 dB and MicroPython
+    # prints it with 7 digits: 2e-5 dB, 500 times finer than the 0.01 dB a
+    # calibration stores
+    assert math.isclose(mean, expected, abs_tol=1e-6 if on_interpreter == "host" else 2e-5)
