@@ -6,9 +6,17 @@ The steps, each announced before it runs:
 2. erase      erase the whole flash (esptool; skipped with --no-erase)
 3. write      write the MicroPython image at 0x1000 (esptool, progress bar)
 4. copy       copy build/firmware/ to the board's filesystem (mpremote)
-5. config     copy the sensor's config.json (mpremote; only with --config)
+5. config     copy the sensor's config as config.json, and every file it
+              names (the CA of `ca_file`), in one mpremote session (only
+              with --config)
 6. reset      reset the board so it boots the firmware (mpremote)
-7. selftest   open the technician console and wait until `selftest` passes
+7. selftest   open the technician console and wait until `selftest` passes;
+              with an mqtts:// broker that proves the TLS connection (the
+              firmware verifies the broker's certificate against the CA)
+
+Nothing touches the board before every input is checked: the image (an
+ESP32 image, by its header), the config (JSON, then the firmware's own
+rules, run in MicroPython) and the files it names (the CA must load).
 
 When a step fails the message says which step, why (read from the tool's
 output and from the port itself) and what to try: the wrong port, no
@@ -19,8 +27,10 @@ download mode (hold BOOT).
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import re
+import ssl
 import stat
 import subprocess
 import sys
@@ -28,6 +38,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from tools.errors import ToolError, UsageError
 
@@ -41,6 +52,16 @@ ESPTOOL_TIMEOUT_S = 300.0
 SELFTEST_TIMEOUT_S = 90.0
 
 _PERCENT = re.compile(rb"(\d{1,3}(?:\.\d+)?)\s?%")
+
+# ESP-IDF app image header (esp_app_format.h): magic byte 0xE9 first, chip id
+# as a little-endian uint16 at offset 12; 0 is the ESP32 this tool flashes at
+# 0x1000 (S2, S3, C3 images start at 0x0 and carry other ids).
+IMAGE_MAGIC = 0xE9
+CHIP_ID_OFFSET = 12
+ESP32_CHIP_ID = 0
+MIN_IMAGE_BYTES = 64 * 1024
+# the firmware's CA when the config names none (hushlight.app)
+DEFAULT_CA = "ca.pem"
 
 
 class StepError(ToolError):
@@ -209,8 +230,20 @@ def run_esptool(step: Step, port: str, argv: Sequence[str], *, progress: bool = 
     return text
 
 
-def wait_selftest(step: Step, port: str, timeout: float = SELFTEST_TIMEOUT_S) -> None:
-    """Open the console on `port` and repeat `selftest` until every check passes."""
+def wait_selftest(
+    step: Step,
+    port: str,
+    timeout: float = SELFTEST_TIMEOUT_S,
+    *,
+    broker: str | None = None,
+    ca: str | None = None,
+) -> None:
+    """Open the console on `port` and repeat `selftest` until every check passes.
+
+    With `broker` (the URL of the config just copied) the sensor must be
+    connected to that very broker; for mqtts:// that connection is the proof
+    that TLS works, because the firmware accepts only a broker certificate
+    that chains to its CA (`ca`, the file on the board)."""
     from tools.selftest import run_checks
 
     step.announce()
@@ -225,14 +258,186 @@ def wait_selftest(step: Step, port: str, timeout: float = SELFTEST_TIMEOUT_S) ->
             failing = [f"{c.name}: {c.detail}" for c in checks if not c.ok]
             if not failing:
                 print(f"      all {len(checks)} checks passed", flush=True)
+                if broker is not None:
+                    _prove_broker(step, port, checks, broker, ca)
                 return
         if time.monotonic() > deadline:
-            raise step.fail(
-                f"the self-test did not pass within {timeout:.0f} s ({'; '.join(failing)})",
+            advice = (
                 "run `hushlight selftest --port " + port + "` to see each check, and "
-                "`hushlight monitor --port " + port + "` to watch the sensor",
+                "`hushlight monitor --port " + port + "` to watch the sensor"
+            )
+            if broker is not None and broker.startswith("mqtts://"):
+                advice += (
+                    f"; over TLS the broker's certificate must chain to {ca or DEFAULT_CA} and "
+                    "name the host of the broker URL, and the sensor's clock must be set (NTP)"
+                )
+            raise step.fail(
+                f"the self-test did not pass within {timeout:.0f} s ({'; '.join(failing)})", advice
             )
         time.sleep(2.0)
+
+
+def _prove_broker(
+    step: Step, port: str, checks: Sequence[Any], broker: str, ca: str | None
+) -> None:
+    detail = next((c.detail for c in checks if c.name == "broker"), "")
+    if f"connected to {broker}" not in detail.split(";")[0]:
+        raise step.fail(
+            f"the sensor does not report a connection to its config's broker {broker} "
+            f"(its self-test says: {detail or 'no broker check'})",
+            "the board may still run an older config.json: copy it again "
+            "(`hushlight provision --port` or flash with --config) and watch "
+            f"`hushlight monitor --port {port}`",
+        )
+    if broker.startswith("mqtts://"):
+        print(
+            f"      TLS: connected to {broker}, the broker's certificate verified against "
+            f"{ca or DEFAULT_CA} on the board",
+            flush=True,
+        )
+
+
+@dataclass(frozen=True)
+class BoardFile:
+    """A file for the board's filesystem: `local` on this machine, `name` on the board."""
+
+    local: Path
+    name: str
+
+
+def check_image(image: Path) -> Path:
+    """`image` if it is an ESP32 image to write at 0x1000; UsageError saying why not otherwise."""
+    if not image.is_file():
+        raise UsageError(
+            f"MicroPython image {image} does not exist; download the ESP32 generic .bin "
+            "from micropython.org/download/ESP32_GENERIC/ and give its path"
+        )
+    try:
+        with image.open("rb") as f:
+            head = f.read(CHIP_ID_OFFSET + 2)
+        size = image.stat().st_size
+    except OSError as exc:
+        raise UsageError(f"cannot read the MicroPython image {image}: {exc.strerror}") from None
+    if size < MIN_IMAGE_BYTES:
+        raise UsageError(f"{image} is only {size} bytes; that is not a MicroPython image")
+    if head[0] != IMAGE_MAGIC:
+        raise UsageError(
+            f"{image} is not an ESP32 firmware image (its first byte is 0x{head[0]:02x}, not "
+            f"0x{IMAGE_MAGIC:02X}); download the .bin (not .uf2 or .elf) of ESP32_GENERIC "
+            "from micropython.org"
+        )
+    chip = int.from_bytes(head[CHIP_ID_OFFSET : CHIP_ID_OFFSET + 2], "little")
+    if chip != ESP32_CHIP_ID:
+        raise UsageError(
+            f"{image} is an image for another chip of the ESP32 family (chip id {chip}, the "
+            f"ESP32 is {ESP32_CHIP_ID}); download ESP32_GENERIC, not the S2, S3 or C3 image"
+        )
+    return image
+
+
+def check_ca(path: Path, what: str = "CA certificate") -> None:
+    """UsageError unless `path` holds a certificate (PEM or DER) a TLS client can trust."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise UsageError(
+            f"{what} {path} cannot be read ({exc.strerror}); give the PEM file of the CA "
+            "that signed the broker's certificate"
+        ) from None
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    try:
+        if b"-----BEGIN CERTIFICATE-----" in data:
+            context.load_verify_locations(cadata=data.decode("ascii", "replace"))
+        else:
+            context.load_verify_locations(cadata=data)  # DER, which the firmware takes too
+    except (ssl.SSLError, ValueError) as exc:
+        raise UsageError(
+            f"{what} {path} is not a PEM or DER certificate ({exc}); give the CA that signed "
+            "the broker's certificate"
+        ) from None
+
+
+def _firmware_verdict(path: Path) -> str | None:
+    """The firmware's own objection to the config at `path` (hushlight.config,
+    run in MicroPython as on the board), or None when it would start with it."""
+    from tools import upy
+
+    code = (
+        "from hushlight.config import Config\n"
+        "from hushlight.errors import ConfigError\n"
+        "try:\n"
+        f"    Config({str(path.resolve())!r})\n"
+        "    print('OK')\n"
+        "except ConfigError as e:\n"
+        "    print('ERROR ' + str(e))\n"
+    )
+    try:
+        interp = upy.interpreter()
+    except ToolError:
+        interp = upy.interpreter("host")  # the stand-in is not built: the rules are the same
+    out = upy.run_code(code, name=interp.name).strip().splitlines()
+    if out and out[-1] == "OK":
+        return None
+    return out[-1].removeprefix("ERROR ") if out else "the firmware said nothing about it"
+
+
+def check_config(path: Path) -> tuple[dict[str, Any], list[BoardFile]]:
+    """The sensor config at `path` and every file the board needs from it
+    (config.json first, then the CA); UsageError naming the first problem."""
+    redo = "write it with `hushlight provision --out FILE`"
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UsageError(f"config {path} does not exist; {redo}") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"config {path} cannot be read ({exc}); {redo}") from None
+    try:
+        config = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise UsageError(
+            f"config {path} is not JSON ({exc.msg} at line {exc.lineno}, column {exc.colno}); "
+            f"{redo}"
+        ) from None
+    if not isinstance(config, dict):
+        raise UsageError(
+            f"config {path} holds a JSON {type(config).__name__}, not an object; {redo}"
+        )
+    objection = _firmware_verdict(path)
+    if objection is not None:
+        raise UsageError(f"config {path}: the firmware would not start with it: {objection}")
+    ssid = config.get("wifi_ssid")
+    if not isinstance(ssid, str) or not ssid or len(ssid.encode()) > 32:
+        raise UsageError(
+            f"config {path}: wifi_ssid is {ssid!r}; the board needs the name of its Wi-Fi "
+            "network (1 to 32 bytes): give --wifi-ssid to `hushlight provision`"
+        )
+    files = [BoardFile(path, "config.json")]
+    ca = config.get("ca_file")
+    if ca is None and str(config["broker"]).startswith("mqtts://"):
+        ca = DEFAULT_CA
+    if ca is not None:
+        if not isinstance(ca, str) or not ca or "/" in ca or ca in (".", ".."):
+            raise UsageError(
+                f"config {path}: ca_file {ca!r} is not a file name; the firmware reads the CA "
+                "from the board's top folder: give a name such as ca.pem"
+            )
+        local = path.parent / ca
+        if not local.is_file():
+            raise UsageError(
+                f"config {path} names the CA {ca!r} (ca_file), but {local} does not exist; "
+                "put the broker's CA there, or provision again with --ca FILE"
+            )
+        check_ca(local, "the CA file of the config (ca_file)")
+        files.append(BoardFile(local, ca))
+    return config, files
+
+
+def copy_to_board(step: Step, port: str, files: Sequence[BoardFile]) -> None:
+    """Copy `files` to the board's top folder in one mpremote session, as `step`."""
+    argv: list[str] = []
+    for f in files:
+        argv += [*(["+"] if argv else []), "fs", "cp", str(f.local), ":" + f.name]
+    run_mpremote(step, port, argv)
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
@@ -261,28 +466,20 @@ def configure(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from tools import build
 
-    image: Path = args.micropython_bin
-    if not image.is_file():
-        raise UsageError(
-            f"MicroPython image {image} does not exist; download the ESP32 generic .bin "
-            "from micropython.org/download/ESP32_GENERIC/ and give its path"
-        )
-    if image.stat().st_size < 64 * 1024:
-        raise UsageError(
-            f"{image} is only {image.stat().st_size} bytes; that is not a MicroPython image"
-        )
-    if args.config is not None and not args.config.is_file():
-        raise UsageError(
-            f"config {args.config} does not exist; make one with `hushlight provision --out FILE`"
-        )
+    # every input first: a bad one must not cost the board its flash
+    image = check_image(args.micropython_bin)
+    config: dict[str, Any] = {}
+    files: list[BoardFile] = []
+    if args.config is not None:
+        config, files = check_config(args.config)
     port: str = args.port
     out: Path = args.build_dir or build.DEFAULT_OUT
     titles = ["build the firmware with mpy-cross"]
     if not args.no_erase:
         titles.append(f"erase the flash of the ESP32 on {port}")
     titles += [f"write {image.name} at {FLASH_OFFSET}", "copy the firmware to the board"]
-    if args.config is not None:
-        titles.append("copy config.json to the board")
+    if files:
+        titles.append(f"copy {' and '.join(f.name for f in files)} to the board")
     titles += ["reset the board", "wait for the self-test to pass"]
     steps = iter(Step(n, len(titles), t) for n, t in enumerate(titles, 1))
     try:
@@ -302,10 +499,11 @@ def run(args: argparse.Namespace) -> int:
         time.sleep(2.0)
         names = sorted(p.name for p in out.iterdir())
         run_mpremote(next(steps), port, ["fs", "cp", "-r", *names, ":"], cwd=out)
-        if args.config is not None:
-            run_mpremote(next(steps), port, ["fs", "cp", str(args.config), ":config.json"])
+        if files:
+            copy_to_board(next(steps), port, files)
         run_mpremote(next(steps), port, ["reset"], timeout=30.0)
-        wait_selftest(next(steps), port, args.selftest_timeout)
+        ca = files[1].name if len(files) > 1 else None
+        wait_selftest(next(steps), port, args.selftest_timeout, broker=config.get("broker"), ca=ca)
     except StepError as exc:
         print(f"hushlight flash: {exc}", file=sys.stderr)
         return 1

@@ -231,11 +231,19 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(
             "give either --port PORT (write to the board) or --out FILE (write a file)"
         )
-    if args.ca is not None and not args.ca.is_file():
-        raise UsageError(f"CA certificate {args.ca} does not exist; give the broker's CA in PEM")
+    if args.ca is not None:
+        if not args.ca.is_file():
+            raise UsageError(
+                f"CA certificate {args.ca} does not exist; give the broker's CA in PEM"
+            )
+        from tools.flash import check_ca
+
+        check_ca(args.ca)
     if scheme == "mqtts" and args.ca is None:
         print(
-            "note: no --ca given; the sensor will use the CA already on the board", file=sys.stderr
+            f"note: no --ca given; the sensor will look for {CA_NAME} on the board "
+            f"(`hushlight flash --config` takes it from beside the config file)",
+            file=sys.stderr,
         )
     if len(args.wifi_ssid) > 32:
         raise UsageError(f"Wi-Fi SSID {args.wifi_ssid!r} is longer than 32 bytes; check the name")
@@ -254,9 +262,22 @@ def run(args: argparse.Namespace) -> int:
     text = json.dumps(config, indent=2, sort_keys=True) + "\n"
     if args.out is not None:
         _write_private(args.out, text)
-        if args.ca is not None:
-            (args.out.parent / CA_NAME).write_bytes(args.ca.read_bytes())
         print(f"config for {sensor} written to {args.out}")
+        if args.ca is not None:
+            # beside the config, under the name the config gives it (ca_file):
+            # `hushlight flash --config` copies both to the board
+            ca_out = args.out.parent / CA_NAME
+            try:
+                ca_out.write_bytes(args.ca.read_bytes())
+            except OSError as exc:
+                raise UsageError(
+                    f"cannot write {ca_out}: {exc.strerror}; check the folder and its permissions"
+                ) from exc
+            print(f"CA certificate {args.ca} written to {ca_out} (the config's ca_file)")
+        print(
+            f"next: `hushlight flash --port PORT --micropython-bin ESP32_GENERIC-*.bin "
+            f"--config {args.out}` copies it{' and the CA' if args.ca else ''} to the board"
+        )
     else:
         from tools.flash import StepError
 
@@ -290,11 +311,9 @@ def _write_to_board(port: str, text: str, ca: Path | None) -> None:
     with tempfile.TemporaryDirectory(prefix="hushlight-provision-") as tmp:
         local = Path(tmp) / "config.json"
         local.write_text(text)
-        copies = [str(local), ":config.json"]
-        steps = [("copy config.json to the board", ["fs", "cp", *copies])]
+        files = [flash.BoardFile(local, "config.json")]
         if ca is not None:
-            steps.append(
-                ("copy the CA certificate to the board", ["fs", "cp", str(ca), ":" + CA_NAME])
-            )
-        for number, (title, argv) in enumerate(steps, 1):
-            flash.run_mpremote(flash.Step(number, len(steps), title), port, argv)
+            files.append(flash.BoardFile(ca, CA_NAME))
+        names = " and ".join(f.name for f in files)
+        flash.copy_to_board(flash.Step(1, 1, f"copy {names} to the board"), port, files)
+    print(f"{names} written to the board on {port}")

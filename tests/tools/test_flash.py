@@ -7,9 +7,11 @@ download mode looks like that to esptool), and a port we may not open.
 
 from __future__ import annotations
 
+import json
 import os
 import pty
 import shutil
+import struct
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -17,18 +19,25 @@ from pathlib import Path
 
 import pytest
 
+from tests.firmware.conftest import make_ca
 from tests.tools.console_sensor import console_sensor
+from tests.tools.upy_board import UnixBoard
 from tools import flash
 from tools.broker import Mosquitto, free_port
 
 MISSING = "/dev/ttyUSB-hushlight-missing"
 
 
+def esp_image(path: Path, chip_id: int = 0) -> Path:
+    """An image with the ESP-IDF header of `chip_id` (esp_app_format.h) and random contents."""
+    header = struct.pack("<BBBBI", 0xE9, 3, 2, 0x20, 0x40080000) + bytes(4)
+    path.write_bytes(header + struct.pack("<H", chip_id) + os.urandom(128 * 1024))
+    return path
+
+
 @pytest.fixture
 def image(tmp_path: Path) -> Path:
-    path = tmp_path / "ESP32_GENERIC.bin"
-    path.write_bytes(os.urandom(128 * 1024))
-    return path
+    return esp_image(tmp_path / "ESP32_GENERIC.bin")
 
 
 @pytest.fixture
@@ -153,3 +162,119 @@ def test_selftest_step_against_a_virtual_sensor(tmp_path: Path, broker: Mosquitt
     assert text.startswith("step 7/7 (wait for the self-test to pass) failed")
     assert "broker:" in text
     assert f"hushlight selftest --port {port}" in text
+
+
+# ---------------------------------------------------------------- inputs first
+
+
+def _provision_out(folder: Path, broker: str = "mqtts://mqtt.leuven.example:8883") -> Path:
+    """`hushlight provision --out` with a CA, as the README's technician runs it."""
+    folder.mkdir(parents=True, exist_ok=True)
+    city_ca = make_ca(folder / "pki", "city CA").ca
+    out = folder / "ns-02.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "tools.cli", "provision", "--out", str(out), "--id", "ns-02",
+         "--site", "leuven", "--wifi-ssid", "city-iot", "--wifi-password", "w",
+         "--broker", broker, "--ca", str(city_ca)],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    return out
+
+
+def _edit(config: Path, **changes: object) -> None:
+    values = json.loads(config.read_text())
+    values.update(changes)
+    config.write_text(json.dumps(values))
+
+
+# what each case breaks, and what the refusal must say
+BAD_INPUTS = {
+    "not json": "is not JSON (Expecting value at line 1, column 1)",
+    "unknown key": "unknown key 'wifi_pasword'",
+    "firmware rule": "keepalive_s is 3",
+    "no wifi": "wifi_ssid is None",
+    "CA missing": "names the CA 'ca.pem' (ca_file), but",
+    "CA not a certificate": "is not a PEM or DER certificate",
+    "image not ESP": "is not an ESP32 firmware image (its first byte is 0x7f",
+    "image of an S3": "chip id 9",
+}
+
+
+def _spoil(case: str, config: Path, image: Path) -> None:
+    if case == "not json":
+        config.write_text("this is not json\n")
+    elif case == "unknown key":
+        _edit(config, wifi_pasword="typo")
+    elif case == "firmware rule":
+        _edit(config, keepalive_s=3)
+    elif case == "no wifi":
+        _edit(config, wifi_ssid=None)
+    elif case == "CA missing":
+        (config.parent / "ca.pem").unlink()
+    elif case == "CA not a certificate":
+        (config.parent / "ca.pem").write_text("junk")
+    elif case == "image not ESP":
+        image.write_bytes(b"\x7fELF" + bytes(1 << 17))
+    else:
+        esp_image(image, chip_id=9)
+
+
+@pytest.mark.parametrize("case", list(BAD_INPUTS))
+def test_every_input_is_checked_before_the_board_changes(
+    tmp_path: Path, image: Path, case: str
+) -> None:
+    config = _provision_out(tmp_path / "site")
+    _spoil(case, config, image)
+    proc = _flash(tmp_path, image, MISSING, "--config", str(config))
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert BAD_INPUTS[case] in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    # no step ran: no erase, and not even the build
+    assert proc.stdout == ""
+    assert not (tmp_path / "build").exists()
+
+
+def test_the_config_and_every_file_it_names_reach_the_board(tmp_path: Path) -> None:
+    config = _provision_out(tmp_path / "site")
+    _, files = flash.check_config(config)
+    assert [f.name for f in files] == ["config.json", "ca.pem"]
+    with UnixBoard(tmp_path / "board") as board:
+        flash.copy_to_board(flash.Step(5, 7, "copy config.json and ca.pem"), board.port, files)
+    on_board = tmp_path / "board"
+    assert (on_board / "config.json").read_bytes() == config.read_bytes()
+    assert (on_board / "ca.pem").read_bytes() == (tmp_path / "site" / "pki" / "ca.pem").read_bytes()
+    # and the firmware there starts with what it got
+    assert flash._firmware_verdict(on_board / "config.json") is None
+
+
+def test_selftest_step_proves_the_tls_connection(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    tls = make_ca(tmp_path / "tls", "broker CA")
+    other = make_ca(tmp_path / "other", "somebody else's CA")
+    step = flash.Step(7, 7, "wait for the self-test to pass")
+    heap = ("--heap", "256K")  # the firmware's own heap size is not what this test is about
+    with Mosquitto(tls=(tls.ca, tls.cert, tls.key)) as b:
+        url = b.tls_url
+        audio = ("--synthetic", "street", "--speed", "4", *heap)
+        with console_sensor(tmp_path, url, "--ca", str(tls.ca), *audio) as (_, port):
+            flash.wait_selftest(step, port, timeout=30.0, broker=url, ca="ca.pem")
+            assert f"TLS: connected to {url}, the broker's certificate verified" in (
+                capsys.readouterr().out
+            )
+            # connected, but not to the broker of the config just copied
+            with pytest.raises(flash.StepError) as err:
+                flash.wait_selftest(step, port, timeout=5.0, broker="mqtts://other.example:8883")
+            assert "does not report a connection to its config's broker" in str(err.value)
+        with (
+            console_sensor(tmp_path, url, "--ca", str(other.ca), *audio, sensor="ns-02") as (
+                _,
+                port,
+            ),
+            pytest.raises(flash.StepError) as err,
+        ):
+            flash.wait_selftest(step, port, timeout=5.0, broker=url, ca="ca.pem")
+        text = str(err.value)
+        assert "broker: not connected" in text
+        assert "must chain to ca.pem" in text

@@ -189,3 +189,48 @@ def test_board_that_is_not_there(tmp_path: Path) -> None:
     assert "does not exist" in proc.stderr
     # the broker learns no password for a sensor that never got its config
     assert not (tmp_path / "passwd").exists()
+
+
+def test_provision_says_every_file_it_wrote(tmp_path: Path) -> None:
+    from tests.firmware.conftest import make_ca
+
+    city_ca = make_ca(tmp_path / "pki", "city CA").ca
+    out = tmp_path / "ns-02.json"
+    proc = _provision(tmp_path, "ns-02", "--ca", str(city_ca))
+    assert proc.returncode == 0, proc.stderr
+    config = json.loads(out.read_text())
+    beside = out.parent / config["ca_file"]
+    assert beside.read_bytes() == city_ca.read_bytes()
+    lines = proc.stdout.splitlines()
+    assert f"config for ns-02 written to {out}" in lines
+    assert f"CA certificate {city_ca} written to {beside} (the config's ca_file)" in lines
+    assert any(f"--config {out}` copies it and the CA to the board" in line for line in lines)
+    # a CA that is no certificate is refused before anything is written
+    junk = tmp_path / "junk.pem"
+    junk.write_text("-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----\n")
+    proc = _provision(tmp_path, "ns-03", "--ca", str(junk))
+    assert proc.returncode == 2 and "is not a PEM or DER certificate" in proc.stderr
+    assert not (tmp_path / "ns-03.json").exists()
+
+
+def test_provision_to_a_board_copies_the_config_and_its_ca(tmp_path: Path) -> None:
+    from tests.firmware.conftest import make_ca
+    from tests.tools.upy_board import UnixBoard
+
+    city_ca = make_ca(tmp_path / "pki", "city CA").ca
+    with UnixBoard(tmp_path / "board") as board:
+        proc = subprocess.run(
+            [sys.executable, "-m", "tools.cli", "provision", "--port", board.port, "--id",
+             "ns-04", "--site", SITE, "--wifi-ssid", "street", "--wifi-password", "pw",
+             "--broker", "mqtts://broker.example:8883", "--ca", str(city_ca),
+             "--passwd-file", str(tmp_path / "passwd")],
+            capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert f"config.json and ca.pem written to the board on {board.port}" in proc.stdout
+    on_board = json.loads((tmp_path / "board" / "config.json").read_text())
+    assert (on_board["id"], on_board["ca_file"]) == ("ns-04", "ca.pem")
+    assert (tmp_path / "board" / "ca.pem").read_bytes() == city_ca.read_bytes()
+    # the broker learns the password the board holds
+    hashed = (tmp_path / "passwd").read_text().split(":", 1)[1].strip()
+    assert provision.check_password(on_board["mqtt_password"], hashed)
