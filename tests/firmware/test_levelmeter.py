@@ -210,10 +210,11 @@ def test_calibration_and_summary_statistics() -> None:
     assert summary["peaks"] == 1  # one upward crossing of 95 dB
 
 
-def test_viper_integer_semantics_the_meter_relies_on() -> None:
+def test_viper_integer_semantics_the_meter_relies_on(on_interpreter: str) -> None:
     # arithmetic right shift and two's-complement `&` on negative ints, and a
-    # ptr32 load that zero-extends on this 64-bit port (hence the sign fix,
-    # here with the meter's own constant 2**30 - 1)
+    # ptr32 load that zero-extends on the 64-bit host but is signed already on
+    # the 32-bit device (the ESP32's word size): the meter's sign fix, with
+    # its own constant 2**30 - 1, gives the signed value on both
     code = """
 import micropython
 from array import array
@@ -230,7 +231,9 @@ a = array('i', [-123456789, 0, 0])
 print(probe(a), a[1], a[2])
 """
     got = upy.run_code(code).split()
-    assert got == [str(-3 * 1000 + 4091), "-123456789", "1"]
+    assert got[:2] == [str(-3 * 1000 + 4091), "-123456789"]
+    zero_extended = {"host": "1", "device": "0"}[on_interpreter]
+    assert got[2] == zero_extended
 
 
 def test_minute_statistics_keep_the_last_480_blocks() -> None:
