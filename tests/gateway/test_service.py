@@ -9,6 +9,7 @@ import gc
 import json
 import logging
 import os
+import re
 import signal
 import socket
 import sqlite3
@@ -28,7 +29,7 @@ from gateway.clock import ScaledClock
 from gateway.collector import NEVER
 from gateway.config import load_config
 from gateway.lights_sim import LightsSim
-from gateway.policy import Override, Release, initial_state
+from gateway.policy import Override, Release, explain, initial_state
 from gateway.service import SWITCH_INTERVAL_S, Gateway, Outbox
 from gateway.storage import Storage
 from protocol import payloads, topics
@@ -768,3 +769,72 @@ async def test_the_log_speaks_the_sites_time_and_says_what_triggered(
     assert f"override {override['cmd_id']}: g1 -> 40% until {until_iso} (noise)" in lines
     [nudge] = [x for x in lines if x.startswith("nudge ")]
     assert nudge.endswith("(dim): LAeq over 3 s >= 70 dB(A): s1 85.0 dB(A)"), nudge
+
+
+# ---------------------------------------------------------------- the example config
+
+
+EXAMPLE = Path(__file__).parents[2] / "gateway" / "site.example.toml"
+
+
+async def test_the_example_config_nudges_within_a_minute_with_the_synthetic_street(
+    tmp_path: Path, fresh_broker: Mosquitto, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The README's first run: the example config (by day, its schedule opened to every hour,
+    as the README says), one virtual sensor playing the synthetic street."""
+    caplog.set_level(logging.INFO, "hushlight.gateway")
+    text = EXAMPLE.read_text()
+    for old, new in (
+        ('url = "mqtt://127.0.0.1:1883"', f'url = "{fresh_broker.url}"'),
+        ("port = 8080", f"port = {free_port()}"),
+    ):
+        assert text.count(old) == 1, old
+        text = text.replace(old, new)
+    text = re.sub(r"(?m)^schedule = .*$", 'schedule = ["00:00-24:00"]', text)
+    (tmp_path / "site.toml").write_text(text)
+    gw = Gateway(load_config(tmp_path / "site.toml"), install_signals=False, explain=True)
+    nudges: list[tuple[str, dict[str, Any]]] = []
+    async with (
+        mqtt_client(fresh_broker.port) as watcher,
+        running(gw.run(), gw.stop),
+    ):
+        await watcher.subscribe("hushlight/v1/leuven/zones/+/nudge", qos=1)
+        watch = asyncio.create_task(collect(watcher, nudges))
+        await asyncio.wait_for(gw.ready.wait(), 10)
+        sensor = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "tools.cli", "sensor", "--id", "ns-01", "--site", "leuven",
+            "--broker", fresh_broker.url, "--synthetic", "street",
+            "--state-dir", str(tmp_path / "ns-01"), "--heap", "256K",
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        )  # fmt: skip
+        began = time.monotonic()
+        try:
+            await wait_for(lambda: nudges, 60.0, "nudge")
+        finally:
+            sensor.terminate()
+            _, err = await asyncio.wait_for(sensor.communicate(), 15)
+            watch.cancel()
+        took = time.monotonic() - began
+    [(topic, nudge)] = nudges
+    assert topic.endswith("/zones/naamsestraat/nudge") and nudge["kind"] == "dim", err
+    assert took < 60.0
+    # before it, --explain said what the zone waited for, in its own terms
+    explained = [r.getMessage() for r in caplog.records if "zone naamsestraat: " in r.getMessage()]
+    assert any(
+        "the trigger needs LAFmax >= 70 dB(A) 1 time in 10 s at 1 sensor" in x for x in explained
+    ), explained
+    [said] = [r.getMessage() for r in caplog.records if r.getMessage().startswith("nudge ")]
+    assert "LAFmax peaks >= 70 dB(A) in 10 s: ns-01 1" in said, said
+
+
+def test_explain_says_a_zone_is_outside_its_schedule_and_when_it_opens() -> None:
+    cfg = load_config(EXAMPLE)
+    tz = ZoneInfo("Europe/Brussels")
+    noon = dt.datetime(2026, 12, 7, 12, 0, tzinfo=tz).timestamp()
+    text = explain(cfg, initial_state(cfg), "naamsestraat", noon)
+    assert text.startswith("zone naamsestraat: not triggering: the trigger needs LAFmax >= 70")
+    assert "ns-01 never heard" in text
+    assert text.endswith(
+        "and outside its schedule (mon-sun 23:00-05:00, Europe/Brussels); "
+        "next from 2026-12-07T23:00:00+01:00"
+    ), text
