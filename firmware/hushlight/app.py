@@ -29,23 +29,18 @@ port `reboot` exits with status 0 after leaving a `reboot` marker file that
 `hushlight sensor` takes as "start me again".
 """
 
-import array
 import gc
 
-# The audio buffers of the largest block (125 ms at 48 kHz), allocated before
-# the modules below are compiled into the heap and fragment it: later a
-# 24 KiB piece in one run may no longer exist.
+# what the heap holds before the firmware's code loads (see App.heap_table)
 gc.collect()
-_AUDIO = array.array("i", bytes(4 * 6000))
-_RAW = bytearray(4 * 6000)
-_RINGS = (bytearray(3200), bytearray(2048))  # the store's RAM rings (hushlight.store)
+_BOOT = gc.mem_alloc()
 
-import asyncio  # noqa: E402  # after the buffers, see above
+import array  # noqa: E402  # after the count above
+import asyncio  # noqa: E402
 import time  # noqa: E402
 
-from hushlight import platform, timesync  # noqa: E402
+from hushlight import coeffs, platform, timesync  # noqa: E402
 from hushlight.config import REMOTE_KEYS, Config, parse_broker  # noqa: E402
-from hushlight.console import CalRun, Console  # noqa: E402
 from hushlight.errors import ConfigError  # noqa: E402
 from hushlight.levelmeter import LevelMeter  # noqa: E402
 from hushlight.mqtt import MQTTClient  # noqa: E402
@@ -55,8 +50,15 @@ from protocol import payloads, schema, topics  # noqa: E402
 
 # the compiler's leftovers go now, before the application allocates
 gc.collect()
+_CODE = gc.mem_alloc() - _BOOT
 
 _WINDOW = 8  # QoS 1 messages in flight at once
+# An ESP32 without PSRAM leaves the firmware about 110 KiB of heap, so a
+# 125 ms block (24 KiB of int32 words at 48 kHz) is read and measured in
+# parts of at most this many words (LevelMeter.process_part).
+_PART_MAX = 3000
+# the file and stream sources read their PCM bytes through this much
+_RAW_BYTES = 2048
 _SUMMARY_BLOCKS = 480  # one minute of 125 ms blocks
 REBOOT_MARKER = "reboot"
 
@@ -65,11 +67,36 @@ def log(msg):
     print("hushlight: " + msg)
 
 
+def _allocated():
+    gc.collect()
+    return gc.mem_alloc()
+
+
+def _part_len(rate):
+    """Words in a part of a block: the most whole sub-blocks of the meter
+    (its Fast time weighting steps) that divide the block and fit _PART_MAX."""
+    block = block_len(rate)
+    sub = coeffs.CHAINS[rate][12]
+    k = block // sub
+    while k * sub > _PART_MAX or (block // sub) % k:
+        k -= 1
+    return k * sub
+
+
+# App.heap_table's parts, in the order they are reported
+HEAP_PARTS = ("code", "config", "store", "audio", "meter", "mqtt", "console")
+
+
 class App:
     def __init__(self, config_path="config.json"):
+        # where the heap goes, measured as it is taken (console `heap`)
+        self.heap = {"code": _CODE}
+        mark = _allocated()
         self.cfg = Config(config_path)
         cfg = self.cfg
-        self.store = Store(".", cfg["buffer_records"], _RINGS)
+        mark = self.count_heap("config", mark)
+        self.store = Store(".", cfg["buffer_records"])
+        mark = self.count_heap("store", mark)
         self.clock = timesync.Clock(cfg["time_origin"])
         self.site = cfg["site"]
         self.sensor = cfg["id"]
@@ -100,31 +127,58 @@ class App:
         self.dropped_told = time.ticks_add(time.ticks_ms(), -20000)
         self.interval_blocks = int(self.cfg["interval_s"] * 8)
         self.console = None
-        self._open_audio()
+        mark = self._open_audio(mark)
         self.mqtt = self._make_client()
+        self.count_heap("mqtt", mark)
 
     # ---- set-up ----------------------------------------------------------
 
-    def _open_audio(self):
+    def count_heap(self, part, since):
+        """Add what the heap grew by since `since` (a mem_alloc figure) to
+        `part` of the heap table; return the figure now."""
+        now = _allocated()
+        self.heap[part] = self.heap.get(part, 0) + now - since
+        return now
+
+    def heap_table(self):
+        """Bytes of heap per part (HEAP_PARTS); `boot`: what the heap held
+        before this module's first line ran (the interpreter's own objects and
+        this module's code); `other`: the rest (tasks, records on their way);
+        `free`."""
+        t = {"boot": _BOOT}
+        used = _allocated() - _BOOT
+        for part in HEAP_PARTS:
+            t[part] = self.heap.get(part, 0)
+            used -= t[part]
+        t["other"] = used
+        t["free"] = gc.mem_free()
+        return t
+
+    def _open_audio(self, mark):
         cfg = self.cfg
         rate = cfg["sample_rate"]
-        self.source = open_source(cfg.values, block_len(rate), _RAW)
+        spec = cfg["source"]
+        # only the file and stream sources read bytes
+        raw = bytearray(_RAW_BYTES) if spec == "stdin" or spec.startswith("wav:") else None
+        self.source = open_source(cfg.values, _part_len(rate), raw)
         if self.source.rate != rate:
             # a file brings its own rate, and with it the block length
             rate = self.source.rate
             self.source.close()
-            self.source = open_source(cfg.values, block_len(rate), _RAW)
+            self.source = open_source(cfg.values, _part_len(rate), raw)
         self.rate = rate
         self.block = block_len(rate)
-        # a lower rate uses the start of the preallocated buffer (the meter
-        # and the sources work on block_len samples, not len(buf))
-        self.buf = _AUDIO
+        self.part = _part_len(rate)
+        self.parts = self.block // self.part
+        self.buf = array.array("i", bytes(4 * self.part))
+        mark = self.count_heap("audio", mark)
         self.meter = LevelMeter(
             rate=rate,
             sensitivity_dbfs=cfg["sensitivity_dbfs"],
             calibration_offset_db=cfg["calibration_offset_db"],
             peak_threshold_db=cfg["peak_threshold_db"],
         )
+        return self.count_heap("meter", mark)
 
     def _make_client(self):
         cfg = self.cfg
@@ -155,7 +209,8 @@ class App:
 
     def dsp_load(self):
         if self.audio_blocks:
-            return self.dsp_us / (self.audio_blocks * self.block * 1000000 / self.rate)
+            # audio_blocks counts parts of blocks (capture)
+            return self.dsp_us / (self.audio_blocks * self.part * 1000000 / self.rate)
         return self.dsp_load_last
 
     def status_fields(self, full=False):
@@ -312,6 +367,8 @@ class App:
     # ---- calibration -------------------------------------------------------
 
     def start_calibration(self, blocks):
+        from hushlight.console import CalRun
+
         self.cal = CalRun(blocks)
         return self.cal
 
@@ -334,6 +391,8 @@ class App:
         meter = self.meter
         buf = self.buf
         block = self.block
+        part = self.part
+        parts = self.parts
         rate = self.rate
         blk1000 = block * 1000
         wdt = platform.Watchdog()
@@ -352,23 +411,36 @@ class App:
         in_minute = 0
         minute_start = 0
         flags = 0
-        block_us = blk1000 * 1000 // rate
+        part_us = part * 1000 * 1000 // rate
         last_read = ticks_us()
         while not self.stopping:
-            if live:
-                if not await src.aread_block(buf, block):
-                    break
-            else:
+            if not live:
                 # a paced source hands a block over once it has "been heard",
                 # as a microphone does: its end time must have come
                 due = pacer.due_in_ms(rel + (acc + blk1000) // rate)
                 await asyncio.sleep_ms(due if due > 0 else 0)
-                if not src.read_block(buf, block):
+            # the block, part by part through the one small buffer
+            p = 0
+            while p < parts:
+                if live:
+                    if not await src.aread_block(buf, part):
+                        break
+                    t = ticks_us()
+                    # (a file played slower than asked loses nothing: no overload)
+                    if ticks_diff(t, last_read) > 3 * part_us:
+                        # the loop stalled for more than the I2S DMA buffer
+                        # holds (4 parts, sources.I2SSource): audio was lost
+                        flags |= schema.FLAG_OVERLOAD
+                    last_read = t
+                elif not src.read_block(buf, part):
                     break
-            t = ticks_us()
-            meter.process_block(buf)
-            self.dsp_us += ticks_diff(ticks_us(), t)
-            self.audio_blocks += 1
+                p += 1
+                t = ticks_us()
+                meter.process_part(buf, part, p == parts)
+                self.dsp_us += ticks_diff(ticks_us(), t)
+                self.audio_blocks += 1
+            if p < parts:
+                break  # the audio ended (a part-filled block is not measured)
             acc += blk1000
             rel += acc // rate
             acc %= rate
@@ -378,12 +450,6 @@ class App:
             if self.cal is not None:
                 self.cal.add(meter.last_block_laeq(), meter.last_block_clipped())
                 flags |= schema.FLAG_CALIBRATING
-            # (a file played slower than asked loses nothing: no overload)
-            if live and ticks_diff(t, last_read) > 3 * block_us:
-                # the loop stalled for more than the I2S DMA buffer holds
-                # (4 blocks, sources.I2SSource): audio was lost
-                flags |= schema.FLAG_OVERLOAD
-            last_read = t
             if in_minute >= _SUMMARY_BLOCKS:
                 self._summary(start_ms, minute_start, base + rel)
                 in_minute = 0
@@ -509,8 +575,14 @@ class App:
             asyncio.create_task(self.status_task()),
         ]
         if cfg["console"] != "off":
+            mark = _allocated()
+            from hushlight.console import Console
+
             self.console = Console(self, cfg["console"])
+            self.count_heap("console", mark)
             tasks.append(asyncio.create_task(self.console.run()))
+        t = self.heap_table()
+        log("heap: " + ", ".join(["%s %d B" % (k, t[k]) for k in HEAP_PARTS + ("other", "free")]))
         await self.capture()
         if not self.stopping:
             # the audio ended (a file, stdin): deliver everything, then say goodbye

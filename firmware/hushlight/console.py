@@ -4,7 +4,7 @@ Runs on the serial REPL line (stdin/stdout) on the ESP32 and on a
 pseudo-terminal on the unix port (`console: fd:N`).  The protocol (shared with
 tools/console.py):
 
-    status | levels | get KEY | set KEY VALUE | cal REF_DB [SECONDS] | selftest | reboot
+    status | levels | get KEY | set KEY VALUE | cal REF_DB [SECONDS] | selftest | heap | reboot
 
 Every reply line is one JSON object with "cmd" and "ok" ("error": a sentence
 when ok is false); other lines (log output) are for humans and ignored by
@@ -23,7 +23,7 @@ from hushlight import platform
 from hushlight.config import DEFAULTS
 from hushlight.errors import ConfigError
 
-COMMANDS = ("status", "levels", "get", "set", "cal", "selftest", "reboot")
+COMMANDS = ("status", "levels", "get", "set", "cal", "selftest", "heap", "reboot")
 _LINE_MAX = 256
 # below the INMP441's self-noise (~33 dB(A)) a working microphone cannot go
 _MIC_ALIVE_DB = 25.0
@@ -166,6 +166,10 @@ class Console:
             await self.cal(line.split()[1:])
         elif word == "selftest":
             self.selftest()
+        elif word == "heap":
+            reply = {"cmd": "heap", "ok": True}
+            reply.update(self.app.heap_table())
+            self.send(reply)
         elif word == "reboot":
             self.send({"cmd": "reboot", "ok": True})
             self.app.request_reboot()

@@ -80,7 +80,9 @@ _SC = const(74)
 _SM = const(80)
 _SPEAKS = const(85)
 _SBLK = const(86)
-_STATE_LEN = const(88)
+_PA = const(88)  # a block processed in parts: A sum so far (5 limbs), clipped so far
+_PCLIP = const(93)
+_STATE_LEN = const(96)
 
 # co[]: coeffs.CHAINS[rate] (14 values), then equaliser on/off, k, s, kz, sz
 
@@ -457,6 +459,40 @@ def _block_end(st: ptr32, ring: ptr32):
     st[_SBLK] = k + 1
 
 
+@micropython.viper
+def _part_end(st: ptr32, ring: ptr32, last: int):
+    # a part of a block (LevelMeter.process_part): its counters now, its A
+    # sum added to the block's; what _block_end does once the last part is in
+    st[_ICLIP] = st[_ICLIP] + st[_BCLIP]
+    st[_SPEAKS] = st[_SPEAKS] + st[_BPEAKS]
+    st[_PCLIP] = st[_PCLIP] + st[_BCLIP]
+    c = 0
+    j = 0
+    while j < _NL - 1:
+        v = st[_PA + j] + st[_BA + j] + c
+        st[_PA + j] = v & _M16
+        c = v >> 16
+        j += 1
+    st[_PA + j] = st[_PA + j] + st[_BA + j] + c  # the top limb holds the rest, as in _filter
+    if not last:
+        return
+    j = 0
+    while j < _NL:
+        st[_BA + j] = st[_PA + j]
+        st[_PA + j] = 0
+        j += 1
+    st[_BCLIP] = st[_PCLIP]
+    st[_PCLIP] = 0
+    st[_IBLK] = st[_IBLK] + 1
+    k = st[_SBLK]
+    slot = (k % _MINUTE) * 4
+    ring[slot] = st[_BA + 1]
+    ring[slot + 1] = st[_BA + 2]
+    ring[slot + 2] = st[_BA + 3]
+    ring[slot + 3] = st[_BA + 4]
+    st[_SBLK] = k + 1
+
+
 def check_rate(rate):
     if rate not in RATES:
         raise ValueError(
@@ -593,6 +629,27 @@ class LevelMeter:
         _wmax(st, _IM, _BM)
         _wmax(st, _SM, _BM)
         _block_end(st, self._ring)
+
+    def process_part(self, buf, n, last):
+        """Run the first `n` words of `buf` as the next part of a block, so a
+        buffer of a fraction of a block suffices; `last` (1) ends the block.
+        `n` is a multiple of `sub_len`, and the parts of a block add up to
+        `block_len`.  The result is bit for bit that of `process_block` on
+        the whole block; allocates nothing."""
+        if len(buf) < n or n % self.sub_len:
+            raise ValueError(
+                "a part needs a multiple of %d int32 words at %d Hz, got %d in a buffer of %d"
+                % (self.sub_len, self.rate, n, len(buf))
+            )
+        st = self._st
+        _filter(buf, n, st, self._co)
+        _wadd(st, _IA, _BA, _NL, _NW)
+        _wadd(st, _IC, _BC, _NL, _NW)
+        _wadd(st, _SA, _BA, _NL, _NW)
+        _wadd(st, _SC, _BC, _NL, _NW)
+        _wmax(st, _IM, _BM)
+        _wmax(st, _SM, _BM)
+        _part_end(st, self._ring, last)
 
     def last_block_laeq(self):
         return round2(level_db(wide_float(self._st, _BA, _NL), self.block_len, self._off_a))

@@ -71,7 +71,9 @@ _PINGRESP = const(0xD0)
 # through and dropped (QoS 1 ones still acknowledged, or the broker would
 # redeliver them forever).
 _RX_SIZE = const(2560)
-_TX_SIZE = const(2304)  # a 2 KiB payload with its topic and headers
+# PUBLISH packets up to this size go out in one write, larger ones in pieces:
+# a record or a status fits, and the heap of an ESP32 without PSRAM is small
+_TX_SIZE = const(512)
 _CONNECT_TIMEOUT_MS = const(10000)
 # on_connect (birth status, subscriptions) must be done within this many
 # keepalives; each of its network waits is bounded by one

@@ -332,7 +332,9 @@ class SyntheticSource:
         self.rate = rate
         self._state = array.array("I", [0x2545F491])
         self._k = array.array("i", [0])
-        self._blocks = 0
+        # samples into the 20 s cycle: the caller may read a block in parts
+        self._block = rate // 8
+        self._pos = 0
         self._quiet = _noise_gain(40.0)
         self._loud = _noise_gain(75.0)
         # 20 s cycle, burst in its second half for 1.5 s
@@ -363,11 +365,11 @@ class SyntheticSource:
         else:
             gain = self._quiet
             if scene == "street":
-                phase = self._blocks % self._cycle
+                phase = self._pos // self._block
                 if self._burst_from <= phase < self._burst_to:
                     gain = self._loud
             _noise(buf, n, self._state, gain)
-        self._blocks += 1
+        self._pos = (self._pos + n) % (self._cycle * self._block)
         return True
 
     def close(self):

@@ -38,10 +38,13 @@ _MAGIC = 0xA5
 _HDR = "<BBHII"  # magic, kind, payload length, seq, crc32
 _HDR_LEN = 12
 _SEQ_FILE = "seq.json"
-_SEG_MAX = 32  # records per segment file (one is read into RAM while it is sent)
-# RAM ring sizes: ~24 one-second records (~130 bytes each), ~8 summaries
-RAM_LEVELS = 3200
-RAM_SUMMARY = 2048
+# records per segment file: one segment is read into RAM while it is sent
+# (~2.5 KiB of objects), and a sensor without PSRAM has ~110 KiB of heap
+_SEG_MAX = 16
+# RAM ring sizes: ~11 one-second records (~130 bytes each), 3 summaries
+# (~200 bytes); beyond that the older half goes to flash
+RAM_LEVELS = 1536
+RAM_SUMMARY = 768
 _MAX_PAYLOAD = 2048
 
 

@@ -87,7 +87,7 @@ def test_unknown_command_lists_the_commands(con: Console) -> None:
         "cmd": "dance",
         "ok": False,
         "error": "unknown command 'dance'; commands: status, levels, get, set, cal, "
-        "selftest, reboot",
+        "selftest, heap, reboot",
     }
 
 

@@ -1,0 +1,58 @@
+"""The sensor firmware fits the heap of a plain ESP32 with room to spare.
+
+`hushlight sensor` runs the compiled firmware at the sensor heap of the
+interpreter (`tools.upy.DEVICE_HEAP`, what an ESP32-WROOM without PSRAM
+leaves it, on `device`; `HOST_HEAP` on `host`), measuring the street scene as
+fast as it goes and publishing to a real Mosquitto, console open.  After
+warm-up (a minute summary and a status are out) its free heap after a
+collection must stay at 20 KiB or more: the margin for a backlog read back
+from flash, a remote config and TLS records.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from tests.tools.virtual import Sensor, Sub
+from tools.broker import Mosquitto
+from tools.console import Console
+
+MARGIN = 20 * 1024
+WARM_UP_S = 90  # audio seconds: a minute summary and the first status are behind
+
+
+def test_the_firmware_keeps_20_kib_free_at_the_sensor_heap(tmp_path: Path) -> None:
+    with Mosquitto() as broker:
+        sub = Sub(broker.port, "hushlight/v1/heap/#")
+        sub.ready()
+        args = ["--id", "h1", "--site", "heap", "--broker", broker.url, "--synthetic", "street"]
+        args += ["--speed", "20", "--state-dir", str(tmp_path / "st"), "--console"]
+        args += ["--time-origin", "1700000000"]
+        sensor = Sensor(tmp_path, *args)
+        try:
+            port = sensor.console_path()
+            time.sleep(1.0)  # past start-up: a firmware that dies there says why below
+            assert sensor.proc.poll() is None, "the firmware stopped:\n" + sensor.output()
+            with Console(port, timeout=10) as con:
+                deadline = time.monotonic() + 60
+                status: dict[str, object] = {}
+                while time.monotonic() < deadline:
+                    [status] = con.command("status")
+                    if int(str(status["audio_s"])) >= WARM_UP_S:
+                        break
+                    time.sleep(0.5)
+                assert int(str(status["audio_s"])) >= WARM_UP_S, sensor.output()
+                [heap] = con.command("heap")
+            summaries = sub.wait_for(lambda t, v: t.endswith("/summary"), 1, "a summary")
+        finally:
+            sensor.stop()
+            sub.close()
+    assert summaries and sub.of("levels"), "the sensor published nothing"
+    free = int(str(status["free_mem"]))
+    assert free >= MARGIN, (
+        f"{free} B free after {status['audio_s']} s of audio, under the {MARGIN} B margin; "
+        f"where the heap goes: {heap}"
+    )
+    # the console's heap table adds up to what the heap holds
+    assert heap["ok"] is True and int(heap["free"]) >= MARGIN
