@@ -1,8 +1,10 @@
-"""gateway.report: levels after nudges vs after controls, checked against the raw records."""
+"""gateway.report: the reader checked against the raw records, the verdict printed plainly."""
 
 from __future__ import annotations
 
+import csv
 import datetime as dt
+import io
 import json
 import math
 import random
@@ -12,8 +14,10 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from gateway.policy import Control, LevelEvent, Nudge
-from gateway.report import compute
+from gateway.report import compute, read_episodes
 from gateway.storage import Storage
+from gateway.verdict import EpisodeLevels, measures, verdicts
+from tests.gateway.test_verdict import simulate
 from tools.cli import main
 
 T0 = 1_795_213_800.0  # a minute boundary
@@ -161,8 +165,12 @@ def test_cli_json_and_table(street: Street, capsys: pytest.CaptureFixture[str]) 
     assert main(["report", "--db", path, "--json"]) == 0
     assert json.loads(capsys.readouterr().out) == json.loads(json.dumps(direct))
     assert main(["report", "--db", path, "--since", "2026-11-20T00:00+01:00", "--zone", "ns"]) == 0
-    rows = [line.split("│")[1:3] for line in capsys.readouterr().out.splitlines() if "│" in line]
-    assert [[c.strip() for c in r] for r in rows] == [["ns", "brighten"], ["ns", "dim"]]
+    out = capsys.readouterr().out
+    heads = [line.split(":")[0] for line in out.splitlines() if line.startswith("ns, ")]
+    assert heads == ["ns, brighten", "ns, dim"]
+    # three episodes of a kind are too few for an interval, and the report says so
+    assert "ns, dim: 2 nudges vs 1 control on 1 night" in out
+    assert out.count("not enough data yet: need about") == 2
 
 
 def test_cli_empty_and_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -206,3 +214,123 @@ def test_the_report_speaks_the_sites_time(
     assert report["first_episode_at"] == T0 + 7200
     assert report["first_episode_at_iso"] == iso(T0 + 7200)
     assert report["timezone"] == "Europe/Brussels"
+
+
+def test_the_minutes_before_match_the_raw_records(street: Street) -> None:
+    """The reader's minutes before a trigger, against the raw records (the trigger's minute in)."""
+    report = compute(street.storage, minutes=5)
+    read = {e.id: e for e in read_episodes(street.storage, minutes=5)}
+    for ep in street.episodes:
+        lo, hi = ep.at - 300, ep.at
+        recs = [
+            r for r in street.records if r.sensor in ep.sensors and lo <= (r.t0 // 60) * 60 < hi
+        ]
+        eid = ep.control_id if isinstance(ep, Control) else ep.nudge_id
+        got = measures(read[eid].before)
+        if not recs:
+            assert got is None
+            continue
+        laeq = 10 * math.log10(sum(10 ** (r.laeq / 10) for r in recs) / len(recs))
+        peaks = sum(r.lafmax >= PEAK_DB for r in recs) / len({r.sensor for r in recs})
+        assert got is not None
+        assert got[0] == pytest.approx(laeq, abs=1e-6) and got[1] == pytest.approx(peaks)
+    assert report["minutes_before"] == 5
+
+
+def store_pilot(path: Path, episodes: list[EpisodeLevels]) -> list[EpisodeLevels]:
+    """Write simulated episodes through the storage API, one record per peak and one for the
+    rest of each minute; episodes whose windows would overlap an earlier one's are dropped."""
+    kept: list[EpisodeLevels] = []
+    with Storage(path, peak_threshold_db=PEAK_DB, timezone="Europe/Brussels") as s:
+        for e in episodes:
+            if kept and e.at < kept[-1].at + 1300:
+                continue
+            kept.append(e)
+            sensors = tuple(sorted({m.sensor for m in e.before + e.after}))
+            if e.control:
+                s.record_decision(Control(e.zone, e.id, e.at, 80.0, e.kind, {}, sensors), e.at)
+            else:
+                nudge = Nudge(e.zone, e.id, e.at, 80.0, e.kind, {"en": "hush"}, {}, sensors)
+                s.record_decision(nudge, e.at)
+            batch = []
+            for m in e.before + e.after:
+                quiet = 60 - m.peaks
+                batch.append(
+                    LevelEvent(m.sensor, 0, m.minute, m.minute + quiet, m.laeq, 60.0, m.laeq)
+                )
+                for k in range(m.peaks):
+                    t0 = m.minute + quiet + k
+                    batch.append(LevelEvent(m.sensor, 0, t0, t0 + 1, m.laeq, 75.0, m.laeq))
+            s.add_levels(batch)
+    return kept
+
+
+def test_the_verdict_of_a_simulated_pilot(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "pilot.db"
+    pilot = store_pilot(path, simulate(21, nights=20, rate_ratio=0.6, shift_db=-2.0))
+    want = verdicts(pilot)[0]  # straight from the simulated minutes, not from the database
+    assert want.peaks and want.laeq and want.peaks.estimate and want.laeq.estimate is not None
+    assert main(["report", "--db", str(path), "--json"]) == 0
+    got = json.loads(capsys.readouterr().out)["rows"][0]
+    assert (got["zone"], got["kind"]) == ("ns", "dim")
+    assert got["analysed"]["nudges"] == want.nudges_analysed
+    assert got["analysed"]["controls"] == want.controls_analysed
+    for measure, w in (("peaks", want.peaks), ("laeq", want.laeq)):
+        for key in ("estimate", "low", "high", "p_value"):
+            assert got[measure][key] == pytest.approx(getattr(w, key), rel=1e-3, abs=1e-3)
+    assert main(["report", "--db", str(path)]) == 0
+    out = capsys.readouterr().out
+    fewer = round(100 * (1 - want.peaks.estimate))
+    assert want.peaks.high is not None and want.peaks.low is not None
+    ci = f"{round(100 * (1 - want.peaks.high))}-{round(100 * (1 - want.peaks.low))} %"
+    assert f"{fewer} % fewer peaks in the next 10 min, 95 % CI {ci}" in out, out
+    assert f"ns, dim: {want.nudges} nudges vs {want.controls} controls on " in out
+    assert f"{-want.laeq.estimate:.1f} dB quieter in the next 10 min" in out
+    assert "balance: nudges and controls at the same hours" in out
+    assert "Episodes from 2026-11-0" in out and "(times in Europe/Brussels)" in out
+    # a 1 % effect is beyond these nights: the report asks for more
+    assert main(["report", "--db", str(path), "--target-peaks", "1"]) == 0
+    assert "not enough data yet to detect 1 % fewer peaks: need about" in capsys.readouterr().out
+
+
+def test_csv_and_plots(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "pilot.db"
+    pilot = store_pilot(path, simulate(22, nights=16, rate_ratio=0.7))
+    want = verdicts(pilot)
+    assert main(["report", "--db", str(path), "--csv", "--plots", str(tmp_path / "png")]) == 0
+    captured = capsys.readouterr()
+    rows = list(csv.DictReader(io.StringIO(captured.out)))
+    assert [(r["zone"], r["measure"]) for r in rows] == [("ns", "peaks"), ("ns", "laeq")]
+    assert want[0].peaks and want[0].peaks.estimate
+    assert float(rows[0]["estimate"]) == pytest.approx(want[0].peaks.estimate, rel=1e-3)
+    assert int(rows[0]["nudges"]) == want[0].nudges
+    pngs = sorted(p.name for p in (tmp_path / "png").iterdir())
+    assert pngs == ["effects.png", "verdict-ns-dim.png"]
+    for name in pngs:
+        data = (tmp_path / "png" / name).read_bytes()
+        assert data.startswith(b"\x89PNG") and len(data) > 10_000
+    assert "wrote " in captured.err  # out stays pure CSV
+
+
+def test_period_and_option_errors(street: Street, capsys: pytest.CaptureFixture[str]) -> None:
+    path = str(street.storage.path)
+    street.storage.close()
+    until = dt.datetime.fromtimestamp(T0 + 4 * 3600, dt.UTC).isoformat()
+    assert main(["report", "--db", path, "--until", until, "--json"]) == 0
+    got = json.loads(capsys.readouterr().out)
+    counts = {
+        (r["zone"], r["kind"]): r["nudges"]["count"] + r["controls"]["count"] for r in got["rows"]
+    }
+    assert counts == {("ns", "dim"): 3, ("ns", "brighten"): 1}
+    assert got["until"] == T0 + 4 * 3600
+    for argv, message in (
+        (["--until", "2026-11-01", "--since", "2026-11-02"], "is not after --since"),
+        (["--timezone", "Mars/Olympus"], "--timezone 'Mars/Olympus': not an IANA time zone"),
+        (["--target-peaks", "0"], "--target-peaks 0: expected a %"),
+        (["--target-db", "-1"], "--target-db -1: expected dB above 0"),
+        (["--plots", "/proc/no/such"], "--plots /proc/no/such: cannot create the folder"),
+    ):
+        assert main(["report", "--db", path, *argv]) == 2
+        assert message in capsys.readouterr().err
