@@ -8,7 +8,9 @@ failure reproduces."""
 
 from __future__ import annotations
 
+import math
 import random
+from decimal import Decimal, localcontext
 from pathlib import Path
 from typing import Any
 
@@ -109,6 +111,46 @@ def test_the_damage_is_varied(results: list[tuple[str, str, dict[str, Any]]]) ->
     outcomes = {r["reason"] if not r["ok"] else "ok" for _, _, r in results}
     assert {"ok", "bad_json", "bad_type", "missing_field"} <= outcomes
     assert len(outcomes) >= 6, outcomes
+
+
+def number_texts() -> list[str]:
+    """JSON numbers of every shape, near the double's limits and its ties too."""
+    rng = random.Random(20261205)
+    texts = ["0", "-0", "160.000001", "1e999", "-1e-400", "4.9e-324", "2.4703282292062327e-324"]
+    texts += ["2.4703282292062328e-324", "1.7976931348623157e308", "1.7976931348623159e308"]
+    texts += ["9007199254740993", "0.1", "1.12500000000000001", "2.2250738585072011e-308"]
+    for _ in range(1500):
+        k = rng.random()
+        if k < 0.3:
+            texts.append(repr(rng.uniform(-200, 200)))
+        elif k < 0.5:
+            texts.append(f"{rng.randint(-(10**20), 10**20)}e{rng.randint(-345, 320)}")
+        elif k < 0.7:
+            texts.append(f"{rng.uniform(1, 10):.{rng.randint(0, 25)}f}E{rng.randint(-330, 309)}")
+        else:
+            # halfway between two doubles, exactly: it must round to the even one
+            m = rng.getrandbits(52) | 1 << 52
+            half = Decimal(2 * m + 1) * Decimal(2) ** rng.randint(-80, 40)
+            texts.append(str(half))
+    return [t for t in texts if "inf" not in t]
+
+
+def test_micropython_reads_numbers_as_the_double_cpython_parses(tmp_path: Path) -> None:
+    with localcontext() as exact:
+        exact.prec = 200  # every halfway point above is exact at this precision
+        texts = number_texts()
+    found = run_in_micropython([{"op": "double", "text": t} for t in texts], tmp_path)
+    for text, r in zip(texts, found, strict=True):
+        x = float(text)
+        if math.isinf(x):
+            want = None
+        else:
+            n, d = x.as_integer_ratio()
+            want = [n * (1 << 1100) // d, -1100]  # the value, scaled to a common exponent
+        got = r["double"]
+        if got is not None:
+            got = [got[0] << (got[1] + 1100), -1100]
+        assert got == want, text
 
 
 def encode_cases() -> list[dict[str, Any]]:

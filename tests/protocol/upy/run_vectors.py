@@ -6,7 +6,7 @@ import binascii
 import json
 import sys
 
-from protocol import payloads, topics
+from protocol import payloads, strictjson, topics
 from protocol.errors import ProtocolError
 
 
@@ -25,6 +25,9 @@ def run(op):
     what = op["op"]
     if what == "decode":
         return {"fields": payloads.decode(op["kind"], binascii.unhexlify(op["hex"]))}
+    if what == "double":
+        text = op["text"].encode()
+        return {"double": strictjson.double(text, 0, len(text))}
     if what == "topic":
         site, kind, ident, leaf = topics.parse(op["topic"])
         return {"parts": [site, kind, ident, leaf], "message": topics.message_kind(kind, leaf)}
