@@ -25,6 +25,7 @@ import logging
 import time
 from dataclasses import dataclass
 
+from gateway.clock import iso_time
 from gateway.config import SiteConfig
 from gateway.metrics import UNKNOWN, Metrics
 from gateway.policy import LevelEvent, LightStateEvent, StatusEvent
@@ -186,8 +187,8 @@ class Ingest:
             self._reject(
                 "future_time",
                 s.id,
-                f"record seq {rec['seq']} ends at {t1:.3f}, {t1 - now:.1f} s in the future; "
-                "check the sensor's clock (NTP)",
+                f"record seq {rec['seq']} ends at {iso_time(t1, self.config.tz)}, "
+                f"{t1 - now:.1f} s in the future; check the sensor's clock (NTP)",
             )
             return []
         verdict = s.window.accept(rec["seq"], t0, t1)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 from hypothesis import given, settings
@@ -70,9 +72,14 @@ def test_late_records_are_kept_but_not_live(ingest: Ingest) -> None:
     assert [a.live for a in fresh] == [True]
 
 
-def test_records_from_the_future_are_refused(ingest: Ingest) -> None:
+def test_records_from_the_future_are_refused(
+    ingest: Ingest, caplog: pytest.LogCaptureFixture
+) -> None:
     assert send(ingest, "s1", levels(1, NOW + 3600)) == []
     assert ingest.metrics.rejects.get("future_time", "s1") == 1
+    # the log says when in the site's time, ISO 8601, not in epoch seconds
+    when = dt.datetime.fromtimestamp(NOW + 3600, ZoneInfo("Europe/Brussels"))
+    assert f"ends at {when.isoformat(timespec='seconds')}, 3600.0 s in the future" in caplog.text
 
 
 def test_a_wiped_counter_restarts_the_window(ingest: Ingest) -> None:
