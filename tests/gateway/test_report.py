@@ -14,9 +14,9 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from gateway.policy import Control, LevelEvent, Nudge
-from gateway.report import compute, read_episodes
+from gateway.report import compute, describe, read_episodes
 from gateway.storage import Storage
-from gateway.verdict import EpisodeLevels, measures, verdicts
+from gateway.verdict import Effect, EpisodeLevels, Verdict, measures, verdicts
 from tests.gateway.test_verdict import simulate
 from tools.cli import main
 
@@ -334,3 +334,22 @@ def test_period_and_option_errors(street: Street, capsys: pytest.CaptureFixture[
     ):
         assert main(["report", "--db", path, *argv]) == 2
         assert message in capsys.readouterr().err
+
+
+def test_wording_of_effects_either_way() -> None:
+    def effect(measure: str, est: float, low: float | None, high: float | None) -> Effect:
+        target = 0.8 if measure == "peaks" else 1.0
+        return Effect(measure, est, low, high, 0.31, 1.0, 1.0, 0.1, 0.75, target, 0, "")
+
+    def text(peaks: Effect, laeq: Effect) -> str:
+        v = Verdict("ns", "brighten", 6, 5, 6, 5, 4, peaks, laeq, None, 0, ())
+        return "\n".join(describe(v, 5))
+
+    out = text(effect("peaks", 1.08, 0.95, 1.2), effect("laeq", 0.4, -0.5, 1.3))
+    assert "ns, brighten: 6 nudges vs 5 controls on 4 nights" in out
+    assert "8 % more peaks in the next 5 min, 95 % CI 20 % more to 5 % fewer, p = 0.31" in out
+    assert "0.4 dB louder in the next 5 min, 95 % CI 1.3 dB louder to 0.5 dB quieter" in out
+    assert "detectable with these episodes (80 % power): 25 % fewer peaks, 0.8 dB" in out
+    out = text(effect("peaks", 1.5, 1.1, None), effect("laeq", 2.0, 1.0, 3.0))
+    assert "50 % more peaks in the next 5 min, 95 % CI 10-? % more" in out
+    assert "2.0 dB louder in the next 5 min, 95 % CI 1.0-3.0 dB louder" in out
