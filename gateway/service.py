@@ -258,6 +258,7 @@ class Gateway:
         self.queue: asyncio.Queue[Item] = asyncio.Queue(queue_max)
         self.state: PolicyState = initial_state(config)
         self.connected = asyncio.Event()
+        self.client_id_contested = False  # the broker keeps handing our session to another
         self.ready = asyncio.Event()  # subscribed and restored: tests wait on it
         self.http_ready = asyncio.Event()
         self._stop = asyncio.Event()
@@ -446,6 +447,7 @@ class Gateway:
                     # that two clients fighting over one id slow down instead of
                     # reconnecting several times a second
                     backoff.reset()
+                self.client_id_contested = quick_drops >= TAKEOVER_AFTER
                 if quick_drops == TAKEOVER_AFTER or (
                     quick_drops > TAKEOVER_AFTER and quick_drops % 20 == 0
                 ):
@@ -811,9 +813,13 @@ class Gateway:
     def health(self) -> Mapping[str, Any]:
         now = self.clock.now()
         return {
-            "status": "ok" if self.connected.is_set() else "degraded",
+            "status": "ok"
+            if self.connected.is_set() and not self.client_id_contested
+            else "degraded",
             "site": self.config.site_id,
             "mqtt_connected": self.connected.is_set(),
+            # another client keeps taking our client id's session (a second gateway?)
+            "mqtt_client_id_contested": self.client_id_contested,
             "queue_depth": self.queue.qsize(),
             "sensors_online": self.ingest.online,
             "sensors_configured": len(self.ingest.sensors),

@@ -724,6 +724,8 @@ async def test_two_gateways_with_one_client_id_are_told_they_are_taking_over_eac
     began = time.monotonic()
     async with running(a.run(), a.stop), running(b.run(), b.stop):
         await wait_for(lambda: "another client" in caplog.text, 15.0, "word of the takeover")
+        health = [g.health() for g in gateways]
+        assert any(h["mqtt_client_id_contested"] and h["status"] == "degraded" for h in health)
         await asyncio.sleep(max(0.0, began + 5.0 - time.monotonic()))
     [said, *_] = [r for r in caplog.records if "another client" in r.getMessage()]
     assert a.metrics.takeovers.total() + b.metrics.takeovers.total() >= 1
