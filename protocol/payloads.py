@@ -91,13 +91,7 @@ if not _MICROPYTHON:
 # 10**decimals, and the format of a fixed-point number with that many decimals
 _SCALES = (1, 10, 100, 1000, 10000)
 # Bits in a float's significand on this port: 53 (double) or 24 (float32).
-_MANT_BITS = 0
-_half_ulp = 1.0
-while 1.0 + _half_ulp != 1.0:
-    _half_ulp *= 0.5
-    _MANT_BITS += 1
-_MANT_SCALE = 2.0**_MANT_BITS
-del _half_ulp
+_MANT_BITS = 53 if 1.0 + 2.0**-52 != 1.0 else 24
 _FRACTION_FORMATS = ("%d", "%d.%01d", "%d.%02d", "%d.%03d", "%d.%04d")
 
 # flags bitmask -> its JSON array, built once so encoding flags allocates nothing
@@ -584,7 +578,11 @@ def _cross_check(kind: str, v: dict[str, Any], exact: dict[str, Any] | None = No
                 blocks = v[key[1]] / step
                 whole = blocks == int(blocks)
             else:
-                whole = _multiple(exact[key[1]][0], _binary(step))
+                # exact value and step on one exponent: whole if it divides
+                a = exact[key[1]][0]
+                b = _binary(step)
+                e = a[1] if a[1] < b[1] else b[1]
+                whole = (a[0] << (a[1] - e)) % (b[0] << (b[1] - e)) == 0
             if not whole:
                 raise ProtocolError(
                     "out_of_range",
@@ -619,34 +617,23 @@ def _float(x: tuple[int, int]) -> float:
     return -f if m < 0 else f
 
 
-def _multiple(a: tuple[int, int], b: tuple[int, int]) -> bool:
-    """True if the exact value ``a`` is a whole multiple of ``b`` (> 0)."""
-    e = a[1] if a[1] < b[1] else b[1]
-    return (a[0] << (a[1] - e)) % (b[0] << (b[1] - e)) == 0
-
-
 def _binary(v: float) -> tuple[int, int]:
     """A finite float ``v`` >= 0 as ``(m, e)``, exactly m * 2**e."""
     if v == 0:
         return (0, 0)
     f, e = math.frexp(v)
     # f has at most _MANT_BITS significant bits: scaling by a power of two is exact
-    return (int(f * _MANT_SCALE), e - _MANT_BITS)
-
-
-# An encoded number is first read at the digits a float32 holds for sure.
-_DIGITS = 6
-_DIGITS_LO = 10 ** (_DIGITS - 1)
-_DIGITS_HI = 10**_DIGITS
+    return (int(math.ldexp(f, _MANT_BITS)), e - _MANT_BITS)
 
 
 def _round_exact(v: float, decimals: int) -> int:
-    """``v`` (finite, > 0) read at `_DIGITS` significant digits (the nearest
-    such decimal), then rounded half away from zero to ``decimals`` places,
-    times 10**decimals: integer arithmetic on the exact binary value."""
+    """``v`` (finite, > 0) read at 6 significant digits, the digits a float32
+    holds for sure (the nearest such decimal), then rounded half away from
+    zero to ``decimals`` places, times 10**decimals: integer arithmetic on
+    the exact binary value."""
     m, e = _binary(v)
-    # places that leave _DIGITS significant digits; log10 may miss by one
-    places = _DIGITS - 1 - int(math.floor(math.log10(v)))
+    # places that leave 6 significant digits; log10 may miss by one
+    places = 5 - int(math.floor(math.log10(v)))
     while True:
         num = m << e if e >= 0 else m
         den = 1 if e >= 0 else 1 << -e
@@ -658,9 +645,9 @@ def _round_exact(v: float, decimals: int) -> int:
         r: int = num % den
         if 2 * r > den or (2 * r == den and q & 1):
             q += 1
-        if q >= _DIGITS_HI:
+        if q >= 1000000:
             places -= 1
-        elif q < _DIGITS_LO:
+        elif q < 100000:
             places += 1
         else:
             break
