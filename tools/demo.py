@@ -21,8 +21,13 @@ apart, which at 4.5x is several seconds of night and would make the gateway
 see their records as late (not used to trigger) or from the future.
 
 The live view shows each sensor's levels, each zone's state, the light levels
-and the nudges; without a terminal it prints plain progress lines.  At the end
-a summary: nudges sent, light minutes dimmed, peak counts.
+and the nudges; without a terminal (``make demo | tee demo.log``) it says so
+and prints a plain progress line every 2 s instead.  Each nudge is shown with
+what triggered it in its zone's terms, from the evidence the gateway recorded
+(``GET /api/decisions``); each part of the night that drew no nudge is
+explained once it is over (the music's bass, the car's short peak).  At the
+end a summary: nudges sent, what each part of the night did, light minutes,
+peak counts, and the commands to try next.
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ import sys
 import tempfile
 import threading
 import time
+import tomllib
 import urllib.request
 import uuid
 from datetime import datetime
@@ -48,9 +54,10 @@ from typing import Any
 
 import numpy as np
 
+from gateway.config import SiteConfig, parse_config
 from tools import scenes, upy
 from tools.broker import free_port
-from tools.demo_view import TZ, Street, clock
+from tools.demo_view import LABEL_W, TZ, Scene, Street, ZoneRule, clock
 from tools.embedded_broker import BrokerProcess
 from tools.errors import ToolError, UsageError
 
@@ -66,6 +73,9 @@ NIGHT = datetime(2026, 6, 12, 23, 0, 0, tzinfo=TZ)
 CHUNK_S = 0.5  # audio seconds fed to a sensor at a time
 BOOT_TIMEOUT_S = 90.0
 LEAD_WALL_S = 8.0
+PROGRESS_EVERY_S = 2.0  # real seconds between plain progress lines
+# real seconds a nudge line waits for the gateway's evidence before it is shown without it
+EVIDENCE_WAIT_S = 3.0
 
 
 def cache_dir(seconds: float) -> Path:
@@ -95,6 +105,77 @@ def pcm16(path: Path) -> bytes:
     if rate != RATE:
         raise ToolError(f"{path} is at {rate} Hz, not {RATE}; delete {path.parent} to rebuild it")
     return np.clip(np.rint(x * 32768.0), -32768, 32767).astype("<i2").tobytes()
+
+
+def config_text(broker: str, database: str, http_port: int, run: str, token: str) -> str:
+    """The gateway's site file for the demo: `demo_config.toml` with its placeholders filled."""
+    return Template(CONFIG.read_text()).substitute(
+        broker=broker, database=database, http_port=http_port, run=run, token=token
+    )
+
+
+def site_config() -> SiteConfig:
+    """The demo's zones as the gateway reads them (broker, database and port are placeholders)."""
+    text = config_text("mqtt://127.0.0.1:1883", "demo.db", 8080, "x", "x" * 32)
+    return parse_config(tomllib.loads(text), source=str(CONFIG))
+
+
+def build_street(origin: float, seconds: float) -> Street:
+    """What the demo shows: the zones and rules of its gateway config, the night's scenes."""
+    config = site_config()
+    return Street(
+        SITE,
+        scenes.SENSORS,
+        {z.id: (z.sensors, z.light_groups) for z in config.zones},
+        PROGRAMME_LEVEL,
+        rules={
+            z.id: ZoneRule(z.trigger, z.threshold_db, z.window_s, z.min_sensors, z.peaks_needed)
+            for z in config.zones
+        },
+        scenes=[
+            Scene(e.name, origin + e.start_s, origin + e.stop_s)
+            for e in scenes.SCRIPT
+            if e.start_s < seconds
+        ],
+    )
+
+
+def next_steps(prog: str, work: Path, kept: bool) -> list[str]:
+    """The commands to try after the demo, each with what it shows."""
+    db = work / "gateway.db"
+    steps = []
+    if kept:
+        steps += [
+            (f"{prog} report --db {db} --minutes 1", "each nudge against controls, a minute after"),
+            (f"less {work / 'gateway.log'}", "the gateway's log (each sensor's beside it)"),
+        ]
+    else:
+        steps += [
+            (f"{prog} demo --keep", "again, keeping the logs and the gateway's database"),
+            (
+                f"{prog} report --db FOLDER/gateway.db --minutes 1",
+                "then: each nudge against controls, a minute after",
+            ),
+        ]
+    steps += [
+        (f"{prog} demo --speed 1", "the night in real time"),
+        (f"{prog} gateway --help", "run the gateway on a site file of your own"),
+    ]
+    width = max(len(command) for command, _ in steps) + 2
+    return [f"{command:<{width}}{why}" for command, why in steps]
+
+
+def hushlight_command() -> str:
+    """How to call `hushlight` from here: its name when the PATH finds it, else its path."""
+    script = Path(sys.executable).parent / "hushlight"
+    found = shutil.which("hushlight")
+    if found is not None and Path(found).resolve() == script.resolve():
+        return "hushlight"
+    if not script.exists():
+        return f"{sys.executable} -m tools.cli"
+    with contextlib.suppress(ValueError):
+        return str(script.relative_to(Path.cwd()))
+    return str(script)
 
 
 class Child:
@@ -145,24 +226,21 @@ class Demo:
         self.speed: float = args.speed
         self.seconds: float = args.seconds
         self.live = sys.stdout.isatty() and not args.plain
+        self.plain_asked: bool = args.plain
         self.work = work
         self.broker_url: str | None = args.broker
+        self.token = uuid.uuid4().hex  # for the gateway's operator endpoints
         self.origin = NIGHT.timestamp()
         # long enough, in real seconds, for seven MicroPython sensors to boot
         self.lead_s = float(round(self.speed * args.lead_in))
         self.start: float | None = None  # wall time at which the night begins
         self.children: list[Child] = []
         self.sensors: dict[str, Child] = {}
-        self.street = Street(
-            SITE,
-            scenes.SENSORS,
-            {
-                "collegeberg": (scenes.SENSORS[:4], ("ns-lamps-1",)),
-                "stuk": (scenes.SENSORS[3:], ("ns-lamps-2",)),
-            },
-            PROGRAMME_LEVEL,
-        )
+        self.street = build_street(self.origin, self.seconds)
         self.shown_nudges = 0
+        self.shown_scenes = 0
+        self.http_port: int | None = None
+        self.nudge_seen: dict[str, float] = {}  # nudge id -> monotonic time first seen
         self.feeders: list[threading.Thread] = []
         self.pcm: dict[str, bytes] = {}
         self.feed_error: list[str] = []
@@ -187,11 +265,12 @@ class Demo:
     # ---- the pieces ---------------------------------------------------
 
     def write_config(self, broker: str, http_port: int) -> Path:
-        text = Template(CONFIG.read_text()).substitute(
+        text = config_text(
             broker=broker,
             database=str(self.work / "gateway.db"),
             http_port=http_port,
             run=uuid.uuid4().hex[:8],
+            token=self.token,
         )
         path = self.work / "demo.toml"
         path.write_text(text)
@@ -301,6 +380,34 @@ class Demo:
             await asyncio.sleep(0.1)
         return True
 
+    def decisions(self) -> list[Any]:
+        """The gateway's recent decisions (``GET /api/decisions``); [] if it does not answer."""
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{self.http_port}/api/decisions?limit=100",
+            headers={"Authorization": f"Bearer {self.token}"},
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=2) as r:
+                rows = json.load(r).get("decisions")
+        except (OSError, ValueError, AttributeError):
+            return []
+        return rows if isinstance(rows, list) else []
+
+    async def fetch_evidence(self, *, force: bool = False) -> None:
+        """Ask the gateway what triggered the nudges that have come in without it."""
+        now = time.monotonic()
+        for n in self.street.nudges:
+            self.nudge_seen.setdefault(n.nudge_id, now)
+        waiting = [
+            n
+            for n in self.street.nudges
+            if not n.from_gateway and now - self.nudge_seen[n.nudge_id] < EVIDENCE_WAIT_S
+        ]
+        if self.http_port is None or not (waiting or force):
+            return
+        rows = await asyncio.to_thread(self.decisions)
+        self.street.on_decisions([r for r in rows if isinstance(r, dict)])
+
     def gateway_up(self, port: int) -> bool:
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/health", timeout=1) as r:
@@ -360,6 +467,7 @@ class Demo:
         for sensor in pcm:
             self.start_feeder(sensor)
         http_port = free_port()
+        self.http_port = http_port
         self.start_gateway(self.write_config(broker, http_port))
         await self.wait_for("the gateway connecting", lambda: self.gateway_up(http_port))
         await self.wait_for(
@@ -408,7 +516,11 @@ class Demo:
             ]
             self.say("warning: records missing from " + ", ".join(stuck))
         await asyncio.sleep(1.0)  # the gateway's last decisions reach the lights
+        await self.fetch_evidence(force=True)
         self.street.finish(self.site_now())
+        if not self.live:
+            self._print_nudges(final=True)
+            self._print_verdicts(final=True)
 
     async def show(self) -> None:
         note = (
@@ -422,16 +534,28 @@ class Demo:
             with Live(self._frame(note), refresh_per_second=4) as screen:
                 while self.site_now() < end or any(t.is_alive() for t in self.feeders):
                     self._check_children()
+                    await self.fetch_evidence()
                     screen.update(self._frame(note))
                     await asyncio.sleep(0.25)
                 screen.update(self._frame(note))
             return
         self.say(note)
+        why = "--plain" if self.plain_asked else "stdout is not a terminal"
+        self.say(
+            f"{why}: a progress line every {PROGRESS_EVERY_S:g} s instead of the live view "
+            "(which needs a terminal)"
+        )
+        self.say(
+            f"{'time':<8} | {'what is happening':<{LABEL_W}} | LAeq/LCeq dB(A)/dB(C) "
+            "at ns-01 .. ns-07 | light levels"
+        )
         last = 0.0
         while self.site_now() < end or any(t.is_alive() for t in self.feeders):
             self._check_children()
+            await self.fetch_evidence()
             self._print_nudges()
-            if time.monotonic() - last >= 2.0:
+            self._print_verdicts()
+            if time.monotonic() - last >= PROGRESS_EVERY_S:
                 last = time.monotonic()
                 self.say(self._progress())
             await asyncio.sleep(0.2)
@@ -454,27 +578,31 @@ class Demo:
             self.reported_feed.append(error)
             self.say(f"warning: a sensor stopped taking audio: {error}")
 
-    def _print_nudges(self) -> None:
-        for n in self.street.nudges[self.shown_nudges :]:
-            self.say(
-                f"{clock(n.at)} NUDGE {n.zone}: {n.kind} the lights, "
-                f"LAeq {n.laeq:.1f} dB(A): {n.message!r}"
-            )
-        self.shown_nudges = len(self.street.nudges)
+    def _print_nudges(self, *, final: bool = False) -> None:
+        """Print each nudge once, with the gateway's evidence once it came (or its wait is up)."""
+        now = time.monotonic()
+        while self.shown_nudges < len(self.street.nudges):
+            n = self.street.nudges[self.shown_nudges]
+            waited = now - self.nudge_seen.setdefault(n.nudge_id, now)
+            if not (n.from_gateway or final or waited >= EVIDENCE_WAIT_S):
+                return
+            self.say(f"NUDGE {self.street.nudge_line(n)}; told: {n.message!r}")
+            self.shown_nudges += 1
+
+    def _print_verdicts(self, *, final: bool = False) -> None:
+        """Say what each part of the night did once its sound has left the zones' windows."""
+        now = self.site_now()
+        while self.shown_scenes < len(self.street.scenes):
+            scene = self.street.scenes[self.shown_scenes]
+            if not (final or self.street.settled(scene, now)):
+                return
+            for line in self.street.verdict(scene):
+                self.say(f"ENDED {line}" if not line.startswith(" ") else f"      {line}")
+            self.shown_scenes += 1
 
     def _progress(self) -> str:
         now = self.site_now()
-        levels = " ".join(
-            f"{s[-2:]}:{r.laeq:.0f}" if r.laeq is not None else f"{s[-2:]}:-"
-            for s, r in self.street.rows.items()
-        )
-        lights = " ".join(
-            f"{g}={(r.level if r.level is not None else r.programme):.0f}%"
-            for g, r in self.street.groups.items()
-        )
-        return (
-            f"{clock(now)} | {scenes.happening(now - self.origin):<28} | LAeq {levels} | {lights}"
-        )
+        return self.street.progress(now, scenes.happening(now - self.origin))
 
     def stop_all(self) -> None:
         for child in reversed(self.children):
@@ -567,10 +695,11 @@ def run(args: argparse.Namespace) -> int:
             shutil.rmtree(work, ignore_errors=True)
     print()
     print("summary of the night")
-    for line in demo.street.summary():
-        print(line)
+    steps = next_steps(hushlight_command(), work, args.keep)
     if args.keep:
-        print(f"logs and the gateway's database: {work}")
+        print(f"logs and the gateway's database (gateway.db) are kept in {work}")
+    for line in demo.street.summary(steps):
+        print(line)
     return 0
 
 

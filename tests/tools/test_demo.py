@@ -8,6 +8,7 @@ import sys
 
 import pytest
 
+from tools import scenes
 from tools.broker import Mosquitto
 from tools.cli import main
 
@@ -22,31 +23,61 @@ def _demo(*args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_short_night_end_to_end_on_a_real_broker(broker: Mosquitto) -> None:
-    """100 s of the night (quiet, then the shouting group) at 20x on Mosquitto.
+def test_the_night_end_to_end_on_a_real_broker(broker: Mosquitto) -> None:
+    """The whole scripted night at 20x on Mosquitto, with stdout a pipe as under `| tee`.
 
     The group passes every sensor at 70-80 dB(A) (tests/tools/test_scenes.py
-    checks the synthesis), above both zones' thresholds (tools/demo_config.toml),
-    so each zone must have nudged once and its lights moved.
+    checks the synthesis, and that the gateway's policy on the demo's config
+    answers the group only), so each zone must nudge once, during the group,
+    and say what triggered it in its own terms; the music and the car must
+    draw no nudge, and the demo must say why.
     """
-    proc = _demo(
-        "--seconds", "100", "--speed", "20", "--lead-in", "6", "--plain", "--broker", broker.url
-    )
+    proc = _demo("--speed", "20", "--lead-in", "6", "--broker", broker.url)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     out = proc.stdout
     # up before 23:00, or (on a machine busy with other work) a little into the night
     assert "the night begins at 23:00:00" in out or "this machine is slow" in out
-    assert "compressed night: 100 s of street sound" in out
+    assert "compressed night: 270 s of street sound" in out
+    # no terminal: the demo says so and prints progress lines, each sensor's LAeq/LCeq
+    assert "stdout is not a terminal" in out and "the live view (which needs a terminal)" in out
+    progress = re.findall(
+        r"^\d\d:\d\d:\d\d \| .* \| LAeq/LCeq ((?:\d\d +[\d-]+/ *[\d-]+ ?)+) \|", out, re.M
+    )
+    assert len(progress) >= 5, out[:3000]  # one every 2 s of the ~20 s run
+    assert all(len(p.split("/")) == 8 for p in progress)  # seven sensors
     summary = out[out.index("summary of the night") :]
-    nudges = re.findall(r"^  \d\d:\d\d:\d\d (\S+): (dim|brighten)", summary, re.M)
-    assert sorted(nudges) == [("collegeberg", "dim"), ("stuk", "brighten")]
-    dimmed = float(re.search(r"light minutes dimmed: ([\d.]+)", summary).group(1))  # type: ignore[union-attr]  # float() fails loudly if absent
-    assert dimmed > 0
-    # seven sensors, 100 s of night plus the lead-in, one record a second each
-    received = int(re.search(r"records received: (\d+)", summary).group(1))  # type: ignore[union-attr]  # as above
-    assert received >= 7 * 100
+    night = out[: out.index("summary of the night")]
+    nudges = re.findall(r"^  \d\d:\d\d:\d\d (\S+): (dim|brighten) the lights: (.*)$", summary, re.M)
+    assert sorted(n[:2] for n in nudges) == [("collegeberg", "dim"), ("stuk", "brighten")]
+    said = dict((zone, why) for zone, _, why in nudges)
+    # each in its zone's terms, from the evidence the gateway recorded
+    assert said["collegeberg"].startswith("LAFmax peaks >= 70 dB(A) in 30 s: ns-0")
+    assert "LAeq" not in said["collegeberg"]
+    assert said["stuk"].startswith("LAeq over 30 s >= 65 dB(A): ns-0")
+    assert "the demo's count" not in summary
+    # the same lines were printed as the nudges came
+    assert len(re.findall(r"^NUDGE \d\d:\d\d:\d\d (collegeberg|stuk): ", night, re.M)) == 2
+    group, music, car = scenes.SCRIPT
+    assert re.search(f"^  {group.name} .*: nudged collegeberg .*, stuk ", summary, re.M)
+    assert re.search(f"^  {music.name} .*: no nudge$", summary, re.M)
+    bass = re.search(r"LCeq - LAeq up to \+(\d+\.\d) dB at ns-0\d: bass", summary)
+    assert bass is not None and float(bass[1]) > 10.0
+    assert re.search(f"^  {car.name} .*: no nudge$", summary, re.M)
+    assert "too short; needs 4 peaks in 30 s at 2 sensors" in summary
+    # the light minutes once, in one line
+    minutes = [line for line in summary.splitlines() if re.search(r"\d min\b", line)]
+    assert len(minutes) == 1 and "ns-lamps-1 (collegeberg) dimmed" in minutes[0]
+    assert "ns-lamps-2 (stuk) brightened" in minutes[0]
+    # seven sensors, 270 s of night plus the lead-in, one record a second each
+    received = int(re.search(r"records received: (\d+)", summary).group(1))  # type: ignore[union-attr]  # int() fails loudly if absent
+    assert received >= 7 * 270
     assert "has not come online" not in out
     assert "stopped" not in out
+    # it ends with what to try next
+    steps = summary[summary.index("\nnext:\n") :].splitlines()[2:]
+    assert any("demo --keep" in step for step in steps)
+    assert any("report --db FOLDER/gateway.db" in step for step in steps)
+    assert summary.rstrip().endswith(steps[-1].rstrip())
 
 
 def test_bad_arguments_are_usage_errors(capsys: pytest.CaptureFixture[str]) -> None:

@@ -9,8 +9,9 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from dsp import wavfile
-from tools import scenes
+from dsp import reference, wavfile
+from gateway import policy
+from tools import demo, scenes
 
 RATE = 8000  # the checks hold at any rate; a lower one keeps the test fast
 SECONDS = 195.0  # quiet, the group, quiet, the music: enough for every check here
@@ -115,3 +116,52 @@ def test_happening() -> None:
     assert scenes.happening(250.0) == scenes.QUIET
     with pytest.raises(ValueError, match="sensor number 7"):
         scenes.night(7, RATE, 1.0)
+
+
+@pytest.fixture(scope="module")
+def night_levels() -> dict[str, list[reference.Interval]]:
+    """Each sensor's 1 s records of the whole night, from the float reference meter."""
+    made = scenes.sources(scenes.RATE, scenes.SECONDS)
+    return {
+        sensor: reference.measure(
+            scenes.RATE, scenes.night(number, scenes.RATE, scenes.SECONDS, made=made)
+        )
+        for number, sensor in enumerate(scenes.SENSORS)
+    }
+
+
+def test_demo_zones_answer_the_group_and_neither_the_music_nor_the_car(
+    night_levels: dict[str, list[reference.Interval]],
+) -> None:
+    """The gateway's own policy, on the demo's config, over the night's levels.
+
+    The shouting group must draw a nudge in each zone; the music (bass that
+    A-weighting discounts) and the single passing car (loud, but for a second
+    or two at each lamp post) must draw none.
+    """
+    config = demo.site_config()
+    origin = demo.NIGHT.timestamp()
+    events: list[tuple[float, policy.Event]] = [
+        (origin, policy.StatusEvent(s, True, origin)) for s in scenes.SENSORS
+    ]
+    records = sorted(
+        (origin + iv.t1, sensor, seq, iv)
+        for sensor, ivs in night_levels.items()
+        for seq, iv in enumerate(ivs)
+    )
+    for at, sensor, seq, iv in records:
+        event = policy.LevelEvent(
+            sensor,
+            seq,
+            origin + iv.t0,
+            at,
+            round(iv.laeq, 2),
+            round(iv.lafmax, 2),
+            round(iv.lceq, 2),
+        )
+        events.append((at, event))
+    _, decisions = policy.replay(config, events)
+    nudges = [d for d in decisions if isinstance(d, policy.Nudge)]
+    by_scene = sorted((scenes.happening(n.at - origin), n.zone) for n in nudges)
+    group = scenes.SCRIPT[0].name
+    assert by_scene == [(group, "collegeberg"), (group, "stuk")], by_scene
