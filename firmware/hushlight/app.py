@@ -35,30 +35,23 @@ import gc
 gc.collect()
 _BOOT = gc.mem_alloc()
 
-import array  # noqa: E402  # after the count above
-import asyncio  # noqa: E402
+import asyncio  # noqa: E402  # after the count above
+import sys  # noqa: E402
 import time  # noqa: E402
 
-from hushlight import coeffs, platform, timesync  # noqa: E402
-from hushlight.config import REMOTE_KEYS, Config, parse_broker  # noqa: E402
+import hushlight  # noqa: E402
+from hushlight import platform, timesync  # noqa: E402
+from hushlight.config import REMOTE_KEYS  # noqa: E402
 from hushlight.errors import ConfigError  # noqa: E402
-from hushlight.levelmeter import LevelMeter  # noqa: E402
-from hushlight.mqtt import MQTTClient  # noqa: E402
-from hushlight.sources import Pacer, block_len, open_source  # noqa: E402
-from hushlight.store import LEVELS, SUMMARY, Store  # noqa: E402
-from protocol import payloads, schema, topics  # noqa: E402
+from hushlight.sources import Pacer  # noqa: E402
+from hushlight.store import LEVELS, SUMMARY  # noqa: E402
+from protocol import payloads, schema  # noqa: E402
 
 # the compiler's leftovers go now, before the application allocates
 gc.collect()
 _CODE = gc.mem_alloc() - _BOOT
 
 _WINDOW = 8  # QoS 1 messages in flight at once
-# An ESP32 without PSRAM leaves the firmware about 110 KiB of heap, so a
-# 125 ms block (24 KiB of int32 words at 48 kHz) is read and measured in
-# parts of at most this many words (LevelMeter.process_part).
-_PART_MAX = 3000
-# the file and stream sources read their PCM bytes through this much
-_RAW_BYTES = 2048
 _SUMMARY_BLOCKS = 480  # one minute of 125 ms blocks
 REBOOT_MARKER = "reboot"
 
@@ -72,15 +65,15 @@ def _allocated():
     return gc.mem_alloc()
 
 
-def _part_len(rate):
-    """Words in a part of a block: the most whole sub-blocks of the meter
-    (its Fast time weighting steps) that divide the block and fit _PART_MAX."""
-    block = block_len(rate)
-    sub = coeffs.CHAINS[rate][12]
-    k = block // sub
-    while k * sub > _PART_MAX or (block // sub) % k:
-        k -= 1
-    return k * sub
+def once(name):
+    """The module hushlight.`name`, imported for one use: code that runs
+    rarely (start-up, a new config, the stop) does not stay in the heap."""
+    full = "hushlight." + name
+    __import__(full)
+    mod = sys.modules.pop(full)
+    if hasattr(hushlight, name):
+        delattr(hushlight, name)
+    return mod
 
 
 # App.heap_table's parts, in the order they are reported
@@ -92,44 +85,12 @@ class App:
         # where the heap goes, measured as it is taken (console `heap`)
         self.heap = {"code": _CODE}
         mark = _allocated()
-        self.cfg = Config(config_path)
-        cfg = self.cfg
-        mark = self.count_heap("config", mark)
-        self.store = Store(".", cfg["buffer_records"])
-        mark = self.count_heap("store", mark)
-        self.clock = timesync.Clock(cfg["time_origin"])
-        self.site = cfg["site"]
-        self.sensor = cfg["id"]
-        self.t_levels = topics.levels(self.site, self.sensor)
-        self.t_summary = topics.summary(self.site, self.sensor)
-        self.t_status = topics.status(self.site, self.sensor)
-        self.t_config = topics.config(self.site, self.sensor)
-        # uptime is summed from tick differences: ticks_ms wraps every 12.4
-        # days on the ESP32, and a lamp post runs for years
-        self.uptime_ms = 0
-        self.tick_seen = time.ticks_ms()
-        self.inflight = {}
-        # PUBACKs that came before publish() returned their packet id (the
-        # reader runs while publish yields), kept until the publisher asks
-        self.acked_early = set()
-        self.config_error = None
-        self.last_interval = None
-        self.cal = None
-        self.stopping = False
-        self.reboot = False
-        self.wake_publisher = asyncio.Event()
-        self.status_changed = asyncio.Event()
-        self.dsp_us = 0
-        self.dsp_load_last = 0.0
-        self.audio_blocks = 0
-        self.audio_s = 0
-        self.dropped_seen = 0
-        self.dropped_told = time.ticks_add(time.ticks_ms(), -20000)
-        self.interval_blocks = int(self.cfg["interval_s"] * 8)
-        self.console = None
-        mark = self._open_audio(mark)
-        self.mqtt = self._make_client()
-        self.count_heap("mqtt", mark)
+        start = once("start")
+        mark = self.count_heap("code", mark)
+        start.build(self, config_path, mark)
+        mark = _allocated()
+        start = None
+        self.count_heap("code", mark)  # the start-up code is gone again
 
     # ---- set-up ----------------------------------------------------------
 
@@ -153,57 +114,6 @@ class App:
         t["other"] = used
         t["free"] = gc.mem_free()
         return t
-
-    def _open_audio(self, mark):
-        cfg = self.cfg
-        rate = cfg["sample_rate"]
-        spec = cfg["source"]
-        # only the file and stream sources read bytes
-        raw = bytearray(_RAW_BYTES) if spec == "stdin" or spec.startswith("wav:") else None
-        self.source = open_source(cfg.values, _part_len(rate), raw)
-        if self.source.rate != rate:
-            # a file brings its own rate, and with it the block length
-            rate = self.source.rate
-            self.source.close()
-            self.source = open_source(cfg.values, _part_len(rate), raw)
-        self.rate = rate
-        self.block = block_len(rate)
-        self.part = _part_len(rate)
-        self.parts = self.block // self.part
-        self.buf = array.array("i", bytes(4 * self.part))
-        mark = self.count_heap("audio", mark)
-        self.meter = LevelMeter(
-            rate=rate,
-            sensitivity_dbfs=cfg["sensitivity_dbfs"],
-            calibration_offset_db=cfg["calibration_offset_db"],
-            peak_threshold_db=cfg["peak_threshold_db"],
-        )
-        return self.count_heap("meter", mark)
-
-    def _make_client(self):
-        cfg = self.cfg
-        tls, host, port = parse_broker(cfg["broker"])
-        will = payloads.encode_status("offline")
-        kw = {
-            "user": cfg["mqtt_user"],
-            "password": cfg["mqtt_password"],
-            "keepalive": cfg["keepalive_s"],
-            "clean_session": False,
-            "will_topic": self.t_status,
-            "will_payload": will,
-            "will_retain": True,
-            "will_qos": 1,
-            "backoff_max_ms": cfg["backoff_max_s"] * 1000,
-        }
-        if tls:
-            kw["ssl_cafile"] = cfg["ca_file"] or "ca.pem"
-            kw["server_hostname"] = cfg["server_hostname"] or host
-        client = MQTTClient(self.site + "-" + self.sensor, host, port, **kw)
-        client.on_connect = self._on_connect
-        client.on_message = self._on_message
-        client.on_puback = self._on_puback
-        client.on_down = self._on_down
-        return client
 
     # ---- status ----------------------------------------------------------
 

@@ -20,14 +20,9 @@ import select
 import sys
 
 from hushlight import platform
-from hushlight.config import DEFAULTS
-from hushlight.errors import ConfigError
 
 COMMANDS = ("status", "levels", "get", "set", "cal", "selftest", "heap", "reboot")
 _LINE_MAX = 256
-# below the INMP441's self-noise (~33 dB(A)) a working microphone cannot go
-_MIC_ALIVE_DB = 25.0
-_CAL_SPREAD_DB = 0.5
 
 
 class _Stdio:
@@ -158,14 +153,19 @@ class Console:
             self.send(reply)
         elif word == "levels":
             await self.levels()
-        elif word == "get":
-            self.get(args)
-        elif word == "set":
-            self.set(args)
-        elif word == "cal":
-            await self.cal(line.split()[1:])
-        elif word == "selftest":
-            self.selftest()
+        elif word in ("get", "set", "cal", "selftest"):
+            # the rarer commands, loaded for this one use (hushlight.commands)
+            from hushlight.app import once
+
+            commands = once("commands")
+            if word == "get":
+                commands.get(self, args)
+            elif word == "set":
+                commands.set_(self, args)
+            elif word == "cal":
+                await commands.cal(self, line.split()[1:])
+            else:
+                commands.selftest(self)
         elif word == "heap":
             reply = {"cmd": "heap", "ok": True}
             reply.update(self.app.heap_table())
@@ -179,28 +179,6 @@ class Console:
     def fail(self, cmd, error):
         self.send({"cmd": cmd, "ok": False, "error": error})
 
-    def get(self, args):
-        keys = sorted(DEFAULTS)
-        if len(args) != 1 or args[0] not in DEFAULTS:
-            what = "a key" if not args else "unknown key %r" % args[0]
-            self.fail("get", "%s; give one of %s" % (what, ", ".join(keys)))
-            return
-        key = args[0]
-        self.send({"cmd": "get", "ok": True, "key": key, "value": self.app.cfg.public(key)})
-
-    def set(self, args):
-        if len(args) != 2:
-            self.fail("set", "usage: set KEY VALUE, e.g. set interval_s 1")
-            return
-        key = args[0]
-        value = parse_value(args[1])
-        try:
-            self.app.set_config(key, value)
-        except ConfigError as e:
-            self.fail("set", str(e))
-            return
-        self.send({"cmd": "set", "ok": True, "key": key, "value": self.app.cfg.public(key)})
-
     async def levels(self):
         self.streaming = True
         try:
@@ -213,140 +191,6 @@ class Console:
         """Called by the application with each interval record's JSON."""
         if self.streaming:
             self.write_raw(b'{"cmd":"levels","ok":true,' + payload[1:])
-
-    async def cal(self, args):
-        import asyncio
-
-        try:
-            ref = float(args[0])
-            seconds = float(args[1]) if len(args) > 1 else 10.0
-            if len(args) > 2:
-                raise ValueError
-        except (IndexError, ValueError):
-            self.fail("cal", "usage: cal REF_DB [SECONDS], e.g. cal 94 10 for a 94 dB calibrator")
-            return
-        if not 40.0 <= ref <= 140.0:
-            self.fail(
-                "cal",
-                "reference level %r dB is not a calibrator level; give 40..140 (94 or 114 usually)"
-                % ref,
-            )
-            return
-        if not 1.0 <= seconds <= 60.0:
-            self.fail(
-                "cal", "measuring time %r s is out of range; give 1..60 s (10 is usual)" % seconds
-            )
-            return
-        app = self.app
-        run = app.start_calibration(int(seconds * 8))
-        shown = 0.0
-        while not run.done():
-            await asyncio.sleep_ms(100)
-            p = run.progress()
-            if p - shown >= 0.1 and p < 1.0:
-                shown = p
-                self.send({"cmd": "cal", "ok": True, "progress": round(p, 2)})
-        app.end_calibration()
-        if run.clipped:
-            self.fail(
-                "cal",
-                "the signal clipped in %d samples; the calibrator is too loud for the "
-                "microphone, use a lower level" % run.clipped,
-            )
-            return
-        spread = run.spread()
-        if spread > _CAL_SPREAD_DB:
-            self.fail(
-                "cal",
-                "the level varied by %.2f dB (over %.1f dB allowed), not a steady tone; "
-                "seat the calibrator on the microphone and retry" % (spread, _CAL_SPREAD_DB),
-            )
-            return
-        measured = run.mean_db()
-        old = app.cfg["calibration_offset_db"]
-        new = round(old + ref - measured, 2)
-        try:
-            app.set_config("calibration_offset_db", new)
-        except ConfigError as e:
-            self.fail("cal", "measured %.2f dB for a %.2f dB reference: %s" % (measured, ref, e))
-            return
-        self.send(
-            {
-                "cmd": "cal",
-                "ok": True,
-                "done": True,
-                "measured_db": round(measured, 2),
-                "ref_db": ref,
-                "offset_db": new,
-                "previous_offset_db": old,
-            }
-        )
-
-    def selftest(self):
-        app = self.app
-        results = []
-
-        def check(name, ok, detail):
-            results.append((name, ok, detail))
-
-        last = app.last_interval
-        if last is None:
-            wait = "no interval measured yet; wait %s s and retry" % app.cfg["interval_s"]
-            check("mic", False, wait)
-            check("clipping", False, wait)
-        else:
-            laeq, clipped = last[0], last[3]
-            if laeq >= _MIC_ALIVE_DB:
-                check("mic", True, "the microphone delivers a signal (LAeq %.1f dB(A))" % laeq)
-            else:
-                check(
-                    "mic",
-                    False,
-                    "no signal from the microphone (LAeq %.1f dB(A), below its self-noise); "
-                    "check the I2S wiring and the L/R pin" % laeq,
-                )
-            if clipped:
-                check(
-                    "clipping",
-                    False,
-                    "%d samples clipped in the last interval; the sound is too loud for "
-                    "the microphone" % clipped,
-                )
-            else:
-                check("clipping", True, "no clipping in the last interval")
-        load = app.dsp_load() * 100
-        if load <= 25:
-            check("dsp_load", True, "the DSP takes %.1f %% of real time (limit 25 %%)" % load)
-        else:
-            check(
-                "dsp_load",
-                False,
-                "the DSP takes %.1f %% of real time, over the 25 %% limit; "
-                "lower sample_rate" % load,
-            )
-        broker = app.cfg["broker"]
-        if app.mqtt.connected():
-            check("broker", True, "connected to %s" % broker)
-        else:
-            check(
-                "broker",
-                False,
-                "not connected to %s; check the network, the broker address and "
-                "the credentials" % broker,
-            )
-        if app.clock.synced:
-            check("time", True, "the clock is synced")
-        else:
-            check(
-                "time",
-                False,
-                "the clock is not synced yet; check that %s is reachable" % app.cfg["ntp_host"],
-            )
-        all_ok = True
-        for name, ok, detail in results:
-            all_ok = all_ok and ok
-            self.send({"cmd": "selftest", "check": name, "ok": ok, "detail": detail})
-        self.send({"cmd": "selftest", "ok": all_ok, "done": True})
 
 
 class CalRun:

@@ -19,10 +19,10 @@ whole = LevelMeter(rate, peak_threshold_db=60.0)
 parted = LevelMeter(rate, peak_threshold_db=60.0)
 n = whole.block_len
 # the parts hushlight.app uses: the most whole sub-blocks that divide the block
-# and fit its 3000-word buffer
+# and fit its 240-word buffer
 sub = whole.sub_len
 k = n // sub
-while k * sub > 3000 or (n // sub) %% k:
+while k * sub > 240 or (n // sub) %% k:
     k -= 1
 part = k * sub
 block = array('i', bytes(4 * n))

@@ -1,0 +1,171 @@
+"""The console's rarer commands: get, set, cal and selftest.
+
+hushlight.console loads this module for each such command and drops it
+again, so its code and sentences do not stay in the heap of a sensor that
+runs for months between two visits of a technician.
+"""
+
+import asyncio
+
+from hushlight.config import DEFAULTS
+from hushlight.console import parse_value
+from hushlight.errors import ConfigError
+
+# below the INMP441's self-noise (~33 dB(A)) a working microphone cannot go
+_MIC_ALIVE_DB = 25.0
+_CAL_SPREAD_DB = 0.5
+
+
+def get(con, args):
+    keys = sorted(DEFAULTS)
+    if len(args) != 1 or args[0] not in DEFAULTS:
+        what = "a key" if not args else "unknown key %r" % args[0]
+        con.fail("get", "%s; give one of %s" % (what, ", ".join(keys)))
+        return
+    key = args[0]
+    con.send({"cmd": "get", "ok": True, "key": key, "value": con.app.cfg.public(key)})
+
+
+def set_(con, args):
+    if len(args) != 2:
+        con.fail("set", "usage: set KEY VALUE, e.g. set interval_s 1")
+        return
+    key = args[0]
+    value = parse_value(args[1])
+    try:
+        con.app.set_config(key, value)
+    except ConfigError as e:
+        con.fail("set", str(e))
+        return
+    con.send({"cmd": "set", "ok": True, "key": key, "value": con.app.cfg.public(key)})
+
+
+async def cal(con, args):
+    try:
+        ref = float(args[0])
+        seconds = float(args[1]) if len(args) > 1 else 10.0
+        if len(args) > 2:
+            raise ValueError
+    except (IndexError, ValueError):
+        con.fail("cal", "usage: cal REF_DB [SECONDS], e.g. cal 94 10 for a 94 dB calibrator")
+        return
+    if not 40.0 <= ref <= 140.0:
+        con.fail(
+            "cal",
+            "reference level %r dB is not a calibrator level; give 40..140 (94 or 114 usually)"
+            % ref,
+        )
+        return
+    if not 1.0 <= seconds <= 60.0:
+        con.fail("cal", "measuring time %r s is out of range; give 1..60 s (10 is usual)" % seconds)
+        return
+    app = con.app
+    run = app.start_calibration(int(seconds * 8))
+    shown = 0.0
+    while not run.done():
+        await asyncio.sleep_ms(100)
+        p = run.progress()
+        if p - shown >= 0.1 and p < 1.0:
+            shown = p
+            con.send({"cmd": "cal", "ok": True, "progress": round(p, 2)})
+    app.end_calibration()
+    if run.clipped:
+        con.fail(
+            "cal",
+            "the signal clipped in %d samples; the calibrator is too loud for the "
+            "microphone, use a lower level" % run.clipped,
+        )
+        return
+    spread = run.spread()
+    if spread > _CAL_SPREAD_DB:
+        con.fail(
+            "cal",
+            "the level varied by %.2f dB (over %.1f dB allowed), not a steady tone; "
+            "seat the calibrator on the microphone and retry" % (spread, _CAL_SPREAD_DB),
+        )
+        return
+    measured = run.mean_db()
+    old = app.cfg["calibration_offset_db"]
+    new = round(old + ref - measured, 2)
+    try:
+        app.set_config("calibration_offset_db", new)
+    except ConfigError as e:
+        con.fail("cal", "measured %.2f dB for a %.2f dB reference: %s" % (measured, ref, e))
+        return
+    con.send(
+        {
+            "cmd": "cal",
+            "ok": True,
+            "done": True,
+            "measured_db": round(measured, 2),
+            "ref_db": ref,
+            "offset_db": new,
+            "previous_offset_db": old,
+        }
+    )
+
+
+def selftest(con):
+    app = con.app
+    results = []
+
+    def check(name, ok, detail):
+        results.append((name, ok, detail))
+
+    last = app.last_interval
+    if last is None:
+        wait = "no interval measured yet; wait %s s and retry" % app.cfg["interval_s"]
+        check("mic", False, wait)
+        check("clipping", False, wait)
+    else:
+        laeq, clipped = last[0], last[3]
+        if laeq >= _MIC_ALIVE_DB:
+            check("mic", True, "the microphone delivers a signal (LAeq %.1f dB(A))" % laeq)
+        else:
+            check(
+                "mic",
+                False,
+                "no signal from the microphone (LAeq %.1f dB(A), below its con-noise); "
+                "check the I2S wiring and the L/R pin" % laeq,
+            )
+        if clipped:
+            check(
+                "clipping",
+                False,
+                "%d samples clipped in the last interval; the sound is too loud for "
+                "the microphone" % clipped,
+            )
+        else:
+            check("clipping", True, "no clipping in the last interval")
+    load = app.dsp_load() * 100
+    if load <= 25:
+        check("dsp_load", True, "the DSP takes %.1f %% of real time (limit 25 %%)" % load)
+    else:
+        check(
+            "dsp_load",
+            False,
+            "the DSP takes %.1f %% of real time, over the 25 %% limit; lower sample_rate" % load,
+        )
+    broker = app.cfg["broker"]
+    if app.mqtt.connected():
+        check("broker", True, "connected to %s" % broker)
+    else:
+        check(
+            "broker",
+            False,
+            "not connected to %s; check the network, the broker address and "
+            "the credentials" % broker,
+        )
+    if app.clock.synced:
+        check("time", True, "the clock is synced")
+    else:
+        check(
+            "time",
+            False,
+            "the clock is not synced yet; check that %s is reachable" % app.cfg["ntp_host"],
+        )
+    all_ok = True
+    for name, ok, detail in results:
+        all_ok = all_ok and ok
+        con.send({"cmd": "selftest", "check": name, "ok": ok, "detail": detail})
+    con.send({"cmd": "selftest", "ok": all_ok, "done": True})
