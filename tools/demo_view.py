@@ -485,16 +485,11 @@ class Street:
                 zones.add_row(zone, self.zone_state(zone, now), g, f"{level:5.1f}% {bar}")
         latest = [self.nudge_line(n) for n in self.nudges[-3:]]
         nudges = Text("nudges: " + ("\n        ".join(latest) if latest else "none yet"))
-        said = [
-            line
-            for scene in self.scenes
-            if self.settled(scene, now)
-            for line in self.verdict(scene)
-        ]
+        settled = [scene for scene in self.scenes if self.settled(scene, now)]
         parts: list[Any] = [Text(f"{clock(now)} in Leuven  |  {happening}", style="bold")]
         parts += [sensors, zones, nudges]
-        if said:
-            parts.append(Text("\n".join(said[-6:])))
+        if settled:  # the latest part of the night that is over; the summary has them all
+            parts.append(Text("\n".join(self.verdict(settled[-1]))))
         parts.append(Text(note, style="dim"))
         return Panel(Group(*parts), title="hushlight demo")
 

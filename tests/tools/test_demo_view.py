@@ -196,6 +196,9 @@ def test_music_and_a_car_that_draw_no_nudge_are_explained() -> None:
     assert "pk: LAFmax up to 75.0 dB(A), but at most 2 peaks in 30 s at 2 sensors at once" in car[1]
     # 2 s at 72 dB(A) and 28 s at 45: 10 log10((2 * 10^7.2 + 28 * 10^4.5) / 30) = 60.5
     assert car[2].startswith("  eq: LAeq over 30 s up to 60.5 dB(A) (LAFmax up to 75.0 dB(A))")
+    # the live view shows the latest part of the night that is over
+    frame = "\n".join(_draw(street, CAR.stop + 40))
+    assert "a car passes (" in frame and "music from" not in frame
     # a nudge sent while the car's sound fills the zone's window is the car's
     _nudge(street, "pk-9", "pk", T0 + 236, 70.0)
     car = street.verdict(CAR)
