@@ -15,3 +15,7 @@ class WavFormatError(DspError, ValueError):
 
 class Int32OverflowError(DspError, ArithmeticError):
     """A firmware integer left int32 in the golden model; the message names stage and sample."""
+
+
+class CoefficientTableError(DspError, ValueError):
+    """The committed coefficient module is missing or does not match this code; says which."""

@@ -57,19 +57,36 @@ at sub-block ends (at most 1 ms late, 0.035 dB low).
 intermediate for any input within 24 bits, from the L1 norm of the impulse
 response from the input to that node plus the L1 norms from every rounding
 point (each bounded by 2 units) to it.
+
+The same integers on every machine.  `fixed` designs; what the firmware runs
+is the table it generated, `firmware/hushlight/coeffs.py`, and everything
+that models the firmware (the golden model, the conformance figures) reads
+that table through `from_table`, never a design made at run time.  The
+design itself is made machine-independent so that the drift test can
+regenerate the table anywhere: the fitted biquad comes in one canonical form
+(minimum phase, `dsp.weighting`), its float coefficients, which still differ
+between CPUs and BLAS kernels in their last digits, only pick the place
+where the integer search starts (`hf_integers`, `dsp.polish`: it returns
+the integer minimiser of an exactly computed cost, the same from any start
+within many units), and the gains are computed from the integers with
+scalar `math` and rounded to 9 decimals.
 """
 
 from __future__ import annotations
 
+import ast
 import math
 from functools import cache
-from typing import Final, NamedTuple
+from pathlib import Path
+from typing import Any, Final, NamedTuple
 
 import numpy as np
 import numpy.typing as npt
 from scipy import signal
 
-from dsp import weighting
+from dsp import iec61672_1 as iec
+from dsp import polish, weighting
+from dsp.errors import CoefficientTableError
 from dsp.iec61672_1 import FAST_TAU_S
 
 __all__ = [
@@ -79,14 +96,19 @@ __all__ = [
     "INT32_MIN",
     "SPLIT",
     "STATE_BITS",
+    "TABLE",
     "Biquad",
     "Fixed",
     "Leaky",
     "fixed",
+    "from_table",
+    "hf_integers",
     "response",
     "response_db",
 ]
 
+# The firmware's coefficient module, written by `hushlight gen-coeffs` (dsp/codegen.py).
+TABLE: Final = Path(__file__).resolve().parent.parent / "firmware" / "hushlight" / "coeffs.py"
 INT32_MIN: Final = -(2**31)
 INT32_MAX: Final = 2**31 - 1
 IN_SHIFT: Final = 8  # INMP441 word: 24-bit sample left-justified in 32 bits
@@ -100,6 +122,10 @@ _FAST_K_MAX: Final = 2**14 - 1
 # Sum of a rounding error bound, in units of the node it is added to.
 _ROUND: Final = 2.0
 _IMPULSE_LEN: Final = 1 << 15  # the slowest pole (r = 0.9990) decays by e**-32
+# The grid of the integer polish of the fitted biquad: the float fit's
+# (`dsp.weighting`).
+_POLISH_LO_HZ: Final = 10.0
+_POLISH_POINTS: Final = 400
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -195,6 +221,85 @@ def _quantise_biquad(c: tuple[float, ...], vbound: float, ybound: float) -> Biqu
         shift = s
 
 
+@cache
+def _hf_target(rate: int, hp1: Leaky, shift: int) -> polish.Target:
+    """What the integer biquad must match: the C chain of the fit, with the integer hp1."""
+    fit_hi = weighting.design(rate).fit_hi_hz
+    n = _POLISH_POINTS
+    f1, f4 = iec.F1_HZ**2, iec.F4_HZ**2
+    c1000 = 10.0 ** (-iec.C1000_DB / 10.0)
+    rows: list[tuple[float, ...]] = []
+    for i in range(n):
+        # the fit's log-spaced grid (`dsp.weighting`), by scalar `math`
+        f = _POLISH_LO_HZ * (fit_hi / _POLISH_LO_HZ) ** (i / (n - 1))
+        w = 2.0 * math.pi * f / rate
+        c, s = math.cos(w), math.sin(w)
+        h = math.sin(0.5 * w) ** 2
+        # two hp1 sections, |1 - 1/z|**2 / |1 - r/z|**2 each, written with
+        # sin(w/2)**2 so that nothing cancels near z = 1
+        low = (4.0 * h / ((1.0 - hp1.pole) ** 2 + 4.0 * hp1.pole * h)) ** 2
+        # the analytic C weighting as a power ratio (IEC 61672-1 Annex E)
+        ff = f * f
+        target = (f4 * ff / ((ff + f1) * (ff + f4))) ** 2 * c1000
+        rows.append((c, s, 1.0 - 2.0 * s * s, 2.0 * s * c, low, target))
+    grid = np.array(rows, dtype=np.float64).T.copy()
+    cos1, sin1, cos2, sin2, fixed, power = (grid[j] for j in range(6))
+    return polish.Target(cos1, sin1, cos2, sin2, fixed, power, 2**shift)
+
+
+def _polish_biquad(rate: int, hp1: Leaky, start: Biquad) -> Biquad:
+    """The integer biquad of least error (`dsp.polish`) found from the rounded fit `start`.
+
+    Why: the committed integers must not depend on the last digits of the
+    float fit, which differ between CPUs and BLAS kernels; the minimiser of
+    an exactly computed integer cost does not.  The cost is the fit's own
+    criterion (relative power error of the C chain against IEC 61672-1,
+    gain included: the gain pins the overall scale of the numerator, which
+    `gain_db` would otherwise leave free).
+    """
+    target = _hf_target(rate, hp1, start.shift)
+    b0, b1, b2, a1, a2 = polish.nearest(target, (start.b0, start.b1, start.b2, start.a1, start.a2))
+    return Biquad(b0, b1, b2, a1, a2, start.shift)
+
+
+def _section_power(b: tuple[float, ...], a: tuple[float, ...], w: float) -> float:
+    """|B/A|**2 at angle w of a first- or second-order section, by scalar `math`."""
+
+    def mag2(p: tuple[float, ...]) -> float:
+        re = math.fsum(c * math.cos(k * w) for k, c in enumerate(p))
+        im = math.fsum(c * math.sin(k * w) for k, c in enumerate(p))
+        return re * re + im * im
+
+    return mag2(b) / mag2(a)
+
+
+def _leaky_power(sec: Leaky, w: float) -> float:
+    # (1 - q)**2 + 4 q sin(w/2)**2 = |1 - q/z|**2 without cancellation near z = 1
+    h = math.sin(0.5 * w) ** 2
+
+    def mag2(q: float) -> float:
+        return (1.0 - q) ** 2 + 4.0 * q * h
+
+    return mag2(sec.zero) / mag2(sec.pole)
+
+
+def _gain_db(fx: Fixed, weighting_name: str) -> float:
+    """dB that bring the integer chain to 0 dB at 1 kHz, as the generated file writes it.
+
+    Computed from the integers with scalar `math` (no vectorised kernels
+    whose last bit depends on the CPU) and rounded to 9 decimals.
+    """
+    w = 2.0 * math.pi * 1000.0 / fx.rate
+    power = _leaky_power(fx.hp1, w) ** 2
+    if fx.eq is not None:
+        power *= _leaky_power(fx.eq, w)
+    b0, b1, b2, a1, a2 = fx.hf.floats()
+    power *= _section_power((b0, b1, b2), (1.0, a1, a2), w)
+    if weighting_name == "A":
+        power *= _leaky_power(fx.hp2, w) * _leaky_power(fx.hp3, w)
+    return round(-10.0 * math.log10(power), 9)
+
+
 def _leaky_tf(sec: Leaky) -> tuple[list[float], list[float]]:
     return [1.0, -sec.zero], [1.0, -sec.pole]
 
@@ -249,21 +354,101 @@ def fixed(rate: int = weighting.DEFAULT_RATE, mic: str | None = None) -> Fixed:
     eq = None
     if d.eq is not None:
         eq = _quantise_leaky(1.0 - d.eq[1], b[f"eq.Y:{mic}"], kz=1.0 - d.eq[0], zbound=b["hp1b.y"])
-    vb = max([b["hp1b.y"]] + [v for k, v in b.items() if k.startswith("eq.y:")])
-    hf = _quantise_biquad(d.hf, vb, b["yc"])
+    hf = hf_integers(rate, hp1, d.hf)
     hp2 = _quantise_leaky(1.0 - d.p2, b["hp2.Y"])
     hp3 = _quantise_leaky(1.0 - d.p3, b["hp3.Y"])
     fast_k = round((1.0 - math.exp(-sub_len / (FAST_TAU_S * rate))) * 2**FAST_SHIFT)
     if not 0 < fast_k <= _FAST_K_MAX:
         raise ValueError(f"Fast multiplier {fast_k} at {rate} Hz does not fit 14 bits")
     fx = Fixed(rate, mic, block_len, sub_len, hp1, eq, hf, hp2, hp3, fast_k, 0.0, 0.0, {})
-    gain_a = -20.0 * math.log10(abs(_raw(fx, "A", np.array([1000.0]))[0]))
-    gain_c = -20.0 * math.log10(abs(_raw(fx, "C", np.array([1000.0]))[0]))
-    fx = fx._replace(gain_db_a=gain_a, gain_db_c=gain_c, bounds=_bounds(fx))
+    fx = fx._replace(gain_db_a=_gain_db(fx, "A"), gain_db_c=_gain_db(fx, "C"))
+    return _proved(fx)
+
+
+def hf_integers(rate: int, hp1: Leaky, hf: weighting.Biquad) -> Biquad:
+    """The firmware's integers for the fitted float biquad `hf` at `rate`, after `hp1`.
+
+    The shift is the largest the accumulator's bound allows; the integers are
+    then polished (`_polish_biquad`), so floats that differ in their last
+    digits give the same integers.
+    """
+    b = _worst_bounds(rate)
+    vb = max([b["hp1b.y"]] + [v for k, v in b.items() if k.startswith("eq.y:")])
+    return _polish_biquad(rate, hp1, _quantise_biquad(hf, vb, b["yc"]))
+
+
+def _table_values() -> dict[str, Any]:
+    try:
+        tree = ast.parse(TABLE.read_text(), str(TABLE))
+    except OSError as exc:
+        raise CoefficientTableError(
+            f"cannot read the coefficient table {TABLE} ({exc.strerror}); "
+            "run `hushlight gen-coeffs` to write it"
+        ) from exc
+    # literal values only: the table is data, never executed here
+    return {
+        t.targets[0].id: ast.literal_eval(t.value)
+        for t in tree.body
+        if isinstance(t, ast.Assign) and isinstance(t.targets[0], ast.Name)
+    }
+
+
+@cache
+def from_table(rate: int = weighting.DEFAULT_RATE, mic: str | None = None) -> Fixed:
+    """The `Fixed` the firmware runs at `rate` (and `mic`): read from its generated table.
+
+    The integers and gains are those of `firmware/hushlight/coeffs.py`; the
+    int32 bounds are proved again on them.
+    """
+    weighting.check_rate(rate)
+    weighting.check_mic(mic)
+    values = _table_values()
+    ours = {"FRAC_BITS": FRAC_BITS, "STATE_BITS": STATE_BITS, "SPLIT": SPLIT}
+    ours["FAST_SHIFT"] = FAST_SHIFT
+    for name, value in ours.items():
+        if values.get(name) != value:
+            raise CoefficientTableError(
+                f"{TABLE} has {name} = {values.get(name)!r} where dsp/fixedpoint.py has "
+                f"{value}; run `hushlight gen-coeffs` to regenerate it"
+            )
+    key = f"{rate}:{mic}"
+    try:
+        k1, s1, b0, b1, b2, a1, a2, sh, k2, s2, k3, s3, sub_len, fast_k = values["CHAINS"][rate]
+        if mic is None:
+            eq = None
+            gain_a, gain_c = values["GAINS"][rate]
+        else:
+            ek, es, kz, sz, gain_a, gain_c = values["EQ"][key]
+            eq = Leaky(ek, es + SPLIT, kz, sz + SPLIT + STATE_BITS)
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CoefficientTableError(
+            f"{TABLE} has no valid entry for {rate} Hz (mic {mic}); "
+            "run `hushlight gen-coeffs` to regenerate it"
+        ) from exc
+    fx = Fixed(
+        rate,
+        mic,
+        rate // 8,
+        sub_len,
+        Leaky(k1, s1 + SPLIT),
+        eq,
+        Biquad(b0, b1, b2, a1, a2, sh + SPLIT),
+        Leaky(k2, s2 + SPLIT),
+        Leaky(k3, s3 + SPLIT),
+        fast_k,
+        gain_a,
+        gain_c,
+        {},
+    )
+    return _proved(fx)
+
+
+def _proved(fx: Fixed) -> Fixed:
+    fx = fx._replace(bounds=_bounds(fx))
     for name, value in fx.bounds.items():
         if value > INT32_MAX:
             raise ValueError(
-                f"node {name} can reach {value} at {rate} Hz (mic {mic}), beyond int32; "
+                f"node {name} can reach {value} at {fx.rate} Hz (mic {fx.mic}), beyond int32; "
                 "lower FRAC_BITS or STATE_BITS"
             )
     return fx

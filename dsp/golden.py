@@ -102,7 +102,8 @@ class GoldenMeter:
         peak_threshold_db: float = 70.0,
         trace: bool = False,
     ) -> None:
-        self.fx = fx = fp.fixed(rate, mic)
+        # the committed table, which is what the firmware runs
+        self.fx = fx = fp.from_table(rate, mic)
         # with trace, the largest |value| seen per stage (slower; for the bound tests)
         self.trace = trace
         self.largest: dict[str, int] = {}

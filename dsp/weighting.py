@@ -20,12 +20,19 @@ Method, per rate:
    48 kHz).  It is replaced by one biquad whose five coefficients are fitted
    by least squares on the dB error of the *whole* C cascade (step 1 included)
    against the analytic C curve, on a log-spaced grid from 10 Hz to
-   `fit_hi_hz` (20 kHz at 48 kHz, 0.45 fs at the other rates).  Only the
-   magnitude matters to a level meter, so the fit is free to put a zero
-   outside the unit circle.  The fit starts from two places (the bilinear
-   and the matched f4 pair) and keeps the better stable result.  The same
-   biquad serves A: the matched f2/f3 sections are accurate to a few
-   hundredths of a dB up to the fit limit.
+   `fit_hi_hz` (20 kHz at 48 kHz, 0.45 fs at the other rates).  The fit
+   starts from two places (the bilinear and the matched f4 pair) and keeps
+   the better stable result.  The same biquad serves A: the matched f2/f3
+   sections are accurate to a few hundredths of a dB up to the fit limit.
+   A magnitude fit cannot tell a zero q from its reflection 1/conj(q) with
+   the gain scaled by |q|: both have the same magnitude everywhere, so which
+   one least squares lands on depends on last-ulp differences of the CPU and
+   BLAS kernel (at 16 kHz one kernel gave the numerator zeros 1.83 and 0.13,
+   another 7.66 and 0.55).  Every fitted section is therefore put in one
+   canonical form, minimum phase (`min_phase`): each zero outside the unit
+   circle is reflected inside, the gain compensated.  The remaining
+   differences between machines are in the last digits of the floats;
+   `dsp.fixedpoint` makes its integers independent of those.
 3. The overall gain of each chain is not a filter coefficient: the meter
    applies it in dB to the energy (`gain_db`), which costs nothing per sample
    and keeps the integer filters at unity gain (headroom).
@@ -131,43 +138,94 @@ def _biquad(c: Biquad | npt.NDArray[np.float64], z: ComplexArray) -> ComplexArra
     return np.asarray(h, dtype=np.complex128)
 
 
-@cache
-def _fit_hf(rate: int) -> tuple[Biquad, float]:
+def stable(c: Biquad) -> bool:
+    """True if both poles of biquad `c` lie strictly inside the unit circle."""
+    # the stability triangle of z**2 + a1 z + a2 (Jury): exact, no root finding,
+    # so the verdict cannot hang on how a LAPACK kernel rounds
+    a1, a2 = c[3], c[4]
+    return abs(a2) < 1.0 and abs(a1) < 1.0 + a2
+
+
+def min_phase(c: Biquad) -> Biquad:
+    """`c` with every numerator zero outside the unit circle reflected inside, same magnitude.
+
+    A zero q outside becomes 1/conj(q) and the gain is multiplied by |q|:
+    ``|1 - q/z| = |q| * |1 - 1/(conj(q) z)|`` on the unit circle.  Zeros on or
+    inside the circle stay where they are.
+    """
+    b0, b1, b2, a1, a2 = c
+    if b0 == 0.0:
+        raise ArithmeticError(f"the biquad {c!r} has b0 = 0; it has no canonical form")
+    disc = b1 * b1 - 4.0 * b0 * b2
+    if disc < 0.0:
+        # a complex pair, |q|**2 = b2/b0: reflecting both reverses the
+        # numerator, which leaves the magnitude exactly as it is
+        if abs(b2) > abs(b0):
+            return (b2, b1, b0, a1, a2)
+        return c
+    # real zeros of b0 z**2 + b1 z + b2, the larger first without cancellation
+    t = -0.5 * (b1 + math.copysign(math.sqrt(disc), b1))
+    zeros = [t / b0, b2 / t if t != 0.0 else 0.0]
+    if all(abs(q) <= 1.0 for q in zeros):
+        return c
+    gain = b0
+    for i, q in enumerate(zeros):
+        if abs(q) > 1.0:
+            gain *= abs(q)
+            zeros[i] = 1.0 / q
+    q1, q2 = zeros
+    return (gain, -gain * (q1 + q2), gain * q1 * q2, a1, a2)
+
+
+def _starts(rate: int) -> list[FloatArray]:
+    # both the f4 pair before any bending: its bilinear transform and its
+    # matched poles with unity DC gain
+    w4 = 2.0 * math.pi * iec.F4_HZ
+    bz, az = signal.bilinear([w4 * w4], [1.0, 2.0 * w4, w4 * w4], rate)
+    p4 = _matched(iec.F4_HZ, rate)
+    return [np.r_[bz, az[1:]], np.array([(1.0 - p4) ** 2, 0.0, 0.0, -2.0 * p4, p4 * p4])]
+
+
+# Worst errors closer than this (dB) are one optimum reached twice (or its
+# mirror image): the earlier start wins, whatever the last digits say.
+_SAME_WORST_DB: Final = 1e-6
+
+
+def _fit_from(rate: int, starts: list[FloatArray]) -> tuple[Biquad, float]:
     fit_hi = min(20000.0, 0.45 * rate)
     f = np.geomspace(_FIT_LO_HZ, fit_hi, _FIT_POINTS)
     z = _z(f, rate)
     p1 = _matched(iec.F1_HZ, rate)
     low = _first_order(1.0, p1, z) ** 2
     target = iec.c_weighting_db(f)
-    # Two starts, both the f4 pair before any bending: its bilinear transform
-    # and its matched poles with unity DC gain.  Least squares finds a
-    # different local optimum from each (at 16 kHz the matched start even
-    # leaves the unit circle); keep the stable result whose worst error from
-    # 20 Hz to 12.5 kHz (the range held to 0.1 dB), or half its worst error
-    # over the whole fit range, is smaller.
-    w4 = 2.0 * math.pi * iec.F4_HZ
-    bz, az = signal.bilinear([w4 * w4], [1.0, 2.0 * w4, w4 * w4], rate)
-    p4 = _matched(iec.F4_HZ, rate)
-    starts = [np.r_[bz, az[1:]], np.array([(1.0 - p4) ** 2, 0.0, 0.0, -2.0 * p4, p4 * p4])]
+    # Least squares finds a different local optimum from each start (at
+    # 16 kHz the matched start even leaves the unit circle); keep the stable
+    # result whose worst error from 20 Hz to 12.5 kHz (the range held to
+    # 0.1 dB), or half its worst error over the whole fit range, is smaller.
     core = (f >= 20.0) & (f <= 12500.0)
 
     def residual(c: FloatArray) -> FloatArray:
         got = 20.0 * np.log10(np.abs(low * _biquad(c, z)))
         return np.asarray(got - target, dtype=np.float64)
 
-    best: tuple[float, FloatArray] | None = None
+    best: tuple[float, Biquad] | None = None
     for start in starts:
-        c = optimize.least_squares(residual, start, xtol=1e-12, ftol=1e-12, gtol=1e-12).x
-        if np.any(np.abs(np.roots([1.0, c[3], c[4]])) >= 1.0):
+        x = optimize.least_squares(residual, start, xtol=1e-12, ftol=1e-12, gtol=1e-12).x
+        c = min_phase((float(x[0]), float(x[1]), float(x[2]), float(x[3]), float(x[4])))
+        if not stable(c):
             continue
-        err = np.abs(residual(c))
+        err = np.abs(residual(np.array(c)))
         worst = max(float(np.max(err[core])), float(np.max(err)) / 2.0)
-        if best is None or worst < best[0]:
+        if best is None or worst < best[0] - _SAME_WORST_DB:
             best = (worst, c)
     if best is None:
         raise ArithmeticError(f"the high-frequency fit at {rate} Hz gave no stable section")
-    c = best[1]
-    return (float(c[0]), float(c[1]), float(c[2]), float(c[3]), float(c[4])), fit_hi
+    return best[1], fit_hi
+
+
+@cache
+def _fit_hf(rate: int) -> tuple[Biquad, float]:
+    return _fit_from(rate, _starts(rate))
 
 
 @cache
