@@ -52,6 +52,8 @@ gc.collect()
 _CODE = gc.mem_alloc() - _BOOT
 
 _WINDOW = 8  # QoS 1 messages in flight at once
+# a name mypy takes as true: the attribute declarations in App.__init__
+TYPE_CHECKING = False
 _SUMMARY_BLOCKS = 480  # one minute of 125 ms blocks
 REBOOT_MARKER = "reboot"
 
@@ -91,6 +93,39 @@ class App:
         mark = _allocated()
         start = None
         self.count_heap("code", mark)  # the start-up code is gone again
+        if TYPE_CHECKING:  # what hushlight.start gave this App, for mypy; never runs
+            from array import array
+
+            from hushlight.config import Config
+            from hushlight.console import CalRun, Console
+            from hushlight.levelmeter import LevelMeter
+            from hushlight.mqtt import MQTTClient
+            from hushlight.sources import open_source
+            from hushlight.store import Store
+
+            self.cfg = Config(config_path)
+            self.store = Store()
+            self.clock = timesync.Clock()
+            self.source = open_source({}, 0, None)
+            self.meter = LevelMeter()
+            self.mqtt = MQTTClient("", "")
+            self.buf = array("i")
+            self.site = self.sensor = ""
+            self.t_levels = self.t_summary = self.t_status = self.t_config = ""
+            self.rate = self.block = self.part = self.parts = self.interval_blocks = 0
+            self.uptime_ms = self.dsp_us = self.audio_blocks = 0
+            self.audio_s = self.dropped_seen = 0
+            self.tick_seen = self.dropped_told = time.ticks_ms()
+            self.dsp_load_last = 0.0
+            self.inflight: dict = {}
+            self.acked_early: set = set()
+            self.config_error: str | None = None
+            self.last_interval: tuple | None = None
+            self.cal: CalRun | None = None
+            self.stopping = self.reboot = False
+            self.wake_publisher = asyncio.Event()
+            self.status_changed = asyncio.Event()
+            self.console: Console | None = None
 
     # ---- set-up ----------------------------------------------------------
 
