@@ -133,7 +133,7 @@ def build_street(origin: float, seconds: float) -> Street:
             for z in config.zones
         },
         scenes=[
-            Scene(e.name, origin + e.start_s, origin + e.stop_s)
+            Scene(e.name, origin + e.start_s, origin + min(e.stop_s, seconds))
             for e in scenes.SCRIPT
             if e.start_s < seconds
         ],
@@ -547,7 +547,7 @@ class Demo:
         )
         self.say(
             f"{'time':<8} | {'what is happening':<{LABEL_W}} | LAeq/LCeq dB(A)/dB(C) "
-            "at ns-01 .. ns-07 | light levels"
+            f"at {scenes.SENSORS[0]} .. {scenes.SENSORS[-1]} | light levels"
         )
         last = 0.0
         while self.site_now() < end or any(t.is_alive() for t in self.feeders):

@@ -33,7 +33,7 @@ from protocol.errors import ProtocolError
 
 PEAK_DB = 70.0  # the Leuven pilot's LAFmax threshold
 TZ = ZoneInfo("Europe/Brussels")
-BAR_W = 30  # the live view's level bar, one # per 1.5 dB above 35 dB(A)
+BAR_W = 12  # the live view's level bar, one # per 4 dB above 35 dB(A)
 LABEL_W = 36  # the plain view's scene column: the longest thing `scenes.happening` says
 # LCeq - LAeq from here up is bass worth pointing at (speech and traffic give 1-3 dB)
 BASS_DB = 10.0
@@ -284,7 +284,7 @@ class Street:
         elif n.evidence:
             why = f"{rule.what()}: {rule.evidence(n.evidence)} ({rule.needs()})"
             if not n.from_gateway:
-                why += " [the demo's count: the gateway's evidence did not come]"
+                why += " [counted by the demo: the gateway's evidence is not in]"
         else:
             why = rule.what()
         return f"{clock(n.at)} {n.zone}: {n.kind} the lights: {why}"
@@ -367,18 +367,19 @@ class Street:
             if cmd is not None and cmd.get("level") is not None and cmd["expires_at"] > now:
                 level = cmd["level"]
                 kind = "dim" if level < self.groups[g].programme else "brighten"
-                return f"NUDGE: {kind} to {level:g}% (expires {clock(cmd['expires_at'])})"
+                return f"NUDGE {kind} {level:g}% to {clock(cmd['expires_at'])}"
         rule = self.rules.get(zone)
         if rule is None:
             loud = [self.rows[s].laeq or 0.0 for s in sensors]
             return f"watching (loudest LAeq {max(loud):.1f} dB(A))"
+        # what the rule sees now "of" what it needs, short enough for an 80-column terminal
         best = self._measure(zone, rule, now)[0]
         k = rule.min_sensors
-        at = f"at {k} sensor" + ("s" if k > 1 else "")
+        at = f"{k} sensor" + ("s" if k > 1 else "")
         if rule.trigger == "laeq":
-            shown = f"{best:5.1f}" if best > -math.inf else "  -  "
-            return f"watching: LAeq {rule.window_s:g} s {shown} {at}, needs {rule.threshold_db:g}"
-        return f"watching: {best:2.0f} peaks in {rule.window_s:g} s {at}, needs {rule.peaks_needed}"
+            shown = f"{best:4.1f}" if best > -math.inf else "  - "
+            return f"LAeq/{rule.window_s:g} s {shown} of {rule.threshold_db:g}, {at}"
+        return f"{best:2.0f} of {rule.peaks_needed} peaks/{rule.window_s:g} s, {at}"
 
     def light_minutes(self) -> str:
         """How long each light group spent away from its programme, in one line."""
@@ -430,24 +431,25 @@ class Street:
         from rich.table import Table
         from rich.text import Text
 
-        # Every column has a fixed width, so that the frames do not jump as values change.
+        # Every column has a fixed width, so that the frames do not jump as values
+        # change, and the whole fits an 80-column terminal.
         window = f"{self.peak_window_s:g} s"
         sensors = Table(
             title="sensors along Naamsestraat",
             caption=(
-                f"peaks: seconds with LAFmax >= {self.peak_db:g} dB(A), in the last {window} "
-                "(what a peaks zone counts) and since the start"
+                f"peaks: seconds with LAFmax >= {self.peak_db:g} dB(A), "
+                f"in the last {window} and since the start"
             ),
         )
         for column, width in [
             ("sensor", 6),
-            ("LAeq dB(A)", 10),
+            ("LAeq\ndB(A)", 5),
             ("", BAR_W),
-            ("LAFmax", 6),
-            ("LCeq", 6),
-            ("LCeq-LAeq", 9),
-            (f"peaks {window}", 10),
-            ("peaks total", 11),
+            ("LAFmax\ndB(A)", 6),
+            ("LCeq\ndB(C)", 5),
+            ("LCeq-\nLAeq", 5),
+            (f"peaks\n{window}", 5),
+            ("peaks\ntotal", 5),
         ]:
             sensors.add_column(
                 column,
@@ -462,7 +464,7 @@ class Street:
             if r.laeq is None:
                 sensors.add_row(s, "-", "", "-", "-", "-", "0", "0")
                 continue
-            bar = "#" * max(0, min(BAR_W, int((r.laeq - 35) / 1.5)))
+            bar = "#" * max(0, min(BAR_W, int((r.laeq - 35) / 4)))
             style = "red" if (r.lafmax or 0) >= self.peak_db else "green"
             sensors.add_row(
                 s,
@@ -474,15 +476,18 @@ class Street:
                 str(recent),
                 str(r.peaks),
             )
-        zones = Table(title="zones and lights")
-        for column, width in [("zone", 12), ("state", 52), ("lights", 11), ("level", 32)]:
+        zones = Table(
+            title="zones and lights",
+            caption="state: what the zone's rule sees now, of what it needs to nudge",
+        )
+        for column, width in [("zone", 11), ("state", 32), ("lights", 10), ("level", 10)]:
             zones.add_column(column, width=width, no_wrap=True, overflow="ellipsis")
         for zone, (_, groups) in self.zones.items():
             for g in groups:
                 row = self.groups[g]
                 level = row.level if row.level is not None else row.programme
-                bar = "=" * int(level / 4)
-                zones.add_row(zone, self.zone_state(zone, now), g, f"{level:5.1f}% {bar}")
+                bar = "=" * int(level / 20)
+                zones.add_row(zone, self.zone_state(zone, now), g, f"{level:3.0f}% {bar}")
         latest = [self.nudge_line(n) for n in self.nudges[-3:]]
         nudges = Text("nudges: " + ("\n        ".join(latest) if latest else "none yet"))
         settled = [scene for scene in self.scenes if self.settled(scene, now)]
