@@ -384,6 +384,12 @@ class App:
                 meter.process_part(buf, part, p == parts)
                 self.dsp_us += ticks_diff(ticks_us(), t)
                 self.audio_blocks += 1
+                if self.dsp_us > 0x20000000:
+                    # a busy DSP over a long status period: halve both counts
+                    # (their ratio is the load) before dsp_us outgrows a small
+                    # int (2**30 us, 18 min), which would allocate every part
+                    self.dsp_us >>= 1
+                    self.audio_blocks >>= 1
             if p < parts:
                 break  # the audio ended (a part-filled block is not measured)
             acc += blk1000
