@@ -20,7 +20,10 @@ from protocol import topics
 from tests.tools.virtual import Sub, publish
 from tools.broker import Mosquitto
 
-ORIGIN = 1_781_298_000  # a fixed virtual time origin, UTC epoch s
+# a fixed virtual time origin, UTC epoch s: past 2**30, and with a fraction,
+# neither of which a float32 sensor may round away
+ORIGIN = "1781298000.5"
+ORIGIN_MS = 1_781_298_000_500
 RATE = 16000
 
 
@@ -55,7 +58,7 @@ def test_levels_on_the_broker_match_replay(tmp_path: Path, fresh: Mosquitto) -> 
             "--wav",
             str(wav),
             "--time-origin",
-            str(ORIGIN),
+            ORIGIN,
             wait_levels=False,
         )
         assert target.virtual is not None
@@ -74,7 +77,8 @@ def test_levels_on_the_broker_match_replay(tmp_path: Path, fresh: Mosquitto) -> 
     whole = [r for r in expected if r["t1"] - r["t0"] == 1.0]
     assert len(got) == len(whole) == 5
     for rec, ref in zip(got, whole, strict=True):
-        assert rec["t0"] == ORIGIN * 1000 + round(ref["t0"] * 1000)
+        assert rec["t0"] == ORIGIN_MS + round(ref["t0"] * 1000)
+        assert rec["t1"] == ORIGIN_MS + round(ref["t1"] * 1000)
         assert (rec["laeq"], rec["lafmax"], rec["lceq"]) == (
             ref["laeq"],
             ref["lafmax"],
