@@ -306,7 +306,8 @@ class Street:
         if others and bass is not None and bass[0] >= BASS_DB:
             lines.append(
                 f"  LCeq - LAeq up to {bass[0]:+.1f} dB at {bass[1]}: bass, which A-weighting "
-                "discounts; the zones' rules are A-weighted, as the Leuven pilot's was"
+                "discounts; the zones' rules are A-weighted (as the Leuven pilot's was), "
+                "so bass alone does not nudge"
             )
         for z in others:
             acc = self.scene_zones.get((scene.name, z))
@@ -398,7 +399,7 @@ class Street:
         lines += [f"  {self.nudge_line(n)}" for n in self.nudges]
         messages = sorted({n.message for n in self.nudges})
         if messages:
-            lines.append("  told residents and passers-by: " + " / ".join(map(repr, messages)))
+            lines.append("  the nudges' message: " + " / ".join(map(repr, messages)))
         if self.scenes:
             lines.append("what each part of the night did:")
             lines += [f"  {line}" for scene in self.scenes for line in self.verdict(scene)]
