@@ -36,11 +36,9 @@ gc.collect()
 _BOOT = gc.mem_alloc()
 
 import asyncio  # noqa: E402  # after the count above
-import sys  # noqa: E402
 import time  # noqa: E402
 
-import hushlight  # noqa: E402
-from hushlight import platform, timesync  # noqa: E402
+from hushlight import once, platform, timesync  # noqa: E402
 from hushlight.config import REMOTE_KEYS  # noqa: E402
 from hushlight.errors import ConfigError  # noqa: E402
 from hushlight.sources import Pacer  # noqa: E402
@@ -65,17 +63,6 @@ def log(msg):
 def _allocated():
     gc.collect()
     return gc.mem_alloc()
-
-
-def once(name):
-    """The module hushlight.`name`, imported for one use: code that runs
-    rarely (start-up, a new config, the stop) does not stay in the heap."""
-    full = "hushlight." + name
-    __import__(full)
-    mod = sys.modules.pop(full)
-    if hasattr(hushlight, name):
-        delattr(hushlight, name)
-    return mod
 
 
 # App.heap_table's parts, in the order they are reported

@@ -155,7 +155,7 @@ class Console:
             await self.levels()
         elif word in ("get", "set", "cal", "selftest"):
             # the rarer commands, loaded for this one use (hushlight.commands)
-            from hushlight.app import once
+            from hushlight import once
 
             commands = once("commands")
             if word == "get":

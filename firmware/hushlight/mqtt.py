@@ -39,7 +39,6 @@ Tests and simulations use it instead of the radio.
 
 import asyncio
 import random
-import socket
 import sys
 import time
 from errno import (
@@ -48,8 +47,6 @@ from errno import (
     ECONNREFUSED,
     ECONNRESET,
     EHOSTUNREACH,
-    EINPROGRESS,
-    EINVAL,
     ENOBUFS,
     ENOTCONN,
     ETIMEDOUT,
@@ -57,9 +54,9 @@ from errno import (
 
 from micropython import const
 
+from hushlight import once
+
 # packet types (MQTT 3.1.1 section 2.2.1), with the fixed flags of section 2.2.2
-_CONNECT = const(0x10)
-_CONNACK = const(0x20)
 _PUBLISH = const(0x30)
 _PUBACK = const(0x40)
 _SUBSCRIBE = const(0x82)
@@ -84,15 +81,6 @@ _PINGREQ_PACKET = b"\xc0\x00"
 # smallest remaining length of each packet type we read (section 3)
 _MIN_SIZE = {_PUBLISH: 2, _PUBACK: 2, _SUBACK: 3}
 _DISCONNECT_PACKET = b"\xe0\x00"
-
-CONNACK_ERRORS = {
-    1: "the broker does not speak MQTT 3.1.1",
-    2: "the broker rejected the client id",
-    3: "the MQTT service is unavailable",
-    4: "the broker rejected the user name or password; check mqtt_user and mqtt_password",
-    # Mosquitto answers a wrong password with 5, not 4
-    5: "the broker refused authorisation; check mqtt_user, mqtt_password and the user's ACL",
-}
 
 
 def _encode_length(buf, n):
@@ -418,115 +406,9 @@ class MQTTClient:
 
     # ------------------------------------------------------------ connection
 
-    def _open_socket(self):
-        s = self._raw_socket()
-        if self.ssl_cafile:
-            if self._ssl_ctx is None:
-                self._ssl_ctx = self._tls_context(s)
-            s = self._ssl_ctx.wrap_socket(
-                s, server_hostname=self.server_hostname or self.host, do_handshake_on_connect=False
-            )
-            s.setblocking(False)
-        return s
-
-    def _raw_socket(self):
-        if self.socket_factory is not None:
-            return self.socket_factory(self.host, self.port)
-        try:
-            ai = socket.getaddrinfo(self.host, self.port, 0, socket.SOCK_STREAM)[0]
-        except OSError as e:
-            raise OSError(
-                EINVAL, "cannot resolve %r (%s); check the broker's host name" % (self.host, e)
-            )
-        s = socket.socket(ai[0], ai[1], ai[2])
-        s.setblocking(False)
-        try:
-            s.connect(ai[-1])
-        except OSError as e:
-            if e.errno != EINPROGRESS:
-                s.close()
-                raise
-        return s
-
-    def _tls_context(self, s):
-        import ssl
-
-        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-        # MicroPython's SSLContext has verify_mode; its stubs lack it
-        ctx.verify_mode = ssl.CERT_REQUIRED  # type: ignore[attr-defined]
-        try:
-            ctx.load_verify_locations(cadata=_ca_der(self.ssl_cafile))
-        except (OSError, ValueError) as e:
-            s.close()
-            raise OSError(
-                EINVAL,
-                "the CA file %s cannot be used (%s); provision the broker's CA again"
-                % (self.ssl_cafile, _describe(e)),
-            )
-        return ctx
-
-    def _connect_packet(self):
-        flags = 0x02 if self.clean_session else 0
-        size = 10 + 2 + len(self.client_id)
-        will_topic = will_payload = user = password = None
-        if self.will_topic is not None:
-            will_topic = _utf8(self.will_topic)
-            will_payload = _utf8(self.will_payload or b"")
-            flags |= 0x04 | (self.will_qos << 3) | (0x20 if self.will_retain else 0)
-            size += 2 + len(will_topic) + 2 + len(will_payload)
-        if self.user is not None:
-            user = _utf8(self.user)
-            flags |= 0x80
-            size += 2 + len(user)
-            if self.password is not None:
-                password = _utf8(self.password)
-                flags |= 0x40
-                size += 2 + len(password)
-        pkt = bytearray(5 + size)
-        pkt[0] = _CONNECT
-        i = _encode_length(pkt, size)
-        pkt[i : i + 10] = b"\x00\x04MQTT\x04\x00\x00\x00"
-        pkt[i + 7] = flags
-        pkt[i + 8] = self.keepalive >> 8
-        pkt[i + 9] = self.keepalive & 0xFF
-        i += 10
-        for field in (self.client_id, will_topic, will_payload, user, password):
-            if field is not None:
-                pkt[i] = len(field) >> 8
-                pkt[i + 1] = len(field) & 0xFF
-                pkt[i + 2 : i + 2 + len(field)] = field
-                i += 2 + len(field)
-        return memoryview(pkt)[:i]
-
     async def _connect(self):
-        self._close()
-        self._sock = self._open_socket()
-        self._stream = _stream_of(self._sock)
-        self._down = asyncio.Event()
-        self._unacked = {}
-        self._ping_sent = None
-        pkt = self._connect_packet()
-        self._stream.write(pkt)
-        await self._stream.drain()
-        self.stats["bytes_out"] += len(pkt)
-        # CONNACK: 0x20, 2, session present, return code (section 3.2)
-        rx = self._rxmv
-        await self._read_exact(rx[:4])
-        if self._rx[0] != _CONNACK or self._rx[1] != 2:
-            raise OSError(
-                ECONNABORTED, "the broker answered CONNECT with packet type 0x%02x" % self._rx[0]
-            )
-        code = self._rx[3]
-        if code:
-            self.last_error = "the broker refused the connection: %s (CONNACK code %d)" % (
-                CONNACK_ERRORS.get(code, "unknown reason"),
-                code,
-            )
-            raise _Refused(code)
-        now = time.ticks_ms()
-        self._last_tx = now
-        self._last_rx = now
-        self._link = True
+        # the set-up's code is loaded for each connection (hushlight.mqttconnect)
+        await once("mqttconnect").connect(self)
 
     async def _session(self):
         reader = asyncio.create_task(self._read_loop())
@@ -775,27 +657,6 @@ def _stream_of(sock):
     # MicroPython's asyncio Stream reads and writes; the CPython-shaped stubs
     # split that into StreamReader and StreamWriter, so it is left untyped
     return asyncio.StreamReader(sock)
-
-
-def _ca_der(path):
-    """The CA certificate of a PEM or DER file, as DER.
-
-    MicroPython's mbedtls is built without PEM parsing on some ports (the
-    unix port among them), so a PEM file (what provisioning writes) is
-    decoded here.  Only the first certificate of a PEM file is used: a
-    sensor pins exactly one CA."""
-    with open(path, "rb") as f:
-        data = f.read()
-    begin = b"-----BEGIN CERTIFICATE-----"
-    start = data.find(begin)
-    if start < 0:
-        return data  # DER already
-    end = data.find(b"-----END CERTIFICATE-----", start)
-    if end < 0:
-        raise ValueError("%s has no END CERTIFICATE line; provision the CA file again" % path)
-    import binascii
-
-    return binascii.a2b_base64(b"".join(data[start + len(begin) : end].split()))
 
 
 class _Refused(OSError):

@@ -1,0 +1,166 @@
+"""Checks of the sensor's settings: config.json at boot, a remote config,
+a console `set` (the rules are in hushlight.config's docstring).
+
+Loaded for each use and dropped again (hushlight.once): a sensor checks its
+settings at boot and when a technician or the gateway changes them, and the
+sentences of its errors need not stay in the heap in between.
+"""
+
+import json
+
+from hushlight import timesync
+from hushlight.config import DEFAULTS, REMOTE_KEYS
+from hushlight.errors import ConfigError
+from protocol import payloads, topics
+from protocol.errors import ProtocolError
+
+
+def parse_broker(url):
+    """(tls, host, port) of an mqtt:// or mqtts:// URL."""
+    if not isinstance(url, str):
+        raise ConfigError(
+            "broker %r is not a URL; give mqtt://HOST:PORT or mqtts://HOST:PORT" % (url,)
+        )
+    if url.startswith("mqtt://"):
+        tls, rest, port = False, url[7:], 1883
+    elif url.startswith("mqtts://"):
+        tls, rest, port = True, url[8:], 8883
+    else:
+        raise ConfigError(
+            "broker %r has an unknown scheme; give mqtt://HOST:PORT or mqtts://HOST:PORT" % url
+        )
+    rest = rest.rstrip("/")
+    host = rest
+    if rest.startswith("["):  # [IPv6]:port
+        end = rest.find("]")
+        host = rest[1:end]
+        rest = rest[end + 1 :]
+        if rest.startswith(":"):
+            port = _port(url, rest[1:])
+    elif ":" in rest:
+        host, p = rest.rsplit(":", 1)
+        port = _port(url, p)
+    if not host:
+        raise ConfigError("broker %r names no host; give mqtt://HOST:PORT" % url)
+    return tls, host, port
+
+
+def _port(url, text):
+    try:
+        port = int(text)
+    except ValueError:
+        port = -1
+    if not 0 < port < 65536:
+        raise ConfigError("broker %r has a bad port %r; give a port in 1..65535" % (url, text))
+    return port
+
+
+def _check_int(values, key, lo, hi):
+    v = values[key]
+    if type(v) is not int or not lo <= v <= hi:
+        raise ConfigError("%s is %r; give a whole number in %d..%d" % (key, v, lo, hi))
+
+
+def validate_local(values):
+    """Raise ConfigError for a setting the device cannot run with."""
+    for key in ("id", "site"):
+        try:
+            topics.check_id(key, values[key])
+        except ProtocolError as e:
+            raise ConfigError(str(e))
+    parse_broker(values["broker"])
+    _check_int(values, "keepalive_s", 5, 600)
+    _check_int(values, "backoff_max_s", 1, 600)
+    _check_int(values, "buffer_records", 100, 100000)
+    speed = values["speed"]
+    if type(speed) not in (int, float) or not 0 <= speed <= 100000:
+        raise ConfigError("speed is %r; give 0 (as fast as possible) or a factor > 0" % (speed,))
+    if values["time_origin"] is not None:
+        timesync.origin_ms(values["time_origin"])  # raises ConfigError
+    console = values["console"]
+    if console not in ("stdio", "off") and not (
+        isinstance(console, str) and console.startswith("fd:") and console[3:].isdigit()
+    ):
+        raise ConfigError("console is %r; give stdio, fd:N or off" % (console,))
+    # the remote-settable keys follow the wire rules
+    remote = {}
+    for key in REMOTE_KEYS:
+        remote[key] = values[key]
+    rev = values["config_rev"]
+    remote["rev"] = 0 if rev is None else rev
+    check_remote(remote)
+
+
+def check_remote(d):
+    """Validate a remote config dict with the wire rules; return it decoded."""
+    try:
+        return payloads.decode_config(json.dumps(d))
+    except ProtocolError as e:
+        raise ConfigError(str(e))
+
+
+def load(path):
+    """The values of config.json at `path` over the defaults, validated."""
+    values = dict(DEFAULTS)
+    try:
+        f = open(path)
+    except OSError:
+        try:
+            # a power cut between removing the old file and renaming the
+            # new one (filesystems that cannot rename over a file)
+            f = open(path + ".tmp")
+        except OSError:
+            raise ConfigError("no %s on the device; write one with `hushlight provision`" % path)
+    try:
+        with f:
+            raw = json.load(f)
+    except ValueError:
+        raise ConfigError("%s is not valid JSON; write it again with `hushlight provision`" % path)
+    if type(raw) is not dict:
+        raise ConfigError("%s must hold one JSON object" % path)
+    for key in raw:
+        if key not in DEFAULTS:
+            raise ConfigError(
+                "%s has the unknown key %r; see config.example.json for the keys" % (path, key)
+            )
+    values.update(raw)
+    validate_local(values)
+    return values
+
+
+def candidate(cfg, changes):
+    """A validated copy of the remote settings with `changes` applied:
+    (new values dict, list of changed keys)."""
+    cur = {}
+    for key in REMOTE_KEYS:
+        cur[key] = cfg.values[key]
+    cur.update(changes)
+    rev = cur.pop("rev", cfg.values["config_rev"])
+    cur["rev"] = 0 if rev is None else rev
+    decoded = check_remote(cur)
+    new = {}
+    changed = []
+    for key in REMOTE_KEYS:
+        v = decoded[key]
+        if v is None:
+            v = cfg.values[key]
+        new[key] = v
+        if v != cfg.values[key]:
+            changed.append(key)
+    new["config_rev"] = rev
+    if rev != cfg.values["config_rev"]:
+        changed.append("config_rev")
+    return new, changed
+
+
+def decode_remote(cfg, payload):
+    """Validate a config message; return (new values, changed keys)."""
+    try:
+        msg = payloads.decode_config(payload)
+    except ProtocolError as e:
+        raise ConfigError(str(e))
+    changes = {"rev": msg["rev"]}
+    for key in REMOTE_KEYS:
+        if msg[key] is not None:
+            changes[key] = msg[key]
+    return candidate(cfg, changes)
