@@ -29,8 +29,9 @@ Method, per rate:
    one least squares lands on depends on last-ulp differences of the CPU and
    BLAS kernel (at 16 kHz one kernel gave the numerator zeros 1.83 and 0.13,
    another 7.66 and 0.55).  Every fitted section is therefore put in one
-   canonical form, minimum phase (`min_phase`): each zero outside the unit
-   circle is reflected inside, the gain compensated.  The remaining
+   canonical form (`min_phase`): each zero outside the unit circle is
+   reflected inside, the gain compensated, and the numerator's sign (as
+   invisible to the magnitude) made positive.  The remaining
    differences between machines are in the last digits of the floats;
    `dsp.fixedpoint` makes its integers independent of those.
 3. The overall gain of each chain is not a filter coefficient: the meter
@@ -147,11 +148,12 @@ def stable(c: Biquad) -> bool:
 
 
 def min_phase(c: Biquad) -> Biquad:
-    """`c` with every numerator zero outside the unit circle reflected inside, same magnitude.
+    """`c` in its canonical form: the same magnitude, minimum phase, b0 > 0.
 
-    A zero q outside becomes 1/conj(q) and the gain is multiplied by |q|:
-    ``|1 - q/z| = |q| * |1 - 1/(conj(q) z)|`` on the unit circle.  Zeros on or
-    inside the circle stay where they are.
+    A zero q outside the unit circle becomes 1/conj(q) and the gain is
+    multiplied by |q|: ``|1 - q/z| = |q| * |1 - 1/(conj(q) z)|`` on the unit
+    circle.  Zeros on or inside the circle stay.  The sign of the numerator
+    is invisible to the magnitude too: it is made positive.
     """
     b0, b1, b2, a1, a2 = c
     if b0 == 0.0:
@@ -161,20 +163,22 @@ def min_phase(c: Biquad) -> Biquad:
         # a complex pair, |q|**2 = b2/b0: reflecting both reverses the
         # numerator, which leaves the magnitude exactly as it is
         if abs(b2) > abs(b0):
-            return (b2, b1, b0, a1, a2)
-        return c
-    # real zeros of b0 z**2 + b1 z + b2, the larger first without cancellation
-    t = -0.5 * (b1 + math.copysign(math.sqrt(disc), b1))
-    zeros = [t / b0, b2 / t if t != 0.0 else 0.0]
-    if all(abs(q) <= 1.0 for q in zeros):
-        return c
-    gain = b0
-    for i, q in enumerate(zeros):
-        if abs(q) > 1.0:
-            gain *= abs(q)
-            zeros[i] = 1.0 / q
-    q1, q2 = zeros
-    return (gain, -gain * (q1 + q2), gain * q1 * q2, a1, a2)
+            b0, b2 = b2, b0
+    else:
+        # real zeros of b0 z**2 + b1 z + b2, the larger first without cancellation
+        t = -0.5 * (b1 + math.copysign(math.sqrt(disc), b1))
+        zeros = [t / b0, b2 / t if t != 0.0 else 0.0]
+        if any(abs(q) > 1.0 for q in zeros):
+            gain = b0
+            for i, q in enumerate(zeros):
+                if abs(q) > 1.0:
+                    gain *= abs(q)
+                    zeros[i] = 1.0 / q
+            q1, q2 = zeros
+            b0, b1, b2 = gain, -gain * (q1 + q2), gain * q1 * q2
+    if b0 < 0.0:
+        b0, b1, b2 = -b0, -b1, -b2
+    return (b0, b1, b2, a1, a2)
 
 
 def _starts(rate: int) -> list[FloatArray]:

@@ -83,3 +83,58 @@ def test_unknown_microphone_is_refused() -> None:
         weighting.design(48000, "sm58")
     with pytest.raises(ValueError, match="weighting must be 'A' or 'C'"):
         weighting.sos(48000, "Z")
+
+
+def magnitude(c: weighting.Biquad, f: np.ndarray, rate: int) -> np.ndarray:
+    _, h = signal.freqz(c[:3], [1.0, c[3], c[4]], worN=f, fs=rate)
+    return np.asarray(np.abs(h), dtype=np.float64)
+
+
+@pytest.mark.parametrize(
+    "c",
+    [
+        (1.0, -2.5, 1.0, -0.5, 0.2),  # real zeros 2 and 0.5
+        (0.2, 0.5, -3.0, 0.3, 0.1),  # real zeros 2.8 and -5.3, both outside
+        (-0.068, -0.0013, 0.503, -0.694, 0.125),  # the 48 kHz fit mirrored: b0 < 0
+        (1.0, -1.0, 4.0, -0.9, 0.4),  # a complex pair of radius 2
+        (0.48, 0.94, 0.11, 0.53, 0.011),  # the 16 kHz fit, one zero outside
+    ],
+)
+def test_min_phase_reflects_outside_zeros_and_keeps_the_magnitude(
+    c: weighting.Biquad,
+) -> None:
+    got = weighting.min_phase(c)
+    assert np.max(np.abs(np.roots(c[:3]))) > 1.0  # the case is one that needs reflecting
+    assert np.max(np.abs(np.roots(got[:3]))) <= 1.0 + 1e-12
+    assert got[3:] == c[3:]
+    f = np.geomspace(10.0, 23000.0, 300)
+    np.testing.assert_allclose(magnitude(got, f, 48000), magnitude(c, f, 48000), rtol=1e-12)
+    # and the canonical form is a fixed point
+    assert weighting.min_phase(got) == got
+
+
+@pytest.mark.parametrize("rate", RATES)
+def test_the_fitted_section_is_minimum_phase_and_stable(rate: int) -> None:
+    # a magnitude fit may land on a zero or its reflection depending on the
+    # CPU's last bits: the design must always give the one inside (44.1 kHz
+    # has a zero on the circle, at Nyquist)
+    hf = weighting.design(rate).hf
+    assert np.max(np.abs(np.roots(hf[:3]))) <= 1.0 + 1e-6
+    assert np.max(np.abs(np.roots([1.0, hf[3], hf[4]]))) < 1.0
+    assert weighting.stable(hf)
+
+
+@pytest.mark.parametrize("rate", RATES)
+def test_a_mirrored_fit_comes_back_as_the_same_section(rate: int) -> None:
+    # the numerator reversed has every zero reflected and the same magnitude:
+    # what another BLAS kernel's least squares may return
+    hf = weighting.design(rate).hf
+    mirrored = (hf[2], hf[1], hf[0], hf[3], hf[4])
+    np.testing.assert_allclose(weighting.min_phase(mirrored), hf, rtol=1e-9, atol=1e-12)
+
+
+def test_the_stability_test_agrees_with_the_roots() -> None:
+    rng = np.random.default_rng(7)
+    for a1, a2 in rng.uniform(-2.2, 2.2, size=(2000, 2)):
+        want = bool(np.max(np.abs(np.roots([1.0, a1, a2]))) < 1.0)
+        assert weighting.stable((1.0, 0.0, 0.0, float(a1), float(a2))) == want
