@@ -55,12 +55,20 @@ def _options(argv):
     return opts
 
 
-def _line(t0, t1, levels):
+def _seconds(samples, rate):
+    """`samples` at `rate` as seconds to the nanosecond, in decimal text made
+    from integers: a float32 holds an hour to 0.2 ms only, and MicroPython
+    prints 28800.125 as 28800.124."""
+    ns = (samples * 2000000000 + rate) // (2 * rate)  # rounded half up
+    return "%d.%09d" % (ns // 1000000000, ns % 1000000000)
+
+
+def _line(start, end, rate, levels):
     # JSON by hand: the unix port's json.dumps is fine, but this keeps the
     # numbers exactly as the meter rounded them
     return '{"t0": %s, "t1": %s, "laeq": %s, "lafmax": %s, "lceq": %s}' % (
-        repr(t0),
-        repr(t1),
+        _seconds(start, rate),
+        _seconds(end, rate),
         repr(levels[0]),
         repr(levels[1]),
         repr(levels[2]),
@@ -107,15 +115,16 @@ def main(argv):
         samples += n
         blocks += 1
         if blocks == per:
-            print(_line(start / rate, samples / rate, meter.take_interval()))
+            print(_line(start, samples, rate, meter.take_interval()))
             start = samples
             blocks = 0
     if blocks:
-        print(_line(start / rate, samples / rate, meter.take_interval()))
+        print(_line(start, samples, rate, meter.take_interval()))
     if opts["--summary"]:
         s = meter.take_summary()
         keys = ("laeq", "lafmax", "lamin", "l10", "l50", "l90", "lceq", "peaks")
         print('{"summary": true, ' + ", ".join('"%s": %r' % (k, s[k]) for k in keys) + "}")
 
 
-main(sys.argv[1:])
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from decimal import ROUND_HALF_UP, Decimal
 
 import numpy as np
 import pytest
@@ -40,6 +41,20 @@ def test_whole_intervals_then_the_partial_one_then_the_summary() -> None:
     assert summary["summary"] is True
     assert summary["laeq"] == pytest.approx(110.0, abs=0.05)
     assert set(summary) >= {"lafmax", "lamin", "l10", "l50", "l90", "lceq", "peaks"}
+
+
+def test_times_stay_exact_through_a_night() -> None:
+    # interval bounds hours into a recording: a float32 holds 28800.125 s but
+    # MicroPython printed it 28800.124; the times are made from the sample count
+    cases = [(28800 * 16000 + 2000, 16000), (3600 * 48000 + 6000, 48000), (123456789, 44100)]
+    code = (
+        "import json\nfrom hushlight.replay_main import _seconds\n"
+        f"print(json.dumps([_seconds(n, r) for n, r in {cases!r}]))"
+    )
+    got = json.loads(upy.run_code(code))
+    ns = Decimal("0.000000001")
+    want = [str((Decimal(n) / Decimal(r)).quantize(ns, ROUND_HALF_UP)) for n, r in cases]
+    assert got == want == ["28800.125000000", "3600.125000000", "2799.473673469"]
 
 
 def test_calibration_and_sensitivity_shift_the_levels() -> None:
