@@ -442,7 +442,7 @@ def _wmax(st: ptr32, dst: int, src: int):
 
 
 @micropython.viper
-def _block_end(st: ptr32, ring: ptr32):
+def _block_end(st: ptr32, ring: ptr16):
     # counters and the minute ring; the wide sums are merged by process_block
     # (a viper function passing a pointer to another would box the address,
     # an allocation on the ESP32 where addresses exceed the small-int range)
@@ -460,7 +460,7 @@ def _block_end(st: ptr32, ring: ptr32):
 
 
 @micropython.viper
-def _part_end(st: ptr32, ring: ptr32, last: int):
+def _part_end(st: ptr32, ring: ptr16, last: int):
     # a part of a block (LevelMeter.process_part): its counters now, its A
     # sum added to the block's; what _block_end does once the last part is in
     st[_ICLIP] = st[_ICLIP] + st[_BCLIP]
@@ -575,7 +575,10 @@ class LevelMeter:
         # mean square of the Fast state: D * fast_k / 2**20 / sub_len
         self._fast = chain[13] / (1048576.0 * chain[12])
         self._st = array("i", bytes(4 * _STATE_LEN))
-        self._ring = array("i", bytes(16 * _MINUTE))
+        # limbs 1..4 of each block's A sum, 16 bits each: limbs 1..3 are
+        # normalised, and limb 4 stays below 8 (a block sums at most 6000
+        # squares below 2**54, under 2**67 in all)
+        self._ring = array("H", bytes(8 * _MINUTE))
         # take_summary's sort space, made while the heap is in one piece: a
         # 4 KiB list asked for later may find no contiguous room on a busy heap
         self._levels = [0.0] * _MINUTE
