@@ -39,7 +39,6 @@ import asyncio  # noqa: E402  # after the count above
 import time  # noqa: E402
 
 from hushlight import once, platform, timesync  # noqa: E402
-from hushlight.config import REMOTE_KEYS  # noqa: E402
 from hushlight.errors import ConfigError  # noqa: E402
 from hushlight.sources import Pacer  # noqa: E402
 from hushlight.store import LEVELS, SUMMARY  # noqa: E402
@@ -241,60 +240,13 @@ class App:
     def _on_message(self, topic, payload, retained):
         if topic != self.t_config or not payload:
             return  # an empty retained message only clears the topic
-        try:
-            new, changed = self.cfg.decode_remote(payload)
-            if new["config_rev"] == self.cfg["config_rev"]:
-                # the retained config comes again on every connection: a rev
-                # already applied stays as it is, console changes included
-                return
-            self._apply(new, changed)
-        except ConfigError as e:
-            log("config rejected: %s" % e)
-            self.config_error = str(e)[:200]
-            self.status_changed.set()
-            return
-        log("config rev %s applied: %s" % (new["config_rev"], ", ".join(changed)))
-        self.config_error = None
-        self.status_changed.set()
+        once("remote").on_config(self, payload)
 
     # ---- config ----------------------------------------------------------
 
-    def _apply(self, new, changed):
-        if "sample_rate" in changed and not self.cfg["source"].startswith(("i2s", "synthetic:")):
-            raise ConfigError(
-                "sample_rate %r cannot be applied: the audio source %r has its own rate of %d Hz"
-                % (new["sample_rate"], self.cfg["source"], self.rate)
-            )
-        self.cfg.commit(new)
-        if "calibration_offset_db" in changed:
-            self.meter.set_calibration(new["calibration_offset_db"])
-        if "interval_s" in changed:
-            self.interval_blocks = int(new["interval_s"] * 8)
-        if "peak_threshold_db" in changed:
-            self.meter.set_peak_threshold(new["peak_threshold_db"])
-        if "sample_rate" in changed:
-            # a new rate means a new I2S set-up and filter chain: restart with
-            # the stored config, as after a power cycle
-            log("sample_rate %d Hz stored; restarting" % new["sample_rate"])
-            self.request_reboot()
-        # interval_s takes effect at the next interval boundary,
-        # status_interval_s and backlog_rate at their next use
-
     def set_config(self, key, value):
         """Console `set`: the same validation as a remote config."""
-        if key == "rev" or key == "config_rev" or key not in self.cfg.values:
-            raise ConfigError(
-                "key %r cannot be set; settable keys: %s" % (key, ", ".join(REMOTE_KEYS))
-            )
-        if key not in REMOTE_KEYS:
-            raise ConfigError(
-                "%s is a provisioning setting, not settable from the console; settable keys: %s"
-                % (key, ", ".join(REMOTE_KEYS))
-            )
-        new, changed = self.cfg.candidate({key: value})
-        if changed:
-            self._apply(new, changed)
-            self.status_changed.set()
+        once("remote").set_config(self, key, value)
 
     # ---- calibration -------------------------------------------------------
 
@@ -530,47 +482,10 @@ class App:
             t.cancel()
 
     async def deliver_rest(self):
-        """Wait for the PUBACK of every buffered record, within a bound.
-
-        Gives up after three keepalives in which no record was acknowledged
-        (the broker stays away): what is left goes to flash at shutdown and
-        is sent after the next start.  A connected link that acknowledges
-        nothing for a keepalive gets every unacknowledged record again, in
-        case an acknowledgement was lost (duplicates are dropped by seq)."""
-        store = self.store
-        log("audio ended; delivering %d buffered records" % store.buffered())
-        ka = self.cfg["keepalive_s"] * 1000
-        left = store.buffered()
-        progress = time.ticks_ms()
-        resent = progress
-        while store.pending() and not self.stopping:
-            self.wake_publisher.set()
-            await asyncio.sleep_ms(50)
-            now = time.ticks_ms()
-            n = store.buffered()
-            if n != left:
-                left = n
-                progress = resent = now
-            if not store.pending():
-                log("every record delivered")
-            elif time.ticks_diff(now, progress) >= 3 * ka:
-                log("%d records not acknowledged; kept for the next start" % n)
-                return
-            elif time.ticks_diff(now, resent) >= ka and self.mqtt.connected():
-                resent = now
-                self.inflight = {}
-                store.rewind()
+        await once("ending").deliver_rest(self)
 
     async def goodbye(self):
-        if self.mqtt.connected():
-            try:
-                await self.mqtt.publish(
-                    self.t_status, payloads.encode_status("offline"), qos=1, retain=True
-                )
-                await asyncio.sleep_ms(100)
-                await self.mqtt.disconnect()
-            except OSError:
-                pass
+        await once("ending").goodbye(self)
 
     def shutdown(self):
         self.store.flush()
