@@ -9,8 +9,15 @@ def once(name):
     does not stay in the heap between uses."""
     full = "hushlight." + name
     __import__(full)
-    mod = sys.modules.pop(full)
-    package = sys.modules["hushlight"]
-    if hasattr(package, name):
-        delattr(package, name)
+    return forget(full)
+
+
+def forget(full):
+    """Drop the module named `full` from the imported ones (None if it was
+    not), so that its code goes once nothing else uses it."""
+    mod = sys.modules.pop(full, None)
+    package, _, name = full.rpartition(".")
+    parent = sys.modules.get(package)
+    if parent is not None and hasattr(parent, name):
+        delattr(parent, name)
     return mod

@@ -38,7 +38,7 @@ _BOOT = gc.mem_alloc()
 import asyncio  # noqa: E402  # after the count above
 import time  # noqa: E402
 
-from hushlight import once, platform, timesync  # noqa: E402
+from hushlight import forget, once, platform, timesync  # noqa: E402
 from hushlight.errors import ConfigError  # noqa: E402
 from hushlight.sources import Pacer  # noqa: E402
 from hushlight.store import LEVELS, SUMMARY  # noqa: E402
@@ -78,6 +78,8 @@ class App:
         start.build(self, config_path, mark)
         mark = _allocated()
         start = None
+        # the topic rules are needed at start-up only
+        forget("protocol.topics")
         self.count_heap("code", mark)  # the start-up code is gone again
         if TYPE_CHECKING:  # what hushlight.start gave this App, for mypy; never runs
             from array import array

@@ -8,10 +8,10 @@ sentences of its errors need not stay in the heap in between.
 
 import json
 
-from hushlight import timesync
+from hushlight import forget, timesync
 from hushlight.config import DEFAULTS, REMOTE_KEYS
 from hushlight.errors import ConfigError
-from protocol import payloads, topics
+from protocol import payloads
 from protocol.errors import ProtocolError
 
 
@@ -63,9 +63,11 @@ def _check_int(values, key, lo, hi):
 
 def validate_local(values):
     """Raise ConfigError for a setting the device cannot run with."""
+    from protocol.topics import check_id  # a start-up check: forgotten after it
+
     for key in ("id", "site"):
         try:
-            topics.check_id(key, values[key])
+            check_id(key, values[key])
         except ProtocolError as e:
             raise ConfigError(str(e))
     parse_broker(values["broker"])
@@ -97,6 +99,14 @@ def check_remote(d):
         return payloads.decode_config(json.dumps(d))
     except ProtocolError as e:
         raise ConfigError(str(e))
+    finally:
+        _drop_decoder()
+
+
+def _drop_decoder():
+    # the payload decoder is needed again only at the next change of settings
+    forget("protocol.decoding")
+    forget("protocol.strictjson")
 
 
 def load(path):
@@ -158,6 +168,7 @@ def decode_remote(cfg, payload):
     try:
         msg = payloads.decode_config(payload)
     except ProtocolError as e:
+        _drop_decoder()
         raise ConfigError(str(e))
     changes = {"rev": msg["rev"]}
     for key in REMOTE_KEYS:
