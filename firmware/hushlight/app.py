@@ -49,8 +49,17 @@ gc.collect()
 _CODE = gc.mem_alloc() - _BOOT
 
 _WINDOW = 8  # QoS 1 messages in flight at once
-# a name mypy takes as true: the attribute declarations in App.__init__
+# a name mypy takes as true: the names of App's declared attributes
 TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from array import array
+    from typing import Any
+
+    from hushlight.config import Config
+    from hushlight.console import CalRun, Console
+    from hushlight.levelmeter import LevelMeter
+    from hushlight.mqtt import MQTTClient
+    from hushlight.store import Store
 _SUMMARY_BLOCKS = 480  # one minute of 125 ms blocks
 REBOOT_MARKER = "reboot"
 
@@ -69,6 +78,45 @@ HEAP_PARTS = ("code", "config", "store", "audio", "meter", "mqtt", "console")
 
 
 class App:
+    # what hushlight.start gives an App, declared for mypy (annotations
+    # without a value cost nothing on MicroPython)
+    cfg: "Config"
+    store: "Store"
+    clock: "timesync.Clock"
+    source: "Any"
+    meter: "LevelMeter"
+    mqtt: "MQTTClient"
+    buf: "array"
+    site: str
+    sensor: str
+    t_levels: str
+    t_summary: str
+    t_status: str
+    t_config: str
+    rate: int
+    block: int
+    part: int
+    parts: int
+    interval_blocks: int
+    uptime_ms: int
+    tick_seen: "Any"
+    dsp_us: int
+    dsp_load_last: float
+    audio_blocks: int
+    audio_s: int
+    dropped_seen: int
+    dropped_told: "Any"
+    inflight: dict
+    acked_early: set
+    config_error: "str | None"
+    last_interval: "tuple | None"
+    cal: "CalRun | None"
+    stopping: bool
+    reboot: bool
+    wake_publisher: "asyncio.Event"
+    status_changed: "asyncio.Event"
+    console: "Console | None"
+
     def __init__(self, config_path="config.json"):
         # where the heap goes, measured as it is taken (console `heap`)
         self.heap = {"code": _CODE}
@@ -81,39 +129,6 @@ class App:
         # the topic rules are needed at start-up only
         forget("protocol.topics")
         self.count_heap("code", mark)  # the start-up code is gone again
-        if TYPE_CHECKING:  # what hushlight.start gave this App, for mypy; never runs
-            from array import array
-
-            from hushlight.config import Config
-            from hushlight.console import CalRun, Console
-            from hushlight.levelmeter import LevelMeter
-            from hushlight.mqtt import MQTTClient
-            from hushlight.sources import open_source
-            from hushlight.store import Store
-
-            self.cfg = Config(config_path)
-            self.store = Store()
-            self.clock = timesync.Clock()
-            self.source = open_source({}, 0, None)
-            self.meter = LevelMeter()
-            self.mqtt = MQTTClient("", "")
-            self.buf = array("i")
-            self.site = self.sensor = ""
-            self.t_levels = self.t_summary = self.t_status = self.t_config = ""
-            self.rate = self.block = self.part = self.parts = self.interval_blocks = 0
-            self.uptime_ms = self.dsp_us = self.audio_blocks = 0
-            self.audio_s = self.dropped_seen = 0
-            self.tick_seen = self.dropped_told = time.ticks_ms()
-            self.dsp_load_last = 0.0
-            self.inflight: dict = {}
-            self.acked_early: set = set()
-            self.config_error: str | None = None
-            self.last_interval: tuple | None = None
-            self.cal: CalRun | None = None
-            self.stopping = self.reboot = False
-            self.wake_publisher = asyncio.Event()
-            self.status_changed = asyncio.Event()
-            self.console: Console | None = None
 
     # ---- set-up ----------------------------------------------------------
 
@@ -297,7 +312,7 @@ class App:
         in_minute = 0
         minute_start = 0
         flags = 0
-        part_us = part * 1000 * 1000 // rate
+        block_us = blk1000 * 1000 // rate
         last_read = ticks_us()
         while not self.stopping:
             if not live:
@@ -313,9 +328,9 @@ class App:
                         break
                     t = ticks_us()
                     # (a file played slower than asked loses nothing: no overload)
-                    if ticks_diff(t, last_read) > 3 * part_us:
+                    if ticks_diff(t, last_read) > 3 * block_us:
                         # the loop stalled for more than the I2S DMA buffer
-                        # holds (4 parts, sources.I2SSource): audio was lost
+                        # holds (4 blocks, sources.I2SSource): audio was lost
                         flags |= schema.FLAG_OVERLOAD
                     last_read = t
                 elif not src.read_block(buf, part):

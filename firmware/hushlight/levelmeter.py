@@ -580,8 +580,8 @@ class LevelMeter:
         # squares below 2**54, under 2**67 in all)
         self._ring = array("H", bytes(8 * _MINUTE))
         # take_summary's sort space, made while the heap is in one piece: a
-        # 4 KiB list asked for later may find no contiguous room on a busy heap
-        self._levels = [0.0] * _MINUTE
+        # 2 KiB list asked for later may find no contiguous room on a busy heap
+        self._levels = [0] * _MINUTE
         self._sensitivity = sensitivity_dbfs
         self._cal = calibration_offset_db
         self._threshold = peak_threshold_db
@@ -680,11 +680,14 @@ class LevelMeter:
         ring = self._ring
         kept = blocks if blocks < _MINUTE else _MINUTE
         levels = self._levels
+        # each 125 ms level as round2 keeps it, in hundredths of a dB: a small
+        # int, where 480 floats would take 7.5 KiB of heap at once (and the
+        # order of the rounded levels is the order of the levels)
         for k in range(kept):
             e = wide_float(ring, 4 * k, 4) * 65536.0
-            levels[k] = level_db(e, self.block_len, self._off_a)
+            levels[k] = math.floor(level_db(e, self.block_len, self._off_a) * 100.0 + 0.5)
         for k in range(kept, _MINUTE):
-            levels[k] = -1e30  # sorts after every real level
+            levels[k] = -_LIM  # sorts after every real level
         levels.sort()
         levels.reverse()
         out = {
@@ -694,15 +697,13 @@ class LevelMeter:
             "peaks": st[_SPEAKS],
         }
         if kept:
-            out["lamin"] = round2(levels[kept - 1])
-            out["l10"] = round2(levels[percentile_rank(kept, 10)])
-            out["l50"] = round2(levels[percentile_rank(kept, 50)])
-            out["l90"] = round2(levels[percentile_rank(kept, 90)])
+            out["lamin"] = levels[kept - 1] / 100.0
+            out["l10"] = levels[percentile_rank(kept, 10)] / 100.0
+            out["l50"] = levels[percentile_rank(kept, 50)] / 100.0
+            out["l90"] = levels[percentile_rank(kept, 90)] / 100.0
         else:
             floor = round2(level_db(0.0, self.block_len, self._off_a))
             out["lamin"] = out["l10"] = out["l50"] = out["l90"] = floor
         for j in range(_SA, _SBLK + 1):
             st[j] = 0
-        for k in range(kept):
-            levels[k] = 0.0  # let the minute's floats go: kept, they pin heap blocks
         return out

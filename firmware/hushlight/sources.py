@@ -123,7 +123,9 @@ class I2SSource:
         self._reader = asyncio.StreamReader(self._i2s)
         self._buf = None
         self._mv = None
-        self._settle = (_SETTLE_MS * rate // 1000 + block - 1) // block
+        # samples to discard while the microphone settles, in whatever parts
+        # of a block the caller reads (the DMA buffer holds 4 whole blocks)
+        self._settle = _SETTLE_MS * rate // 1000
 
     async def _fill(self, buf, n):
         # one memoryview per buffer, made once: the loop below allocates only
@@ -141,8 +143,8 @@ class I2SSource:
         return True
 
     async def aread_block(self, buf, n):
-        while self._settle:
-            self._settle -= 1
+        while self._settle > 0:
+            self._settle -= n
             await self._fill(buf, n)
         return await self._fill(buf, n)
 

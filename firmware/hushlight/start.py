@@ -85,12 +85,13 @@ def _open_audio(app, mark):
     spec = cfg["source"]
     # only the file and stream sources read bytes
     raw = bytearray(RAW_BYTES) if spec == "stdin" or spec.startswith("wav:") else None
-    app.source = open_source(cfg.values, part_len(rate), raw)
+    # (the block sizes the I2S DMA buffer; reads come in parts of it)
+    app.source = open_source(cfg.values, block_len(rate), raw)
     if app.source.rate != rate:
         # a file brings its own rate, and with it the block length
         rate = app.source.rate
         app.source.close()
-        app.source = open_source(cfg.values, part_len(rate), raw)
+        app.source = open_source(cfg.values, block_len(rate), raw)
     app.rate = rate
     app.block = block_len(rate)
     app.part = part_len(rate)
