@@ -126,8 +126,9 @@ class App:
         start.build(self, config_path, mark)
         mark = _allocated()
         start = None
-        # the topic rules are needed at start-up only
+        # the topic rules and the coefficient tables are needed at start-up only
         forget("protocol.topics")
+        forget("hushlight.coeffs")
         self.count_heap("code", mark)  # the start-up code is gone again
 
     # ---- set-up ----------------------------------------------------------

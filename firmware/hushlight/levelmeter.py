@@ -38,8 +38,6 @@ from array import array
 
 import micropython
 
-from hushlight import coeffs
-
 RATES = (48000, 44100, 32000, 16000)
 
 _LIM = const(0x3FFFFFFF)  # 2**30 - 1 (the largest small int on the ESP32): limbs stay below
@@ -545,6 +543,10 @@ class LevelMeter:
         peak_threshold_db=70.0,
     ):
         check_rate(rate)
+        # the tables of every rate are needed here only: the sensor may drop
+        # the module after start-up (hushlight.app)
+        from hushlight import coeffs
+
         chain = coeffs.CHAINS[rate]
         if mic is None:
             eq = (0, 0, 0, 0) + coeffs.GAINS[rate]
@@ -585,12 +587,13 @@ class LevelMeter:
         self._sensitivity = sensitivity_dbfs
         self._cal = calibration_offset_db
         self._threshold = peak_threshold_db
+        self._full_scale = coeffs.FULL_SCALE_DB
         self._offsets()
 
     def _offsets(self):
         # AES17: a full-scale sine (peak 2**23, samples carrying FRAC_BITS more
         # bits) has mean square 2**(2 * (23 + FRAC_BITS) - 1); it reads 94 - S dB.
-        base = (94.0 - self._sensitivity) + self._cal + coeffs.FULL_SCALE_DB
+        base = (94.0 - self._sensitivity) + self._cal + self._full_scale
         self._off_a = base + self._gain_a
         self._off_c = base + self._gain_c
         self._set_threshold()

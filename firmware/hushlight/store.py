@@ -41,10 +41,10 @@ _SEQ_FILE = "seq.json"
 # records per segment file: one segment is read into RAM while it is sent
 # (~2.5 KiB of objects), and a sensor without PSRAM has ~110 KiB of heap
 _SEG_MAX = 16
-# RAM ring sizes: ~11 one-second records (~130 bytes each), 3 summaries
-# (~200 bytes); beyond that the older half goes to flash
-RAM_LEVELS = 1536
-RAM_SUMMARY = 768
+# RAM ring sizes: ~7 one-second records (~130 bytes each), 2 summaries
+# (~200, at most ~250 bytes); beyond that the older half goes to flash
+RAM_LEVELS = 1024
+RAM_SUMMARY = 512
 _MAX_PAYLOAD = 2048
 
 
