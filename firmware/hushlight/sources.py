@@ -23,11 +23,14 @@ into a buffer made once and a viper loop converts them in place.
 
 Levels assume the INMP441's -26 dBFS sensitivity (full-scale sine =
 120 dB SPL).
+
+`I2SSource` lives in `hushlight.mic` and the file and stream sources in
+`hushlight.pcm`, loaded when used (a port never needs both); this module
+still offers their names.
 """
 
 import array
 import math
-import struct
 import time
 
 import micropython
@@ -49,212 +52,6 @@ def check_rate(rate):
         raise ConfigError(
             "sample rate %r Hz is not supported; use one of 48000, 44100, 32000, 16000" % (rate,)
         )
-
-
-@micropython.viper
-def _pcm_to_words(raw: ptr8, out: ptr32, start: int, n: int, stride: int, width: int):
-    # little-endian PCM -> 24 significant bits, left-justified (the INMP441 word)
-    i = start
-    end = start + n
-    p = 0
-    while i < end:
-        if width == 2:
-            out[i] = (raw[p] << 16) | (raw[p + 1] << 24)
-        elif width == 3:
-            out[i] = (raw[p] << 8) | (raw[p + 1] << 16) | (raw[p + 2] << 24)
-        else:
-            out[i] = (raw[p + 1] << 8) | (raw[p + 2] << 16) | (raw[p + 3] << 24)
-        i += 1
-        p += stride
-
-
-def _read_full(stream, view):
-    """Fill memoryview `view` from `stream` (False at end of stream).  A file
-    fills it in one call; only a pipe that delivers less makes a slice."""
-    need = len(view)
-    got = stream.readinto(view)
-    while got and got < need:
-        n = stream.readinto(view[got:])
-        if not n:
-            return False
-        got += n
-    return got == need
-
-
-class _Views:
-    """Memoryviews of the first k bytes of a buffer, made once per length:
-    the block loop asks for the same one or two lengths again and again."""
-
-    def __init__(self, buf):
-        self.mv = memoryview(buf)
-        self.cache = {}
-
-    def get(self, nbytes):
-        v = self.cache.get(nbytes)
-        if v is None:
-            v = self.mv[:nbytes]
-            self.cache[nbytes] = v
-        return v
-
-
-class I2SSource:
-    """The microphone on the ESP32's I2S peripheral (INMP441: L/R to GND, left slot)."""
-
-    live = True
-
-    def __init__(self, rate, block, sck=32, ws=25, sd=33, i2s_id=0):
-        import asyncio
-
-        from machine import I2S, Pin
-
-        check_rate(rate)
-        self.rate = rate
-        self._i2s = I2S(
-            i2s_id,
-            sck=Pin(sck),
-            ws=Pin(ws),
-            sd=Pin(sd),
-            mode=I2S.RX,
-            bits=32,
-            format=I2S.MONO,
-            rate=rate,
-            ibuf=block * 4 * 4,
-        )
-        self._reader = asyncio.StreamReader(self._i2s)
-        self._buf = None
-        self._mv = None
-        # samples to discard while the microphone settles, in whatever parts
-        # of a block the caller reads (the DMA buffer holds 4 whole blocks)
-        self._settle = _SETTLE_MS * rate // 1000
-
-    async def _fill(self, buf, n):
-        # one memoryview per buffer, made once: the loop below allocates only
-        # when the driver hands out a partial block
-        if self._mv is None or self._buf is not buf:
-            self._buf = buf
-            self._mv = memoryview(buf)
-        mv = self._mv
-        got = await self._reader.readinto(mv[:n] if n != len(buf) else mv)
-        while got < 4 * n:
-            k = await self._reader.readinto(mv[got // 4 : n])
-            if not k:
-                return False
-            got += k
-        return True
-
-    async def aread_block(self, buf, n):
-        while self._settle > 0:
-            self._settle -= n
-            await self._fill(buf, n)
-        return await self._fill(buf, n)
-
-    def close(self):
-        self._i2s.deinit()
-
-
-class WavSource:
-    """A PCM WAV file played as if the INMP441 heard it."""
-
-    live = False
-
-    def __init__(self, path, raw):
-        try:
-            self._f = open(path, "rb")
-        except OSError:
-            raise ConfigError("cannot open WAV file %r; give the path of a readable file" % path)
-        try:
-            self._parse(path)
-        except Exception:
-            self._f.close()
-            raise
-        # the shared raw buffer holds a whole number of frames, any channel count
-        self._frames = len(raw) // self._align
-        if not self._frames:
-            self._f.close()
-            raise self._refuse(path, "has %d-byte frames, too wide" % self._align)
-        self._raw = raw
-        self._views = _Views(raw)
-
-    def _refuse(self, path, what):
-        return ConfigError(
-            "%s %s; give 16-, 24- or 32-bit PCM WAV at 48000, 44100, 32000 or 16000 Hz"
-            % (path, what)
-        )
-
-    def _parse(self, path):
-        f = self._f
-        head = f.read(12)
-        if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
-            raise self._refuse(path, "is not a WAV file")
-        fmt = None
-        while True:
-            chunk = f.read(8)
-            if len(chunk) < 8:
-                raise self._refuse(path, "has no data chunk")
-            cid = chunk[:4]
-            size = struct.unpack("<I", chunk[4:])[0]
-            if cid == b"fmt ":
-                fmt = f.read(size + (size & 1))
-            elif cid == b"data":
-                break
-            else:
-                f.seek(size + (size & 1), 1)
-        if fmt is None or len(fmt) < 16:
-            raise self._refuse(path, "has no format chunk before its data")
-        tag, channels, rate, _, align, bits = struct.unpack("<HHIIHH", fmt[:16])
-        if tag == 0xFFFE and len(fmt) >= 26:
-            tag = struct.unpack("<H", fmt[24:26])[0]
-        if tag != 1 or bits not in (16, 24, 32) or channels < 1:
-            raise self._refuse(path, "is format %d with %d-bit samples" % (tag, bits))
-        if rate not in RATES:
-            raise self._refuse(path, "is sampled at %d Hz" % rate)
-        self.rate = rate
-        self._width = bits // 8
-        self._align = align
-        self._left = size // align
-
-    def read_block(self, buf, n):
-        if self._left < n:
-            return False  # a partial last block is not a whole 125 ms: dropped
-        done = 0
-        while done < n:
-            k = min(n - done, self._frames)
-            if not _read_full(self._f, self._views.get(k * self._align)):
-                return False
-            _pcm_to_words(self._raw, buf, done, k, self._align, self._width)
-            done += k
-        self._left -= n
-        return True
-
-    def close(self):
-        self._f.close()
-
-
-class PcmSource:
-    """Raw signed 16-bit little-endian mono PCM from a stream, e.g. stdin."""
-
-    live = False
-
-    def __init__(self, stream, rate, raw):
-        check_rate(rate)
-        self.rate = rate
-        self._s = stream
-        self._raw = raw
-        self._views = _Views(raw)
-        self._frames = len(raw) // 2
-
-    def read_block(self, buf, n):
-        done = 0
-        while done < n:
-            k = min(n - done, self._frames)
-            if not _read_full(self._s, self._views.get(2 * k)):
-                return False
-            _pcm_to_words(self._raw, buf, done, k, 2, 2)
-            done += k
-        return True
-
-    def close(self):
-        pass
 
 
 @micropython.viper
@@ -378,6 +175,20 @@ class SyntheticSource:
         pass
 
 
+def __getattr__(name):
+    # the sources a port does not use stay unloaded: the microphone on the
+    # ESP32 (hushlight.mic), files and streams on the unix port (hushlight.pcm)
+    if name == "I2SSource":
+        from hushlight.mic import I2SSource
+
+        return I2SSource
+    if name in ("WavSource", "PcmSource", "_pcm_to_words"):
+        from hushlight import pcm
+
+        return getattr(pcm, name)
+    raise AttributeError(name)
+
+
 def open_source(cfg, block, raw):
     """The source `cfg` (the device config dict) asks for; `raw` is a
     preallocated byte buffer the file and stream sources read through.
@@ -388,6 +199,8 @@ def open_source(cfg, block, raw):
     spec = cfg.get("source", "i2s")
     rate = cfg.get("sample_rate", 48000)
     if spec == "i2s":
+        from hushlight.mic import I2SSource
+
         return I2SSource(
             rate,
             block,
@@ -397,9 +210,13 @@ def open_source(cfg, block, raw):
             cfg.get("i2s_id", 0),
         )
     if spec.startswith("wav:"):
+        from hushlight.pcm import WavSource
+
         return WavSource(spec[4:], raw)
     if spec == "stdin":
         import sys
+
+        from hushlight.pcm import PcmSource
 
         stream = sys.stdin.buffer if hasattr(sys.stdin, "buffer") else sys.stdin
         return PcmSource(stream, rate, raw)
