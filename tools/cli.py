@@ -27,7 +27,7 @@ COMMANDS: dict[str, str] = {
     # level meter
     "replay": "tools.replay",
     "dsp-report": "tools.dsp_report",
-    "gen-coeffs": "dsp.codegen",
+    "gen-coeffs": "tools.gen_coeffs",
     # sensor
     "sensor": "tools.sensor",
     # wire protocol
