@@ -33,7 +33,7 @@ COMMANDS: dict[str, str] = {
     # wire protocol
     "schemas": "tools.schemas",
     # gateway side
-    "gateway": "gateway.cli",
+    "gateway": "tools.gateway_cli",
     "lights-sim": "gateway.lights_sim",
     "report": "gateway.report",
     # technician

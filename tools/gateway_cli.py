@@ -1,4 +1,8 @@
-"""`hushlight gateway --config site.toml`: run the gateway service for one site."""
+"""`hushlight gateway --config site.toml`: run the gateway service for one site.
+
+The gateway's errors (a bad site file, a database it cannot open, a broker it
+cannot reach) become `UsageError` here: one line and exit status 2.
+"""
 
 from __future__ import annotations
 
