@@ -34,7 +34,7 @@ COMMANDS: dict[str, str] = {
     "schemas": "tools.schemas",
     # gateway side
     "gateway": "tools.gateway_cli",
-    "lights-sim": "gateway.lights_sim",
+    "lights-sim": "tools.lights_sim",
     "report": "gateway.report",
     # technician
     "build": "tools.build",

@@ -18,9 +18,9 @@ import aiomqtt
 import pytest
 
 from gateway.clock import ScaledClock
-from gateway.lights_sim import LightsSim
 from tests.gateway.clocks import FixedClock
 from tools.broker import Mosquitto
+from tools.lights_sim import LightsSim
 
 
 def cmd(**fields: Any) -> bytes:

@@ -28,7 +28,6 @@ import pytest
 from gateway.clock import ScaledClock
 from gateway.collector import NEVER
 from gateway.config import load_config
-from gateway.lights_sim import LightsSim
 from gateway.policy import Override, Release, explain, initial_state
 from gateway.service import SWITCH_INTERVAL_S, Gateway, Outbox
 from gateway.storage import Storage
@@ -36,6 +35,7 @@ from protocol import payloads, topics
 from tests.firmware.conftest import make_ca
 from tests.gateway.conftest import SITE, Sensors, collect, mqtt_client, wait_for, write_config
 from tools.broker import Mosquitto, free_port
+from tools.lights_sim import LightsSim
 from tools.provision import hash_password
 
 SCALE = 10.0  # site seconds per wall second: a 10 s hold lasts 1 s
