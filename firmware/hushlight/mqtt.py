@@ -42,7 +42,6 @@ import random
 import sys
 import time
 from errno import (
-    EACCES,
     ECONNABORTED,
     ECONNREFUSED,
     ECONNRESET,
@@ -59,7 +58,6 @@ from hushlight import once
 # packet types (MQTT 3.1.1 section 2.2.1), with the fixed flags of section 2.2.2
 _PUBLISH = const(0x30)
 _PUBACK = const(0x40)
-_SUBSCRIBE = const(0x82)
 _SUBACK = const(0x90)
 _PINGRESP = const(0xD0)
 
@@ -361,37 +359,8 @@ class MQTTClient:
 
         Raises OSError when not connected, when no SUBACK comes within the
         keepalive, or when the broker refuses the subscription."""
-        if not self._link:
-            raise OSError(ENOTCONN, "MQTT not connected")
-        t = _utf8(topic)
-        async with self._sub_lock:
-            pid = self._next_pid()
-            pkt = bytearray(5 + 2 + 2 + len(t) + 1)
-            pkt[0] = _SUBSCRIBE
-            size = 2 + 2 + len(t) + 1
-            n = _encode_length(pkt, size)
-            pkt[n] = pid >> 8
-            pkt[n + 1] = pid & 0xFF
-            pkt[n + 2] = len(t) >> 8
-            pkt[n + 3] = len(t) & 0xFF
-            pkt[n + 4 : n + 4 + len(t)] = t
-            pkt[n + 4 + len(t)] = qos
-            self._suback.clear()
-            self._suback_pid = pid
-            await self._send(memoryview(pkt)[: n + size])
-            try:
-                await asyncio.wait_for_ms(self._suback.wait(), self.keepalive * 1000)
-            except asyncio.TimeoutError:
-                self._down.set()
-                raise OSError(ETIMEDOUT, "no SUBACK for %r within %d s" % (topic, self.keepalive))
-            if not self._link or self._down.is_set():
-                raise OSError(ENOTCONN, "MQTT link dropped while subscribing to %r" % (topic,))
-            code = self._suback_code
-            if code == 0x80:
-                raise OSError(
-                    EACCES, "the broker refused the subscription to %r; check the ACL" % (topic,)
-                )
-            return code
+        # part of a connection's set-up: its code loads with it (hushlight.mqttconnect)
+        return await once("mqttconnect").subscribe(self, topic, qos)
 
     async def disconnect(self):
         """Send DISCONNECT (the broker then drops the last will) and stop `run()`."""

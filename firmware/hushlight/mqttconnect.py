@@ -8,15 +8,16 @@ connected for weeks does not keep this code in its heap.
 import asyncio
 import socket
 import time
-from errno import ECONNABORTED, EINPROGRESS, EINVAL
+from errno import EACCES, ECONNABORTED, EINPROGRESS, EINVAL, ENOTCONN, ETIMEDOUT
 
 from micropython import const
 
 from hushlight.mqtt import _describe, _encode_length, _Refused, _stream_of, _utf8
 
-# packet types (MQTT 3.1.1 section 2.2.1)
+# packet types (MQTT 3.1.1 section 2.2.1), with the fixed flags of section 2.2.2
 _CONNECT = const(0x10)
 _CONNACK = const(0x20)
+_SUBSCRIBE = const(0x82)
 
 CONNACK_ERRORS = {
     1: "the broker does not speak MQTT 3.1.1",
@@ -161,3 +162,38 @@ def _ca_der(path):
     import binascii
 
     return binascii.a2b_base64(b"".join(data[start + len(begin) : end].split()))
+
+
+async def subscribe(c, topic, qos):
+    """MQTTClient.subscribe of client `c` (a connection's set-up)."""
+    if not c._link:
+        raise OSError(ENOTCONN, "MQTT not connected")
+    t = _utf8(topic)
+    async with c._sub_lock:
+        pid = c._next_pid()
+        pkt = bytearray(5 + 2 + 2 + len(t) + 1)
+        pkt[0] = _SUBSCRIBE
+        size = 2 + 2 + len(t) + 1
+        n = _encode_length(pkt, size)
+        pkt[n] = pid >> 8
+        pkt[n + 1] = pid & 0xFF
+        pkt[n + 2] = len(t) >> 8
+        pkt[n + 3] = len(t) & 0xFF
+        pkt[n + 4 : n + 4 + len(t)] = t
+        pkt[n + 4 + len(t)] = qos
+        c._suback.clear()
+        c._suback_pid = pid
+        await c._send(memoryview(pkt)[: n + size])
+        try:
+            await asyncio.wait_for_ms(c._suback.wait(), c.keepalive * 1000)
+        except asyncio.TimeoutError:
+            c._down.set()
+            raise OSError(ETIMEDOUT, "no SUBACK for %r within %d s" % (topic, c.keepalive))
+        if not c._link or c._down.is_set():
+            raise OSError(ENOTCONN, "MQTT link dropped while subscribing to %r" % (topic,))
+        code = c._suback_code
+        if code == 0x80:
+            raise OSError(
+                EACCES, "the broker refused the subscription to %r; check the ACL" % (topic,)
+            )
+        return code

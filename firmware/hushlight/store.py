@@ -28,6 +28,8 @@ import json
 import os
 import struct
 
+from hushlight import once
+
 LEVELS = 0
 SUMMARY = 1
 KINDS = ("levels", "summary")
@@ -218,6 +220,11 @@ class Store:
     """`rings`: the two preallocated RAM buffers (levels, summaries); the
     application allocates them early, while the heap is still in one piece."""
 
+    # set at boot by hushlight.storeboot (declared for mypy; no cost at run time)
+    next: list
+    reserved: list
+    after_added: list
+
     def __init__(self, root=".", capacity=2400, rings=None):
         self.root = root
         self.spill_dir = _join(root, "spill")
@@ -229,32 +236,11 @@ class Store:
         self.q = (_Queue(LEVELS, rings[0]), _Queue(SUMMARY, rings[1]))
         if not _exists(self.spill_dir):
             os.mkdir(self.spill_dir)
-        self._scan()
-        self._load_seq()
+        boot = once("storeboot")
+        boot.scan(self)
+        boot.load_seq(self)
 
     # ---- seq -------------------------------------------------------------
-
-    def _load_seq(self):
-        self.next = [0, 0]
-        path = _join(self.root, _SEQ_FILE)
-        # the .tmp too: where rename cannot replace a file (FAT), power lost
-        # between removing the old file and renaming the new one leaves only it
-        for name in (path, path + ".tmp"):
-            try:
-                with open(name) as f:
-                    d = json.load(f)
-                levels, summary = int(d.get("levels", 0)), int(d.get("summary", 0))
-            except (OSError, ValueError, AttributeError):
-                continue  # absent or torn: the other file and the spill bound seq
-            self.next = [max(self.next[0], levels), max(self.next[1], summary)]
-        for k in (LEVELS, SUMMARY):
-            q = self.q[k]
-            if q.segs and q.segs[-1][2] + 1 > self.next[k]:
-                self.next[k] = q.segs[-1][2] + 1
-        # the seq after the last record stored; see flush()
-        self.after_added = [self.next[0], self.next[1]]
-        self.reserved = [0, 0]
-        self._reserve()
 
     def _reserve(self):
         self.reserved = [self.next[0] + SEQ_BLOCK, self.next[1] + SEQ_BLOCK]
@@ -272,25 +258,6 @@ class Store:
         return seq
 
     # ---- boot scan -------------------------------------------------------
-
-    def _scan(self):
-        names = sorted(os.listdir(self.spill_dir))
-        for name in names:
-            path = _join(self.spill_dir, name)
-            if name.endswith(".tmp") or name[:1] not in _LETTER:
-                os.remove(path)
-                continue
-            kind = _LETTER.index(name[0])
-            recs, torn = read_segment(path)
-            recs = [r for r in recs if r[0] == kind]
-            if torn:
-                self.torn += 1
-            if not recs:
-                os.remove(path)
-                continue
-            self.q[kind].segs.append([name, recs[0][1], recs[-1][1], len(recs)])
-        for q in self.q:
-            q.segs.sort(key=lambda s: s[1])
 
     # ---- queue -----------------------------------------------------------
 
