@@ -152,10 +152,15 @@ def _message(kind: str) -> tuple[Any, bool]:
     try:
         return MESSAGES[kind]
     except KeyError:
+        pass
+    if kind not in KINDS:
         raise ProtocolError(
             "unknown_kind",
             "message kind %r does not exist; use one of %s" % (kind, ", ".join(KINDS)),
-        ) from None
+        )
+    # a gateway message on MicroPython: its table loads now (protocol.schema_gateway)
+    __import__("protocol.schema_gateway")
+    return MESSAGES[kind]
 
 
 def _json_type(v: object) -> str:

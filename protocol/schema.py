@@ -27,6 +27,8 @@ key rejects the whole config ("unknown_field"), so a typo is reported
 instead of silently ignored.
 """
 
+import sys
+
 # field tuple indices
 NAME = 0
 TYPE = 1
@@ -51,29 +53,13 @@ T_BOOL = 10
 T_INT = 11  # JSON integer in lo..hi, and in `extra` when that is not None
 T_LANGMAP = 12  # JSON object {language: text}, at least one entry, text up to hi chars
 
-TYPE_NAMES = (
-    "uint",
-    "num",
-    "level",
-    "time_ms",
-    "time_s",
-    "id",
-    "token",
-    "text",
-    "enum",
-    "flags",
-    "bool",
-    "int",
-    "langmap",
-)
-
 LEVEL_MIN = 0
 LEVEL_MAX = 160
 # JavaScript consumers lose integer precision past 2**53 - 1.
 UINT_MAX = 9007199254740991
 # 2100-01-01T00:00:00Z: later timestamps are a unit mistake (us instead of ms).
 TIME_S_MAX = 4102444800
-TIME_MS_MAX = TIME_S_MAX * 1000
+TIME_MS_MAX: int = TIME_S_MAX * 1000
 # A record covers at most an hour: longer spans are a clock jump, not data.
 SPAN_MS_MAX = 3600 * 1000
 REV_MAX = 2147483647
@@ -87,7 +73,7 @@ FLAG_CALIBRATING = 4
 FLAG_OVERLOAD = 8
 
 STATES = ("online", "offline")
-LIGHT_SOURCES = ("programme", "override")
+LIGHT_SOURCES: tuple[str, ...] = ("programme", "override")
 SAMPLE_RATES = (48000, 44100, 32000, 16000)
 # interval_s must be a whole number of DSP blocks (125 ms).
 INTERVAL_STEP_S = 0.125
@@ -182,38 +168,31 @@ CONFIG = (
 # Config keys the firmware may change remotely (everything but `rev`).
 CONFIG_KEYS = tuple(f[NAME] for f in CONFIG[1:])
 
-LIGHT_SET = (
-    _f("cmd_id", T_TOKEN, 1, TOKEN_MAX),
-    _f("level", T_NUM, 0, 100, 1, nullable=True),
-    _f("ramp_s", T_NUM, 0, 3600, 2),
-    _f("expires_at", T_TIME_S, 0, TIME_S_MAX),
-    _f("reason", T_TEXT, 1, 64),
-    _f("zone", T_ID, nullable=True),
-)
-
-LIGHT_STATE = (
-    _f("level", T_NUM, 0, 100, 1, nullable=True),
-    _f("cmd_id", T_TOKEN, 1, TOKEN_MAX, required=False, nullable=True),
-    _f("source", T_ENUM, extra=LIGHT_SOURCES),
-)
-
-NUDGE = (
-    _f("nudge_id", T_TOKEN, 1, TOKEN_MAX),
-    _f("zone", T_ID),
-    _f("at", T_TIME_MS, 0, TIME_MS_MAX),
-    _level("laeq"),
-    _f("kind", T_ID),
-    _f("message", T_LANGMAP, 1, 500),
-)
-
 # kind -> (fields, unknown fields allowed)
-MESSAGES = {
+MESSAGES: dict[
+    str, tuple[tuple[tuple[str, int, bool, bool, float | None, float | None, object], ...], bool]
+] = {
     "levels": (LEVELS, True),
     "summary": (SUMMARY, True),
     "status": (STATUS, True),
     "config": (CONFIG, False),
-    "light_set": (LIGHT_SET, True),
-    "light_state": (LIGHT_STATE, True),
-    "nudge": (NUDGE, True),
+    # light_set, light_state and nudge: protocol.schema_gateway adds them
 }
 KINDS = ("levels", "summary", "status", "config", "light_set", "light_state", "nudge")
+
+
+def __getattr__(name: str) -> object:
+    # MicroPython: the gateway's tables load when asked for
+    if name in ("LIGHT_SET", "LIGHT_STATE", "NUDGE", "TYPE_NAMES"):
+        from protocol import schema_gateway
+
+        return getattr(schema_gateway, name)
+    raise AttributeError(name)
+
+
+if sys.implementation.name != "micropython":
+    # CPython (gateway, tools): every message's table at once
+    from protocol.schema_gateway import LIGHT_SET as LIGHT_SET  # noqa: E402
+    from protocol.schema_gateway import LIGHT_STATE as LIGHT_STATE  # noqa: E402
+    from protocol.schema_gateway import NUDGE as NUDGE  # noqa: E402
+    from protocol.schema_gateway import TYPE_NAMES as TYPE_NAMES  # noqa: E402
