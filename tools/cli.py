@@ -35,7 +35,7 @@ COMMANDS: dict[str, str] = {
     # gateway side
     "gateway": "tools.gateway_cli",
     "lights-sim": "tools.lights_sim",
-    "report": "gateway.report",
+    "report": "tools.report",
     # technician
     "build": "tools.build",
     "flash": "tools.flash",
