@@ -50,6 +50,9 @@ demo: $(STAMP) micropython
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
+	@# the allowed imports between the parts ([tool.importlinter] in pyproject.toml);
+	@# firmware/ on the path makes the sensor's package importable as `hushlight`
+	PYTHONPATH=firmware $(BIN)/lint-imports --no-cache --no-logo
 	$(BIN)/ruff format --check dsp protocol gateway tools tests hil_tests bench
 
 typecheck: $(STAMP)
