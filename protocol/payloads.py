@@ -33,6 +33,7 @@ the same bytes whichever width of float holds it.
 """
 
 import math
+import sys
 
 from protocol.errors import ProtocolError
 from protocol.schema import (
@@ -88,8 +89,6 @@ for _mask in range(1 << len(FLAGS)):
     )
 _FLAG_JSON = tuple(_flag_json)
 del _flag_json, _mask
-
-_TOKEN_PUNCTUATION = "._:-"
 
 
 # ---------------------------------------------------------------- decoding
@@ -281,28 +280,11 @@ def _check(kind: str, f: Any, v: Any, exact: dict[str, Any] | None = None) -> An
         return v
     if vt is not str and t != T_FLAGS and t != T_LANGMAP:
         return _raise(_bad_type(kind, name, v, "a string"))
-    if t == T_ID or t == T_LANGMAP:
-        # ids are checked by the topic rules; only the gateway's messages have
-        # them, so a sensor never loads that module for its payloads
-        from protocol.topics import valid_id
-    if t == T_ID:
-        if not valid_id(v):
-            raise ProtocolError(
-                "bad_id",
-                "%s field '%s' is %r; ids are 1 to 32 characters from a-z, 0-9 and '-'"
-                % (kind, name, v),
-                name,
-            )
-        return v
-    if t == T_TOKEN:
-        if not _valid_token(v, f[HI]):
-            raise ProtocolError(
-                "bad_value",
-                "%s field '%s' is %r; use 1 to %d characters from A-Z, a-z, 0-9 and '%s'"
-                % (kind, name, v, f[HI], _TOKEN_PUNCTUATION),
-                name,
-            )
-        return v
+    if t == T_ID or t == T_TOKEN or t == T_LANGMAP:
+        # the gateway's field types (protocol.gateway_fields): a sensor never loads them
+        from protocol import gateway_fields
+
+        return gateway_fields.check(kind, f, v)
     if t == T_TEXT:
         n = _utf8_len(kind, name, v)
         if not f[LO] <= n <= f[HI]:
@@ -325,34 +307,6 @@ def _check(kind: str, f: Any, v: Any, exact: dict[str, Any] | None = None) -> An
             return _raise(_bad_type(kind, name, v, "an array of strings"))
         flags_mask(v, kind)
         return v
-    # T_LANGMAP
-    if vt is not dict:
-        return _raise(_bad_type(kind, name, v, "an object of {language: text}"))
-    if not v:
-        raise ProtocolError(
-            "missing_field",
-            "%s field '%s' is empty; give the text in at least one language" % (kind, name),
-            name,
-        )
-    for lang in v:
-        text = v[lang]
-        if not valid_id(lang) or len(lang) > 8:
-            raise ProtocolError(
-                "bad_value",
-                "%s field '%s' has the language %r; use a lower-case tag such as 'nl' or 'en'"
-                % (kind, name, lang),
-                name,
-            )
-        if type(text) is not str:
-            return _raise(_bad_type(kind, name + "." + lang, text, "a string"))
-        n = _utf8_len(kind, name, text)
-        if not 1 <= n <= f[HI]:
-            raise ProtocolError(
-                "out_of_range",
-                "%s field '%s.%s' has %d bytes of UTF-8; use 1 to %d"
-                % (kind, name, lang, n, f[HI]),
-                name,
-            )
     return v
 
 
@@ -374,15 +328,6 @@ def _utf8_len(kind: str, name: str, s: str) -> int:
 
 def _raise(err: ProtocolError) -> Any:
     raise err
-
-
-def _valid_token(s: str, hi: int) -> bool:
-    if not 0 < len(s) <= hi:
-        return False
-    for c in s:
-        if not ("a" <= c <= "z" or "A" <= c <= "Z" or "0" <= c <= "9" or c in _TOKEN_PUNCTUATION):
-            return False
-    return True
 
 
 def flags_mask(flags: object, kind: str = "levels") -> int:
@@ -725,44 +670,18 @@ def encode_status(state: str, **fields: Any) -> bytes:
     return encode("status", fields)
 
 
-def encode_config(rev: int, **fields: Any) -> bytes:
-    fields["rev"] = rev
-    return encode("config", fields)
+def __getattr__(name: str) -> object:
+    # MicroPython: the gateway's encoders load when asked for
+    if name in ("encode_config", "encode_light_set", "encode_light_state", "encode_nudge"):
+        from protocol import gateway_fields
+
+        return getattr(gateway_fields, name)
+    raise AttributeError(name)
 
 
-def encode_light_set(
-    cmd_id: str, level: float | None, ramp_s: float, expires_at: int, reason: str, zone: str | None
-) -> bytes:
-    """``level`` None sends the group back to its programme; ``expires_at`` is UTC epoch s."""
-    return encode(
-        "light_set",
-        {
-            "cmd_id": cmd_id,
-            "level": level,
-            "ramp_s": ramp_s,
-            "expires_at": expires_at,
-            "reason": reason,
-            "zone": zone,
-        },
-    )
-
-
-def encode_light_state(level: float | None, source: str, cmd_id: str | None = None) -> bytes:
-    return encode("light_state", {"level": level, "source": source, "cmd_id": cmd_id})
-
-
-def encode_nudge(
-    nudge_id: str, zone: str, at: int, laeq: float, kind: str, message: dict[str, str]
-) -> bytes:
-    """``at`` is UTC epoch ms; ``message`` maps a language tag to the text."""
-    return encode(
-        "nudge",
-        {
-            "nudge_id": nudge_id,
-            "zone": zone,
-            "at": at,
-            "laeq": laeq,
-            "kind": kind,
-            "message": message,
-        },
-    )
+if sys.implementation.name != "micropython":
+    # CPython (gateway, tools): every encoder at once
+    from protocol.gateway_fields import encode_config as encode_config  # noqa: E402
+    from protocol.gateway_fields import encode_light_set as encode_light_set  # noqa: E402
+    from protocol.gateway_fields import encode_light_state as encode_light_state  # noqa: E402
+    from protocol.gateway_fields import encode_nudge as encode_nudge  # noqa: E402
