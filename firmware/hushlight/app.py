@@ -55,8 +55,9 @@ if TYPE_CHECKING:
     from array import array
     from typing import Any
 
+    from hushlight.commands import CalRun
     from hushlight.config import Config
-    from hushlight.console import CalRun, Console
+    from hushlight.console import Console
     from hushlight.levelmeter import LevelMeter
     from hushlight.mqtt import MQTTClient
     from hushlight.store import Store
@@ -269,9 +270,8 @@ class App:
     # ---- calibration -------------------------------------------------------
 
     def start_calibration(self, blocks):
-        from hushlight.console import CalRun
-
-        self.cal = CalRun(blocks)
+        # (the run keeps hushlight.commands loaded while it lasts)
+        self.cal = once("commands").CalRun(blocks)
         return self.cal
 
     def end_calibration(self):

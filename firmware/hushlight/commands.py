@@ -1,4 +1,5 @@
-"""The console's rarer commands: get, set, cal and selftest.
+"""The console's rarer commands: get, set, cal and selftest, with the
+calibration run and the parser of `set` values.
 
 hushlight.console loads this module for each such command and drops it
 again, so its code and sentences do not stay in the heap of a sensor that
@@ -6,9 +7,10 @@ runs for months between two visits of a technician.
 """
 
 import asyncio
+import json
+import math
 
 from hushlight.config import DEFAULTS
-from hushlight.console import parse_value
 from hushlight.errors import ConfigError
 
 # below the INMP441's self-noise (~33 dB(A)) a working microphone cannot go
@@ -169,3 +171,48 @@ def selftest(con):
         all_ok = all_ok and ok
         con.send({"cmd": "selftest", "check": name, "ok": ok, "detail": detail})
     con.send({"cmd": "selftest", "ok": all_ok, "done": True})
+
+
+def parse_value(text):
+    """VALUE of `set`: JSON, or a bare word taken as a string."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+class CalRun:
+    """Collects the 125 ms levels of a calibration measurement.
+
+    The levels are kept in integer hundredths of a dB (the meter's
+    resolution): a float32 is 8 micro-dB coarse at 94 dB, so 94.1 - 93.9 came
+    out 0.199997 in floats, and an energy sum of 10**9.4-sized terms keeps
+    fewer digits still."""
+
+    def __init__(self, blocks):
+        self.blocks = blocks
+        self.levels = []  # hundredths of a dB
+        self.clipped = 0
+
+    def add(self, level_db, clipped):
+        if len(self.levels) < self.blocks:
+            self.levels.append(int(round(level_db * 100)))
+            self.clipped += clipped
+
+    def done(self):
+        return len(self.levels) >= self.blocks
+
+    def progress(self):
+        return len(self.levels) / self.blocks
+
+    def spread(self):
+        return (max(self.levels) - min(self.levels)) / 100
+
+    def mean_db(self):
+        # energy mean, as a sound level meter averages, taken relative to the
+        # loudest block: each term is at most 1 and the sum keeps its digits
+        top = max(self.levels)
+        s = 0.0
+        for h in self.levels:
+            s += 10 ** ((h - top) / 1000)
+        return (top + 1000 * math.log10(s / len(self.levels))) / 100

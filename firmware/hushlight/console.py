@@ -15,11 +15,10 @@ nobody reads is dropped instead of waited for.
 """
 
 import json
-import math
 import select
 import sys
 
-from hushlight import platform
+from hushlight import once, platform
 
 COMMANDS = ("status", "levels", "get", "set", "cal", "selftest", "heap", "reboot")
 _LINE_MAX = 256
@@ -55,14 +54,6 @@ class _Fd:
 
     def write(self, data):
         return self.tx.write(data)
-
-
-def parse_value(text):
-    """VALUE of `set`: JSON, or a bare word taken as a string."""
-    try:
-        return json.loads(text)
-    except ValueError:
-        return text
 
 
 class Console:
@@ -193,38 +184,9 @@ class Console:
             self.write_raw(b'{"cmd":"levels","ok":true,' + payload[1:])
 
 
-class CalRun:
-    """Collects the 125 ms levels of a calibration measurement.
-
-    The levels are kept in integer hundredths of a dB (the meter's
-    resolution): a float32 is 8 micro-dB coarse at 94 dB, so 94.1 - 93.9 came
-    out 0.199997 in floats, and an energy sum of 10**9.4-sized terms keeps
-    fewer digits still."""
-
-    def __init__(self, blocks):
-        self.blocks = blocks
-        self.levels = []  # hundredths of a dB
-        self.clipped = 0
-
-    def add(self, level_db, clipped):
-        if len(self.levels) < self.blocks:
-            self.levels.append(int(round(level_db * 100)))
-            self.clipped += clipped
-
-    def done(self):
-        return len(self.levels) >= self.blocks
-
-    def progress(self):
-        return len(self.levels) / self.blocks
-
-    def spread(self):
-        return (max(self.levels) - min(self.levels)) / 100
-
-    def mean_db(self):
-        # energy mean, as a sound level meter averages, taken relative to the
-        # loudest block: each term is at most 1 and the sum keeps its digits
-        top = max(self.levels)
-        s = 0.0
-        for h in self.levels:
-            s += 10 ** ((h - top) / 1000)
-        return (top + 1000 * math.log10(s / len(self.levels))) / 100
+def __getattr__(name):
+    # the calibration run and the `set` parser live with the rarer commands
+    # (hushlight.commands), loaded when used
+    if name in ("CalRun", "parse_value"):
+        return getattr(once("commands"), name)
+    raise AttributeError(name)
