@@ -23,11 +23,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from gateway.errors import ConfigError, ScheduleError
 from gateway.schedule import Schedule, parse_schedule
+from protocol import brokerurl
+from protocol.errors import ProtocolError
 
 __all__ = [
     "BrokerConfig",
@@ -62,15 +63,15 @@ class BrokerConfig:
 
     @property
     def tls(self) -> bool:
-        return urlsplit(self.url).scheme == "mqtts"
+        return brokerurl.parse(self.url)[3]
 
     @property
     def host(self) -> str:
-        return urlsplit(self.url).hostname or "127.0.0.1"
+        return brokerurl.parse(self.url)[1]
 
     @property
     def port(self) -> int:
-        return urlsplit(self.url).port or (8883 if self.tls else 1883)
+        return brokerurl.parse(self.url)[2]
 
 
 @dataclass(frozen=True)
@@ -381,17 +382,15 @@ def _site(t: _Table, base: Path) -> SiteConfig:
 
 def _broker(t: _Table, base: Path) -> BrokerConfig:
     url = t.string("url", BrokerConfig.url, 'a broker URL such as "mqtt://127.0.0.1:1883"')
-    parts = urlsplit(url)
     try:
-        parts.port  # noqa: B018 -- reading it validates the port number
-    except ValueError:
-        parts = parts._replace(netloc="")
-    if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname or parts.path not in ("", "/"):
+        tls = brokerurl.parse(url)[3]
+    except ProtocolError as exc:
         raise ConfigError(
             f'broker.url: expected "mqtt://HOST[:PORT]" or "mqtts://HOST[:PORT]", got {_show(url)}'
-        )
+            f" ({exc})"
+        ) from None
     ca = t.path_value("ca", None, base)
-    if ca is not None and parts.scheme != "mqtts":
+    if ca is not None and not tls:
         raise ConfigError(f"broker.ca: a CA file only applies to mqtts:// URLs, got {_show(url)}")
     username = t.opt_string("username")
     password = t.opt_string("password")

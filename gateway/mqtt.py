@@ -5,7 +5,8 @@ from __future__ import annotations
 import random
 import ssl
 from dataclasses import dataclass
-from urllib.parse import urlsplit
+
+from protocol import brokerurl
 
 __all__ = ["Backoff", "BrokerAddress", "parse_broker_url"]
 
@@ -23,20 +24,10 @@ class BrokerAddress:
 
 
 def parse_broker_url(url: str) -> BrokerAddress:
-    """``mqtt://host[:1883]`` or ``mqtts://host[:8883]``; `ValueError` says what is wrong."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("mqtt", "mqtts"):
-        raise ValueError(
-            f"broker url {url!r} must start with mqtt:// or mqtts://, e.g. mqtt://127.0.0.1:1883"
-        )
-    if not parts.hostname:
-        raise ValueError(f"broker url {url!r} has no host, e.g. mqtt://127.0.0.1:1883")
-    try:
-        port = parts.port
-    except ValueError:
-        raise ValueError(f"broker url {url!r} has a port that is not a number 1-65535") from None
-    tls = parts.scheme == "mqtts"
-    return BrokerAddress(parts.hostname, port or (8883 if tls else 1883), tls)
+    """``mqtt://host[:1883]`` or ``mqtts://host[:8883]`` (`protocol.brokerurl`);
+    a `ValueError` (`ProtocolError`) says what is wrong."""
+    _scheme, host, port, tls = brokerurl.parse(url)
+    return BrokerAddress(host, port, tls)
 
 
 class Backoff:

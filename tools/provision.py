@@ -28,9 +28,8 @@ import sys
 import tempfile
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
 
-from protocol import topics
+from protocol import brokerurl, topics
 from protocol.errors import ProtocolError
 from tools.errors import UsageError
 from tools.upy import FIRMWARE_DIR
@@ -148,18 +147,15 @@ def _write_private(path: Path, text: str) -> None:
 
 
 def parse_broker(url: str) -> tuple[str, str, int]:
-    """(scheme, host, port) of an mqtt:// or mqtts:// URL; default ports 1883 and 8883."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
-        raise UsageError(
-            f"broker {url!r} is not an MQTT URL; give mqtts://HOST:PORT (or mqtt://HOST:PORT "
-            "for a test broker without TLS)"
-        )
+    """(scheme, host, port) of an mqtt:// or mqtts:// URL (`protocol.brokerurl`)."""
     try:
-        port = parts.port or (8883 if parts.scheme == "mqtts" else 1883)
-    except ValueError:
-        raise UsageError(f"broker {url!r} has a bad port; give a number from 1 to 65535") from None
-    return parts.scheme, parts.hostname, port
+        scheme, host, port, _tls = brokerurl.parse(url)
+    except ProtocolError as exc:
+        raise UsageError(
+            f"{exc} (mqtts:// for a sensor in the field; mqtt:// only for a test broker "
+            "without TLS)"
+        ) from None
+    return scheme, host, port
 
 
 def example_config() -> dict[str, Any]:

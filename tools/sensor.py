@@ -42,6 +42,8 @@ import numpy as np
 
 from dsp.errors import WavFormatError
 from dsp.wavfile import WavReader
+from protocol import brokerurl
+from protocol.errors import ProtocolError
 from tools import passwords, upy
 from tools.errors import ToolError, UsageError
 
@@ -129,12 +131,12 @@ def default_state_dir(site: str, sensor: str) -> Path:
     return Path(base) / "hushlight" / "sensors" / site / sensor
 
 
-def _check_broker(url: str) -> None:
-    m = re.fullmatch(r"(mqtts?)://([^/:\[\]]+|\[[0-9a-fA-F:.]+\])(?::(\d+))?/?", url)
-    if m is None:
-        raise UsageError(f"broker {url!r} is not a broker URL; give mqtt://HOST:PORT or mqtts://")
-    if m.group(3) is not None and not 0 < int(m.group(3)) < 65536:
-        raise UsageError(f"broker {url!r} has a bad port; give a port from 1 to 65535")
+def _check_broker(url: str) -> bool:
+    """Whether the broker URL is mqtts:// (`protocol.brokerurl`, as the sensor reads it)."""
+    try:
+        return brokerurl.parse(url)[3]
+    except ProtocolError as exc:
+        raise UsageError(str(exc)) from None
 
 
 def origin_text(origin: float | None) -> int | str | None:
@@ -156,8 +158,7 @@ def settings(args: argparse.Namespace) -> dict[str, Any]:
             raise UsageError(
                 f"--{what} {value!r} is not a valid id; use 1 to 32 characters from a-z, 0-9, '-'"
             )
-    _check_broker(args.broker)
-    tls = args.broker.startswith("mqtts://")
+    tls = _check_broker(args.broker)
     if args.ca is not None:
         if not tls:
             raise UsageError(f"--ca is for mqtts:// brokers, but the broker is {args.broker}")

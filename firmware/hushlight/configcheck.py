@@ -9,50 +9,58 @@ sentences of its errors need not stay in the heap in between.
 import json
 
 from hushlight import forget, timesync
-from hushlight.config import DEFAULTS, REMOTE_KEYS
+from hushlight.config import REMOTE_KEYS
 from hushlight.errors import ConfigError
 from protocol import payloads
 from protocol.errors import ProtocolError
 
+# every key of config.json with its default (hushlight.config says what each means)
+DEFAULTS = {
+    "id": None,
+    "site": None,
+    "broker": None,
+    "ca_file": None,
+    "server_hostname": None,
+    "mqtt_user": None,
+    "mqtt_password": None,
+    "keepalive_s": 30,
+    "backoff_max_s": 30,
+    "wifi_ssid": None,
+    "wifi_password": None,
+    "ntp_host": "pool.ntp.org",
+    "ntp_resync_s": 3600,
+    "source": "i2s",
+    "sample_rate": 48000,
+    "sensitivity_dbfs": -26.0,
+    "i2s_id": 0,
+    "i2s_sck": 32,
+    "i2s_ws": 25,
+    "i2s_sd": 33,
+    "speed": 1.0,
+    "time_origin": None,
+    "config_rev": None,
+    "interval_s": 1.0,
+    "peak_threshold_db": 70.0,
+    "calibration_offset_db": 0.0,
+    "status_interval_s": 60,
+    "backlog_rate": 20,
+    "buffer_records": 2400,
+    "console": "stdio",
+}
+
 
 def parse_broker(url):
-    """(tls, host, port) of an mqtt:// or mqtts:// URL."""
-    if not isinstance(url, str):
-        raise ConfigError(
-            "broker %r is not a URL; give mqtt://HOST:PORT or mqtts://HOST:PORT" % (url,)
-        )
-    if url.startswith("mqtt://"):
-        tls, rest, port = False, url[7:], 1883
-    elif url.startswith("mqtts://"):
-        tls, rest, port = True, url[8:], 8883
-    else:
-        raise ConfigError(
-            "broker %r has an unknown scheme; give mqtt://HOST:PORT or mqtts://HOST:PORT" % url
-        )
-    rest = rest.rstrip("/")
-    host = rest
-    if rest.startswith("["):  # [IPv6]:port
-        end = rest.find("]")
-        host = rest[1:end]
-        rest = rest[end + 1 :]
-        if rest.startswith(":"):
-            port = _port(url, rest[1:])
-    elif ":" in rest:
-        host, p = rest.rsplit(":", 1)
-        port = _port(url, p)
-    if not host:
-        raise ConfigError("broker %r names no host; give mqtt://HOST:PORT" % url)
-    return tls, host, port
+    """(tls, host, port) of an mqtt:// or mqtts:// URL (protocol.brokerurl,
+    the parser the gateway and the tools use too)."""
+    from protocol import brokerurl  # a check at start-up or on a change: forgotten after it
 
-
-def _port(url, text):
     try:
-        port = int(text)
-    except ValueError:
-        port = -1
-    if not 0 < port < 65536:
-        raise ConfigError("broker %r has a bad port %r; give a port in 1..65535" % (url, text))
-    return port
+        _, host, port, tls = brokerurl.parse(url)
+    except ProtocolError as e:
+        raise ConfigError(str(e))
+    finally:
+        forget("protocol.brokerurl")
+    return tls, host, port
 
 
 def _check_int(values, key, lo, hi):
