@@ -70,6 +70,8 @@ __all__ = [
     "describe_trigger",
     "explain",
     "initial_state",
+    "release_all",
+    "release_unowned",
     "replay",
     "state_from_json",
     "state_json_parts",
@@ -413,6 +415,53 @@ def replay(
         current, out = step(config, current, event, now)
         decisions += out
     return current, decisions
+
+
+def release_all(
+    config: SiteConfig, state: PolicyState, reason: str, now: float
+) -> tuple[PolicyState, list[Decision]]:
+    """End every episode at `now` for `reason` (e.g. "shutdown"): a Release for each
+    override in force, numbered like every other command of its episode, then its
+    EpisodeEnded; each zone starts its cooldown as after any other end."""
+    decisions: list[Decision] = []
+    changed: dict[str, ZoneState] = {}
+    for zid in state.zones:
+        zs = state.zones[zid]
+        ep = zs.episode
+        if ep is None:
+            continue
+        for o in ep.overrides:
+            ep = replace(ep, commands=ep.commands + 1)
+            decisions.append(Release(zid, o.group, f"{ep.id}.{ep.commands}", reason, now, ep.id))
+        decisions.append(EpisodeEnded(zid, ep.id, now, reason, ep.control))
+        cooldown_s = config.zones_by_id[zid].cooldown_s
+        changed[zid] = replace(zs, episode=None, cooldown_until=now + cooldown_s)
+    if not changed:
+        return state, decisions
+    zones = state.zones
+    if isinstance(zones, ZoneMap):
+        return PolicyState(state.seed, zones.updated(changed)), decisions
+    return PolicyState(state.seed, ZoneMap({**zones, **changed})), decisions
+
+
+def release_unowned(state: PolicyState, in_force: Iterable[Override], now: float) -> list[Release]:
+    """Releases for the overrides in force (`in_force`, as stored) that no episode of
+    `state` owns: sent, then the gateway stopped before saving the state that knew them.
+
+    Their episode is unknown, so the next number of its commands is too; the release
+    takes the override's id with ".r" appended, which no episode command can have.
+    """
+    known = {
+        o.cmd_id
+        for zs in state.zones.values()
+        if zs.episode is not None
+        for o in zs.episode.overrides
+    }
+    return [
+        Release(o.zone, o.group, f"{o.cmd_id}.r", "restart", now, o.episode)
+        for o in in_force
+        if o.cmd_id not in known
+    ]
 
 
 def _zone(state: PolicyState, zid: str) -> ZoneState:
