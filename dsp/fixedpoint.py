@@ -107,7 +107,7 @@ __all__ = [
     "response_db",
 ]
 
-# The firmware's coefficient module, written by `hushlight gen-coeffs` (dsp/codegen.py).
+# The firmware's coefficient module, written by `hushlight gen-coeffs` (text: dsp/codegen.py).
 TABLE: Final = Path(__file__).resolve().parent.parent / "firmware" / "hushlight" / "coeffs.py"
 INT32_MIN: Final = -(2**31)
 INT32_MAX: Final = 2**31 - 1
