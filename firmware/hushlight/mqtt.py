@@ -61,11 +61,11 @@ _PUBACK = const(0x40)
 _SUBACK = const(0x90)
 _PINGRESP = const(0xD0)
 
-# Largest packet we accept whole: a 2 KiB payload (protocol.MAX_PAYLOAD) and
-# a topic of our contract fit with room to spare.  Larger packets are read
-# through and dropped (QoS 1 ones still acknowledged, or the broker would
-# redeliver them forever).
-_RX_SIZE = const(2560)
+# Largest packet we accept whole: a 2 KiB payload (protocol.MAX_PAYLOAD)
+# with the longest config topic of our contract (93 bytes), its length and
+# packet id.  Larger packets are read through and dropped (QoS 1 ones still
+# acknowledged, or the broker would redeliver them forever).
+_RX_SIZE = const(2176)
 # PUBLISH packets up to this size go out in one write, larger ones in pieces:
 # a record or a status fits, and the heap of an ESP32 without PSRAM is small
 _TX_SIZE = const(512)
@@ -78,7 +78,6 @@ _HEAD = const(256)  # start of an oversized packet kept to acknowledge it
 _PINGREQ_PACKET = b"\xc0\x00"
 # smallest remaining length of each packet type we read (section 3)
 _MIN_SIZE = {_PUBLISH: 2, _PUBACK: 2, _SUBACK: 3}
-_DISCONNECT_PACKET = b"\xe0\x00"
 
 
 def _encode_length(buf, n):
@@ -121,18 +120,11 @@ class MQTTClient:
         socket_factory=None,
         connect_timeout_ms=_CONNECT_TIMEOUT_MS,
     ):
-        if not 1 <= keepalive <= 65535:
-            # 0 would switch keepalive off: a dead link would then never be noticed
-            raise ValueError(
-                "keepalive %r s is outside 1..65535; use a few tens of seconds" % (keepalive,)
-            )
-        if will_qos not in (0, 1):
-            raise ValueError("will_qos %r is not supported; use 0 or 1" % (will_qos,))
-        if backoff_min_ms <= 0 or backoff_max_ms < backoff_min_ms:
-            raise ValueError(
-                "back-off %r..%r ms is not a range; use 0 < backoff_min_ms <= backoff_max_ms"
-                % (backoff_min_ms, backoff_max_ms)
-            )
+        if not (
+            1 <= keepalive <= 65535 and will_qos in (0, 1) and 0 < backoff_min_ms <= backoff_max_ms
+        ):
+            # the sentences live with the connection set-up (hushlight.mqttconnect)
+            once("mqttconnect").refuse(keepalive, will_qos, backoff_min_ms, backoff_max_ms)
         self.client_id = _utf8(client_id)
         self.host = host
         self.port = port
@@ -364,14 +356,7 @@ class MQTTClient:
 
     async def disconnect(self):
         """Send DISCONNECT (the broker then drops the last will) and stop `run()`."""
-        self._stop = True
-        if self._link:
-            try:
-                await self._send(_DISCONNECT_PACKET)
-            except OSError:
-                pass
-        self._down.set()
-        self._close()
+        await once("mqttconnect").disconnect(self)
 
     # ------------------------------------------------------------ connection
 

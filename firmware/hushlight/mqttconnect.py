@@ -18,6 +18,7 @@ from hushlight.mqtt import _describe, _encode_length, _Refused, _stream_of, _utf
 _CONNECT = const(0x10)
 _CONNACK = const(0x20)
 _SUBSCRIBE = const(0x82)
+_DISCONNECT_PACKET = b"\xe0\x00"
 
 CONNACK_ERRORS = {
     1: "the broker does not speak MQTT 3.1.1",
@@ -197,3 +198,30 @@ async def subscribe(c, topic, qos):
                 EACCES, "the broker refused the subscription to %r; check the ACL" % (topic,)
             )
         return code
+
+
+async def disconnect(c):
+    """MQTTClient.disconnect of client `c` (the end of a connection)."""
+    c._stop = True
+    if c._link:
+        try:
+            await c._send(_DISCONNECT_PACKET)
+        except OSError:
+            pass
+    c._down.set()
+    c._close()
+
+
+def refuse(keepalive, will_qos, backoff_min_ms, backoff_max_ms):
+    """Raise ValueError for the first MQTTClient setting out of its range."""
+    if not 1 <= keepalive <= 65535:
+        # 0 would switch keepalive off: a dead link would then never be noticed
+        raise ValueError(
+            "keepalive %r s is outside 1..65535; use a few tens of seconds" % (keepalive,)
+        )
+    if will_qos not in (0, 1):
+        raise ValueError("will_qos %r is not supported; use 0 or 1" % (will_qos,))
+    raise ValueError(
+        "back-off %r..%r ms is not a range; use 0 < backoff_min_ms <= backoff_max_ms"
+        % (backoff_min_ms, backoff_max_ms)
+    )
