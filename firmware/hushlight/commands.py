@@ -10,7 +10,6 @@ import asyncio
 import json
 import math
 
-from hushlight.config import DEFAULTS
 from hushlight.errors import ConfigError
 
 # below the INMP441's self-noise (~33 dB(A)) a working microphone cannot go
@@ -19,8 +18,9 @@ _CAL_SPREAD_DB = 0.5
 
 
 def get(con, args):
-    keys = sorted(DEFAULTS)
-    if len(args) != 1 or args[0] not in DEFAULTS:
+    values = con.app.cfg.values  # every key of config.json, defaults filled in
+    keys = sorted(values)
+    if len(args) != 1 or args[0] not in values:
         what = "a key" if not args else "unknown key %r" % args[0]
         con.fail("get", "%s; give one of %s" % (what, ", ".join(keys)))
         return

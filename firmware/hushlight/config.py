@@ -59,39 +59,6 @@ from protocol import schema
 
 PATH = "config.json"
 
-DEFAULTS = {
-    "id": None,
-    "site": None,
-    "broker": None,
-    "ca_file": None,
-    "server_hostname": None,
-    "mqtt_user": None,
-    "mqtt_password": None,
-    "keepalive_s": 30,
-    "backoff_max_s": 30,
-    "wifi_ssid": None,
-    "wifi_password": None,
-    "ntp_host": "pool.ntp.org",
-    "ntp_resync_s": 3600,
-    "source": "i2s",
-    "sample_rate": 48000,
-    "sensitivity_dbfs": -26.0,
-    "i2s_id": 0,
-    "i2s_sck": 32,
-    "i2s_ws": 25,
-    "i2s_sd": 33,
-    "speed": 1.0,
-    "time_origin": None,
-    "config_rev": None,
-    "interval_s": 1.0,
-    "peak_threshold_db": 70.0,
-    "calibration_offset_db": 0.0,
-    "status_interval_s": 60,
-    "backlog_rate": 20,
-    "buffer_records": 2400,
-    "console": "stdio",
-}
-
 # plain strings (the schema tables are typed loosely)
 REMOTE_KEYS = tuple([str(k) for k in schema.CONFIG_KEYS])
 SECRET_KEYS = ("mqtt_password", "wifi_password")
@@ -147,3 +114,10 @@ class Config:
 
     def save(self):
         write_atomic(self.path, json.dumps(self.values).encode())
+
+
+def __getattr__(name):
+    # the defaults are read when config.json is (hushlight.configcheck)
+    if name == "DEFAULTS":
+        return once("configcheck").DEFAULTS
+    raise AttributeError(name)
