@@ -50,6 +50,7 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from gateway import windows
 from gateway.config import SiteConfig, ZoneConfig
 from gateway.errors import StateError
 
@@ -475,50 +476,32 @@ def _with_record(
     seen = ev.received_at if ev.received_at else now
     last_seen = seen if old.last_seen is None else max(old.last_seen, seen)
     lo = now - zone.window_s
-    recent = old.recent
-    pruned = bool(recent) and recent[0][0] <= lo
-    if pruned:
-        # `recent` is sorted by t1: what left the window is a prefix
-        i = 1
-        while i < len(recent) and recent[i][0] <= lo:
-            i += 1
-        recent = recent[i:]
-    t1 = ev.t1
-    usable = (
+    recent = windows.prune(old.recent, lo)
+    pruned = recent is not old.recent
+    added = None
+    if (
         old.online
         and (not ev.flags or not NO_TRIGGER_FLAGS.intersection(ev.flags))
-        and lo < t1 <= now + zone.window_s
+        and lo < ev.t1 <= now + zone.window_s
         and PLAUSIBLE_DB[0] <= ev.laeq <= PLAUSIBLE_DB[1]
         and PLAUSIBLE_DB[0] <= ev.lafmax <= PLAUSIBLE_DB[1]
-        # a repeat of a time already in the window; in order (the usual case) it cannot be
-        and (not recent or recent[-1][0] < t1 or all(r[0] != t1 for r in recent))
-    )
-    if usable:
-        d = ev.t1 - ev.t0 if ev.t1 > ev.t0 else 1.0  # a record without a duration weighs 1 s
-        rec = (ev.t1, d, d * 10.0 ** (ev.laeq / 10.0), ev.lafmax)
-        if recent and recent[-1][0] > ev.t1:
-            recent = tuple(sorted((*recent, rec)))  # out of order: keep oldest first
-        else:
-            recent = (*recent, rec)
-    if usable or pruned:
-        energy, seconds, peaks = _sums(recent, zone.threshold_db)
+    ):
+        # None for a repeat of a time already in the window
+        added = windows.add(recent, windows.record(ev.t0, ev.t1, ev.laeq, ev.lafmax))
+    if added is not None:
+        recent = added
+    if added is not None or pruned:
+        energy, seconds, peaks = windows.sums(recent, zone.threshold_db)
     else:
         energy, seconds, peaks = old.energy, old.seconds, old.peaks
     new = SensorWindow(old.online, last_seen, recent, energy, seconds, peaks)
     return _zone_with(zs, sensors={**zs.sensors, ev.sensor: new})
 
 
-def _sums(
-    recs: tuple[tuple[float, float, float, float], ...], threshold_db: float
-) -> tuple[float, float, int]:
-    energy = 0.0
-    seconds = 0.0
-    peaks = 0
-    for _, d, e, lafmax in recs:
-        energy += e
-        seconds += d
-        peaks += lafmax >= threshold_db
-    return energy, seconds, peaks
+# The state's constructors below take every field by position: a call by keyword
+# costs about 0.03 us more per field, and these run on every record.  A field
+# added to or moved in a dataclass fails tests/gateway/test_policy_rebuilds.py
+# until each positional call here lists it in its place.
 
 
 def _zone_with(
@@ -528,7 +511,7 @@ def _zone_with(
     loud: bool | None = None,
     suppressed: str | None = None,
 ) -> ZoneState:
-    """`dataclasses.replace` without its introspection: this runs on every record."""
+    """`dataclasses.replace` for the fields a record changes, without its introspection."""
     return ZoneState(
         zs.sensors if sensors is None else sensors,
         zs.episode,
@@ -542,7 +525,7 @@ def _zone_with(
 
 def _still_loud(zs: ZoneState, ep: Episode, now: float) -> ZoneState:
     """`zs` with its episode loud at `now`: `dataclasses.replace` twice, without the
-    introspection (it runs on every record of a zone while the noise goes on)."""
+    introspection."""
     episode = Episode(
         ep.id,
         ep.control,
@@ -584,9 +567,9 @@ def _measure(
     by_laeq = zone.trigger == "laeq"
     peaks_needed = zone.peaks_needed
     stale = config.stale_after_s
-    windows = zs.sensors
+    in_zone = zs.sensors
     for sensor in zone.sensors:
-        w = windows.get(sensor)
+        w = in_zone.get(sensor)
         # `_live` inlined: this loop runs for every sensor of the zone per record
         if (
             w is None
@@ -600,30 +583,21 @@ def _measure(
         if recent[0][0] > lo and recent[-1][0] <= hi:
             energy, seconds, peaks = w.energy, w.seconds, w.peaks
         else:
-            # part of the window has left it (its sensor sent nothing since): the
-            # sums of what is inside, in the same order as `_sums`, so the same floats
-            energy = 0.0
-            seconds = 0.0
-            peaks = 0
-            inside = False
-            for t1, d, e, lafmax in recent:
-                if lo < t1 <= hi:
-                    energy += e
-                    seconds += d
-                    peaks += lafmax >= threshold
-                    inside = True
+            # part of the window has left it (its sensor sent nothing since)
+            inside = windows.inside(recent, lo, hi)
             if not inside:
                 continue
+            energy, seconds, peaks = windows.sums(inside, threshold)
         if by_laeq:
             if energy / seconds < near:
                 continue
-            laeq = 10.0 * math.log10(energy / seconds)
+            laeq = windows.laeq(energy, seconds)
             if laeq >= threshold:
                 evidence[sensor] = round(laeq, 2)
                 loudest = max(loudest, laeq)
         elif peaks >= peaks_needed:
             evidence[sensor] = float(peaks)
-            loudest = max(loudest, 10.0 * math.log10(energy / seconds))
+            loudest = max(loudest, windows.laeq(energy, seconds))
     fires = len(evidence) >= zone.min_sensors
     return fires, (round(loudest, 2) if evidence else 0.0), evidence
 
@@ -776,7 +750,7 @@ def _send(
             zone.id, group, cmd_id, level, zone.ramp_s, expires_at, reason, ep.evidence, now, ep.id
         )
     )
-    return ep, SentOverride(group, cmd_id, level, expires_at)
+    return ep, SentOverride(group=group, cmd_id=cmd_id, level=level, expires_at=expires_at)
 
 
 def _hash(seed: int, zone: str, n: int, purpose: str) -> str:
@@ -937,13 +911,12 @@ def _sensor_levels(
     if w.last_seen is not None:
         out["last_seen"] = w.last_seen
         out["last_seen_iso"] = _iso(w.last_seen, config.tz)
-    lo, hi = now - zone.window_s, now + zone.window_s
-    inside = [r for r in w.recent if lo < r[0] <= hi]
+    inside = windows.inside(w.recent, now - zone.window_s, now + zone.window_s)
     if inside:
-        seconds = sum(r[1] for r in inside)
-        out["laeq"] = round(10.0 * math.log10(sum(r[2] for r in inside) / seconds), 2)
+        energy, seconds, peaks = windows.sums(inside, zone.threshold_db)
+        out["laeq"] = round(windows.laeq(energy, seconds), 2)
         out["lafmax"] = round(max(r[3] for r in inside), 2)
-        out["peaks"] = sum(1 for r in inside if r[3] >= zone.threshold_db)
+        out["peaks"] = peaks
     return out
 
 
@@ -1045,11 +1018,14 @@ def _zone_from(z: Mapping[str, Any], zone: ZoneConfig) -> ZoneState:
         recent = tuple(
             sorted((float(r[0]), float(r[1]), float(r[2]), float(r[3])) for r in w["recent"])
         )
+        energy, seconds, peaks = windows.sums(recent, zone.threshold_db)
         sensors[s] = SensorWindow(
-            bool(w["online"]),
-            None if w["last_seen"] is None else float(w["last_seen"]),
-            recent,
-            *_sums(recent, zone.threshold_db),
+            online=bool(w["online"]),
+            last_seen=None if w["last_seen"] is None else float(w["last_seen"]),
+            recent=recent,
+            energy=energy,
+            seconds=seconds,
+            peaks=peaks,
         )
     e = z["episode"]
     episode = None
@@ -1065,11 +1041,11 @@ def _zone_from(z: Mapping[str, Any], zone: ZoneConfig) -> ZoneState:
             ends_by=min(float(e["ends_by"]), float(e["started"]) + zone.max_hold_s),
             overrides=tuple(
                 SentOverride(
-                    str(o["group"]),
-                    str(o["cmd_id"]),
-                    float(o["level"]),
-                    float(o["expires_at"]),
-                    bool(o["acked"]),
+                    group=str(o["group"]),
+                    cmd_id=str(o["cmd_id"]),
+                    level=float(o["level"]),
+                    expires_at=float(o["expires_at"]),
+                    acked=bool(o["acked"]),
                 )
                 for o in e["overrides"]
             ),
