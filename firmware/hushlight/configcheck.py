@@ -50,43 +50,17 @@ DEFAULTS = {
 
 
 def parse_broker(url):
-    """(tls, host, port) of an mqtt:// or mqtts:// URL."""
-    if not isinstance(url, str):
-        raise ConfigError(
-            "broker %r is not a URL; give mqtt://HOST:PORT or mqtts://HOST:PORT" % (url,)
-        )
-    if url.startswith("mqtt://"):
-        tls, rest, port = False, url[7:], 1883
-    elif url.startswith("mqtts://"):
-        tls, rest, port = True, url[8:], 8883
-    else:
-        raise ConfigError(
-            "broker %r has an unknown scheme; give mqtt://HOST:PORT or mqtts://HOST:PORT" % url
-        )
-    rest = rest.rstrip("/")
-    host = rest
-    if rest.startswith("["):  # [IPv6]:port
-        end = rest.find("]")
-        host = rest[1:end]
-        rest = rest[end + 1 :]
-        if rest.startswith(":"):
-            port = _port(url, rest[1:])
-    elif ":" in rest:
-        host, p = rest.rsplit(":", 1)
-        port = _port(url, p)
-    if not host:
-        raise ConfigError("broker %r names no host; give mqtt://HOST:PORT" % url)
-    return tls, host, port
+    """(tls, host, port) of an mqtt:// or mqtts:// URL (protocol.brokerurl,
+    the parser the gateway and the tools use too)."""
+    from protocol import brokerurl  # a check at start-up or on a change: forgotten after it
 
-
-def _port(url, text):
     try:
-        port = int(text)
-    except ValueError:
-        port = -1
-    if not 0 < port < 65536:
-        raise ConfigError("broker %r has a bad port %r; give a port in 1..65535" % (url, text))
-    return port
+        _, host, port, tls = brokerurl.parse(url)
+    except ProtocolError as e:
+        raise ConfigError(str(e))
+    finally:
+        forget("protocol.brokerurl")
+    return tls, host, port
 
 
 def _check_int(values, key, lo, hi):
