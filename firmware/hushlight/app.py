@@ -74,10 +74,6 @@ def _allocated():
     return gc.mem_alloc()
 
 
-# App.heap_table's parts, in the order they are reported
-HEAP_PARTS = ("code", "config", "store", "audio", "meter", "mqtt", "console")
-
-
 class App:
     # what hushlight.start gives an App, declared for mypy (annotations
     # without a value cost nothing on MicroPython)
@@ -142,18 +138,8 @@ class App:
         return now
 
     def heap_table(self):
-        """Bytes of heap per part (HEAP_PARTS); `boot`: what the heap held
-        before this module's first line ran (the interpreter's own objects and
-        this module's code); `other`: the rest (tasks, records on their way);
-        `free`."""
-        t = {"boot": _BOOT}
-        used = _allocated() - _BOOT
-        for part in HEAP_PARTS:
-            t[part] = self.heap.get(part, 0)
-            used -= t[part]
-        t["other"] = used
-        t["free"] = gc.mem_free()
-        return t
+        """Bytes of heap per part of the firmware, and free (hushlight.heap)."""
+        return once("heap").table(self, _BOOT)
 
     # ---- status ----------------------------------------------------------
 
@@ -489,8 +475,7 @@ class App:
             self.console = Console(self, cfg["console"])
             self.count_heap("console", mark)
             tasks.append(asyncio.create_task(self.console.run()))
-        t = self.heap_table()
-        log("heap: " + ", ".join(["%s %d B" % (k, t[k]) for k in HEAP_PARTS + ("other", "free")]))
+        log("heap: " + once("heap").line(self, _BOOT))
         await self.capture()
         if not self.stopping:
             # the audio ended (a file, stdin): deliver everything, then say goodbye

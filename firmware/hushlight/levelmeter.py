@@ -523,6 +523,39 @@ def level_db(energy, count, offset):
     return 10.0 * math.log10(energy / count) + offset
 
 
+def _sort_down(a, n):
+    """Sort a[:n] in place, largest first: a heap sort, so the minute
+    statistics need no list (and no heap) of their own."""
+    i = n // 2 - 1
+    while i >= 0:
+        _sift(a, i, n)
+        i -= 1
+    end = n - 1
+    while end > 0:
+        # the smallest left goes behind the ones already placed
+        v = a[0]
+        a[0] = a[end]
+        a[end] = v
+        _sift(a, 0, end)
+        end -= 1
+
+
+def _sift(a, i, n):
+    # restore the min-heap order of a[:n] below position i
+    v = a[i]
+    while True:
+        c = 2 * i + 1
+        if c >= n:
+            break
+        if c + 1 < n and a[c + 1] < a[c]:
+            c += 1
+        if a[c] >= v:
+            break
+        a[i] = a[c]
+        i = c
+    a[i] = v
+
+
 def percentile_rank(n, exceeded):
     """Index (0-based, descending order) of the level exceeded `exceeded` % of the time."""
     k = (n * exceeded + 99) // 100  # nearest rank: ceil(n * p / 100)
@@ -581,9 +614,9 @@ class LevelMeter:
         # normalised, and limb 4 stays below 8 (a block sums at most 6000
         # squares below 2**54, under 2**67 in all)
         self._ring = array("H", bytes(8 * _MINUTE))
-        # take_summary's sort space, made while the heap is in one piece: a
-        # 2 KiB list asked for later may find no contiguous room on a busy heap
-        self._levels = [0] * _MINUTE
+        # take_summary's sort space (hundredths of a dB fit 16 bits), made
+        # while the heap is in one piece
+        self._levels = array("h", bytes(2 * _MINUTE))
         self._sensitivity = sensitivity_dbfs
         self._cal = calibration_offset_db
         self._threshold = peak_threshold_db
@@ -689,10 +722,7 @@ class LevelMeter:
         for k in range(kept):
             e = wide_float(ring, 4 * k, 4) * 65536.0
             levels[k] = math.floor(level_db(e, self.block_len, self._off_a) * 100.0 + 0.5)
-        for k in range(kept, _MINUTE):
-            levels[k] = -_LIM  # sorts after every real level
-        levels.sort()
-        levels.reverse()
+        _sort_down(levels, kept)
         out = {
             "laeq": round2(level_db(wide_float(st, _SA, _NW), n, self._off_a)),
             "lafmax": round2(level_db(wide_float(st, _SM, _NL) * self._fast, 1, self._off_a)),

@@ -15,8 +15,10 @@ import time
 from pathlib import Path
 
 from tests.tools.virtual import Sensor, Sub
+from tools import upy
 from tools.broker import Mosquitto
 from tools.console import Console
+from tools.sensor import heap_bytes
 
 MARGIN = 20 * 1024
 WARM_UP_S = 90  # audio seconds: a minute summary and the first status are behind
@@ -54,5 +56,10 @@ def test_the_firmware_keeps_20_kib_free_at_the_sensor_heap(tmp_path: Path) -> No
         f"{free} B free after {status['audio_s']} s of audio, under the {MARGIN} B margin; "
         f"where the heap goes: {heap}"
     )
-    # the console's heap table adds up to what the heap holds
-    assert heap["ok"] is True and int(heap["free"]) >= MARGIN
+    # the console's table says where the heap goes, and adds up to all of it
+    parts = {k: int(v) for k, v in heap.items() if k not in ("cmd", "ok")}
+    assert heap["ok"] is True
+    for part in ("code", "audio", "meter", "store", "mqtt", "console"):
+        assert parts[part] > 0, heap
+    size = heap_bytes(upy.interpreter().heap)
+    assert 0.9 * size < sum(parts.values()) <= size, heap
