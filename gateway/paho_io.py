@@ -1,36 +1,27 @@
-"""Cheaper socket work for the gateway's MQTT connection (paho under aiomqtt).
+"""The gateway's read path on its MQTT connection (paho under aiomqtt).
 
-paho, as aiomqtt drives it, costs the gateway more per record than decoding
-and the policy together:
+`tune` installs `PahoReadPath` on a connected client:
 
-- it handles one packet per readable event of the event loop, reading each
-  with three or more ``recv`` calls (the fixed header byte, each byte of the
-  remaining length, the rest);
-- every QoS 1 message queues its own PUBACK, and each PUBACK asks the event
-  loop for a writer (a wake-up through its self-pipe, two ``epoll_ctl`` calls)
-  and goes out in its own ``send``.
+- a readable event reads up to `READ_SIZE` bytes (one ``recv`` on a plain
+  socket, one per TLS record over TLS) and every complete packet in them is
+  handled in that event;
+- the PUBACKs of one read go out together in one packet write, after their
+  messages reached the gateway's queue;
+- with a `deliver` callback, QoS 0/1 PUBLISH packets are cut out of the read
+  buffer and delivered as (topic, payload); a packet cut by the end of a read
+  waits in the buffer for its rest; every other packet is paho's.
 
-`tune` changes that on one connected client: a readable event reads up to
-`READ_SIZE` bytes (about a hundred records: one ``recv`` on a plain socket,
-one per TLS record over TLS) and hands every complete packet in it to paho,
-and the PUBACKs of that read go out together in one packet write.  With a
-`deliver` callback the QoS 0/1 PUBLISH packets do not go through paho at all:
-they are cut out of the buffer and delivered (topic, payload) in a few slices
-each, and a packet cut by the end of a read waits there for its rest; every
-other packet is still paho's.
+A read is smaller than one ingest batch (`BATCH_MAX`), so a gateway that falls
+behind leaves the backlog with the broker, not in its own queue where it
+would have to drop messages.  What is left in the kernel wakes the reader on
+the next iteration (readiness is level-triggered).  A connection lost before
+the PUBACKs go out leaves those messages unacknowledged and the broker
+delivers them again (QoS 1; ingest drops the duplicates).  The broker sees
+the packets paho alone would send.
 
-A read stays smaller than the ingest task's turn (`service.BATCH_MAX`
-messages per event-loop iteration), so a gateway that falls behind leaves the
-backlog with the broker, as before, instead of filling its own queue until it
-drops messages.  What is left in the kernel wakes the reader again on the next
-iteration (readiness is level-triggered).  What the broker sees is unchanged:
-the same packets, acknowledged after the message reached the gateway's queue.
-A connection lost before the drain ends loses those PUBACKs, and the broker
-delivers the messages again (QoS 1; ingest drops the duplicates).
-
-It relies on private parts of paho-mqtt 2.2 (pinned in constraints.txt);
-on anything unexpected (websockets, MQTT 5, another paho) the client is left
-alone.
+`PahoReadPath.PRIVATES` lists the private parts of paho-mqtt 2.2 (pinned in
+constraints.txt) this relies on; a client that does not fit (websockets,
+MQTT 5, another paho) is left to paho.
 """
 
 from __future__ import annotations
@@ -39,14 +30,14 @@ import logging
 import socket
 import ssl
 import time
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, ClassVar
 
 import aiomqtt
 import paho.mqtt.client as paho
 from paho.mqtt.enums import MQTTErrorCode
 
-__all__ = ["READ_SIZE", "tune"]
+__all__ = ["READ_SIZE", "PahoReadPath", "tune"]
 
 log = logging.getLogger("hushlight.mqtt")
 
@@ -110,65 +101,106 @@ class _ReadBuffer:
         return chunk
 
 
-def tune(client: aiomqtt.Client, deliver: Callable[[str, bytes], None] | None = None) -> bool:
-    """Install the buffered reads and grouped PUBACKs on a connected client; True if done.
+class PahoReadPath:
+    """The read path of one connected paho client: buffered reads, grouped PUBACKs and,
+    with `deliver`, PUBLISH packets cut straight out of the read buffer.
 
-    With `deliver`, each message goes to ``deliver(topic, payload)`` straight
-    from paho, without the `aiomqtt.Message` (and its validated `Topic`) that
-    aiomqtt builds per message; `deliver` must not raise.
+    `PRIVATES` lists every private part of paho-mqtt it reads, calls or
+    replaces, with what each must be: ``(kind, parameters)``, the parameters
+    (after ``self``) for a method.  `install` checks them on the client before
+    it touches anything, and tests/gateway/test_paho_io.py checks them against
+    the installed paho, so an upgrade that moves one fails a test.
     """
-    mq: Any = client._client  # aiomqtt has no hook for any of this
-    sock = getattr(mq, "_sock", None)
-    if (
-        # websockets (or anything else): paho's own reads.  A TLS socket is fine:
-        # one read of READ_SIZE takes a whole TLS record (16 KiB at most), so no
-        # decrypted data is left behind where readiness cannot see it, and
-        # aiomqtt reads again while the socket says some is pending.
-        not isinstance(sock, socket.socket)
-        or type(sock) not in (socket.socket, ssl.SSLSocket)
-        or getattr(mq, "_protocol", None) not in (paho.MQTTv31, paho.MQTTv311)
-        or getattr(mq, "_manual_ack", True)
-        or not isinstance(getattr(mq, "_in_packet", None), dict)
-        or not hasattr(mq, "_msgtime_mutex")
-        or not all(
-            callable(getattr(mq, name, None))
-            for name in (
-                "_packet_read",
-                "_loop_rc_handle",
-                "_send_puback",
-                "_packet_queue",
-                "_handle_on_message",
-                "_call_socket_register_write",
+
+    PRIVATES: ClassVar[Mapping[str, tuple[str, tuple[str, ...]]]] = {
+        # read
+        "_sock": ("socket", ()),  # the connected socket
+        "_protocol": ("int", ()),  # MQTTv31, MQTTv311 or MQTTv5
+        "_manual_ack": ("bool", ()),
+        "_in_packet": ("dict", ()),  # the packet paho is reading; "command" 0 between packets
+        "_msgtime_mutex": ("lock", ()),
+        # written: the keepalive counts from the last bytes received
+        "_last_bytes_received": ("float", ()),
+        # called
+        "_packet_read": ("method", ()),
+        "_loop_rc_handle": ("method", ("rc",)),
+        "_packet_queue": ("method", ("command", "packet", "mid", "qos", "info")),
+        "_call_socket_register_write": ("method", ()),
+        # replaced on the instance (paho calls them through `self`)
+        "_sock_recv": ("method", ("bufsize",)),
+        "_send_puback": ("method", ("mid",)),
+        "_handle_on_message": ("method", ("message",)),
+        "loop_read": ("method", ("max_packets",)),
+    }
+    # paho's message object: its topic as the bytes received
+    MESSAGE_PRIVATES: ClassVar[Mapping[str, str]] = {"_topic": "bytes"}
+    # aiomqtt's client: the paho client it drives
+    AIOMQTT_PRIVATES: ClassVar[Mapping[str, str]] = {"_client": "paho client"}
+
+    __slots__ = ("acks", "deliver", "mq", "reader", "sock")
+
+    def __init__(
+        self, mq: Any, sock: socket.socket, deliver: Callable[[str, bytes], None] | None
+    ) -> None:
+        self.mq = mq
+        self.sock = sock
+        self.deliver = deliver
+        self.reader = _ReadBuffer(sock, mq._call_socket_register_write)
+        self.acks: list[bytes] = []
+
+    @classmethod
+    def fits(cls, mq: object) -> bool:
+        """True if `mq` is a paho client this read path can take over: a plain or TLS
+        socket (not websockets), MQTT 3.1 or 3.1.1 (MQTT 5 PUBACKs may carry reason
+        codes), automatic acknowledgements, and every private of `PRIVATES` as listed."""
+        sock = getattr(mq, "_sock", None)
+        return (
+            # A TLS socket is fine: one read of READ_SIZE takes a whole TLS record
+            # (16 KiB at most), so no decrypted data is left behind where readiness
+            # cannot see it, and aiomqtt reads again while the socket says some is pending.
+            type(sock) in (socket.socket, ssl.SSLSocket)
+            and getattr(mq, "_protocol", None) in (paho.MQTTv31, paho.MQTTv311)
+            and not getattr(mq, "_manual_ack", True)
+            and all(
+                _is_kind(getattr(mq, name, None), kind) for name, (kind, _) in cls.PRIVATES.items()
             )
         )
-    ):
-        log.info("MQTT socket left to paho's own reads and acknowledgements")
-        return False
-    reader = _ReadBuffer(sock, mq._call_socket_register_write)
-    acks: list[bytes] = []
-    packet_read = mq._packet_read
-    rc_handle = mq._loop_rc_handle
-    packet_queue = mq._packet_queue
 
-    def sock_recv(bufsize: int) -> bytes:
-        if mq._sock is not sock:
+    def install(self) -> None:
+        mq = self.mq
+        if self.deliver is not None:
+            mq._handle_on_message = self.handle_on_message
+        mq._sock_recv = self.sock_recv
+        mq._send_puback = self.send_puback
+        mq.loop_read = self.loop_read
+
+    def sock_recv(self, bufsize: int) -> bytes:
+        if self.mq._sock is not self.sock:
             raise ConnectionError("the MQTT socket was closed")
-        return reader.recv(bufsize)
+        return self.reader.recv(bufsize)
 
-    def send_puback(mid: int) -> Any:
-        acks.append(bytes((_PUBACK, 2, mid >> 8, mid & 0xFF)))
+    def send_puback(self, mid: int) -> Any:
+        self.acks.append(bytes((_PUBACK, 2, mid >> 8, mid & 0xFF)))
         return MQTTErrorCode.MQTT_ERR_SUCCESS
 
-    def flush_acks() -> None:
-        if acks and mq._sock is sock:
+    def flush_acks(self) -> None:
+        acks = self.acks
+        if acks and self.mq._sock is self.sock:
             blob = b"".join(acks)
             acks.clear()
             # one write for all of them; paho does nothing on a PUBACK's completion
-            packet_queue(_PUBACK, blob, 0, 0)
+            self.mq._packet_queue(_PUBACK, blob, 0, 0)
         else:
             acks.clear()
 
-    def loop_read(max_packets: int = 1) -> Any:
+    def loop_read(self, max_packets: int = 1) -> Any:
+        """paho's `loop_read`, called by aiomqtt when the socket is readable: read up
+        to `READ_SIZE` bytes, hand every whole packet on, send their PUBACKs together."""
+        mq = self.mq
+        sock = self.sock
+        reader = self.reader
+        fast = None if self.deliver is None else self.fast_publishes
+        packet_read = mq._packet_read
         reader.budget = READ_SIZE
         try:
             while True:
@@ -194,78 +226,108 @@ def tune(client: aiomqtt.Client, deliver: Callable[[str, bytes], None] | None = 
                     # the packet it is in the middle of for the next one
                     return MQTTErrorCode.MQTT_ERR_SUCCESS
                 if rc > 0:
-                    return rc_handle(rc)
+                    return mq._loop_rc_handle(rc)
         finally:
-            flush_acks()
+            self.flush_acks()
 
-    fast: Callable[[], tuple[int, int]] | None = None
-    if deliver is not None:
-        put = deliver
+    def fast_publishes(self) -> tuple[int, int]:
+        """Deliver the whole QoS 0/1 PUBLISH packets at the front of the buffer:
+        (how many, what stopped the scan: `_EMPTY`, `_PARTIAL` or `_OTHER`).
 
-        def fast_publishes() -> tuple[int, int]:
-            """Deliver the whole QoS 0/1 PUBLISH packets at the front of the buffer:
-            (how many, what stopped the scan: `_EMPTY`, `_PARTIAL` or `_OTHER`).
-
-            paho reads a packet in three or more pieces, builds a message object
-            and logs it; here a packet is a few slices of the buffer.  Anything
-            else (another packet type, QoS 2, anything malformed) is `_OTHER`,
-            left to paho; a packet the buffer holds only the start of is
-            `_PARTIAL`, completed by the next read.
-            """
-            buf = reader.buf
-            pos = reader.pos
-            end = len(buf)
-            done = 0
-            stopped = _EMPTY
-            while pos < end:
-                command = buf[pos]
-                qos = (command >> 1) & 3
-                if command >> 4 != 3 or qos >= 2:
-                    stopped = _OTHER
-                    break
-                length, i, shift = 0, pos + 1, 0
-                while True:
-                    if i >= end:
-                        stopped = _PARTIAL
-                        break
-                    byte = buf[i]
-                    i += 1
-                    length |= (byte & 0x7F) << shift
-                    if not byte & 0x80:
-                        break
-                    shift += 7
-                    if shift >= 28:
-                        stopped = _OTHER  # over four length bytes: paho says so
-                        break
-                if stopped != _EMPTY:
-                    break
-                stop = i + length
-                if stop > end:
+        A packet here is a few slices of the buffer, where paho would read it in
+        three or more pieces, build a message object and log it.  Anything else
+        (another packet type, QoS 2, anything malformed) is `_OTHER`, left to
+        paho; a packet the buffer holds only the start of is `_PARTIAL`,
+        completed by the next read.
+        """
+        reader = self.reader
+        put = self.deliver
+        assert put is not None  # only installed with `deliver`
+        acks = self.acks
+        buf = reader.buf
+        pos = reader.pos
+        end = len(buf)
+        done = 0
+        stopped = _EMPTY
+        while pos < end:
+            command = buf[pos]
+            qos = (command >> 1) & 3
+            if command >> 4 != 3 or qos >= 2:
+                stopped = _OTHER
+                break
+            length, i, shift = 0, pos + 1, 0
+            while True:
+                if i >= end:
                     stopped = _PARTIAL
                     break
-                topic_end = i + 2 + ((buf[i] << 8) | buf[i + 1]) if length >= 2 else stop + 1
-                body = topic_end + 2 if qos else topic_end
-                if topic_end == i + 2 or body > stop:
-                    stopped = _OTHER  # no topic, or one longer than the packet: paho says so
+                byte = buf[i]
+                i += 1
+                length |= (byte & 0x7F) << shift
+                if not byte & 0x80:
                     break
-                put(buf[i + 2 : topic_end].decode("utf-8", "replace"), buf[body:stop])
-                if qos:
-                    acks.append(bytes((_PUBACK, 2, buf[topic_end], buf[topic_end + 1])))
-                pos = stop
-                done += 1
-            reader.pos = pos
-            return done, stopped
+                shift += 7
+                if shift >= 28:
+                    stopped = _OTHER  # over four length bytes: paho says so
+                    break
+            if stopped != _EMPTY:
+                break
+            stop = i + length
+            if stop > end:
+                stopped = _PARTIAL
+                break
+            topic_end = i + 2 + ((buf[i] << 8) | buf[i + 1]) if length >= 2 else stop + 1
+            body = topic_end + 2 if qos else topic_end
+            if topic_end == i + 2 or body > stop:
+                stopped = _OTHER  # no topic, or one longer than the packet: paho says so
+                break
+            put(buf[i + 2 : topic_end].decode("utf-8", "replace"), buf[body:stop])
+            if qos:
+                acks.append(bytes((_PUBACK, 2, buf[topic_end], buf[topic_end + 1])))
+            pos = stop
+            done += 1
+        reader.pos = pos
+        return done, stopped
 
-        fast = fast_publishes
+    def handle_on_message(self, message: Any) -> None:
+        """In place of paho's dispatch, which walks its topic-filter tree (for callbacks
+        aiomqtt never registers) under two locks per message.  A topic that is not
+        UTF-8 (a broker should refuse it) becomes a stray."""
+        assert self.deliver is not None  # only installed with `deliver`
+        self.deliver(message._topic.decode("utf-8", "replace"), message.payload)
 
-        def handle_on_message(message: Any) -> None:
-            # In place of paho's dispatch, which walks its topic-filter tree for
-            # callbacks aiomqtt never registers, under two locks, per message.
-            # A topic that is not UTF-8 (a broker should refuse it) becomes a stray.
-            put(message._topic.decode("utf-8", "replace"), message.payload)
 
-        mq._handle_on_message = handle_on_message
-    mq._sock_recv = sock_recv
-    mq._send_puback = send_puback
-    mq.loop_read = loop_read
+def _is_kind(value: object, kind: str) -> bool:
+    if kind == "method":
+        return callable(value)
+    if kind == "lock":
+        return callable(getattr(value, "acquire", None)) and callable(
+            getattr(value, "release", None)
+        )
+    return isinstance(value, _KINDS[kind])
+
+
+_KINDS: dict[str, type | tuple[type, ...]] = {
+    "socket": socket.socket,
+    "int": int,
+    "bool": bool,
+    "dict": dict,
+    "float": float,
+    "bytes": bytes,
+    "paho client": paho.Client,
+}
+
+
+def tune(client: aiomqtt.Client, deliver: Callable[[str, bytes], None] | None = None) -> bool:
+    """Install `PahoReadPath` on a connected client; True if done, False (paho's own reads
+    left in place) if the client does not fit.
+
+    With `deliver`, each message goes to ``deliver(topic, payload)`` straight
+    from paho, without the `aiomqtt.Message` (and its validated `Topic`) that
+    aiomqtt builds per message; `deliver` must not raise.
+    """
+    mq: Any = client._client  # aiomqtt has no hook for any of this
+    if not PahoReadPath.fits(mq):
+        log.info("MQTT socket left to paho's own reads and acknowledgements")
+        return False
+    PahoReadPath(mq, mq._sock, deliver).install()
     return True

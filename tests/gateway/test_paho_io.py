@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import collections
+import importlib.metadata
+import inspect
+import socket
 import ssl
+import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import aiomqtt
+import paho.mqtt.client as paho
 import pytest
 
 from gateway import paho_io
@@ -182,3 +189,84 @@ def test_a_tls_read_that_must_wait_is_no_lost_connection(error: type[ssl.SSLErro
     with pytest.raises(BlockingIOError):
         reader.recv(1)
     assert wants_write == ([True] if error is ssl.SSLWantWriteError else [])
+
+
+_KIND_CHECKS: dict[str, Callable[[object], bool]] = {
+    "socket": lambda v: isinstance(v, socket.socket),
+    "int": lambda v: isinstance(v, int),
+    "bool": lambda v: isinstance(v, bool),
+    "dict": lambda v: isinstance(v, dict),
+    "float": lambda v: isinstance(v, float),
+    "bytes": lambda v: isinstance(v, bytes),
+    "lock": lambda v: isinstance(v, type(threading.Lock())),
+    "method": inspect.ismethod,
+    "paho client": lambda v: isinstance(v, paho.Client),
+}
+
+
+def _pinned(package: str) -> str:
+    for line in (Path(__file__).parents[2] / "constraints.txt").read_text().splitlines():
+        name, _, version = line.partition("==")
+        if name.strip().lower() == package:
+            return version.split(";")[0].strip()
+    raise AssertionError(f"{package} is not pinned in constraints.txt")
+
+
+async def test_every_paho_private_the_read_path_uses_is_there_as_listed(broker: Mosquitto) -> None:
+    """The installed paho-mqtt is the pinned one and has each private part that
+    `PahoReadPath.PRIVATES` lists, of the kind and with the parameters listed."""
+    assert importlib.metadata.version("paho-mqtt") == _pinned("paho-mqtt")
+    assert importlib.metadata.version("aiomqtt") == _pinned("aiomqtt")
+    async with aiomqtt.Client("127.0.0.1", broker.port, identifier="paho-io-privates") as client:
+        for name, kind in paho_io.PahoReadPath.AIOMQTT_PRIVATES.items():
+            assert _KIND_CHECKS[kind](getattr(client, name, None)), name
+        mq = client._client
+        for name, (kind, params) in paho_io.PahoReadPath.PRIVATES.items():
+            value: Any = getattr(mq, name, None)
+            assert _KIND_CHECKS[kind](value), f"paho Client.{name} is not a {kind}: {value!r}"
+            if kind == "method":
+                assert tuple(inspect.signature(value).parameters) == params, name
+        # between packets paho's packet in progress says command 0
+        assert mq._in_packet["command"] == 0
+        message = paho.MQTTMessage(topic=b"a/b")
+        for name, kind in paho_io.PahoReadPath.MESSAGE_PRIVATES.items():
+            assert _KIND_CHECKS[kind](getattr(message, name, None)), name
+        # what replaces a paho method takes what paho passes to it
+        sock: Any = mq._sock
+        path = paho_io.PahoReadPath(mq, sock, lambda topic, payload: None)
+        for name in ("_sock_recv", "_send_puback", "_handle_on_message", "loop_read"):
+            ours = inspect.signature(getattr(path, name.lstrip("_")))
+            assert tuple(ours.parameters) == paho_io.PahoReadPath.PRIVATES[name][1], name
+        assert paho_io.PahoReadPath.fits(mq)
+
+
+def test_the_list_of_privates_names_every_private_the_module_touches() -> None:
+    # any `mq.<name>` (the paho client), `message._x` or `client._x` in gateway/paho_io.py
+    tree = ast.parse(inspect.getsource(paho_io))
+    touched: dict[str, set[str]] = {"mq": set(), "message": set(), "client": set()}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute):
+            owner = node.value
+            if isinstance(owner, ast.Attribute) and owner.attr == "mq":
+                touched["mq"].add(node.attr)  # self.mq.<name>
+            elif isinstance(owner, ast.Name) and owner.id in touched:
+                touched[owner.id].add(node.attr)
+        elif (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Name)
+            and node.func.id in ("getattr", "hasattr")
+            and isinstance(node.args[0], ast.Name)
+            and node.args[0].id == "mq"
+            and isinstance(node.args[1], ast.Constant)
+        ):
+            touched["mq"].add(str(node.args[1].value))
+    assert touched["mq"], "the scan must see the paho client's attributes"
+    assert touched["mq"] <= set(paho_io.PahoReadPath.PRIVATES), touched["mq"] - set(
+        paho_io.PahoReadPath.PRIVATES
+    )
+    assert {n for n in touched["message"] if n.startswith("_")} <= set(
+        paho_io.PahoReadPath.MESSAGE_PRIVATES
+    )
+    assert {n for n in touched["client"] if n.startswith("_")} <= set(
+        paho_io.PahoReadPath.AIOMQTT_PRIVATES
+    )
