@@ -300,6 +300,24 @@ def test_levels_fast_path_takes_the_common_record() -> None:
     assert fast == payloads._validate("levels", json.loads(raw))
 
 
+def test_levels_fast_path_checks_every_field_of_the_table() -> None:
+    # a field added to the table and not to the fast path fails here
+    names = sorted(f[0] for f in schema.LEVELS)
+    obj = json.loads(payloads.encode_levels(7, 1000, 2000, 50.5, 60, 0.0, schema.FLAG_CLIPPED))
+    assert sorted(obj) == names
+    fast = payloads._levels_fast(obj)
+    assert fast is not None and sorted(fast) == names
+    for name, _type, required, *_ in schema.LEVELS:
+        with pytest.raises(ProtocolError):
+            payloads._validate("levels", {**obj, name: "spoilt"})
+        assert payloads._levels_fast({**obj, name: "spoilt"}) is None, name
+        gone = {k: v for k, v in obj.items() if k != name}
+        if required:
+            assert payloads._levels_fast(gone) is None, name
+        else:
+            assert same(payloads._levels_fast(gone), payloads._validate("levels", gone)), name
+
+
 @settings(max_examples=300, deadline=None)
 @given(st.text(max_size=120), st.integers(0, 200))
 def test_clip_utf8_keeps_whole_characters_within_the_limit(text: str, limit: int) -> None:
