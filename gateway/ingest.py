@@ -27,9 +27,8 @@ from dataclasses import dataclass
 
 from gateway.clock import iso_time
 from gateway.config import SiteConfig
+from gateway.events import LevelEvent, LightStateEvent, StatusEvent, SummaryRecord
 from gateway.metrics import UNKNOWN, Metrics
-from gateway.policy import LevelEvent, LightStateEvent, StatusEvent
-from gateway.storage import SummaryRecord
 from protocol import payloads, topics
 from protocol.errors import ProtocolError
 
@@ -231,21 +230,7 @@ class Ingest:
         except ProtocolError as exc:
             self._reject(exc.reason, s.id, str(exc))
             return []
-        summary = SummaryRecord(
-            sensor=s.id,
-            seq=rec["seq"],
-            t0=rec["t0"] / 1000.0,
-            t1=rec["t1"] / 1000.0,
-            laeq=rec["laeq"],
-            lafmax=rec["lafmax"],
-            lamin=rec["lamin"],
-            l10=rec["l10"],
-            l50=rec["l50"],
-            l90=rec["l90"],
-            lceq=rec["lceq"],
-            peaks=rec["peaks"],
-        )
-        return [Accepted(summary, live=False)]
+        return [Accepted(SummaryRecord.from_wire(s.id, rec), live=False)]
 
     def _status(self, s: _Sensor, payload: bytes, now: float) -> list[Accepted]:
         self.metrics.records_in.inc("status")

@@ -53,6 +53,7 @@ from zoneinfo import ZoneInfo
 from gateway import windows
 from gateway.config import SiteConfig, ZoneConfig
 from gateway.errors import StateError
+from gateway.events import Event, LevelEvent, LightStateEvent, StatusEvent, Tick
 
 __all__ = [
     "Control",
@@ -93,54 +94,6 @@ PLAUSIBLE_DB = (-50.0, 200.0)
 # A lighting controller that lost an applied override (reboot) gets it again,
 # at most this many times per episode so a broken controller cannot loop us.
 MAX_RESENDS = 3
-
-
-# ---------------------------------------------------------------- events
-
-
-@dataclass(frozen=True)
-class LevelEvent:
-    """One interval record from a sensor; times are UTC epoch seconds (the wire's ms / 1000)."""
-
-    sensor: str
-    seq: int
-    t0: float
-    t1: float
-    laeq: float
-    lafmax: float
-    lceq: float
-    flags: tuple[str, ...] = ()
-    received_at: float = 0.0
-
-
-@dataclass(frozen=True)
-class StatusEvent:
-    """A sensor's retained status (or its last will): online or offline since `at`."""
-
-    sensor: str
-    online: bool
-    at: float
-
-
-@dataclass(frozen=True)
-class Tick:
-    """The clock moved on: ends holds, renews overrides, notices silent sensors."""
-
-    now: float
-
-
-@dataclass(frozen=True)
-class LightStateEvent:
-    """What a light group reports: its level, the command it applies, programme or override."""
-
-    group: str
-    level: float | None
-    cmd_id: str | None
-    source: str  # "programme" or "override"
-    at: float
-
-
-Event = LevelEvent | StatusEvent | Tick | LightStateEvent
 
 
 # ---------------------------------------------------------------- decisions

@@ -12,10 +12,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gateway.config import SiteConfig, load_config
+from gateway.events import LevelEvent, LightStateEvent, StatusEvent, SummaryRecord
 from gateway.ingest import WINDOW, Ingest, SeqWindow
 from gateway.metrics import UNKNOWN, Metrics
-from gateway.policy import LevelEvent, LightStateEvent, StatusEvent
-from gateway.storage import SummaryRecord
 from protocol import payloads, topics
 from tests.gateway.conftest import SITE, write_config
 

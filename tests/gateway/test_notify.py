@@ -34,6 +34,7 @@ from gateway.policy import Nudge
 from gateway.storage import Storage
 from protocol import payloads
 from tests.gateway.clocks import FixedClock
+from tests.gateway.stored import delivered
 
 SUBJECT = "mailto:noise@example.org"
 
@@ -220,8 +221,8 @@ async def test_push_is_encrypted_signed_and_carries_ttl_and_topic(
     with pytest.raises(Exception):  # noqa: B017 -- any failure: alice's key cannot read bob's
         http_ece.decrypt(got["bob"].body, private_key=alice.key, auth_secret=alice.auth)
     assert s.metrics.push_sent.get("main") == 2
-    assert s.storage.has_notification(nudge.nudge_id, "webpush", push_service.endpoint(alice))
-    assert s.storage.has_notification(nudge.nudge_id, "mqtt")
+    assert delivered(s.storage, nudge.nudge_id, "webpush", push_service.endpoint(alice))
+    assert delivered(s.storage, nudge.nudge_id, "mqtt")
 
 
 async def test_signature_check_refuses_another_key(

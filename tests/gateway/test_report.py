@@ -17,6 +17,7 @@ from gateway.policy import Control, LevelEvent, Nudge
 from gateway.report import compute, describe, read_episodes
 from gateway.storage import Storage
 from gateway.verdict import Effect, EpisodeLevels, Verdict, measures, verdicts
+from tests.gateway.stored import fold_and_write
 from tests.gateway.test_verdict import simulate
 from tools.cli import main
 
@@ -54,7 +55,7 @@ class Street:
                     LevelEvent(s, i, t0, t0 + 1, laeq, laeq + self.rng.uniform(0, 12), laeq, (), 0)
                 )
         self.records += batch
-        self.storage.add_levels(batch)
+        fold_and_write(self.storage, batch)
 
 
 def expected(street: Street, minutes: int = 10) -> dict[tuple[str, str], dict[str, object]]:
@@ -261,7 +262,7 @@ def store_pilot(path: Path, episodes: list[EpisodeLevels]) -> list[EpisodeLevels
                 for k in range(m.peaks):
                     t0 = m.minute + quiet + k
                     batch.append(LevelEvent(m.sensor, 0, t0, t0 + 1, m.laeq, 75.0, m.laeq))
-            s.add_levels(batch)
+            fold_and_write(s, batch)
     return kept
 
 
