@@ -52,7 +52,7 @@ from gateway.stepper import Stepper
 from gateway.storage import Storage
 from gateway.ticker import Ticker
 
-__all__ = ["SWITCH_INTERVAL_S", "Gateway", "Outbox"]
+__all__ = ["SWITCH_INTERVAL_S", "Gateway"]
 
 log = logging.getLogger("hushlight.gateway")
 
