@@ -10,6 +10,7 @@ from collections.abc import Callable, Sequence
 from gateway.clock import Clock, iso_time
 from gateway.config import SiteConfig
 from gateway.errors import GatewayError
+from gateway.events import LightStateEvent
 from gateway.lighting import LightingAdapter
 from gateway.metrics import Metrics
 from gateway.notify import Notifier
@@ -17,7 +18,6 @@ from gateway.policy import (
     Control,
     Decision,
     EpisodeEnded,
-    LightStateEvent,
     Nudge,
     Override,
     Release,

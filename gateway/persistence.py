@@ -8,10 +8,11 @@ import time
 
 from gateway.clock import Clock
 from gateway.dispatch import STORAGE_ERRORS
+from gateway.events import SummaryRecord
 from gateway.metrics import Metrics
 from gateway.policy import state_json_parts
 from gateway.stepper import Stepper
-from gateway.storage import Storage, SummaryRecord
+from gateway.storage import Storage
 
 __all__ = ["Persistence"]
 

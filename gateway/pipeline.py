@@ -8,13 +8,14 @@ from collections.abc import Sequence
 
 from gateway.collector import Collector
 from gateway.dispatch import STORAGE_ERRORS, Dispatcher
+from gateway.events import LevelEvent, LightStateEvent, SummaryRecord
 from gateway.ingest import Ingest
 from gateway.link import Item
 from gateway.metrics import Metrics
 from gateway.persistence import Persistence
-from gateway.policy import Decision, LevelEvent, LightStateEvent
+from gateway.policy import Decision
 from gateway.stepper import Stepper
-from gateway.storage import Storage, SummaryRecord
+from gateway.storage import Storage
 
 __all__ = ["BATCH_MAX", "SEND_TURNS", "Pipeline"]
 

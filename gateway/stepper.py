@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from gateway.config import SiteConfig
+from gateway.events import Event
 from gateway.policy import (
     Decision,
-    Event,
     Override,
     PolicyState,
     Release,

@@ -10,10 +10,11 @@ from gateway.clock import Clock
 from gateway.collector import Collector
 from gateway.config import SiteConfig
 from gateway.dispatch import Dispatcher
+from gateway.events import Tick
 from gateway.ingest import Ingest
 from gateway.metrics import Metrics
 from gateway.persistence import Persistence
-from gateway.policy import Decision, Tick, explain
+from gateway.policy import Decision, explain
 from gateway.stepper import Stepper
 
 __all__ = ["Ticker"]

@@ -8,15 +8,8 @@ import datetime as dt
 from typing import Any
 
 from gateway.config import SiteConfig, parse_config
-from gateway.policy import (
-    Decision,
-    EpisodeEnded,
-    LevelEvent,
-    Override,
-    Release,
-    Tick,
-    initial_state,
-)
+from gateway.events import LevelEvent, Tick
+from gateway.policy import Decision, EpisodeEnded, Override, Release, initial_state
 from gateway.stepper import Stepper
 
 # Friday 2026-11-20 23:30 in Brussels
