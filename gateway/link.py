@@ -67,9 +67,6 @@ class MqttLink:
 
     async def run(self) -> None:
         broker = self.config.broker
-        tls = None
-        if broker.tls:
-            tls = ssl.create_default_context(cafile=str(broker.ca) if broker.ca else None)
         backoff = Backoff()
         while True:
             connected_at: float | None = None
@@ -82,7 +79,7 @@ class MqttLink:
                     username=broker.username,
                     password=broker.password,
                     keepalive=broker.keepalive,
-                    tls_context=tls,
+                    tls_context=self._tls(),
                     queue_type=self._inbox_type(),
                 ) as client:
                     paho_io.tune(client, self.put)
@@ -109,6 +106,13 @@ class MqttLink:
             delay = backoff.next()
             log.info("reconnecting to %s in %.1f s", broker.url, delay)
             await asyncio.sleep(delay)
+
+    def _tls(self) -> ssl.SSLContext | None:
+        # made for each connection: a CA file replaced on disk applies at the next one
+        broker = self.config.broker
+        if not broker.tls:
+            return None
+        return ssl.create_default_context(cafile=str(broker.ca) if broker.ca else None)
 
     def _dropped(self, lasted_s: float) -> bool:
         """Count a connection that ended after `lasted_s`; True if it ended quickly."""
