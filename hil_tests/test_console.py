@@ -24,7 +24,7 @@ STATUS_FIELDS = {
     "time_synced",
     "rate",
 }
-COMMANDS = "status, levels, get, set, cal, selftest, reboot"
+COMMANDS = "status, levels, get, set, cal, selftest, heap, reboot"
 
 
 def test_status_has_the_contract_fields(target: Target) -> None:

@@ -1,5 +1,5 @@
-"""The console's rarer commands: get, set, cal and selftest, with the
-calibration run and the parser of `set` values.
+"""The console's rarer commands: get, cal and selftest, with the calibration
+run (`set` and the end of `cal` store settings: hushlight.remote).
 
 hushlight.console loads this module for each such command and drops it
 again, so its code and sentences do not stay in the heap of a sensor that
@@ -7,10 +7,7 @@ runs for months between two visits of a technician.
 """
 
 import asyncio
-import json
 import math
-
-from hushlight.errors import ConfigError
 
 # below the INMP441's self-noise (~33 dB(A)) a working microphone cannot go
 _MIC_ALIVE_DB = 25.0
@@ -26,20 +23,6 @@ def get(con, args):
         return
     key = args[0]
     con.send({"cmd": "get", "ok": True, "key": key, "value": con.app.cfg.public(key)})
-
-
-def set_(con, args):
-    if len(args) != 2:
-        con.fail("set", "usage: set KEY VALUE, e.g. set interval_s 1")
-        return
-    key = args[0]
-    value = parse_value(args[1])
-    try:
-        con.app.set_config(key, value)
-    except ConfigError as e:
-        con.fail("set", str(e))
-        return
-    con.send({"cmd": "set", "ok": True, "key": key, "value": con.app.cfg.public(key)})
 
 
 async def cal(con, args):
@@ -88,23 +71,9 @@ async def cal(con, args):
         return
     measured = run.mean_db()
     old = app.cfg["calibration_offset_db"]
-    new = round(old + ref - measured, 2)
-    try:
-        app.set_config("calibration_offset_db", new)
-    except ConfigError as e:
-        con.fail("cal", "measured %.2f dB for a %.2f dB reference: %s" % (measured, ref, e))
-        return
-    con.send(
-        {
-            "cmd": "cal",
-            "ok": True,
-            "done": True,
-            "measured_db": round(measured, 2),
-            "ref_db": ref,
-            "offset_db": new,
-            "previous_offset_db": old,
-        }
-    )
+    # the new offset is stored by hushlight.remote (console.py), once this
+    # module has gone: the two together would crowd a small heap
+    return measured, ref, round(old + ref - measured, 2), old
 
 
 def selftest(con):
@@ -171,14 +140,6 @@ def selftest(con):
         all_ok = all_ok and ok
         con.send({"cmd": "selftest", "check": name, "ok": ok, "detail": detail})
     con.send({"cmd": "selftest", "ok": all_ok, "done": True})
-
-
-def parse_value(text):
-    """VALUE of `set`: JSON, or a bare word taken as a string."""
-    try:
-        return json.loads(text)
-    except ValueError:
-        return text
 
 
 class CalRun:

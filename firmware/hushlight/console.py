@@ -144,19 +144,20 @@ class Console:
             self.send(reply)
         elif word == "levels":
             await self.levels()
-        elif word in ("get", "set", "cal", "selftest"):
+        elif word == "set":
+            once("remote").console_set(self, args)
+        elif word in ("get", "cal", "selftest"):
             # the rarer commands, loaded for this one use (hushlight.commands)
-            from hushlight import once
-
             commands = once("commands")
             if word == "get":
                 commands.get(self, args)
-            elif word == "set":
-                commands.set_(self, args)
-            elif word == "cal":
-                await commands.cal(self, line.split()[1:])
-            else:
+            elif word == "selftest":
                 commands.selftest(self)
+            else:
+                done = await commands.cal(self, line.split()[1:])
+                commands = None  # gone before the new offset is checked and stored
+                if done is not None:
+                    once("remote").calibrated(self, *done)
         elif word == "heap":
             reply = {"cmd": "heap", "ok": True}
             reply.update(self.app.heap_table())
@@ -185,8 +186,10 @@ class Console:
 
 
 def __getattr__(name):
-    # the calibration run and the `set` parser live with the rarer commands
-    # (hushlight.commands), loaded when used
-    if name in ("CalRun", "parse_value"):
-        return getattr(once("commands"), name)
+    # the calibration run lives with the rarer commands (hushlight.commands),
+    # the `set` parser with the settings changes (hushlight.remote)
+    if name == "CalRun":
+        return once("commands").CalRun
+    if name == "parse_value":
+        return once("remote").parse_value
     raise AttributeError(name)

@@ -1,8 +1,11 @@
-"""Settings changed while the sensor runs: a remote config message or a
-console `set` (see hushlight.app for what takes effect when).
+"""Settings changed while the sensor runs: a remote config message, a
+console `set` or the end of a `cal` (see hushlight.app for what takes
+effect when).
 
 Loaded for each change and dropped again (hushlight.once).
 """
+
+import json
 
 from hushlight.app import log
 from hushlight.config import REMOTE_KEYS
@@ -64,3 +67,46 @@ def set_config(app, key, value):
     if changed:
         apply(app, new, changed)
         app.status_changed.set()
+
+
+def console_set(con, args):
+    """The console's `set KEY VALUE`."""
+    if len(args) != 2:
+        con.fail("set", "usage: set KEY VALUE, e.g. set interval_s 1")
+        return
+    key = args[0]
+    value = parse_value(args[1])
+    try:
+        set_config(con.app, key, value)
+    except ConfigError as e:
+        con.fail("set", str(e))
+        return
+    con.send({"cmd": "set", "ok": True, "key": key, "value": con.app.cfg.public(key)})
+
+
+def calibrated(con, measured, ref, new, old):
+    """The end of the console's `cal`: store the new offset and say so."""
+    try:
+        set_config(con.app, "calibration_offset_db", new)
+    except ConfigError as e:
+        con.fail("cal", "measured %.2f dB for a %.2f dB reference: %s" % (measured, ref, e))
+        return
+    con.send(
+        {
+            "cmd": "cal",
+            "ok": True,
+            "done": True,
+            "measured_db": round(measured, 2),
+            "ref_db": ref,
+            "offset_db": new,
+            "previous_offset_db": old,
+        }
+    )
+
+
+def parse_value(text):
+    """VALUE of `set`: JSON, or a bare word taken as a string."""
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
