@@ -348,12 +348,17 @@ def step(
             changed[zone.id] = _advance(
                 config, state.seed, zone, _zone(state, zone.id), now, decisions
             )
+    return _with_zones(state, changed), decisions
+
+
+def _with_zones(state: PolicyState, changed: dict[str, ZoneState]) -> PolicyState:
+    """`state` with the zones in `changed` replaced (the same object when none changed)."""
     if not changed:
-        return state, decisions
+        return state
     zones = state.zones
     if isinstance(zones, ZoneMap):
-        return PolicyState(state.seed, zones.updated(changed)), decisions
-    return PolicyState(state.seed, ZoneMap({**zones, **changed})), decisions
+        return PolicyState(state.seed, zones.updated(changed))
+    return PolicyState(state.seed, ZoneMap({**zones, **changed}))
 
 
 def replay(
@@ -390,12 +395,7 @@ def release_all(
         decisions.append(EpisodeEnded(zid, ep.id, now, reason, ep.control))
         cooldown_s = config.zones_by_id[zid].cooldown_s
         changed[zid] = replace(zs, episode=None, cooldown_until=now + cooldown_s)
-    if not changed:
-        return state, decisions
-    zones = state.zones
-    if isinstance(zones, ZoneMap):
-        return PolicyState(state.seed, zones.updated(changed)), decisions
-    return PolicyState(state.seed, ZoneMap({**zones, **changed})), decisions
+    return _with_zones(state, changed), decisions
 
 
 def release_unowned(state: PolicyState, in_force: Iterable[Override], now: float) -> list[Release]:

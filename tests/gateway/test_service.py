@@ -415,34 +415,14 @@ async def test_sigterm_with_release_hands_the_lights_back(
         await asyncio.wait_for(task, 10)
         await wait_for(lambda: len(of(seen, "set")) == 2, 2.0, "release on stop")
         watch.cancel()
-    release = of(seen, "set")[1]
+    override, release = of(seen, "set")
     assert release["level"] is None and release["reason"] == "shutdown"
+    # numbered as the next command of its episode, like any other release
+    episode, number = override["cmd_id"].rsplit(".", 1)
+    assert release["cmd_id"] == f"{episode}.{int(number) + 1}"
     with Storage(cfg.storage.path) as db:
         [episode] = db.episodes()
         assert episode.end_reason == "shutdown" and episode.ended_at is not None
-
-
-async def test_a_release_at_stop_is_numbered_as_the_next_command_of_its_episode(
-    tmp_path: Path, fresh_broker: Mosquitto
-) -> None:
-    clock = ScaledClock(origin=1_750_000_000.0, scale=SCALE)
-    cfg = load_config(write_config(tmp_path, fresh_broker.url, zone={"hold_s": 60}))
-    gw = Gateway(cfg, clock=clock, install_signals=False, on_stop="release")
-    seen: list[tuple[str, dict[str, Any]]] = []
-    async with mqtt_client(fresh_broker.port) as watcher, mqtt_client(fresh_broker.port) as pub:
-        await watcher.subscribe(f"{ROOT}/lights/+/set", qos=1)
-        watch = asyncio.create_task(collect(watcher, seen))
-        task = asyncio.create_task(gw.run())
-        await asyncio.wait_for(gw.ready.wait(), 10)
-        await Sensors(pub, clock).send("s1", 90.0)
-        await wait_for(lambda: of(seen, "set"), 2.0, "override")
-        gw.stop()
-        await asyncio.wait_for(task, 10)
-        await wait_for(lambda: len(of(seen, "set")) == 2, 2.0, "release on stop")
-        watch.cancel()
-    override, release = of(seen, "set")
-    episode, number = override["cmd_id"].rsplit(".", 1)
-    assert release["cmd_id"] == f"{episode}.{int(number) + 1}"
     with sqlite3.connect(cfg.storage.path) as db:
         ids = [row[0] for row in db.execute("SELECT cmd_id FROM commands ORDER BY sent_at")]
     assert ids == [override["cmd_id"], release["cmd_id"]]
