@@ -205,3 +205,14 @@ def test_interval_must_be_a_multiple_of_125_ms(interval: float) -> None:
 def test_bad_rate_is_refused() -> None:
     with pytest.raises(ValueError, match="sample rate 0"):
         reference.ReferenceMeter(0, sos_a=FLAT, sos_c=FLAT)
+
+
+def test_the_summary_has_the_wire_summary_fields() -> None:
+    # the reference meter's minute summary is what a sensor sends, less its
+    # sequence number and flags: the field names come from the protocol's table
+    from dataclasses import fields
+
+    from protocol import schema
+
+    wire = [name for name, *_ in schema.SUMMARY if name not in ("seq", "flags")]
+    assert [f.name for f in fields(reference.Summary)] == wire
