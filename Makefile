@@ -8,7 +8,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 SUDO   := $(shell [ "$$(id -u)" = "0" ] || echo sudo)
 
-.PHONY: all demo test lint typecheck pytest bench venv mosquitto multilib micropython clean
+.PHONY: all demo test lint typecheck pytest bench venv mosquitto chromium multilib micropython clean
 
 all: test
 
@@ -28,6 +28,16 @@ mosquitto:
 		echo "==> installing mosquitto through apt-get"; \
 		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get update -q && \
 		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q mosquitto mosquitto-clients; \
+	fi
+
+# The browser of tests/web (Playwright drives it; its own browser download is never used).
+chromium:
+	@if [ -x /usr/bin/chromium ]; then \
+		echo "==> chromium found"; \
+	else \
+		echo "==> installing chromium through apt-get (for the browser tests)"; \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get update -q && \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver; \
 	fi
 
 # The ESP32 stand-in: MicroPython's unix port built 32-bit with single-precision
@@ -65,7 +75,7 @@ typecheck: $(STAMP)
 		cp -r $$site/mypy/typeshed/stubs/mypy-extensions build/mpy-stubs/typeshed/stubs/
 	$(BIN)/mypy --config-file firmware/mypy.ini firmware/hushlight protocol
 
-pytest: $(STAMP) mosquitto micropython
+pytest: $(STAMP) mosquitto chromium micropython
 	$(BIN)/python -m pytest
 
 test: lint typecheck pytest
