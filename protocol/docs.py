@@ -51,6 +51,11 @@ FIELD_DOCS = {
     "expires_at": "when the override ends by itself, UTC epoch seconds",
     "reason": "why the command was sent",
     "zone": "street zone id",
+    "lease_epoch": (
+        "epoch of the sending gateway's lease on the zone; a controller refuses a command "
+        "with an epoch older than the newest it has seen for the group (absent: one gateway, "
+        "no leases)"
+    ),
     "source": "programme or override",
     "nudge_id": "id of the nudge",
     "at": "when the nudge was decided, UTC epoch milliseconds",

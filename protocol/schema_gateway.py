@@ -18,9 +18,11 @@ from protocol.schema import (
     T_TIME_MS,
     T_TIME_S,
     T_TOKEN,
+    T_UINT,
     TIME_MS_MAX,
     TIME_S_MAX,
     TOKEN_MAX,
+    UINT_MAX,
     _f,
     _level,
 )
@@ -48,6 +50,10 @@ LIGHT_SET = (
     _f("expires_at", T_TIME_S, 0, TIME_S_MAX),
     _f("reason", T_TEXT, 1, 64),
     _f("zone", T_ID, nullable=True),
+    # the sending gateway's lease on the zone: a controller refuses a command older
+    # than the newest epoch it has seen for the group, so a gateway that lost the
+    # zone (and does not know it yet) cannot undo its successor's command
+    _f("lease_epoch", T_UINT, 0, UINT_MAX, required=False),
 )
 
 LIGHT_STATE = (
