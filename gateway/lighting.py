@@ -30,6 +30,7 @@ driver in a thread.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from typing import Protocol
 
 from gateway.policy import Override, Release
@@ -57,7 +58,8 @@ class LightingAdapter(Protocol):
 RELEASE_RAMP_S = 5.0
 
 
-def set_payload(override: Override) -> bytes:
+def set_payload(override: Override, lease_epoch: int | None = None) -> bytes:
+    """The ``set`` message of `override`; `lease_epoch` fences it when gateways share leases."""
     return payloads.encode(
         "light_set",
         {
@@ -69,11 +71,12 @@ def set_payload(override: Override) -> bytes:
             "expires_at": math.floor(override.expires_at),
             "reason": override.reason,
             "zone": override.zone,
+            "lease_epoch": lease_epoch,
         },
     )
 
 
-def release_payload(release: Release) -> bytes:
+def release_payload(release: Release, lease_epoch: int | None = None) -> bytes:
     return payloads.encode(
         "light_set",
         {
@@ -84,23 +87,52 @@ def release_payload(release: Release) -> bytes:
             "expires_at": math.floor(release.at),
             "reason": release.reason,
             "zone": release.zone,
+            "lease_epoch": lease_epoch,
         },
     )
 
 
 class MqttLighting:
     """Overrides as QoS 1 messages on ``lights/{group}/set`` (not retained: a
-    retained override would be replayed to a controller after its expiry)."""
+    retained override would be replayed to a controller after its expiry).
 
-    def __init__(self, site: str, publisher: Publisher) -> None:
+    `lease_epoch`, when gateways share the city, gives this gateway's lease epoch
+    on a zone, or None when it does not hold the zone now: then nothing is sent
+    (the zone's owner commands its lights) and `unheld` counts it.
+    """
+
+    def __init__(
+        self,
+        site: str,
+        publisher: Publisher,
+        lease_epoch: Callable[[str], int | None] | None = None,
+    ) -> None:
         self.site = site
         self.publisher = publisher
+        self.lease_epoch = lease_epoch
+        self.unheld = 0
 
     def topic(self, group: str) -> str:
         return topics.light_set(self.site, group)
 
     async def apply(self, override: Override) -> None:
-        self.publisher.publish(self.topic(override.group), set_payload(override), qos=1)
+        held, epoch = self._epoch(override.zone)
+        if held:
+            self.publisher.publish(self.topic(override.group), set_payload(override, epoch), qos=1)
 
     async def release(self, release: Release) -> None:
-        self.publisher.publish(self.topic(release.group), release_payload(release), qos=1)
+        held, epoch = self._epoch(release.zone)
+        if held:
+            self.publisher.publish(
+                self.topic(release.group), release_payload(release, epoch), qos=1
+            )
+
+    def _epoch(self, zone: str) -> tuple[bool, int | None]:
+        """(whether to send, the lease epoch to send with)."""
+        if self.lease_epoch is None:
+            return True, None
+        epoch = self.lease_epoch(zone)
+        if epoch is None:
+            self.unheld += 1
+            return False, None
+        return True, epoch

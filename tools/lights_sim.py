@@ -58,6 +58,7 @@ class GroupState:
         self.cmd_id: str | None = None
         self.source = PROGRAMME
         self.expires_at: float | None = None
+        self.epoch: int | None = None  # newest lease epoch a command carried
 
     def level(self, now: float) -> float:
         if self.ramp_s <= 0 or now >= self.t_start + self.ramp_s:
@@ -113,6 +114,9 @@ class LightsSim:
             msg = payloads.decode("light_set", payload)
         except ProtocolError as exc:
             return self._refuse(group, f"{exc.reason}: {exc}")
+        fenced = self._fence(state, msg.get("lease_epoch"))
+        if fenced:
+            return self._refuse(group, f"{msg['cmd_id']}: {fenced}")
         cmd_id = msg["cmd_id"]
         ramp_s = msg["ramp_s"]
         level = msg.get("level")
@@ -151,6 +155,31 @@ class LightsSim:
             msg.get("zone") or "-",
         )
         return True
+
+    @staticmethod
+    def _fence(state: GroupState, epoch: int | None) -> str:
+        """Why a command with this lease epoch is refused ("" if it is not), noting the epoch.
+
+        Gateways that share a city each hold a lease per zone, whose epoch grows at
+        every change of owner; a command with an older epoch than one already seen
+        comes from a gateway that lost the zone and must not undo its successor's.
+        Once a group has seen an epoch, a command without one cannot be ordered
+        against it and is refused as well.
+        """
+        if epoch is None:
+            if state.epoch is None:
+                return ""
+            return (
+                f"no lease_epoch, but this group follows leases (epoch {state.epoch} seen); "
+                "a gateway that shares the city must send its lease epoch"
+            )
+        if state.epoch is not None and epoch < state.epoch:
+            return (
+                f"lease_epoch {epoch} is older than epoch {state.epoch} already seen for this "
+                "group: the sender no longer holds the zone"
+            )
+        state.epoch = epoch
+        return ""
 
     def _refuse(self, group: str, why: str) -> bool:
         self.refused += 1

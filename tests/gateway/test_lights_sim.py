@@ -91,6 +91,21 @@ def test_bad_commands_are_refused_and_change_nothing(
     assert (g.source, g.level(1000.0), g.cmd_id) == ("programme", 80.0, None)
 
 
+def test_a_command_with_an_older_lease_epoch_is_refused(caplog: pytest.LogCaptureFixture) -> None:
+    sim = LightsSim("s", ["g"], 80.0, FixedClock(1000.0))
+    base = {"ramp_s": 0, "expires_at": 1600, "reason": "noise"}
+    assert sim.command("g", cmd(cmd_id="old-1", level=40, lease_epoch=3, **base), 1000.0)
+    assert sim.command("g", cmd(cmd_id="new-1", level=60, lease_epoch=4, **base), 1000.0)
+    assert sim.command("g", cmd(cmd_id="new-2", level=50, lease_epoch=4, **base), 1000.0)
+    assert not sim.command("g", cmd(cmd_id="old-2", level=10, lease_epoch=3, **base), 1000.0)
+    assert "lease_epoch 3 is older than epoch 4" in caplog.text
+    # once epochs are in use, a command without one cannot be ordered against them
+    assert not sim.command("g", cmd(cmd_id="bare", level=10, **base), 1000.0)
+    assert "no lease_epoch" in caplog.text
+    g = sim.groups["g"]
+    assert (g.cmd_id, g.level(1000.0), sim.refused) == ("new-2", 50.0, 2)
+
+
 @contextlib.asynccontextmanager
 async def running_sim(sim: LightsSim, url: str) -> AsyncIterator[None]:
     stop = asyncio.Event()
