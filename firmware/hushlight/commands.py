@@ -15,14 +15,13 @@ _CAL_SPREAD_DB = 0.5
 
 
 def get(con, args):
-    values = con.app.cfg.values  # every key of config.json, defaults filled in
-    keys = sorted(values)
-    if len(args) != 1 or args[0] not in values:
+    keys = con.app.setting_keys()  # every key of config.json, defaults filled in
+    if len(args) != 1 or args[0] not in keys:
         what = "a key" if not args else "unknown key %r" % args[0]
         con.fail("get", "%s; give one of %s" % (what, ", ".join(keys)))
         return
     key = args[0]
-    con.send({"cmd": "get", "ok": True, "key": key, "value": con.app.cfg.public(key)})
+    con.send({"cmd": "get", "ok": True, "key": key, "value": con.app.setting(key)})
 
 
 async def cal(con, args):
@@ -70,7 +69,7 @@ async def cal(con, args):
         )
         return
     measured = run.mean_db()
-    old = app.cfg["calibration_offset_db"]
+    old = app.setting("calibration_offset_db")
     # the new offset is stored by hushlight.remote (console.py), once this
     # module has gone: the two together would crowd a small heap
     return measured, ref, round(old + ref - measured, 2), old
@@ -83,9 +82,9 @@ def selftest(con):
     def check(name, ok, detail):
         results.append((name, ok, detail))
 
-    last = app.last_interval
+    last, load, connected, synced = app.health()
     if last is None:
-        wait = "no interval measured yet; wait %s s and retry" % app.cfg["interval_s"]
+        wait = "no interval measured yet; wait %s s and retry" % app.setting("interval_s")
         check("mic", False, wait)
         check("clipping", False, wait)
     else:
@@ -108,7 +107,7 @@ def selftest(con):
             )
         else:
             check("clipping", True, "no clipping in the last interval")
-    load = app.dsp_load() * 100
+    load *= 100
     if load <= 25:
         check("dsp_load", True, "the DSP takes %.1f %% of real time (limit 25 %%)" % load)
     else:
@@ -117,8 +116,8 @@ def selftest(con):
             False,
             "the DSP takes %.1f %% of real time, over the 25 %% limit; lower sample_rate" % load,
         )
-    broker = app.cfg["broker"]
-    if app.mqtt.connected():
+    broker = app.setting("broker")
+    if connected:
         check("broker", True, "connected to %s" % broker)
     else:
         check(
@@ -127,13 +126,13 @@ def selftest(con):
             "not connected to %s; check the network, the broker address and "
             "the credentials" % broker,
         )
-    if app.clock.synced:
+    if synced:
         check("time", True, "the clock is synced")
     else:
         check(
             "time",
             False,
-            "the clock is not synced yet; check that %s is reachable" % app.cfg["ntp_host"],
+            "the clock is not synced yet; check that %s is reachable" % app.setting("ntp_host"),
         )
     all_ok = True
     for name, ok, detail in results:

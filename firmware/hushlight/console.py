@@ -117,7 +117,7 @@ class Console:
     # ---- commands ----------------------------------------------------
 
     async def run(self):
-        self.send({"cmd": "hello", "ok": True, "fw": platform.FW_VERSION, "id": self.app.cfg["id"]})
+        self.send({"cmd": "hello", "ok": True, "fw": platform.FW_VERSION, "id": self.app.sensor})
         while True:
             line = await self.next_line()
             if not line:

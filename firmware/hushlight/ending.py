@@ -26,7 +26,7 @@ async def deliver_rest(app):
     progress = time.ticks_ms()
     resent = progress
     while store.pending() and not app.stopping:
-        app.wake_publisher.set()
+        app.publisher.wake.set()
         await asyncio.sleep_ms(50)
         now = time.ticks_ms()
         n = store.buffered()
@@ -40,8 +40,7 @@ async def deliver_rest(app):
             return
         elif time.ticks_diff(now, resent) >= ka and app.mqtt.connected():
             resent = now
-            app.inflight = {}
-            store.rewind()
+            app.publisher.restart()
 
 
 async def goodbye(app):

@@ -36,15 +36,15 @@ def apply(app, new, changed):
     if "sample_rate" in changed and not app.cfg["source"].startswith(("i2s", "synthetic:")):
         raise ConfigError(
             "sample_rate %r cannot be applied: the audio source %r has its own rate of %d Hz"
-            % (new["sample_rate"], app.cfg["source"], app.rate)
+            % (new["sample_rate"], app.cfg["source"], app.capture.rate)
         )
     app.cfg.commit(new)
     if "calibration_offset_db" in changed:
-        app.meter.set_calibration(new["calibration_offset_db"])
+        app.capture.meter.set_calibration(new["calibration_offset_db"])
     if "interval_s" in changed:
-        app.interval_blocks = int(new["interval_s"] * 8)
+        app.capture.interval_blocks = int(new["interval_s"] * 8)
     if "peak_threshold_db" in changed:
-        app.meter.set_peak_threshold(new["peak_threshold_db"])
+        app.capture.meter.set_peak_threshold(new["peak_threshold_db"])
     if "sample_rate" in changed:
         # a new rate means a new I2S set-up and filter chain: restart with
         # the stored config, as after a power cycle
@@ -81,7 +81,7 @@ def console_set(con, args):
     except ConfigError as e:
         con.fail("set", str(e))
         return
-    con.send({"cmd": "set", "ok": True, "key": key, "value": con.app.cfg.public(key)})
+    con.send({"cmd": "set", "ok": True, "key": key, "value": con.app.setting(key)})
 
 
 def calibrated(con, measured, ref, new, old):

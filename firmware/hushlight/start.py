@@ -10,9 +10,11 @@ import asyncio
 import time
 
 from hushlight import coeffs, timesync
+from hushlight.capture import Capture
 from hushlight.config import Config, parse_broker
 from hushlight.levelmeter import LevelMeter
 from hushlight.mqtt import MQTTClient
+from hushlight.publisher import Publisher
 from hushlight.sources import block_len, open_source
 from hushlight.store import Store
 from protocol import payloads, topics
@@ -37,8 +39,9 @@ def part_len(rate):
 
 
 def build(app, config_path, mark):
-    """Give `app` its config, store, clock, topics, audio, meter and MQTT
-    client; `mark` is the heap's mem_alloc figure before it started."""
+    """Give `app` its config, store, clock, topics, capture (audio, meter),
+    publisher and MQTT client; `mark` is the heap's mem_alloc figure before
+    it started."""
     app.cfg = Config(config_path)
     cfg = app.cfg
     mark = app.count_heap("config", mark)
@@ -47,32 +50,23 @@ def build(app, config_path, mark):
     app.clock = timesync.Clock(cfg["time_origin"])
     app.site = cfg["site"]
     app.sensor = cfg["id"]
-    app.t_levels = topics.levels(app.site, app.sensor)
-    app.t_summary = topics.summary(app.site, app.sensor)
+    app.publisher = pub = Publisher()
+    pub.app = app
+    pub.t_levels = topics.levels(app.site, app.sensor)
+    pub.t_summary = topics.summary(app.site, app.sensor)
+    pub.inflight = {}
+    pub.acked_early = set()
+    pub.wake = asyncio.Event()
     app.t_status = topics.status(app.site, app.sensor)
     app.t_config = topics.config(app.site, app.sensor)
     # uptime is summed from tick differences: ticks_ms wraps every 12.4
     # days on the ESP32, and a lamp post runs for years
     app.uptime_ms = 0
     app.tick_seen = time.ticks_ms()
-    app.inflight = {}
-    # PUBACKs that came before publish() returned their packet id (the
-    # reader runs while publish yields), kept until the publisher asks
-    app.acked_early = set()
     app.config_error = None
-    app.last_interval = None
-    app.cal = None
     app.stopping = False
     app.reboot = False
-    app.wake_publisher = asyncio.Event()
     app.status_changed = asyncio.Event()
-    app.dsp_us = 0
-    app.dsp_load_last = 0.0
-    app.audio_blocks = 0
-    app.audio_s = 0
-    app.dropped_seen = 0
-    app.dropped_told = time.ticks_add(time.ticks_ms(), -20000)
-    app.interval_blocks = int(cfg["interval_s"] * 8)
     app.console = None
     mark = _open_audio(app, mark)
     app.mqtt = _make_client(app)
@@ -81,24 +75,35 @@ def build(app, config_path, mark):
 
 def _open_audio(app, mark):
     cfg = app.cfg
+    app.capture = cap = Capture()
+    cap.app = app
+    cap.interval_blocks = int(cfg["interval_s"] * 8)
+    cap.dsp_us = 0
+    cap.dsp_load_last = 0.0
+    cap.audio_blocks = 0
+    cap.audio_s = 0
+    cap.last_interval = None
+    cap.cal = None
+    cap.dropped_seen = 0
+    cap.dropped_told = time.ticks_add(time.ticks_ms(), -20000)
     rate = cfg["sample_rate"]
     spec = cfg["source"]
     # only the file and stream sources read bytes
     raw = bytearray(RAW_BYTES) if spec == "stdin" or spec.startswith("wav:") else None
     # (the block sizes the I2S DMA buffer; reads come in parts of it)
-    app.source = open_source(cfg.values, block_len(rate), raw)
-    if app.source.rate != rate:
+    cap.source = open_source(cfg.values, block_len(rate), raw)
+    if cap.source.rate != rate:
         # a file brings its own rate, and with it the block length
-        rate = app.source.rate
-        app.source.close()
-        app.source = open_source(cfg.values, block_len(rate), raw)
-    app.rate = rate
-    app.block = block_len(rate)
-    app.part = part_len(rate)
-    app.parts = app.block // app.part
-    app.buf = array.array("i", bytes(4 * app.part))
+        rate = cap.source.rate
+        cap.source.close()
+        cap.source = open_source(cfg.values, block_len(rate), raw)
+    cap.rate = rate
+    cap.block = block_len(rate)
+    cap.part = part_len(rate)
+    cap.parts = cap.block // cap.part
+    cap.buf = array.array("i", bytes(4 * cap.part))
     mark = app.count_heap("audio", mark)
-    app.meter = LevelMeter(
+    cap.meter = LevelMeter(
         rate=rate,
         sensitivity_dbfs=cfg["sensitivity_dbfs"],
         calibration_offset_db=cfg["calibration_offset_db"],
@@ -128,6 +133,6 @@ def _make_client(app):
     client = MQTTClient(app.site + "-" + app.sensor, host, port, **kw)
     client.on_connect = app._on_connect
     client.on_message = app._on_message
-    client.on_puback = app._on_puback
+    client.on_puback = app.publisher.on_puback
     client.on_down = app._on_down
     return client

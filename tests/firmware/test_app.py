@@ -22,7 +22,7 @@ from tools.sensor import install_firmware
 LOCKED_CAPTURE = """
 import asyncio, json, micropython
 from hushlight import app
-a = app.App()
+a = app.App().capture
 src = a.source
 orig = src.read_block
 calls = [0]
@@ -47,7 +47,7 @@ def skip3(a, b, c):
     pass
 a._interval = skip4
 a._summary = skip3
-asyncio.run(a.capture())
+asyncio.run(a.run())
 print(json.dumps([calls[0], a.audio_blocks]))
 """
 

@@ -11,8 +11,8 @@ from tests.firmware.upyrun import mp
 # 18 min of DSP time already counted when the capture starts (a busy DSP and a
 # 3600 s status period get there), with the heap locked from the third part
 BUSY = LOCKED_CAPTURE.replace(
-    "asyncio.run(a.capture())",
-    "a.dsp_us = (1 << 30) - 1\na.audio_blocks = 1 << 20\nasyncio.run(a.capture())",
+    "asyncio.run(a.run())",
+    "a.dsp_us = (1 << 30) - 1\na.audio_blocks = 1 << 20\nasyncio.run(a.run())",
 ).replace(
     "print(json.dumps([calls[0], a.audio_blocks]))",
     "print(json.dumps([calls[0], a.dsp_us, a.audio_blocks]))",
