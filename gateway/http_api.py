@@ -4,6 +4,8 @@ Public:
     GET    /api/health          is the service up, connected, keeping up
     POST   /api/subscriptions   {"subscription": <W3C PushSubscription JSON>, "zones": [ids]}
     DELETE /api/subscriptions   {"endpoint": "https://..."}
+    GET    /residents/{zone}    a zone's page to subscribe to its nudges (`gateway.residents`),
+                                with /api/residents/{zone} and /api/push/key (the VAPID key)
 
 Operator (``Authorization: Bearer <http.token>``; refused while no token is set):
     GET    /api/zones           each zone's current state
@@ -44,6 +46,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from gateway.config import HttpConfig
 from gateway.errors import GatewayError
 from gateway.metrics import Metrics
+from gateway.residents import ResidentPages
 
 __all__ = [
     "GatewayView",
@@ -219,6 +222,7 @@ class HttpApi:
         *,
         push_enabled: bool,
         refresh_metrics: Callable[[], None] | None = None,
+        residents: ResidentPages | None = None,
     ) -> None:
         self.config = config
         self.push_enabled = push_enabled
@@ -236,6 +240,8 @@ class HttpApi:
                 web.get("/metrics", self.prometheus),
             ]
         )
+        if residents is not None:
+            self.app.add_routes(residents.routes())
         self.port: int | None = None
         self.subscribe_limit = RateLimit(config.subscribe_per_minute)
 

@@ -48,6 +48,7 @@ from gateway.persistence import Persistence
 from gateway.pipeline import Pipeline
 from gateway.policy import PolicyState
 from gateway.queries import Queries
+from gateway.residents import ResidentPages
 from gateway.stepper import Stepper
 from gateway.storage import Storage
 from gateway.ticker import Ticker
@@ -173,6 +174,7 @@ class Gateway:
             self.metrics,
             push_enabled=config.webpush.enabled,
             refresh_metrics=self.queries.refresh_metrics,
+            residents=ResidentPages(config),
         )
         self.http_ready = asyncio.Event()
         self._stop = asyncio.Event()
