@@ -4,6 +4,8 @@ Public:
     GET    /api/health          is the service up, connected, keeping up
     POST   /api/subscriptions   {"subscription": <W3C PushSubscription JSON>, "zones": [ids]}
     DELETE /api/subscriptions   {"endpoint": "https://..."}
+    GET    /dashboard/          the operator's dashboard, open to the local network only
+                                (`gateway.dashboard`), with /api/dashboard/* and its live events
     GET    /residents/{zone}    a zone's page to subscribe to its nudges (`gateway.residents`),
                                 with /api/residents/{zone} and /api/push/key (the VAPID key)
 
@@ -44,6 +46,7 @@ from aiohttp import web
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from gateway.config import HttpConfig
+from gateway.dashboard import DashboardPages
 from gateway.errors import GatewayError
 from gateway.metrics import Metrics
 from gateway.residents import ResidentPages
@@ -223,6 +226,7 @@ class HttpApi:
         push_enabled: bool,
         refresh_metrics: Callable[[], None] | None = None,
         residents: ResidentPages | None = None,
+        dashboard: DashboardPages | None = None,
     ) -> None:
         self.config = config
         self.push_enabled = push_enabled
@@ -242,6 +246,9 @@ class HttpApi:
         )
         if residents is not None:
             self.app.add_routes(residents.routes())
+        if dashboard is not None:
+            self.app.add_routes(dashboard.routes())
+            self.app.on_shutdown.append(dashboard.on_shutdown)
         self.port: int | None = None
         self.subscribe_limit = RateLimit(config.subscribe_per_minute)
 

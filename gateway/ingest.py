@@ -24,6 +24,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from gateway.clock import iso_time
 from gateway.config import SiteConfig
@@ -39,6 +40,7 @@ log = logging.getLogger("hushlight.ingest")
 WINDOW = 4096  # sequence numbers remembered below the highest one, per sensor
 _FULL = (1 << WINDOW) - 1
 LOG_EVERY_S = 10.0  # at most one log line per (reason, sensor) this often
+STATUS_FIELDS = ("fw", "uptime_s", "free_mem", "dsp_load", "buffered", "calibration_offset_db")
 
 
 class SeqWindow:
@@ -95,13 +97,14 @@ class Accepted:
 
 
 class _Sensor:
-    __slots__ = ("id", "last_seen", "online", "window")
+    __slots__ = ("id", "last_seen", "online", "status", "window")
 
     def __init__(self, sensor_id: str) -> None:
         self.id = sensor_id
         self.window = SeqWindow()
         self.online: bool | None = None  # None: not heard of since start-up
         self.last_seen = 0.0
+        self.status: dict[str, Any] | None = None  # its latest online status, for the dashboard
 
 
 class Ingest:
@@ -169,6 +172,21 @@ class Ingest:
     @property
     def online(self) -> int:
         return self._online_count
+
+    def fleet(self) -> list[dict[str, Any]]:
+        """Each configured sensor's liveness and what its latest online status said."""
+        out = []
+        for s in self.sensors.values():
+            st = s.status or {}
+            out.append(
+                {
+                    "sensor": s.id,
+                    "online": s.online,
+                    "last_seen": s.last_seen or None,
+                    **{k: st.get(k) for k in STATUS_FIELDS},
+                }
+            )
+        return out
 
     # -- per message kind ------------------------------------------------
 
@@ -242,6 +260,7 @@ class Ingest:
         online = msg["state"] == "online"
         if online:
             s.last_seen = now
+            s.status = msg
         if online == s.online:
             return []
         return [Accepted(self._set_online(s, online, now, "status"))]

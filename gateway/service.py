@@ -35,6 +35,7 @@ from typing import Any, Literal
 from gateway.clock import Clock, RealClock
 from gateway.collector import Collector
 from gateway.config import SiteConfig
+from gateway.dashboard import Dashboard, DashboardPages
 from gateway.dispatch import Dispatcher
 from gateway.errors import GatewayError, StateError
 from gateway.http_api import HttpApi
@@ -175,6 +176,9 @@ class Gateway:
             push_enabled=config.webpush.enabled,
             refresh_metrics=self.queries.refresh_metrics,
             residents=ResidentPages(config),
+            dashboard=DashboardPages(
+                Dashboard(config, self.clock, self.ingest, self.stepper), config.http
+            ),
         )
         self.http_ready = asyncio.Event()
         self._stop = asyncio.Event()
