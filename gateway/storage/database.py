@@ -20,9 +20,10 @@ import threading
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Self, TextIO
+from typing import Any, Protocol, Self, TextIO
 
 from gateway.errors import StorageError
+from gateway.storage.postgres import PG_SCHEMA, PgConnection, is_postgres_url, safe_url
 
 __all__ = ["SCHEMA_VERSION", "Database"]
 
@@ -117,6 +118,27 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 """
 
 
+class Cursor(Protocol):
+    """What the stores read of a statement's result (sqlite3's cursor, or PostgreSQL's rows)."""
+
+    @property
+    def rowcount(self) -> int: ...
+
+    def fetchone(self) -> Any: ...
+
+    def fetchall(self) -> list[Any]: ...
+
+
+class Connection(Protocol):
+    """What the stores use of a connection: SQLite's, or the `PgConnection` that takes its SQL."""
+
+    def execute(self, sql: str, parameters: Any = ..., /) -> Cursor: ...
+
+    def executemany(self, sql: str, parameters: Any, /) -> Cursor: ...
+
+    def close(self) -> None: ...
+
+
 class Database:
     """The connection to one hushlight SQLite file, with its transactions and checkpoints."""
 
@@ -134,7 +156,13 @@ class Database:
         report): nothing is created or written, so it also works on a copy the
         reader may not write, next to a running gateway.
         """
-        self.path = Path(path)
+        self.url = str(path) if is_postgres_url(path) else None
+        self.path = Path(safe_url(self.url) if self.url else path)
+        # where the data is, for messages: the file, or the URL without its password
+        self.where = safe_url(self.url) if self.url else str(self.path)
+        # the policy state's row: the one row of a SQLite file; on a store that gateways
+        # share, each gateway's own (the service sets its name)
+        self.state_id: int | str = "gateway" if self.url else 1
         self.peak_threshold_db = peak_threshold_db
         self.read_only = read_only
         # the site's time zone, kept for readers that show times to people (the report);
@@ -143,6 +171,17 @@ class Database:
         self._lock = threading.Lock()  # guards `_db`
         self._checkpoint_lock = threading.Lock()
         self._checkpointer: sqlite3.Connection | None = None  # opened on first `checkpoint`
+        # a sqlite3.Connection or a PgConnection: the stores use what both offer
+        self._db: Connection
+        if self.url is not None:
+            self._lock_file = None  # leases, not a lock file, keep gateways apart here
+            self._db = PgConnection(self.url)
+            try:
+                self._setup_postgres()
+            except BaseException:
+                self._db.close()
+                raise
+            return
         # One gateway writes one database: a second one on the same file would
         # interleave its decisions and commands with the first one's and release
         # lights the other still holds.  Readers (the report) take no lock.
@@ -177,6 +216,48 @@ class Database:
             self._db.close()
             self._unlock()
             raise
+
+    def _setup_postgres(self) -> None:
+        db = self._db
+        if not self.read_only:
+            with self._tx():
+                # one gateway at a time creates the tables
+                db.execute("SELECT pg_advisory_xact_lock(7201548)")
+                for statement in PG_SCHEMA.split(";"):
+                    if statement.strip():
+                        db.execute(statement)
+                found = db.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+                if found is None:
+                    db.execute(
+                        "INSERT INTO meta (key, value) VALUES ('schema_version', ?)",
+                        (str(SCHEMA_VERSION),),
+                    )
+                db.execute(
+                    "INSERT OR REPLACE INTO meta (key, value) VALUES ('peak_threshold_db', ?)",
+                    (str(self.peak_threshold_db),),
+                )
+                if self.timezone is not None:
+                    db.execute(
+                        "INSERT OR REPLACE INTO meta (key, value) VALUES ('timezone', ?)",
+                        (self.timezone,),
+                    )
+        if db.execute("SELECT to_regclass('meta')").fetchone()[0] is None:
+            raise StorageError(
+                f"{self.where}: not a hushlight database (it has no meta table); give the "
+                "storage.url of the gateways' config"
+            )
+        meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
+        version = int(meta.get("schema_version", "0"))
+        if version > SCHEMA_VERSION:
+            raise StorageError(
+                f"{self.where}: written by a newer hushlight (schema {version}, this one reads up "
+                f"to {SCHEMA_VERSION}); upgrade hushlight or use another database"
+            )
+        if self.read_only:
+            # a reader counts peaks as the writers did
+            if "peak_threshold_db" in meta:
+                self.peak_threshold_db = float(meta["peak_threshold_db"])
+            self.timezone = meta.get("timezone", self.timezone)
 
     def _unlock(self) -> None:
         if self._lock_file is not None:
@@ -238,7 +319,7 @@ class Database:
             db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
 
     @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
+    def _tx(self) -> Iterator[Connection]:
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
@@ -269,8 +350,8 @@ class Database:
         commits (a decision's above all) go on meanwhile; call it from a worker
         thread after bulk writes.  What it cannot copy yet waits for the next one.
         """
-        if self.read_only:
-            return
+        if self.read_only or self.url is not None:
+            return  # PostgreSQL keeps its own write-ahead log
         with self._checkpoint_lock:
             if self._checkpointer is None:
                 self._checkpointer = sqlite3.connect(

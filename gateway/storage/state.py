@@ -25,8 +25,8 @@ class StateStore(Database):
         """`save_state` for a state already serialised (``state_to_json(..., windows=False)``)."""
         with self._tx() as db:
             db.execute(
-                "INSERT OR REPLACE INTO policy_state (id, saved_at, json) VALUES (1, ?, ?)",
-                (at, text),
+                "INSERT OR REPLACE INTO policy_state (id, saved_at, json) VALUES (?, ?, ?)",
+                (self.state_id, at, text),
             )
         self.checkpoint()  # the state is the bulk of what the WAL holds
 
@@ -35,10 +35,10 @@ class StateStore(Database):
 
         Raises `StateError` if the saved state is damaged; the caller may start fresh.
         """
-        rows = self._read("SELECT json FROM policy_state WHERE id = 1")
+        rows = self._read("SELECT json FROM policy_state WHERE id = ?", (self.state_id,))
         if not rows:
             return None
         try:
             return state_from_json(rows[0][0], config)
         except StateError as exc:
-            raise StateError(f"{self.path}: {exc}") from exc
+            raise StateError(f"{self.where}: {exc}") from exc

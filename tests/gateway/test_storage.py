@@ -347,9 +347,11 @@ def test_a_minute_is_written_in_short_transactions(tmp_path: Path) -> None:
         s.fold_levels([rec("s0", T0 + 61, 50.0, 55.0, 51.0)])
         assert s.minutes_due()
         statements: list[str] = []
-        s._db.set_trace_callback(statements.append)
+        conn = s._db
+        assert isinstance(conn, sqlite3.Connection)
+        conn.set_trace_callback(statements.append)
         assert s.write_minutes(chunk=3) == 10
-        s._db.set_trace_callback(None)
+        conn.set_trace_callback(None)
         assert statements.count("COMMIT") == 4  # 3 + 3 + 3 + 1 rows
         assert not s.minutes_due()
         assert len(s.minute_levels([f"s{i}" for i in range(10)], T0, T0 + 60)) == 10
