@@ -25,6 +25,7 @@ const STRINGS = {
     what_message: "Only this message, in your language:",
     when: "Only during these hours ({tz}):",
     every_day: "every day",
+    often: "How often, at most:",
     interval: "At most one notification every {m} minutes.",
     per_hour: "The street asks for quiet at most {n} times an hour.",
     controls: "About {p} % of loud moments send nothing, on purpose: they let the city measure whether asking helps.",
@@ -54,6 +55,7 @@ const STRINGS = {
     what_message: "Alleen deze boodschap, in uw taal:",
     when: "Alleen tijdens deze uren ({tz}):",
     every_day: "elke dag",
+    often: "Hoe vaak, hoogstens:",
     interval: "Hoogstens één melding per {m} minuten.",
     per_hour: "De straat vraagt hoogstens {n} keer per uur om stilte.",
     controls: "Bij ongeveer {p} % van de lawaaierige momenten wordt bewust niets gestuurd: zo kan de stad meten of de vraag helpt.",
@@ -83,6 +85,7 @@ const STRINGS = {
     what_message: "Uniquement ce message, dans votre langue :",
     when: "Uniquement pendant ces heures ({tz}) :",
     every_day: "tous les jours",
+    often: "À quelle fréquence, au plus :",
     interval: "Au plus une notification toutes les {m} minutes.",
     per_hour: "La rue demande le calme au plus {n} fois par heure.",
     controls: "Pour environ {p} % des moments bruyants, rien n'est envoyé, volontairement : la ville mesure ainsi si la demande aide.",
@@ -112,6 +115,7 @@ const STRINGS = {
     what_message: "Nur diese Nachricht, in Ihrer Sprache:",
     when: "Nur zu diesen Zeiten ({tz}):",
     every_day: "jeden Tag",
+    often: "Wie oft, höchstens:",
     interval: "Höchstens eine Mitteilung alle {m} Minuten.",
     per_hour: "Die Straße bittet höchstens {n} Mal pro Stunde um Ruhe.",
     controls: "Bei etwa {p} % der lauten Momente wird absichtlich nichts gesendet: so misst die Stadt, ob die Bitte hilft.",
@@ -211,6 +215,7 @@ function render() {
     li.textContent = `${dayNames(w.days)} ${w.start}–${w.end}`;
     windows.append(li);
   }
+  $("often").textContent = t("often");
   const limits = $("limits");
   limits.replaceChildren();
   const lines = [];

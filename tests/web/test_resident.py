@@ -54,8 +54,7 @@ class Resident:
         self.messages = dict(gw.config.zones_by_id["main"].messages)
 
 
-@pytest.fixture
-async def resident(tmp_path: Path) -> AsyncIterator[Resident]:
+async def serve(tmp_path: Path, *, push: bool) -> AsyncIterator[Resident]:
     vapid = ec.generate_private_key(ec.SECP256R1())
     key = tmp_path / "vapid.pem"
     key.write_bytes(
@@ -65,8 +64,8 @@ async def resident(tmp_path: Path) -> AsyncIterator[Resident]:
             serialization.NoEncryption(),
         )
     )
-    path = write_config(tmp_path, "mqtt://127.0.0.1:1", webpush={"vapid_private_key": str(key)})
-    cfg = load_config(path)
+    webpush = {"vapid_private_key": str(key)} if push else None
+    cfg = load_config(write_config(tmp_path, "mqtt://127.0.0.1:1", webpush=webpush))
     cfg = dataclasses.replace(cfg, http=dataclasses.replace(cfg.http, port=0))
     gw = Gateway(cfg, install_signals=False)
     task = asyncio.create_task(gw.http.serve(gw.http_ready))
@@ -78,6 +77,12 @@ async def resident(tmp_path: Path) -> AsyncIterator[Resident]:
         with pytest.raises(asyncio.CancelledError):
             await task
         gw.storage.close()
+
+
+@pytest.fixture
+async def resident(tmp_path: Path) -> AsyncIterator[Resident]:
+    async for r in serve(tmp_path, push=True):
+        yield r
 
 
 async def until(what: str, check: Callable[[], Awaitable[Any]], within: float = 10.0) -> Any:
@@ -233,4 +238,21 @@ async def test_subscribing_through_the_page_reaches_the_api(
     await page.locator("#subscribe").wait_for(state="visible", timeout=10_000)
     assert store.subscriptions_for_zone("main") == []
     assert await page.evaluate("window.__push.unsubscribed") == 1
+    assert browser.errors == []
+
+
+async def test_while_push_is_off_the_page_says_so_and_offers_nothing(
+    browser: Web, tmp_path: Path
+) -> None:
+    async for resident in serve(tmp_path, push=False):
+        page = await open_page(browser, resident, "en-GB")
+        status = await page.locator("#status").inner_text()
+        subscribe = page.locator("#subscribe")
+        assert await subscribe.is_disabled()
+        # the figures are still there: a resident can read what would be sent
+        assert resident.messages["en"] in await page.locator("#message").inner_text()
+        await subscribe.click(force=True)  # a disabled button does nothing
+        assert await page.locator("#status").inner_text() == status
+        assert resident.gw.storage.subscriptions_for_zone("main") == []
+        await browser.screenshot(page, "resident-en-push-off")
     assert browser.errors == []
