@@ -8,7 +8,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 SUDO   := $(shell [ "$$(id -u)" = "0" ] || echo sudo)
 
-.PHONY: all demo test lint typecheck pytest bench venv mosquitto chromium multilib micropython clean
+.PHONY: all demo test lint typecheck pytest bench venv mosquitto rabbitmq chromium multilib micropython clean
 
 all: test
 
@@ -38,6 +38,17 @@ chromium:
 		echo "==> installing chromium through apt-get (for the browser tests)"; \
 		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get update -q && \
 		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver; \
+	fi
+
+# The broker cluster of tests/cluster (tools/rabbit_cluster.py).  Installing the
+# package also starts the system's RabbitMQ service; the cluster never uses it.
+rabbitmq:
+	@if [ -x /usr/lib/rabbitmq/bin/rabbitmq-server ]; then \
+		echo "==> rabbitmq-server found"; \
+	else \
+		echo "==> installing rabbitmq-server through apt-get"; \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get update -q && \
+		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q rabbitmq-server; \
 	fi
 
 # The ESP32 stand-in: MicroPython's unix port built 32-bit with single-precision
@@ -75,7 +86,7 @@ typecheck: $(STAMP)
 		cp -r $$site/mypy/typeshed/stubs/mypy-extensions build/mpy-stubs/typeshed/stubs/
 	$(BIN)/mypy --config-file firmware/mypy.ini firmware/hushlight protocol
 
-pytest: $(STAMP) mosquitto chromium micropython
+pytest: $(STAMP) mosquitto rabbitmq chromium micropython
 	$(BIN)/python -m pytest
 
 test: lint typecheck pytest

@@ -35,6 +35,7 @@ COMMANDS: dict[str, str] = {
     # gateway side
     "gateway": "tools.gateway_cli",
     "lights-sim": "tools.lights_sim",
+    "cluster": "tools.rabbit_cluster",
     "report": "tools.report",
     # technician
     "build": "tools.build",

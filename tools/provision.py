@@ -217,6 +217,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ca", type=Path, help="CA certificate (PEM) the sensor pins for mqtts://")
     parser.add_argument("--passwd-file", type=Path, help="Mosquitto password file to update")
     parser.add_argument("--acl-file", type=Path, help="Mosquitto ACL file to update")
+    parser.add_argument(
+        "--rabbit-defs",
+        type=Path,
+        help="RabbitMQ definitions file to update (a broker cluster, tools/rabbit_cluster.py)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -291,6 +296,17 @@ def run(args: argparse.Namespace) -> int:
         print(
             f"ACL for {sensor} set in {args.acl_file} "
             "(publishes its levels/summary/status, reads its config)"
+        )
+    if args.rabbit_defs is not None:
+        from tools import rabbit_accounts
+
+        account = rabbit_accounts.sensor_definitions(
+            site, sensor, rabbit_accounts.hash_password(password)
+        )
+        rabbit_accounts.upsert(args.rabbit_defs, account)
+        print(
+            f"RabbitMQ user {sensor} and its topic permissions set in {args.rabbit_defs}; "
+            f"load them: `rabbitmqctl import_definitions {args.rabbit_defs}`"
         )
     if args.passwd_file is not None or args.acl_file is not None:
         print(
