@@ -470,6 +470,8 @@ class Demo:
         self.http_port = http_port
         self.start_gateway(self.write_config(broker, http_port))
         await self.wait_for("the gateway connecting", lambda: self.gateway_up(http_port))
+        # the operator's dashboard shows the night live, from the gateway itself
+        self.say(f"dashboard: http://127.0.0.1:{http_port}/")
         await self.wait_for(
             "the lights reporting", lambda: all(g.heard for g in self.street.groups.values())
         )

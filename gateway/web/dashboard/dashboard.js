@@ -6,6 +6,7 @@
 const SVG = "http://www.w3.org/2000/svg";
 const COLOURS = ["#2f6fd6", "#2e8b57", "#8e44ad", "#c0392b", "#16a085", "#d35400", "#7f8c8d", "#2c3e50"];
 
+const AUTO_HOURS = 12; // "since the first level" looks this far back at most
 const state = { street: null, night: null, nightKey: "", episodes: "", live: {}, view: "street" };
 
 function el(tag, attrs, ...children) {
@@ -199,7 +200,8 @@ function connect() {
 async function loadNight() {
   const zone = document.getElementById("night-zone").value;
   if (!zone) return;
-  const hours = document.getElementById("night-hours").value;
+  const chosen = document.getElementById("night-hours").value;
+  const hours = chosen === "auto" ? AUTO_HOURS : chosen;
   try {
     state.night = await getJSON("/api/dashboard/night?zone=" + encodeURIComponent(zone) + "&hours=" + hours);
   } catch (err) {
@@ -213,7 +215,15 @@ async function loadNight() {
 function drawNight() {
   const n = state.night;
   const W = 960, H = 320, L = 44, R = 12, T = 12, B = 28;
-  const t0 = n.start, t1 = Math.max(n.now, state.street ? state.street.now : n.now);
+  const t1 = Math.max(n.now, state.street ? state.street.now : n.now);
+  let t0 = n.start;
+  if (document.getElementById("night-hours").value === "auto") {
+    // from a minute before the first level or episode, and at least ten minutes
+    const firsts = Object.values(n.series).filter((r) => r.length).map((r) => r[0][0]);
+    firsts.push(...n.episodes.map((e) => e.at));
+    const first = firsts.length ? Math.min(...firsts) - 60 : t1 - 600;
+    t0 = Math.max(n.start, Math.min(first, t1 - 600));
+  }
   const x = (t) => L + ((t - t0) / (t1 - t0)) * (W - L - R);
   const lo = 30, hi = 100;
   const y = (v) => T + (1 - (Math.min(hi, Math.max(lo, v)) - lo) / (hi - lo)) * (H - T - B);
@@ -223,12 +233,13 @@ function drawNight() {
     g.append(svg("text", { x: L - 6, y: y(v) + 4, "text-anchor": "end" }, v));
   }
   const tz = state.street ? state.street.timezone : undefined;
-  const step = Math.max(60, Math.ceil((t1 - t0) / 8 / 60) * 60);
+  const step = [60, 120, 300, 600, 900, 1800, 3600, 7200].find((s) => (t1 - t0) / s <= 10) || 14400;
   for (let t = Math.ceil(t0 / step) * step; t <= t1; t += step) {
     g.append(svg("text", { x: x(t), y: H - 8, "text-anchor": "middle" }, siteTime(t, tz)));
   }
   for (const e of n.episodes) {
     const end = e.ended_at ?? t1;
+    if (end < t0) continue;
     const rect = svg("rect", {
       x: x(Math.max(e.at, t0)), y: T, width: Math.max(2, x(end) - x(Math.max(e.at, t0))), height: H - T - B,
       fill: e.control ? "#d9822b" : "#2f6fd6", opacity: 0.22, class: "episode " + (e.control ? "control" : "nudge"),
@@ -243,9 +254,13 @@ function drawNight() {
   const sensors = Object.keys(n.series);
   sensors.forEach((s, i) => {
     const colour = COLOURS[i % COLOURS.length];
-    const pts = n.series[s].map((r) => [r[0] + 30, r[1]]); // a minute's LAeq at its middle
+    const pts = n.series[s].filter((r) => r[0] + 30 >= t0).map((r) => [r[0] + 30, r[1]]); // a minute's LAeq at its middle
     if (pts.length) {
       g.append(svg("polyline", { points: pts.map((p) => x(p[0]) + "," + y(p[1])).join(" "), fill: "none", stroke: colour, "stroke-width": 1.6, class: "minutes" }));
+    }
+    for (const r of n.series[s]) {
+      if (r[0] + 30 < t0) continue;
+      g.append(svg("circle", { cx: x(r[0] + 30), cy: y(r[2]), r: 2.5, fill: colour, opacity: 0.6, class: "lafmax" }));
     }
     const last = pts.length ? pts[pts.length - 1][0] + 30 : t0;
     const live = (state.live[n.zone + "/" + s] || []).filter((p) => p[0] >= last && p[0] >= t0);
