@@ -1,4 +1,7 @@
-"""An MQTT 3.1.1 client for the sensor firmware, on MicroPython's asyncio.
+"""An MQTT 3.1.1 client for the sensor firmware, on MicroPython's asyncio:
+the session (connect, keepalive, in-flight packet ids, reconnect) around
+the packet codec (hushlight.mqttcodec; a connection's set-up and its
+packets: hushlight.mqttconnect, hushlight.mqttsetup).
 
 Written for a microcontroller: packets are read into one preallocated
 buffer with `readinto` and parsed through memoryview slices; a PUBLISH is
@@ -43,9 +46,7 @@ import sys
 import time
 from errno import (
     ECONNABORTED,
-    ECONNREFUSED,
     ECONNRESET,
-    EHOSTUNREACH,
     ENOBUFS,
     ENOTCONN,
     ETIMEDOUT,
@@ -53,147 +54,93 @@ from errno import (
 
 from micropython import const
 
-from hushlight import once
+from hushlight import mqttcodec, once
 
-# packet types (MQTT 3.1.1 section 2.2.1), with the fixed flags of section 2.2.2
+# packet types (MQTT 3.1.1 section 2.2.1) the reader tells apart
 _PUBLISH = const(0x30)
 _PUBACK = const(0x40)
 _SUBACK = const(0x90)
 _PINGRESP = const(0xD0)
 
+# a name mypy takes as true: the types of MQTTClient's declared attributes
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from typing import Any
+
 # Largest packet we accept whole: a 2 KiB payload (protocol.MAX_PAYLOAD)
 # with the longest config topic of our contract (93 bytes), its length and
 # packet id.  Larger packets are read through and dropped (QoS 1 ones still
 # acknowledged, or the broker would redeliver them forever).
-_RX_SIZE = const(2176)
+RX_SIZE = const(2176)
 # PUBLISH packets up to this size go out in one write, larger ones in pieces:
 # a record or a status fits, and the heap of an ESP32 without PSRAM is small
-_TX_SIZE = const(512)
-_CONNECT_TIMEOUT_MS = const(10000)
+TX_SIZE = const(512)
 # on_connect (birth status, subscriptions) must be done within this many
 # keepalives; each of its network waits is bounded by one
 _ON_CONNECT_KEEPALIVES = const(3)
 _HEAD = const(256)  # start of an oversized packet kept to acknowledge it
 
-_PINGREQ_PACKET = b"\xc0\x00"
-# smallest remaining length of each packet type we read (section 3)
-_MIN_SIZE = {_PUBLISH: 2, _PUBACK: 2, _SUBACK: 3}
-
-
-def _encode_length(buf, n):
-    """Write remaining length ``n`` into buf[1:] (section 2.2.3); return the header size."""
-    i = 1
-    while True:
-        b = n & 0x7F
-        n >>= 7
-        if n:
-            buf[i] = b | 0x80
-            i += 1
-        else:
-            buf[i] = b
-            return i + 1
-
-
-def _utf8(s):
-    return s if isinstance(s, (bytes, bytearray)) else s.encode()
-
 
 class MQTTClient:
-    def __init__(
-        self,
-        client_id,
-        host,
-        port=1883,
-        *,
-        user=None,
-        password=None,
-        keepalive=30,
-        ssl_cafile=None,
-        server_hostname=None,
-        clean_session=False,
-        will_topic=None,
-        will_payload=None,
-        will_retain=True,
-        will_qos=1,
-        backoff_min_ms=500,
-        backoff_max_ms=30000,
-        socket_factory=None,
-        connect_timeout_ms=_CONNECT_TIMEOUT_MS,
-    ):
-        if not (
-            1 <= keepalive <= 65535 and will_qos in (0, 1) and 0 < backoff_min_ms <= backoff_max_ms
-        ):
-            # the sentences live with the connection set-up (hushlight.mqttconnect)
-            once("mqttconnect").refuse(keepalive, will_qos, backoff_min_ms, backoff_max_ms)
-        self.client_id = _utf8(client_id)
-        self.host = host
-        self.port = port
-        self.user = user
-        self.password = password
-        self.keepalive = keepalive
-        self.ssl_cafile = ssl_cafile
-        self.server_hostname = server_hostname
-        self.clean_session = clean_session
-        self.will_topic = will_topic
-        self.will_payload = will_payload
-        self.will_retain = will_retain
-        self.will_qos = will_qos
-        self.backoff_min_ms = backoff_min_ms
-        self.backoff_max_ms = backoff_max_ms
-        self.socket_factory = socket_factory
-        self.connect_timeout_ms = connect_timeout_ms
+    # set by hushlight.mqttconnect.init, with what they hold
+    client_id: bytes
+    host: str
+    port: int
+    user: "str | None"
+    password: "str | None"
+    keepalive: int
+    ssl_cafile: "str | None"
+    server_hostname: "str | None"
+    clean_session: bool
+    will_topic: "str | None"
+    will_payload: "Any"
+    will_retain: bool
+    will_qos: int
+    backoff_min_ms: int
+    backoff_max_ms: int
+    socket_factory: "Any"
+    connect_timeout_ms: int
+    on_message: "Any"
+    on_connect: "Any"
+    on_puback: "Any"
+    on_down: "Any"
+    stats: dict
+    last_error: "str | None"
+    previous_error: "str | None"
+    _rx: bytearray
+    _rxmv: memoryview
+    _rx1: memoryview
+    _rx2: memoryview
+    _tx: bytearray
+    _txmv: memoryview
+    _ack: bytearray
+    _topics: dict
+    _unacked: dict
+    _pid: int
+    _sock: "Any"
+    _stream: "Any"
+    _link: bool
+    _ready: bool
+    _ready_event: "asyncio.Event"
+    _down: "asyncio.Event"
+    _write_lock: "asyncio.Lock"
+    _sub_lock: "asyncio.Lock"
+    _suback: "asyncio.Event"
+    _suback_pid: int
+    _suback_code: int
+    _stop: bool
+    _last_tx: "Any"
+    _last_rx: "Any"
+    _ping_sent: "Any"
+    _ssl_ctx: "Any"
 
-        self.on_message = None  # callable(topic: str, payload: bytes, retained: bool)
-        self.on_connect = None  # (coroutine) function, run after each connect
-        self.on_puback = None  # callable(pid: int)
-        # callable(why: str, retry_ms: int): a connection attempt failed or the
-        # link was lost, and the next attempt comes in retry_ms (console log)
-        self.on_down = None
-        self.stats = {
-            "connects": 0,
-            "reconnects": 0,
-            "connect_failures": 0,
-            "ping_timeouts": 0,
-            "published": 0,
-            "acked": 0,
-            "received": 0,
-            "dropped_in": 0,  # incoming messages too large or failing in on_message
-            "bytes_out": 0,
-            "bytes_in": 0,
-            "backoff_ms": 0,  # the last back-off step (its sleep is half that to all of it)
-        }
-        self.last_error = None  # a sentence about the last failure, for status and selftest
-        # what ended the previous connection, kept through the next one (logs)
-        self.previous_error = None
-
-        self._rx = bytearray(_RX_SIZE)
-        self._rxmv = memoryview(self._rx)
-        self._rx1 = self._rxmv[:1]
-        self._rx2 = self._rxmv[:2]
-        # PUBLISH packets up to _TX_SIZE are assembled here and sent whole
-        self._tx = bytearray(_TX_SIZE)
-        self._txmv = memoryview(self._tx)
-        self._ack = bytearray(4)  # PUBACK, sent by the reader only
-        self._pidbuf = bytearray(2)
-        self._topics = {}  # topic str -> encoded bytes, for the few topics a sensor uses
-        self._unacked = {}  # pid -> None, QoS 1 publishes awaiting PUBACK
-        self._pid = 0
-        self._sock = None
-        self._stream = None
-        self._link = False  # socket up and CONNACK received: publish allowed
-        self._ready = False  # on_connect done: connected() is True
-        self._ready_event = asyncio.Event()
-        self._down = asyncio.Event()  # set when the link must be dropped
-        self._write_lock = asyncio.Lock()
-        self._sub_lock = asyncio.Lock()
-        self._suback = asyncio.Event()
-        self._suback_pid = 0
-        self._suback_code = 0
-        self._stop = False
-        self._last_tx = time.ticks_ms()
-        self._last_rx = self._last_tx
-        self._ping_sent = None  # ticks of the outstanding PINGREQ, or None
-        self._ssl_ctx = None
+    def __init__(self, client_id, host, port=1883, **settings):
+        """`settings`: user, password, keepalive (s, 30), ssl_cafile,
+        server_hostname, clean_session (False), will_topic, will_payload,
+        will_retain (True), will_qos (1), backoff_min_ms (500),
+        backoff_max_ms (30000), socket_factory, connect_timeout_ms (10000).
+        Set up by hushlight.mqttconnect, so that this code leaves the heap."""
+        once("mqttconnect").init(self, client_id, host, port, settings)
 
     # ------------------------------------------------------------ public API
 
@@ -271,11 +218,14 @@ class MQTTClient:
             payload = payload.encode()  # its length on the wire is in bytes
         t = self._topics.get(topic)
         if t is None:
-            t = _utf8(topic)
+            t = mqttcodec.utf8(topic)
+            if len(t) > TX_SIZE - 9:
+                raise ValueError(
+                    "topic of %d bytes is longer than %d; use a shorter one" % (len(t), TX_SIZE - 9)
+                )
             if len(self._topics) < 8:
                 self._topics[topic] = t
         pid = 0
-        size = 2 + len(t) + len(payload) + (2 if qos else 0)
         n = 0
         lock = self._write_lock
         try:
@@ -294,32 +244,14 @@ class MQTTClient:
                     # can arrive while we drain
                     pid = self._next_pid()
                     self._unacked[pid] = None
-                tx = self._tx
-                tx[0] = _PUBLISH | (qos << 1) | (1 if retain else 0)
-                n = _encode_length(tx, size)
-                if n + size <= _TX_SIZE:
+                i = mqttcodec.publish_head(self._tx, t, qos, retain, pid, len(payload))
+                n = i + len(payload)
+                if n <= TX_SIZE:
                     # the whole packet in one write: one syscall, one segment
-                    i = n
-                    tx[i] = len(t) >> 8
-                    tx[i + 1] = len(t) & 0xFF
-                    tx[i + 2 : i + 2 + len(t)] = t
-                    i += 2 + len(t)
-                    if qos:
-                        tx[i] = pid >> 8
-                        tx[i + 1] = pid & 0xFF
-                        i += 2
-                    tx[i : i + len(payload)] = payload
-                    w.write(self._txmv[: n + size])
-                else:
+                    self._tx[i:n] = payload
                     w.write(self._txmv[:n])
-                    self._pidbuf[0] = len(t) >> 8
-                    self._pidbuf[1] = len(t) & 0xFF
-                    w.write(self._pidbuf)
-                    w.write(t)
-                    if qos:
-                        self._pidbuf[0] = pid >> 8
-                        self._pidbuf[1] = pid & 0xFF
-                        w.write(self._pidbuf)
+                else:
+                    w.write(self._txmv[:i])
                     w.write(payload)
                 if getattr(w, "out_buf", True):
                     await self._drain(w)
@@ -342,7 +274,7 @@ class MQTTClient:
             self._down.set()
             raise OSError(_errno(e), "MQTT publish failed: %s" % _describe(e))
         self._last_tx = time.ticks_ms()
-        self.stats["bytes_out"] += n + size
+        self.stats["bytes_out"] += n
         self.stats["published"] += 1
         return pid
 
@@ -424,7 +356,7 @@ class MQTTClient:
                 # can wait, and waiting on the lock here could wait forever)
                 self._ping_sent = now
                 try:
-                    await asyncio.wait_for_ms(self._send(_PINGREQ_PACKET), ka // 2)
+                    await asyncio.wait_for_ms(self._send(mqttcodec.PINGREQ_PACKET), ka // 2)
                 except asyncio.TimeoutError:
                     self.stats["ping_timeouts"] += 1
                     raise OSError(ETIMEDOUT, "PINGREQ not sent within %d ms" % (ka // 2)) from None
@@ -536,16 +468,16 @@ class MQTTClient:
             await self._read_exact(self._rx1)
             rx[1] = rx[0]
             size |= (rx[1] & 0x7F) << shift
-        whole = size <= _RX_SIZE
+        whole = size <= RX_SIZE
         if size:
-            await self._read_exact(mv[: min(size, _RX_SIZE)])
-        if size > _RX_SIZE:
+            await self._read_exact(mv[: min(size, RX_SIZE)])
+        if size > RX_SIZE:
             # read through the rest in buffer-sized chunks, keeping the start
             # (topic and packet id) in a small copy
             head = bytes(mv[:_HEAD])
-            left = size - _RX_SIZE
+            left = size - RX_SIZE
             while left:
-                k = min(left, _RX_SIZE)
+                k = min(left, RX_SIZE)
                 await self._read_exact(mv[:k])
                 left -= k
             rx[:_HEAD] = head
@@ -554,12 +486,12 @@ class MQTTClient:
         t = kind & 0xF0
         # a packet shorter than its type needs would be read from stale
         # buffer bytes: the link is out of step, so drop it
-        if size < _MIN_SIZE.get(t, 0) or (t == _PUBLISH and kind & 0x06 and size < 4):
+        if mqttcodec.malformed(kind, size):
             raise OSError(ECONNABORTED, "malformed packet 0x%02x of %d bytes" % (kind, size))
         if t == _PUBLISH:
             await self._on_publish(kind, size, whole)
         elif t == _PUBACK:
-            pid = rx[0] << 8 | rx[1]
+            pid = mqttcodec.packet_id(rx)
             if self._unacked.pop(pid, 0) is None:
                 self.stats["acked"] += 1
                 if self.on_puback is not None:
@@ -568,7 +500,7 @@ class MQTTClient:
                     except Exception as e:  # an application bug must not cut the link
                         sys.print_exception(e)
         elif t == _SUBACK:
-            if (rx[0] << 8 | rx[1]) == self._suback_pid:
+            if mqttcodec.packet_id(rx) == self._suback_pid:
                 self._suback_code = rx[2]
                 self._suback.set()
         elif t == _PINGRESP:
@@ -579,11 +511,11 @@ class MQTTClient:
     async def _on_publish(self, kind, size, whole):
         rx = self._rx
         qos = (kind >> 1) & 3
-        tlen = rx[0] << 8 | rx[1]
+        tlen = mqttcodec.packet_id(rx)  # (the topic's length, a 16-bit field like an id)
         off = 2 + tlen
         pid = 0
         if qos:
-            pid = rx[off] << 8 | rx[off + 1]
+            pid = mqttcodec.packet_id(rx, off)
             off += 2
         if qos > 1:
             raise OSError(ECONNABORTED, "QoS 2 delivery although we subscribe with QoS 1 at most")
@@ -599,12 +531,8 @@ class MQTTClient:
         else:
             self.stats["dropped_in"] += 1
         if qos:
-            s = self._ack
-            s[0] = _PUBACK
-            s[1] = 2
-            s[2] = pid >> 8
-            s[3] = pid & 0xFF
-            await self._send(memoryview(s)[:4])
+            mqttcodec.puback(self._ack, pid)
+            await self._send(memoryview(self._ack)[:4])
 
 
 def _stream_of(sock):
@@ -622,15 +550,5 @@ def _errno(e):
 
 
 def _describe(e):
-    if isinstance(e, asyncio.TimeoutError):
-        return "timed out"
-    if isinstance(e, _Refused):
-        return "refused, CONNACK code %d" % e.args[0]
-    if isinstance(e, OSError):
-        if len(e.args) > 1:  # a sentence of ours, or the TLS library's error name
-            return str(e.args[1])
-        if e.errno == ECONNREFUSED:
-            return "connection refused (nothing listens on that port: is the broker running?)"
-        if e.errno == EHOSTUNREACH:
-            return "host unreachable (check the network and the broker's address)"
-    return "%s %s" % (type(e).__name__, e)
+    # the sentences load when something failed (hushlight.mqttconnect)
+    return once("mqttconnect").describe(e)
