@@ -15,9 +15,12 @@ import pytest
 from playwright.async_api import Page, expect
 
 from gateway.config import load_config
+from gateway.events import LevelEvent
 from gateway.service import Gateway
+from gateway.storage import Storage
 from tests.gateway.clocks import FixedClock
 from tests.gateway.conftest import Sensors, mqtt_client, write_config
+from tests.gateway.stored import fold_and_write
 from tests.gateway.test_report import store_pilot
 from tests.gateway.test_verdict import simulate
 from tests.web.conftest import Web
@@ -208,3 +211,98 @@ async def test_bad_dashboard_requests_get_a_sentence(
         with contextlib.suppress(asyncio.CancelledError):
             await serving
         gw.storage.close()
+
+
+@pytest.mark.parametrize(
+    ("forwarded_for", "token", "status"),
+    [
+        ("192.168.1.20", False, 200),  # the site's network
+        ("10.0.0.7", False, 200),
+        ("fe80::1", False, 200),
+        # from elsewhere (public addresses: the documentation ranges count as private)
+        ("81.82.83.84", False, 403),
+        ("81.82.83.84", True, 200),  # with the operator token
+        ("2a02:1800::5", False, 403),
+    ],
+)
+async def test_the_dashboard_is_open_to_the_local_network_only(
+    tmp_path: Path, forwarded_for: str, token: bool, status: int
+) -> None:
+    cfg = load_config(write_config(tmp_path, "mqtt://127.0.0.1:1"))
+    cfg = dataclasses.replace(
+        cfg, http=dataclasses.replace(cfg.http, port=0, trust_forwarded_for=True)
+    )
+    gw = Gateway(cfg, install_signals=False)
+    serving = asyncio.create_task(gw.http.serve(gw.http_ready))
+    headers = {"X-Forwarded-For": forwarded_for}
+    if token:
+        headers["Authorization"] = f"Bearer {cfg.http.token}"
+    try:
+        await asyncio.wait_for(gw.http_ready.wait(), 10)
+        async with aiohttp.ClientSession() as session:
+            for path in ("/dashboard/", "/api/dashboard/street", "/api/dashboard/events"):
+                url = f"http://127.0.0.1:{gw.http.port}{path}"
+                async with session.get(url, headers=headers) as r:
+                    assert r.status == status, (path, await r.text())
+                    if status == 403:
+                        assert forwarded_for in (await r.json())["error"]
+    finally:
+        serving.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await serving
+        gw.storage.close()
+
+
+async def test_the_night_shows_the_stored_minutes(tmp_path: Path, browser: Web) -> None:
+    cfg = load_config(write_config(tmp_path, "mqtt://127.0.0.1:1"))
+    cfg = dataclasses.replace(cfg, http=dataclasses.replace(cfg.http, port=0))
+    start = 1_795_213_800.0  # a minute boundary
+    with Storage(cfg.storage.path, peak_threshold_db=cfg.storage.peak_threshold_db) as db:
+        # s1: ten minutes of 1 s records, rising 2 dB a minute with one peak a minute
+        records = [
+            LevelEvent(
+                "s1",
+                0,
+                start + k,
+                start + k + 1,
+                50.0 + 2 * (k // 60),
+                55.0 + (k % 60 == 7) * 30,
+                55.0,
+            )
+            for k in range(600)
+        ]
+        fold_and_write(db, records)
+        db.flush()
+        stored = db.minute_levels(["s1"], start, start + 600)
+    assert len(stored) == 10
+    gw = Gateway(cfg, clock=FixedClock(start + 660), install_signals=False)
+    serving = asyncio.create_task(gw.http.serve(gw.http_ready))
+    try:
+        await asyncio.wait_for(gw.http_ready.wait(), 10)
+        base = f"http://127.0.0.1:{gw.http.port}"
+        async with (
+            aiohttp.ClientSession() as session,
+            session.get(base + "/api/dashboard/night?zone=main&hours=1") as r,
+        ):
+            night = await r.json()
+        assert night["series"]["s2"] == []
+        assert night["series"]["s1"] == [
+            [m.minute, round(m.laeq, 2), round(m.lafmax, 2), m.peaks] for m in stored
+        ]
+        page = await browser.new_page()
+        await page.goto(base + "/dashboard/#night")
+        line = page.locator("#night-chart polyline.minutes")
+        await expect(line).to_have_count(1, timeout=WAIT_MS)  # s1's; s2 and s3 have no minute
+        points = (await line.get_attribute("points") or "").split()
+        assert len(points) == len(stored)
+        await expect(page.locator("#night-chart circle.lafmax")).to_have_count(len(stored))
+        # louder minutes are drawn higher (SVG y grows downwards)
+        ys = [float(p.split(",")[1]) for p in points]
+        assert ys == sorted(ys, reverse=True)
+        await browser.screenshot(page, "dashboard-night-minutes")
+    finally:
+        serving.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await serving
+        gw.storage.close()
+    assert browser.errors == []
