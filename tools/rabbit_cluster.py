@@ -87,6 +87,10 @@ class RabbitNode:
     @property
     def pid(self) -> int | None:
         """The node's Erlang VM (beam) process id, while it runs."""
+        # rabbitmq-server execs the VM: once our child has exited (and is
+        # reaped here), the pid in the file is no longer the node's
+        if self._proc is not None and self._proc.poll() is not None:
+            return None
         try:
             pid = int((self.dir / "pid").read_text().strip())
         except (OSError, ValueError):

@@ -153,11 +153,14 @@ def test_the_three_nodes_form_one_cluster(rabbit: Cluster) -> None:
         assert rabbit.nodes.members(node) == names
 
 
-def test_a_persistent_sessions_messages_survive_the_loss_of_its_node(rabbit: Cluster) -> None:
+@pytest.mark.parametrize("killed", [0, 1], ids=["its-own-node", "the-publishers-node"])
+def test_a_persistent_sessions_messages_survive_the_loss_of_a_node(
+    rabbit: Cluster, killed: int
+) -> None:
     # The gateway's session lives on node 1; a sensor publishes through node 2
-    # while the gateway is away; node 1 then dies.  The session's quorum queue
-    # has copies on the other nodes, so the gateway, back on node 3, gets
-    # every message.
+    # while the gateway is away; then one of those nodes dies.  The session's
+    # quorum queue has copies on every node, so the gateway, back on node 3,
+    # gets every message.
     topic = topics.sensors_wildcard(SITE, "levels")
     client_id = "gw-" + secrets.token_hex(4)
     sub = gateway(rabbit, 0, client_id=client_id, clean=False)
@@ -170,8 +173,8 @@ def test_a_persistent_sessions_messages_survive_the_loss_of_its_node(rabbit: Clu
         pub.publish(topics.levels(SITE, "ns-07"), payload)
     pub.close()
 
-    rabbit.nodes.kill(0)
-    assert not rabbit.nodes.nodes[0].running
+    rabbit.nodes.kill(killed)
+    assert not rabbit.nodes.nodes[killed].running
     back = gateway(rabbit, 2, client_id=client_id, clean=False, timeout=30)
     try:
         assert back.session_present
@@ -179,6 +182,10 @@ def test_a_persistent_sessions_messages_survive_the_loss_of_its_node(rabbit: Clu
         assert got == sent
     finally:
         back.close()
+
+    # the killed node comes back into the cluster from its own data
+    rabbit.nodes.start_node(killed)
+    assert rabbit.nodes.members() == sorted(n.nodename for n in rabbit.nodes.nodes)
 
 
 def test_a_sensor_account_publishes_only_its_own_topics(rabbit: Cluster, tmp_path: Path) -> None:

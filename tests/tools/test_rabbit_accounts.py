@@ -1,0 +1,90 @@
+"""tools/rabbit_accounts.py: a sensor's broker account as RabbitMQ definitions.
+
+The accounts are tried against real RabbitMQ nodes in tests/cluster; these
+tests check the file itself and the rules it writes.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from protocol import topics
+from tools import cli, rabbit_accounts
+from tools.errors import UsageError
+
+
+def test_the_password_hash_is_rabbitmqs_salted_sha256() -> None:
+    hashed = rabbit_accounts.hash_password("open sesame")
+    raw = base64.b64decode(hashed)
+    salt = raw[: rabbit_accounts.SALT_BYTES]
+    assert raw[len(salt) :] == hashlib.sha256(salt + b"open sesame").digest()
+    assert rabbit_accounts.check_password("open sesame", hashed)
+    assert not rabbit_accounts.check_password("open sesame!", hashed)
+    assert rabbit_accounts.hash_password("open sesame") != hashed  # a fresh salt each time
+
+
+def test_a_sensor_may_write_its_own_topics_and_read_its_config_only() -> None:
+    defs = rabbit_accounts.sensor_definitions("leuven", "ns-01", "x")
+    (perm,) = defs["topic_permissions"]
+    assert perm["exchange"] == "amq.topic"
+
+    def key(topic: str) -> str:
+        return rabbit_accounts.routing_key(topic)
+
+    for own in (topics.levels, topics.summary, topics.status):
+        assert re.search(perm["write"], key(own("leuven", "ns-01")))
+    for other in (
+        topics.levels("leuven", "ns-02"),
+        topics.levels("gent", "ns-01"),
+        topics.config("leuven", "ns-01"),
+        topics.light_set("leuven", "g-1"),
+        topics.levels("leuven", "ns-01") + ".x",
+        "x" + key(topics.levels("leuven", "ns-01")),
+    ):
+        assert not re.search(perm["write"], key(other)), other
+    assert re.search(perm["read"], key(topics.config("leuven", "ns-01")))
+    assert not re.search(perm["read"], key(topics.config("leuven", "ns-02")))
+    assert not re.search(perm["read"], key(topics.sensors_wildcard("leuven", "config")))
+
+    (access,) = defs["permissions"]
+    queue = "mqtt-subscription-leuven-ns-01qos1"
+    assert re.search(access["configure"], queue)
+    assert not re.search(access["configure"], "mqtt-subscription-leuven-ns-02qos1")
+
+
+def test_provisioning_again_replaces_the_sensors_account(tmp_path: Path) -> None:
+    defs = tmp_path / "defs.json"
+
+    def provision(sensor: str) -> str:
+        out = tmp_path / f"{sensor}.json"
+        args = ["provision", "--out", str(out), "--id", sensor, "--site", "leuven"]
+        args += ["--wifi-ssid", "s", "--wifi-password", "p", "--broker", "mqtt://h:1883"]
+        assert cli.main([*args, "--rabbit-defs", str(defs)]) == 0
+        password: str = json.loads(out.read_text())["mqtt_password"]
+        return password
+
+    provision("ns-01")
+    provision("ns-02")
+    again = provision("ns-01")
+    data = json.loads(defs.read_text())
+    assert sorted(u["name"] for u in data["users"]) == ["ns-01", "ns-02"]
+    assert sorted(p["user"] for p in data["permissions"]) == ["ns-01", "ns-02"]
+    assert sorted(p["user"] for p in data["topic_permissions"]) == ["ns-01", "ns-02"]
+    (user,) = [u for u in data["users"] if u["name"] == "ns-01"]
+    assert rabbit_accounts.check_password(again, user["password_hash"])
+    assert defs.stat().st_mode & 0o777 == 0o600  # it holds password hashes
+
+
+def test_a_broken_definitions_file_is_a_sentence(tmp_path: Path) -> None:
+    defs = tmp_path / "defs.json"
+    defs.write_text("{not json")
+    account = rabbit_accounts.sensor_definitions("leuven", "ns-01", "x")
+    with pytest.raises(UsageError, match="cannot read RabbitMQ definitions"):
+        rabbit_accounts.upsert(defs, account)
+    assert defs.read_text() == "{not json"
