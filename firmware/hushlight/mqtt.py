@@ -297,7 +297,7 @@ class MQTTClient:
         await once("mqttconnect").connect(self)
 
     async def _session(self):
-        reader = asyncio.create_task(self._read_loop())
+        reader = asyncio.create_task(_read_loop(self))
         try:
             if self.on_connect is not None:
                 pending = self.on_connect()
@@ -321,47 +321,12 @@ class MQTTClient:
                 raise OSError(ECONNRESET, "link dropped during on_connect")
             self._ready = True
             self._ready_event.set()
-            await self._keepalive_loop()
+            await _keepalive_loop(self)
         finally:
             reader.cancel()
             self._link = False
             self._ready = False
             self._ready_event.clear()
-
-    async def _keepalive_loop(self):
-        ka = self.keepalive * 1000
-        idle_limit = ka // 4
-        step = max(idle_limit // 4, 50)
-        while not self._down.is_set():
-            try:
-                await asyncio.wait_for_ms(self._down.wait(), step)
-                break
-            except asyncio.TimeoutError:
-                pass
-            now = time.ticks_ms()
-            if self._ping_sent is not None:
-                if time.ticks_diff(now, self._ping_sent) >= ka // 2:
-                    self.stats["ping_timeouts"] += 1
-                    raise OSError(ETIMEDOUT, "no PINGRESP within %d ms" % (ka // 2))
-            elif time.ticks_diff(now, self._last_rx) >= ka:
-                # nothing heard for a whole keepalive and no ping could go
-                # out: a publish is stuck in a full send buffer (peer gone)
-                self.stats["ping_timeouts"] += 1
-                raise OSError(ETIMEDOUT, "nothing received for %d ms" % ka)
-            elif not self._write_lock.locked() and (
-                time.ticks_diff(now, self._last_tx) >= idle_limit
-                or time.ticks_diff(now, self._last_rx) >= idle_limit
-            ):
-                # (a writer holding the lock shows the link is busy; the ping
-                # can wait, and waiting on the lock here could wait forever)
-                self._ping_sent = now
-                try:
-                    await asyncio.wait_for_ms(self._send(mqttcodec.PINGREQ_PACKET), ka // 2)
-                except asyncio.TimeoutError:
-                    self.stats["ping_timeouts"] += 1
-                    raise OSError(ETIMEDOUT, "PINGREQ not sent within %d ms" % (ka // 2)) from None
-        if not self._stop:
-            raise OSError(ECONNRESET, "MQTT link dropped")
 
     def _close(self):
         self._link = False
@@ -422,117 +387,163 @@ class MQTTClient:
         except asyncio.TimeoutError:
             raise OSError(ETIMEDOUT, "send stalled for %d s" % self.keepalive) from None
 
-    async def _read_exact(self, mv):
-        got = 0
-        n = len(mv)
-        while got < n:
-            stream = self._stream
-            if stream is None:
-                raise OSError(ENOTCONN, "MQTT not connected")
-            r = await stream.readinto(mv[got:] if got else mv)
-            if r is None:
-                continue  # TLS: a record is not complete yet
-            if r == 0:
-                raise OSError(ECONNRESET, "the broker closed the connection")
-            got += r
-        self.stats["bytes_in"] += n
 
-    async def _read_loop(self):
+# ------------------------------------------------------------ keepalive and reader
+
+
+async def _keepalive_loop(c):
+    """Keep the link of client `c` alive until it is to be dropped (module docstring)."""
+    ka = c.keepalive * 1000
+    idle_limit = ka // 4
+    step = max(idle_limit // 4, 50)
+    while not c._down.is_set():
         try:
-            while True:
-                await self._read_packet()
-        except Exception as e:  # any read failure drops the link
-            if not self._stop:
-                self.last_error = "reading from %s:%d failed: %s" % (
-                    self.host,
-                    self.port,
-                    _describe(e),
-                )
-            self._down.set()
-            # a subscribe waiting for its SUBACK need not wait for its timeout
-            self._suback.set()
-
-    async def _read_packet(self):
-        rx = self._rx
-        mv = self._rxmv
-        # every packet has a type byte and at least one length byte: read both
-        # at once, then the further length bytes one at a time (section 2.2.3)
-        await self._read_exact(self._rx2)
-        kind = rx[0]
-        size = rx[1] & 0x7F
-        shift = 0
-        while rx[1] & 0x80:
-            shift += 7
-            if shift > 21:
-                raise OSError(ECONNABORTED, "malformed remaining length")
-            await self._read_exact(self._rx1)
-            rx[1] = rx[0]
-            size |= (rx[1] & 0x7F) << shift
-        whole = size <= RX_SIZE
-        if size:
-            await self._read_exact(mv[: min(size, RX_SIZE)])
-        if size > RX_SIZE:
-            # read through the rest in buffer-sized chunks, keeping the start
-            # (topic and packet id) in a small copy
-            head = bytes(mv[:_HEAD])
-            left = size - RX_SIZE
-            while left:
-                k = min(left, RX_SIZE)
-                await self._read_exact(mv[:k])
-                left -= k
-            rx[:_HEAD] = head
-        self._last_rx = time.ticks_ms()
-        self._ping_sent = None  # any packet proves the link alive
-        t = kind & 0xF0
-        # a packet shorter than its type needs would be read from stale
-        # buffer bytes: the link is out of step, so drop it
-        if mqttcodec.malformed(kind, size):
-            raise OSError(ECONNABORTED, "malformed packet 0x%02x of %d bytes" % (kind, size))
-        if t == _PUBLISH:
-            await self._on_publish(kind, size, whole)
-        elif t == _PUBACK:
-            pid = mqttcodec.packet_id(rx)
-            if self._unacked.pop(pid, 0) is None:
-                self.stats["acked"] += 1
-                if self.on_puback is not None:
-                    try:
-                        self.on_puback(pid)
-                    except Exception as e:  # an application bug must not cut the link
-                        sys.print_exception(e)
-        elif t == _SUBACK:
-            if mqttcodec.packet_id(rx) == self._suback_pid:
-                self._suback_code = rx[2]
-                self._suback.set()
-        elif t == _PINGRESP:
+            await asyncio.wait_for_ms(c._down.wait(), step)
+            break
+        except asyncio.TimeoutError:
             pass
-        else:
-            raise OSError(ECONNABORTED, "unexpected packet type 0x%02x" % kind)
+        now = time.ticks_ms()
+        if c._ping_sent is not None:
+            if time.ticks_diff(now, c._ping_sent) >= ka // 2:
+                c.stats["ping_timeouts"] += 1
+                raise OSError(ETIMEDOUT, "no PINGRESP within %d ms" % (ka // 2))
+        elif time.ticks_diff(now, c._last_rx) >= ka:
+            # nothing heard for a whole keepalive and no ping could go
+            # out: a publish is stuck in a full send buffer (peer gone)
+            c.stats["ping_timeouts"] += 1
+            raise OSError(ETIMEDOUT, "nothing received for %d ms" % ka)
+        elif not c._write_lock.locked() and (
+            time.ticks_diff(now, c._last_tx) >= idle_limit
+            or time.ticks_diff(now, c._last_rx) >= idle_limit
+        ):
+            # (a writer holding the lock shows the link is busy; the ping
+            # can wait, and waiting on the lock here could wait forever)
+            c._ping_sent = now
+            try:
+                await asyncio.wait_for_ms(c._send(mqttcodec.PINGREQ_PACKET), ka // 2)
+            except asyncio.TimeoutError:
+                c.stats["ping_timeouts"] += 1
+                raise OSError(ETIMEDOUT, "PINGREQ not sent within %d ms" % (ka // 2)) from None
+    if not c._stop:
+        raise OSError(ECONNRESET, "MQTT link dropped")
 
-    async def _on_publish(self, kind, size, whole):
-        rx = self._rx
-        qos = (kind >> 1) & 3
-        tlen = mqttcodec.packet_id(rx)  # (the topic's length, a 16-bit field like an id)
-        off = 2 + tlen
-        pid = 0
-        if qos:
-            pid = mqttcodec.packet_id(rx, off)
-            off += 2
-        if qos > 1:
-            raise OSError(ECONNABORTED, "QoS 2 delivery although we subscribe with QoS 1 at most")
-        self.stats["received"] += 1
-        if whole and tlen <= size and off <= size:
-            if self.on_message is not None:
+
+async def _read_exact(c, mv):
+    """Fill `mv` from the link of client `c`."""
+    got = 0
+    n = len(mv)
+    while got < n:
+        stream = c._stream
+        if stream is None:
+            raise OSError(ENOTCONN, "MQTT not connected")
+        r = await stream.readinto(mv[got:] if got else mv)
+        if r is None:
+            continue  # TLS: a record is not complete yet
+        if r == 0:
+            raise OSError(ECONNRESET, "the broker closed the connection")
+        got += r
+    c.stats["bytes_in"] += n
+
+
+async def _read_loop(c):
+    """The reader of a link: one packet after the other until the link fails."""
+    try:
+        while True:
+            await _read_packet(c)
+    except Exception as e:  # any read failure drops the link
+        if not c._stop:
+            c.last_error = "reading from %s:%d failed: %s" % (
+                c.host,
+                c.port,
+                _describe(e),
+            )
+        c._down.set()
+        # a subscribe waiting for its SUBACK need not wait for its timeout
+        c._suback.set()
+
+
+async def _read_packet(c):
+    rx = c._rx
+    mv = c._rxmv
+    # every packet has a type byte and at least one length byte: read both
+    # at once, then the further length bytes one at a time (section 2.2.3)
+    await _read_exact(c, c._rx2)
+    kind = rx[0]
+    size = rx[1] & 0x7F
+    shift = 0
+    while rx[1] & 0x80:
+        shift += 7
+        if shift > 21:
+            raise OSError(ECONNABORTED, "malformed remaining length")
+        await _read_exact(c, c._rx1)
+        rx[1] = rx[0]
+        size |= (rx[1] & 0x7F) << shift
+    whole = size <= RX_SIZE
+    if size:
+        await _read_exact(c, mv[: min(size, RX_SIZE)])
+    if size > RX_SIZE:
+        # read through the rest in buffer-sized chunks, keeping the start
+        # (topic and packet id) in a small copy
+        head = bytes(mv[:_HEAD])
+        left = size - RX_SIZE
+        while left:
+            k = min(left, RX_SIZE)
+            await _read_exact(c, mv[:k])
+            left -= k
+        rx[:_HEAD] = head
+    c._last_rx = time.ticks_ms()
+    c._ping_sent = None  # any packet proves the link alive
+    t = kind & 0xF0
+    # a packet shorter than its type needs would be read from stale
+    # buffer bytes: the link is out of step, so drop it
+    if mqttcodec.malformed(kind, size):
+        raise OSError(ECONNABORTED, "malformed packet 0x%02x of %d bytes" % (kind, size))
+    if t == _PUBLISH:
+        await _on_publish(c, kind, size, whole)
+    elif t == _PUBACK:
+        pid = mqttcodec.packet_id(rx)
+        if c._unacked.pop(pid, 0) is None:
+            c.stats["acked"] += 1
+            if c.on_puback is not None:
                 try:
-                    topic = str(self._rxmv[2 : 2 + tlen], "utf-8")
-                    self.on_message(topic, bytes(self._rxmv[off:size]), bool(kind & 1))
-                except Exception as e:  # a bad message must not cut the link
-                    self.stats["dropped_in"] += 1
+                    c.on_puback(pid)
+                except Exception as e:  # an application bug must not cut the link
                     sys.print_exception(e)
-        else:
-            self.stats["dropped_in"] += 1
-        if qos:
-            mqttcodec.puback(self._ack, pid)
-            await self._send(memoryview(self._ack)[:4])
+    elif t == _SUBACK:
+        if mqttcodec.packet_id(rx) == c._suback_pid:
+            c._suback_code = rx[2]
+            c._suback.set()
+    elif t == _PINGRESP:
+        pass
+    else:
+        raise OSError(ECONNABORTED, "unexpected packet type 0x%02x" % kind)
+
+
+async def _on_publish(c, kind, size, whole):
+    rx = c._rx
+    qos = (kind >> 1) & 3
+    tlen = mqttcodec.packet_id(rx)  # (the topic's length, a 16-bit field like an id)
+    off = 2 + tlen
+    pid = 0
+    if qos:
+        pid = mqttcodec.packet_id(rx, off)
+        off += 2
+    if qos > 1:
+        raise OSError(ECONNABORTED, "QoS 2 delivery although we subscribe with QoS 1 at most")
+    c.stats["received"] += 1
+    if whole and tlen <= size and off <= size:
+        if c.on_message is not None:
+            try:
+                topic = str(c._rxmv[2 : 2 + tlen], "utf-8")
+                c.on_message(topic, bytes(c._rxmv[off:size]), bool(kind & 1))
+            except Exception as e:  # a bad message must not cut the link
+                c.stats["dropped_in"] += 1
+                sys.print_exception(e)
+    else:
+        c.stats["dropped_in"] += 1
+    if qos:
+        mqttcodec.puback(c._ack, pid)
+        await c._send(memoryview(c._ack)[:4])
 
 
 def _stream_of(sock):

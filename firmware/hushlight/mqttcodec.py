@@ -10,13 +10,10 @@ Section numbers are those of the MQTT 3.1.1 standard (OASIS, 2014).
 from micropython import const
 
 # packet types (section 2.2.1), with the fixed flags of section 2.2.2
-PUBLISH = const(0x30)
-PUBACK = const(0x40)
-SUBACK = const(0x90)
-PINGRESP = const(0xD0)
+_PUBLISH = const(0x30)
+_PUBACK = const(0x40)
+_SUBACK = const(0x90)
 PINGREQ_PACKET = b"\xc0\x00"
-# smallest remaining length of each packet type we read (section 3)
-_MIN_SIZE = {PUBLISH: 2, PUBACK: 2, SUBACK: 3}
 
 
 def encode_length(buf, n):
@@ -41,7 +38,7 @@ def publish_head(buf, t, qos, retain, pid, plen):
     """Write a PUBLISH up to its payload into `buf` (section 3.3): fixed
     header, topic `t` (bytes), packet id `pid` when `qos` is 1, for a payload
     of `plen` bytes; return where the payload starts."""
-    buf[0] = PUBLISH | (qos << 1) | (1 if retain else 0)
+    buf[0] = _PUBLISH | (qos << 1) | (1 if retain else 0)
     i = encode_length(buf, 2 + len(t) + plen + (2 if qos else 0))
     buf[i] = len(t) >> 8
     buf[i + 1] = len(t) & 0xFF
@@ -56,7 +53,7 @@ def publish_head(buf, t, qos, retain, pid, plen):
 
 def puback(buf, pid):
     """Write the PUBACK of packet id `pid` into buf[:4] (section 3.4)."""
-    buf[0] = PUBACK
+    buf[0] = _PUBACK
     buf[1] = 2
     buf[2] = pid >> 8
     buf[3] = pid & 0xFF
@@ -64,9 +61,12 @@ def puback(buf, pid):
 
 def malformed(kind, size):
     """Whether a packet of type byte `kind` is too short, at `size` bytes,
-    for what its type must hold."""
+    for what its type must hold (section 3)."""
     t = kind & 0xF0
-    return size < _MIN_SIZE.get(t, 0) or (t == PUBLISH and kind & 0x06 and size < 4)
+    if t == _PUBLISH:
+        # topic length, and a packet id at QoS 1 and 2
+        return size < (4 if kind & 0x06 else 2)
+    return size < (2 if t == _PUBACK else 3 if t == _SUBACK else 0)
 
 
 def packet_id(buf, i=0):

@@ -22,7 +22,7 @@ from errno import (
 )
 
 from hushlight import once
-from hushlight.mqtt import RX_SIZE, TX_SIZE, _Refused, _stream_of
+from hushlight.mqtt import RX_SIZE, TX_SIZE, _read_exact, _Refused, _stream_of
 from hushlight.mqttcodec import utf8
 
 packets = once("mqttsetup")
@@ -104,7 +104,7 @@ async def connect(c):
     c.stats["bytes_out"] += len(pkt)
     # CONNACK: 0x20, 2, session present, return code (section 3.2)
     rx = c._rxmv
-    await c._read_exact(rx[:4])
+    await _read_exact(c, rx[:4])
     code = packets.connack_code(c._rx)
     if code < 0:
         raise OSError(
