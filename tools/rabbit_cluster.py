@@ -38,6 +38,7 @@ import secrets
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -412,7 +413,11 @@ class RabbitCluster:
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("action", choices=("start", "stop", "status"))
+    parser.add_argument(
+        "action",
+        choices=("start", "stop", "status", "load"),
+        help="load: import the accounts of --definitions into the running cluster",
+    )
     parser.add_argument(
         "--dir",
         type=Path,
@@ -434,6 +439,17 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    try:
+        return _run(args)
+    except UsageError:
+        raise
+    except ToolError as exc:
+        # a node that would not start or a rabbitmqctl that failed: its own words
+        print(f"hushlight cluster: {exc}", file=sys.stderr)
+        return 1
+
+
+def _run(args: argparse.Namespace) -> int:
     folder: Path = args.dir.resolve()
     if args.action == "start":
         if (folder / STATE_FILE).exists():
@@ -457,6 +473,15 @@ def run(args: argparse.Namespace) -> int:
     cluster = RabbitCluster.attach(folder)
     if args.action == "status":
         _print_nodes(cluster)
+        return 0
+    if args.action == "load":
+        if args.definitions is None or not args.definitions.is_file():
+            raise UsageError(
+                "give the accounts to load as --definitions FILE "
+                "(written by `hushlight provision --rabbit-defs FILE`)"
+            )
+        cluster.load_definitions(args.definitions.resolve())
+        print(f"accounts of {args.definitions} loaded into the cluster in {folder}")
         return 0
     cluster.close()
     print(f"cluster in {folder} stopped and its folder removed")

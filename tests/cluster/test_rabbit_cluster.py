@@ -142,7 +142,8 @@ def provision(rabbit: Cluster, tmp_path: Path, sensor: str) -> dict[str, str]:
         ]
     )
     assert status == 0
-    rabbit.nodes.load_definitions(defs)
+    load = ["cluster", "load", "--dir", str(rabbit.nodes.dir), "--definitions", str(defs)]
+    assert cli.main(load) == 0
     config: dict[str, str] = json.loads(out.read_text())
     return config
 
