@@ -22,6 +22,7 @@ import asyncio
 import base64
 import binascii
 import logging
+import re
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +45,7 @@ FILES = {
     "sw.js": "text/javascript",
     "icon.svg": "image/svg+xml",
 }
+FILE_PATTERN = "(?:" + "|".join(re.escape(name) for name in FILES) + ")"
 ZONE_PATTERN = "[a-z0-9-]{1,32}"  # as config's zone ids; no dot, so never a file name above
 SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
@@ -133,7 +135,8 @@ class ResidentPages:
     def routes(self) -> list[web.RouteDef]:
         return [
             web.get(f"/residents/{{zone:{ZONE_PATTERN}}}", self.page),
-            web.get("/residents/{name:(?:resident\\.js|resident\\.css|sw\\.js|icon\\.svg)}", self.file),
+            web.get(f"/residents/{{zone:{ZONE_PATTERN}}}/", self.without_slash),
+            web.get(f"/residents/{{name:{FILE_PATTERN}}}", self.file),
             web.get(f"/api/residents/{{zone:{ZONE_PATTERN}}}", self.info),
             web.get("/api/push/key", self.push_key),
         ]
@@ -157,6 +160,12 @@ class ResidentPages:
             charset="utf-8",
             headers={**SECURITY_HEADERS, "Cache-Control": "no-cache"},
         )
+
+    async def without_slash(self, request: web.Request) -> web.StreamResponse:
+        # the page's files are relative to it: from ".../zone/" they would not be found
+        # (a response, not a raised redirect: the API's error middleware turns those into JSON)
+        location = f"/residents/{request.match_info['zone']}"
+        return web.Response(status=301, headers={"Location": location})
 
     async def file(self, request: web.Request) -> web.StreamResponse:
         name = request.match_info["name"]

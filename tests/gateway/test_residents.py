@@ -168,6 +168,8 @@ async def test_the_page_tells_the_zones_own_figures(tmp_path: Path) -> None:
         assert status == 200 and r.content_type == "text/html"
         assert '<script src="resident.js"' in html
         assert "default-src 'self'" in r.headers["Content-Security-Policy"]
+        async with site.session.get(site.base + "/residents/main/", allow_redirects=False) as moved:
+            assert moved.status == 301 and moved.headers["Location"] == "/residents/main"
         status, script, r = await site.get("/residents/sw.js")
         assert status == 200 and r.content_type == "text/javascript"
         assert r.headers["Service-Worker-Allowed"] == "/residents/"

@@ -85,7 +85,7 @@ async def resident(tmp_path: Path) -> AsyncIterator[Resident]:
         yield r
 
 
-async def until(what: str, check: Callable[[], Awaitable[Any]], within: float = 10.0) -> Any:
+async def until(what: str, check: Callable[[], Awaitable[Any]], within: float = 20.0) -> Any:
     """`check()`'s first truthy value, polled; fails naming `what` after `within` s."""
     deadline = asyncio.get_running_loop().time() + within
     while True:
