@@ -76,11 +76,20 @@ class BrokerConfig:
 
 @dataclass(frozen=True)
 class StorageConfig:
-    """Where the SQLite database lives."""
+    """Where the SQLite database lives, or the PostgreSQL database gateways share."""
 
     path: Path = Path("hushlight.db")
     peak_threshold_db: float = 70.0  # LAFmax level counted as a peak in the minute levels
     retention_days: int = 0  # older levels and records are pruned; 0 = keep everything
+    # "postgresql://...": the store several gateways share, each holding leases on some
+    # zones (gateway.leases); None: the SQLite file at `path`, one gateway
+    url: str | None = None
+    lease_s: float = 10.0  # how long a zone lease lasts unrenewed (renewed every third of it)
+
+    @property
+    def where(self) -> str | Path:
+        """What `Storage` opens: the URL, or the file."""
+        return self.url or self.path
 
 
 @dataclass(frozen=True)
@@ -411,8 +420,22 @@ def _storage(t: _Table, base: Path) -> StorageConfig:
     path = t.path_value("path", None, base) or base / StorageConfig.path
     peak = t.number("peak_threshold_db", 70.0, 30.0, 140.0, "dB")
     retention = t.integer("retention_days", 0, 0, 36500, "days")
+    url = t.opt_string("url", "a postgresql:// URL")
+    if url is not None:
+        if not url.startswith(("postgresql://", "postgres://")):
+            raise ConfigError(
+                "storage.url: expected a postgresql://user@host:port/database URL, got one "
+                f"starting {_show(url.split('://')[0] + '://')} (the rest not shown: it may hold "
+                "a password); leave it out to keep the SQLite file of storage.path"
+            )
+        if t.has("path"):
+            raise ConfigError(
+                "storage: give storage.path (one gateway, SQLite) or storage.url (gateways "
+                "sharing PostgreSQL), not both"
+            )
+    lease = t.number("lease_s", 10.0, 3.0, 600.0, "seconds")
     t.finish()
-    return StorageConfig(path, peak, retention)
+    return StorageConfig(path, peak, retention, url, lease)
 
 
 def _http(t: _Table) -> HttpConfig:

@@ -55,6 +55,7 @@ class Dispatcher:
         metrics: Metrics,
         stepper: Stepper,
         on_recorded: Callable[[], None],
+        holds: Callable[[str], bool] | None = None,
     ) -> None:
         self.config = config
         self.clock = clock
@@ -64,9 +65,19 @@ class Dispatcher:
         self.metrics = metrics
         self.stepper = stepper
         self.on_recorded = on_recorded  # the policy state changed: it wants saving
+        # gateways sharing a city: whether this one holds a zone's lease now; the
+        # decisions of other zones are their owner's to record and carry out
+        self.holds = holds
+        self.unheld = 0  # decisions dropped because their zone was not held
         self._sent: collections.OrderedDict[str, str] = collections.OrderedDict()  # cmd -> group
 
     async def carry_out(self, decisions: Sequence[Decision]) -> None:
+        if self.holds is not None:
+            held = [d for d in decisions if self.holds(d.zone)]
+            self.unheld += len(decisions) - len(held)
+            decisions = held
+            if not decisions:
+                return
         now = self.clock.now()
         # On the event loop, not in a worker thread: a few short transactions
         # (well under a millisecond; the bulk writes leave the database lock
@@ -109,6 +120,9 @@ class Dispatcher:
     async def release(self, release: Release) -> None:
         """Send a release that is no decision of the policy's state (an override it
         lost at a restart): recorded as a command only."""
+        if self.holds is not None and not self.holds(release.zone):
+            self.unheld += 1
+            return  # on a shared store, another gateway's command
         self.storage.record_override_sent(release, release.at)
         self._count_release(release)
         await self.lighting.release(release)

@@ -28,6 +28,7 @@ from collections.abc import Callable, Mapping, Sequence
 import psycopg
 
 from gateway.errors import StorageError
+from gateway.storage.postgres import safe_url
 
 __all__ = ["LEASE_SCHEMA", "LeaseKeeper", "LeaseStore"]
 
@@ -65,7 +66,7 @@ class LeaseStore:
                 self._db.execute(LEASE_SCHEMA)
         except psycopg.Error as exc:
             raise StorageError(
-                f"{_safe(url)}: cannot open the lease tables ({exc}); check that PostgreSQL "
+                f"{safe_url(url)}: cannot open the lease tables ({exc}); check that PostgreSQL "
                 "runs there and the database exists, or fix storage.url"
             ) from exc
 
@@ -235,13 +236,3 @@ class LeaseKeeper:
                     await asyncio.to_thread(self.store.release, self.owner)
                 except (psycopg.Error, OSError) as exc:
                     log.warning("leases of %s: not handed back (%s); they expire", self.owner, exc)
-
-
-def _safe(url: str) -> str:
-    """`url` without its password, for messages."""
-    try:
-        info = psycopg.conninfo.conninfo_to_dict(url)
-    except psycopg.Error:
-        return "storage.url"
-    host = info.get("host", "localhost")
-    return f"postgresql://{host}:{info.get('port', 5432)}/{info.get('dbname', '')}"

@@ -40,6 +40,7 @@ from gateway.dispatch import Dispatcher
 from gateway.errors import GatewayError, StateError
 from gateway.http_api import HttpApi
 from gateway.ingest import Ingest
+from gateway.leases import LeaseKeeper, LeaseStore
 from gateway.lighting import LightingAdapter, MqttLighting
 from gateway.link import QUEUE_MAX, Item, MqttLink
 from gateway.metrics import Metrics
@@ -109,10 +110,25 @@ class Gateway:
             future_skew_s=max(FUTURE_SKEW_S, one_wall_second),
         )
         self.storage = Storage(
-            config.storage.path, config.storage.peak_threshold_db, timezone=config.timezone
+            config.storage.where, config.storage.peak_threshold_db, timezone=config.timezone
         )
+        # gateways that share a PostgreSQL store share the city: each commands, nudges
+        # and stores the levels of the zones it holds a lease on, and only those
+        self.leases: LeaseKeeper | None = None
+        if config.storage.url is not None:
+            self.storage.state_id = config.client_id
+            self.leases = LeaseKeeper(
+                LeaseStore(config.storage.url),
+                config.client_id,
+                [z.id for z in config.zones],
+                ttl_s=config.storage.lease_s,
+                renew_s=config.storage.lease_s / 3,
+            )
+            self.storage.keep_sensor = self._holds_sensor
         self.outbox = Outbox()
-        self.lighting: LightingAdapter = lighting or MqttLighting(config.site_id, self.outbox)
+        self.lighting: LightingAdapter = lighting or MqttLighting(
+            config.site_id, self.outbox, self.leases.epoch if self.leases else None
+        )
         self.notifier = Notifier(
             config.site_id,
             config.webpush,
@@ -136,6 +152,7 @@ class Gateway:
             self.metrics,
             self.stepper,
             on_recorded=self.persistence.want_save,
+            holds=self._holds if self.leases else None,
         )
         self.pipeline = Pipeline(
             self.link.queue,
@@ -216,6 +233,12 @@ class Gateway:
     def zones(self) -> Sequence[Mapping[str, Any]]:
         return self.queries.zones()
 
+    def _holds(self, zone: str) -> bool:
+        return self.leases is not None and self.leases.epoch(zone) is not None
+
+    def _holds_sensor(self, sensor: str) -> bool:
+        return any(self._holds(z) for z in self.config.zones_of_sensor.get(sensor, ()))
+
     # ------------------------------------------------------------ life cycle
 
     def stop(self) -> None:
@@ -242,6 +265,8 @@ class Gateway:
                 tg.create_task(self.notifier.run(), name="push")
                 tg.create_task(self.http.serve(self.http_ready), name="http")
                 tg.create_task(self._shutdown(), name="shutdown")
+                if self.leases is not None:
+                    tg.create_task(self.leases.run(), name="leases")
         except* _Stopped:
             pass
         except* GatewayError as group:
@@ -254,6 +279,8 @@ class Gateway:
             self.collector.stop()
             sys.setswitchinterval(switch)
             self.persistence.close()
+            if self.leases is not None:
+                self.leases.store.close()
             log.info("gateway stopped")
 
     def _log_push(self) -> None:

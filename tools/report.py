@@ -21,6 +21,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from gateway.errors import StorageError
 from gateway.report import as_dict, read_episodes, site_tz
 from gateway.storage import Storage
+from gateway.storage.postgres import is_postgres_url
 from gateway.verdict import Verdict, verdicts
 from tools.errors import UsageError
 
@@ -30,7 +31,12 @@ HELP = "the verdict on each nudge kind: its effect against control periods, with
 
 
 def configure(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--db", required=True, type=Path, help="the gateway's SQLite database")
+    parser.add_argument(
+        "--db",
+        required=True,
+        help="the gateway's SQLite database, or the postgresql:// URL of the store gateways "
+        "share (its storage.url)",
+    )
     parser.add_argument(
         "--since",
         help="only episodes from this time on, ISO 8601 (e.g. 2026-11-01 or "
@@ -93,9 +99,14 @@ def run(args: argparse.Namespace) -> int:
                 f"--timezone {args.timezone!r}: not an IANA time zone; give one such as "
                 "Europe/Brussels (the site.timezone of the gateway's config)"
             ) from None
-    db: Path = args.db
-    if not db.is_file():
-        raise UsageError(f"--db {db}: no such file; give the storage.path of the gateway's config")
+    db: str | Path = str(args.db)
+    if not is_postgres_url(db):
+        db = Path(db)
+        if not db.is_file():
+            raise UsageError(
+                f"--db {db}: no such file; give the storage.path of the gateway's config "
+                "(or the storage.url of gateways that share PostgreSQL)"
+            )
     try:
         storage = Storage(db, read_only=True)
     except StorageError as exc:

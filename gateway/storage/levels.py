@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 import operator
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -64,6 +64,9 @@ class LevelStore(Database):
         timezone: str | None = None,
     ) -> None:
         self._minutes = MinuteFold()
+        # gateways sharing a store: whether this one stores a sensor's levels now (it
+        # holds the sensor's zone), so that each record is added to its minute once
+        self.keep_sensor: Callable[[str], bool] | None = None
         self._write_lock = threading.Lock()  # one `write_minutes` at a time
         super().__init__(path, peak_threshold_db, read_only=read_only, timezone=timezone)
 
@@ -79,6 +82,9 @@ class LevelStore(Database):
         1970-2096, or NaN anywhere are skipped (ingest should have refused them).
         `write_minutes` writes the minutes that are over, on any thread.
         """
+        keep = self.keep_sensor
+        if keep is not None:
+            records = [r for r in records if keep(r.sensor)]
         return self._minutes.fold(records, self.peak_threshold_db)
 
     def minutes_due(self) -> bool:

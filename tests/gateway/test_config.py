@@ -276,6 +276,24 @@ def test_zone_errors_name_key_value_and_expectation(change: dict[str, Any], mess
         ),
         ("storage", {"path": 3}, "storage.path: expected a file path, got 3"),
         ("storage", {"pth": "x.db"}, 'storage.pth: unknown key in [storage]; did you mean "path"?'),
+        (
+            "storage",
+            {"url": "mysql://u:secret@h/db"},
+            "storage.url: expected a postgresql://user@host:port/database URL, got one starting "
+            '"mysql://" (the rest not shown: it may hold a password); leave it out to keep the '
+            "SQLite file of storage.path",
+        ),
+        (
+            "storage",
+            {"url": "postgresql://h/db", "path": "x.db"},
+            "storage: give storage.path (one gateway, SQLite) or storage.url (gateways sharing "
+            "PostgreSQL), not both",
+        ),
+        (
+            "storage",
+            {"url": "postgresql://h/db", "lease_s": 1},
+            "storage.lease_s: expected",
+        ),
     ],
 )
 def test_section_errors(section: str, change: dict[str, Any], message: str) -> None:

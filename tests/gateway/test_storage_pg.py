@@ -16,6 +16,7 @@ import pytest
 from gateway.config import parse_config
 from gateway.errors import StateError, StorageError
 from gateway.policy import Nudge, Override, initial_state
+from gateway.report import compute
 from gateway.storage import Storage
 from gateway.storage.postgres import translate
 from tests.gateway.postgres import scratch_database
@@ -46,6 +47,7 @@ from tests.gateway.test_storage import (
 from tests.gateway.test_storage import (
     test_subscriptions_crud as test_subscriptions_crud,
 )
+from tools.cli import main
 
 
 @pytest.fixture
@@ -173,3 +175,19 @@ def test_stored_json_is_the_same_as_on_sqlite(db: Storage, pg_url: str) -> None:
     db.record_decision(nudge, T0)
     ((data,),) = raw(pg_url, "SELECT data FROM decisions")
     assert json.loads(str(data))["nudge_id"] == nudge.nudge_id
+
+
+def test_the_report_reads_a_postgresql_store(
+    db: Storage, pg_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _, nudge = _decisions()
+    assert isinstance(nudge, Nudge)
+    db.record_decision(nudge, T0)
+    fold_and_write(db, [rec("a", T0 + i + 1, 60.0, 65.0, 61.0) for i in range(120)])
+    db.flush()
+    direct = compute(db)
+    assert direct["rows"], "the nudge is in the report"
+    assert main(["report", "--db", pg_url, "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == json.loads(json.dumps(direct))
+    assert main(["report", "--db", pg_url.rsplit("/", 1)[0] + "/no_such_db"]) == 2
+    assert "cannot connect" in capsys.readouterr().err

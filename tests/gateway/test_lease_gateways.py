@@ -1,0 +1,164 @@
+"""Two gateways share a city on one PostgreSQL: they split the zones, one takes over from the
+other when it hangs, and the lights refuse what the stale one still had in flight."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gateway.clock import ScaledClock
+from gateway.config import load_config
+from gateway.service import Gateway
+from gateway.storage import Storage
+from protocol import topics
+from tests.gateway.conftest import SITE, Sensors, collect, mqtt_client, wait_for
+from tests.gateway.postgres import scratch_database
+from tools.broker import Mosquitto, free_port
+from tools.lights_sim import LightsSim
+
+LEASE_S = 3.0
+ZONES = {"north": ("n1", "gn"), "south": ("s1", "gs")}  # zone -> (sensor, light group)
+
+
+@pytest.fixture
+def pg_url() -> Iterator[str]:
+    with scratch_database() as url:
+        yield url
+
+
+def site_toml(tmp_path: Path, name: str, broker_url: str, pg_url: str) -> Path:
+    folder = tmp_path / name
+    folder.mkdir()
+    lines = [
+        "[site]",
+        f'id = "{SITE}"',
+        'timezone = "Europe/Brussels"',
+        "[broker]",
+        f'url = "{broker_url}"',
+        f'client_id = "{name}"',
+        "[storage]",
+        f'url = "{pg_url}"',
+        f"lease_s = {LEASE_S}",
+        "[http]",
+        f"port = {free_port()}",
+    ]
+    for zone, (sensor, group) in ZONES.items():
+        lines += [
+            "[[zones]]",
+            f'id = "{zone}"',
+            f'sensors = ["{sensor}"]',
+            f'light_groups = ["{group}"]',
+            'schedule = ["00:00-24:00"]',
+            "threshold_db = 70.0",
+            "window_s = 3",
+            "nudge_level = 40",
+            "programme_level = 80",
+            "hold_s = 60",
+            "renew_before_s = 20",
+            "cooldown_s = 300",
+        ]
+    path = folder / "site.toml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@contextlib.asynccontextmanager
+async def gateway(cfg_path: Path, clock: ScaledClock) -> AsyncIterator[Gateway]:
+    gw = Gateway(load_config(cfg_path), clock=clock, install_signals=False)
+    task = asyncio.create_task(gw.run())
+    try:
+        await asyncio.wait_for(gw.ready.wait(), 10)
+        yield gw
+    finally:
+        gw.stop()
+        await asyncio.wait_for(task, 15)
+
+
+def held(gw: Gateway) -> dict[str, int]:
+    assert gw.leases is not None
+    return dict(gw.leases.held())
+
+
+async def test_two_gateways_split_the_city_and_one_takes_over_when_the_other_hangs(
+    tmp_path: Path, fresh_broker: Mosquitto, pg_url: str
+) -> None:
+    clock = ScaledClock(origin=1_750_000_000.0, scale=10.0)
+    groups = [g for _, g in ZONES.values()]
+    sim = LightsSim(SITE, groups, 80.0, clock)
+    sim_stop = asyncio.Event()
+    seen: list[tuple[str, dict[str, Any]]] = []
+    sim_task = asyncio.create_task(sim.run(fresh_broker.url, sim_stop, client_id="sim"))
+    try:
+        async with (
+            mqtt_client(fresh_broker.port) as watcher,
+            mqtt_client(fresh_broker.port) as pub,
+            gateway(site_toml(tmp_path, "gw-a", fresh_broker.url, pg_url), clock) as a,
+            gateway(site_toml(tmp_path, "gw-b", fresh_broker.url, pg_url), clock) as b,
+        ):
+            await watcher.subscribe(f"hushlight/v1/{SITE}/lights/+/set", qos=1)
+            watch = asyncio.create_task(collect(watcher, seen))
+            await wait_for(lambda: len(held(a)) == len(held(b)) == 1, 4 * LEASE_S, "a split")
+            (zone_a, epoch_a), (zone_b, _) = (
+                next(iter(held(a).items())),
+                next(iter(held(b).items())),
+            )
+            assert zone_a != zone_b
+
+            # loud in a's zone: a command from a only, fenced by a's epoch
+            sensor_a, group_a = ZONES[zone_a]
+            sensors = Sensors(pub, clock)
+            await sensors.send(sensor_a, 85.0)
+            await wait_for(lambda: sim.groups[group_a].source == "override", 5, "a's override")
+            sets = [p for t, p in seen if t == topics.light_set(SITE, group_a)]
+            assert sets and all(p["lease_epoch"] == epoch_a for p in sets)
+            assert b.dispatcher.unheld > 0  # b decided too, and kept quiet: not its zone
+
+            # a hangs: its renewals stop; it goes quiet, then b takes the zone
+            assert a.leases is not None
+            hung = time.monotonic()
+            a.leases.paused = True
+            await wait_for(lambda: zone_a not in held(a), LEASE_S + 1, "a quiet")
+            await wait_for(lambda: zone_a in held(b), 2 * LEASE_S, "b takes over")
+            takeover = time.monotonic() - hung
+            epoch_b = held(b)[zone_a]
+            assert epoch_b > epoch_a
+            print(f"takeover {takeover:.2f} s after the owner hung (lease {LEASE_S} s)")
+            assert takeover < LEASE_S + LEASE_S / 3 + 1
+
+            # b commands the zone now; a stale command of a's, still in flight, is refused
+            stale = [p for t, p in seen if t == topics.light_set(SITE, group_a)][-1]
+            before = len(seen)
+            await sensors.send(sensor_a, 50.0)
+            await sensors.send("n1" if sensor_a != "n1" else "s1", 50.0)
+            # b's policy holds an override in this zone too: it renews or releases it with
+            # its own epoch; make it send one by calling its release of everything
+            released = b.stepper.release_all("test", clock.now())
+            await b.dispatcher.carry_out(released)
+            await wait_for(
+                lambda: any(
+                    p.get("lease_epoch") == epoch_b
+                    for t, p in seen[before:]
+                    if t == topics.light_set(SITE, group_a)
+                ),
+                3,
+                "b's command",
+            )
+            refused = sim.refused
+            await pub.publish(topics.light_set(SITE, group_a), json.dumps(stale).encode(), qos=1)
+            await wait_for(lambda: sim.refused == refused + 1, 3, "the stale command refused")
+            watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watch
+    finally:
+        sim_stop.set()
+        await asyncio.wait_for(sim_task, 5)
+    # one store: the report's reader sees both gateways' commands
+    with Storage(pg_url, read_only=True) as reader:
+        assert reader.recent_decisions(1000)
