@@ -8,7 +8,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 SUDO   := $(shell [ "$$(id -u)" = "0" ] || echo sudo)
 
-.PHONY: all demo test lint typecheck pytest bench venv mosquitto rabbitmq chromium multilib micropython clean
+.PHONY: all demo test lint typecheck pytest bench venv mosquitto rabbitmq postgres chromium multilib micropython clean
 
 all: test
 
@@ -51,6 +51,23 @@ rabbitmq:
 		$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q rabbitmq-server; \
 	fi
 
+# The store gateways share (tests/gateway/test_lease*.py, test_storage_pg.py): a
+# PostgreSQL server on 127.0.0.1:5432 that lets this user create databases without
+# a password; installed and started when missing.  Tests of a server elsewhere set
+# HUSHLIGHT_TEST_POSTGRES to a postgresql:// URL of a database to connect to first.
+postgres:
+	@if [ -n "$$HUSHLIGHT_TEST_POSTGRES" ] || pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; then \
+		echo "==> postgresql found"; \
+	else \
+		if ! command -v pg_ctlcluster >/dev/null 2>&1; then \
+			echo "==> installing postgresql through apt-get"; \
+			$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get update -q && \
+			$(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql; \
+		fi; \
+		echo "==> starting postgresql"; \
+		$(SUDO) pg_ctlcluster --skip-systemctl-redirect $$(ls /etc/postgresql | tail -n 1) main start; \
+	fi
+
 # The ESP32 stand-in: MicroPython's unix port built 32-bit with single-precision
 # floats (tools/upy_build.py), built once into build/micropython32/ and again
 # only when its source or options change.  It needs gcc's 32-bit support.
@@ -86,7 +103,7 @@ typecheck: $(STAMP)
 		cp -r $$site/mypy/typeshed/stubs/mypy-extensions build/mpy-stubs/typeshed/stubs/
 	$(BIN)/mypy --config-file firmware/mypy.ini firmware/hushlight protocol
 
-pytest: $(STAMP) mosquitto rabbitmq chromium micropython
+pytest: $(STAMP) mosquitto rabbitmq postgres chromium micropython
 	$(BIN)/python -m pytest
 
 test: lint typecheck pytest
