@@ -130,6 +130,8 @@ const STRINGS = {
 
 const ZONES_KEY = "hushlight.zones"; // the zones this browser's subscription is for
 const LANG_KEY = "hushlight.lang";
+const ZONES_CACHE = "hushlight-resident"; // as in sw.js
+const ZONES_URL = "/residents/zones.json"; // a cache key only, never fetched
 const zone = decodeURIComponent(location.pathname.split("/").filter(Boolean).pop() || "");
 const $ = (id) => document.getElementById(id);
 
@@ -170,6 +172,16 @@ function storedZones() {
   } catch (e) {
     return [];
   }
+}
+
+// Kept twice: the page reads localStorage; the worker, which has none, reads the
+// same list from its cache when the browser renews the push subscription.
+async function rememberZones(zones) {
+  if (zones.length) localStorage.setItem(ZONES_KEY, JSON.stringify(zones));
+  else localStorage.removeItem(ZONES_KEY);
+  const cache = await caches.open(ZONES_CACHE);
+  if (zones.length) await cache.put(ZONES_URL, new Response(JSON.stringify(zones)));
+  else await cache.delete(ZONES_URL);
 }
 
 function dayNames(days) {
@@ -331,7 +343,7 @@ async function subscribe() {
       if (reply.ok) zones.splice(0, zones.length, zone);
     }
     if (await answered(reply)) {
-      localStorage.setItem(ZONES_KEY, JSON.stringify(zones));
+      await rememberZones(zones);
       setStatus("on");
       showButtons(true);
     }
@@ -356,8 +368,7 @@ async function unsubscribe() {
       if (reply.status !== 404 && !(await answered(reply))) return;
       await subscription.unsubscribe();
     }
-    if (others.length) localStorage.setItem(ZONES_KEY, JSON.stringify(others));
-    else localStorage.removeItem(ZONES_KEY);
+    await rememberZones(others);
     setStatus("off");
     showButtons(false);
   } catch (e) {

@@ -51,6 +51,53 @@ self.addEventListener("push", (event) => {
   event.waitUntil(show(readNudge(event.data)));
 });
 
+// The streets this browser subscribed to, written by the page (resident.js).
+const ZONES_CACHE = "hushlight-resident";
+const ZONES_URL = "/residents/zones.json";
+
+async function storedZones() {
+  const reply = await (await caches.open(ZONES_CACHE)).match(ZONES_URL);
+  if (!reply) return [];
+  const zones = await reply.json();
+  return Array.isArray(zones) ? zones.filter((z) => typeof z === "string") : [];
+}
+
+function keyBytes(base64url) {
+  const b64 = base64url.replace(/-/g, "+").replace(/_/g, "/") + "===".slice((base64url.length + 3) % 4);
+  return Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+}
+
+function send(method, body) {
+  return fetch("/api/subscriptions", {
+    method,
+    headers: { "Content-Type": "application/json" },
+    body: JSON.stringify(body),
+  });
+}
+
+// The push service replaced (or dropped) this browser's subscription: without
+// telling the gateway, the resident would silently stop hearing of nudges.
+async function renew(event) {
+  const zones = await storedZones();
+  if (!zones.length) return "no streets";
+  let subscription = event.newSubscription || null;
+  if (!subscription) {
+    const reply = await fetch("/api/push/key");
+    if (!reply.ok) return `no key (HTTP ${reply.status})`;
+    const applicationServerKey = keyBytes((await reply.json()).key);
+    subscription = await self.registration.pushManager.subscribe({ userVisibleOnly: true, applicationServerKey });
+  }
+  const stored = await send("POST", { subscription: subscription.toJSON(), zones });
+  const old = event.oldSubscription;
+  if (old && old.endpoint !== subscription.endpoint) await send("DELETE", { endpoint: old.endpoint });
+  return `HTTP ${stored.status}`;
+}
+self.renew = renew; // callable from DevTools and the tests, which cannot fire the event itself
+
+self.addEventListener("pushsubscriptionchange", (event) => {
+  event.waitUntil(renew(event));
+});
+
 self.addEventListener("notificationclick", (event) => {
   event.notification.close();
   const url = (event.notification.data && event.notification.data.url) || "/residents/";

@@ -238,7 +238,31 @@ async def test_subscribing_through_the_page_reaches_the_api(
     await page.locator("#subscribe").wait_for(state="visible", timeout=10_000)
     assert store.subscriptions_for_zone("main") == []
     assert await page.evaluate("window.__push.unsubscribed") == 1
+
+    # The push service renews the subscription: the worker tells the gateway.
+    await page.locator("#subscribe").click()
+    await page.locator("#unsubscribe").wait_for(state="visible", timeout=10_000)
+    [worker] = [w for w in page.context.service_workers if "/residents/sw.js" in w.url]
+    fresh = f"https://push.example.net/send/{b64url(os.urandom(12))}"
+    answer = await worker.evaluate(RENEW, {"old": endpoint, "fresh": fresh, "keys": keys})
+    assert answer["result"] == "HTTP 201"
+    assert bytes(answer["key"]) == public_point(resident.vapid)
+    [renewed] = store.subscriptions_for_zone("main")
+    assert renewed.endpoint == fresh and dict(renewed.keys) == keys and renewed.zones == ("main",)
     assert browser.errors == []
+
+
+# In the worker: its PushManager stood in for as in the page, then the renewal
+# run as the pushsubscriptionchange event would (the tests cannot fire that event).
+RENEW = """async ({old, fresh, keys}) => {
+  let key = null;
+  PushManager.prototype.subscribe = async function (options) {
+    key = Array.from(new Uint8Array(options.applicationServerKey));
+    return {endpoint: fresh, toJSON() { return {endpoint: fresh, expirationTime: null, keys}; }};
+  };
+  const result = await self.renew({oldSubscription: {endpoint: old}, newSubscription: null});
+  return {result, key};
+}"""
 
 
 async def test_while_push_is_off_the_page_says_so_and_offers_nothing(
