@@ -14,8 +14,9 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
-from protocol import topics
+from protocol import payloads, topics
 from tests.cluster.conftest import SITE, Cluster
+from tests.tools.virtual import Sensor
 from tools import cli, rabbit_accounts
 
 
@@ -281,3 +282,34 @@ def test_cluster_status_command_lists_the_nodes(
     assert [line.split()[0] for line in out] == [n.nodename for n in rabbit.nodes.nodes]
     assert all(line.endswith("running") for line in out)
     assert [line.split()[1] for line in out] == rabbit.nodes.urls
+
+
+def test_a_provisioned_virtual_sensor_reports_through_the_cluster(
+    rabbit: Cluster, tmp_path: Path
+) -> None:
+    # The firmware itself (MicroPython unix port), with the account and the
+    # CA provisioning gives it, over TLS to one node; the gateway listens on
+    # another.
+    config = provision(rabbit, tmp_path, "ns-41")
+    watcher = gateway(rabbit, 1)
+    assert watcher.subscribe(topics.sensors_wildcard(SITE, "+")) == [1]
+    secret = tmp_path / "secret"
+    secret.write_text(config["mqtt_password"])
+    secret.chmod(0o600)
+    args = ["--id", "ns-41", "--site", SITE, "--broker", rabbit.nodes.tls_urls[0]]
+    args += ["--ca", str(rabbit.ca), "--username", config["mqtt_user"]]
+    args += ["--password-file", str(secret), "--state-dir", str(tmp_path / "st")]
+    args += ["--synthetic", "street", "--heap", "256K"]
+    sensor = Sensor(tmp_path, *args)
+    try:
+        got = watcher.received(3, timeout=60)
+        leaves = {m.topic.rsplit("/", 1)[1] for m in got}
+        assert "levels" in leaves, sensor.output()
+        assert {m.topic.split("/")[4] for m in got} == {"ns-41"}
+        # a valid record of the contract, as the gateway will read it
+        record = payloads.decode_levels(next(m.payload for m in got if m.topic.endswith("/levels")))
+        assert record["seq"] >= 0
+        assert sensor.proc.poll() is None, sensor.output()
+    finally:
+        sensor.kill()
+        watcher.close()
