@@ -6,6 +6,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import signal
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -15,6 +18,7 @@ import pytest
 
 from gateway.clock import ScaledClock
 from gateway.config import load_config
+from gateway.leases import LeaseStore
 from gateway.service import Gateway
 from gateway.storage import Storage
 from protocol import topics
@@ -105,18 +109,17 @@ async def test_two_gateways_split_the_city_and_one_takes_over_when_the_other_han
             await watcher.subscribe(f"hushlight/v1/{SITE}/lights/+/set", qos=1)
             watch = asyncio.create_task(collect(watcher, seen))
             await wait_for(lambda: len(held(a)) == len(held(b)) == 1, 4 * LEASE_S, "a split")
-            (zone_a, epoch_a), (zone_b, _) = (
-                next(iter(held(a).items())),
-                next(iter(held(b).items())),
-            )
-            assert zone_a != zone_b
+            [(zone_a, epoch_a)] = held(a).items()
+            assert set(held(b)) == set(ZONES) - {zone_a}
 
             # loud in a's zone: a command from a only, fenced by a's epoch
             sensor_a, group_a = ZONES[zone_a]
             sensors = Sensors(pub, clock)
             await sensors.send(sensor_a, 85.0)
+            set_a = topics.light_set(SITE, group_a)
             await wait_for(lambda: sim.groups[group_a].source == "override", 5, "a's override")
-            sets = [p for t, p in seen if t == topics.light_set(SITE, group_a)]
+            await wait_for(lambda: any(t == set_a for t, _ in seen), 2, "a's override seen")
+            sets = [p for t, p in seen if t == set_a]
             assert sets and all(p["lease_epoch"] == epoch_a for p in sets)
             assert b.dispatcher.unheld > 0  # b decided too, and kept quiet: not its zone
 
@@ -133,19 +136,15 @@ async def test_two_gateways_split_the_city_and_one_takes_over_when_the_other_han
             assert takeover < LEASE_S + LEASE_S / 3 + 1
 
             # b commands the zone now; a stale command of a's, still in flight, is refused
-            stale = [p for t, p in seen if t == topics.light_set(SITE, group_a)][-1]
+            stale = [p for t, p in seen if t == set_a][-1]
             before = len(seen)
-            await sensors.send(sensor_a, 50.0)
-            await sensors.send("n1" if sensor_a != "n1" else "s1", 50.0)
-            # b's policy holds an override in this zone too: it renews or releases it with
-            # its own epoch; make it send one by calling its release of everything
+            # b's policy decided the same override for this zone (and kept quiet); now
+            # its renewals and release go out, with b's epoch: ask for its release now
             released = b.stepper.release_all("test", clock.now())
             await b.dispatcher.carry_out(released)
             await wait_for(
                 lambda: any(
-                    p.get("lease_epoch") == epoch_b
-                    for t, p in seen[before:]
-                    if t == topics.light_set(SITE, group_a)
+                    p.get("lease_epoch") == epoch_b for t, p in seen[before:] if t == set_a
                 ),
                 3,
                 "b's command",
@@ -162,3 +161,46 @@ async def test_two_gateways_split_the_city_and_one_takes_over_when_the_other_han
     # one store: the report's reader sees both gateways' commands
     with Storage(pg_url, read_only=True) as reader:
         assert reader.recent_decisions(1000)
+
+
+def spawn_gateway(config: Path, log: Path) -> subprocess.Popen[bytes]:
+    """`hushlight gateway` in a child process, its output in `log`."""
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "tools.cli", "gateway", "--config", str(config)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+
+
+async def test_a_killed_gateway_process_leaves_its_zones_to_the_other_within_the_lease(
+    tmp_path: Path, fresh_broker: Mosquitto, pg_url: str
+) -> None:
+    clock = ScaledClock(origin=time.time(), scale=1.0)
+    log = tmp_path / "gw-a.log"
+    config_a = site_toml(tmp_path, "gw-a", fresh_broker.url, pg_url)
+    proc = spawn_gateway(config_a, log)
+    store = LeaseStore(pg_url)
+    try:
+
+        def owners() -> dict[str, str | None]:
+            return {z: o if alive else None for z, (o, _, alive) in store.owners().items()}
+
+        await wait_for(lambda: set(owners().values()) == {"gw-a"}, 15, "gw-a up with the city")
+        assert proc.poll() is None, log.read_text()
+        async with gateway(site_toml(tmp_path, "gw-b", fresh_broker.url, pg_url), clock) as b:
+            await wait_for(lambda: len(held(b)) == 1, 4 * LEASE_S, "b's share")
+            [zone_a] = [z for z, o in owners().items() if o == "gw-a"]
+            proc.send_signal(signal.SIGKILL)
+            killed = time.monotonic()
+            proc.wait(5)
+            await wait_for(lambda: zone_a in held(b), 2 * LEASE_S, "b takes over")
+            takeover = time.monotonic() - killed
+            print(f"takeover {takeover:.2f} s after SIGKILL of the owner (lease {LEASE_S} s)")
+            assert takeover < LEASE_S + LEASE_S / 3 + 1
+            assert set(held(b)) == set(ZONES)
+    finally:
+        store.close()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
