@@ -12,9 +12,11 @@ from typing import Any
 
 import aiohttp
 import pytest
+from aiohttp import web
 from playwright.async_api import Page, expect
 
 from gateway.config import load_config
+from gateway.dashboard import Dashboard, DashboardPages
 from gateway.events import LevelEvent
 from gateway.service import Gateway
 from gateway.storage import Storage
@@ -306,3 +308,36 @@ async def test_the_night_shows_the_stored_minutes(tmp_path: Path, browser: Web) 
             await serving
         gw.storage.close()
     assert browser.errors == []
+
+
+async def test_live_streams_are_capped_and_end_when_the_server_stops(tmp_path: Path) -> None:
+    cfg = load_config(write_config(tmp_path, "mqtt://127.0.0.1:1"))
+    gw = Gateway(cfg, install_signals=False)
+    pages = DashboardPages(
+        Dashboard(cfg, gw.clock, gw.ingest, gw.stepper), cfg.http, period_s=0.05, max_streams=1
+    )
+    app = web.Application()
+    app.add_routes(pages.routes())
+    app.on_shutdown.append(pages.on_shutdown)
+    runner = web.AppRunner(app, handle_signals=False)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    url = f"http://127.0.0.1:{runner.addresses[0][1]}/api/dashboard/events"
+    try:
+        async with aiohttp.ClientSession() as session, session.get(url) as first:
+            assert first.headers["Content-Type"] == "text/event-stream"
+            events = [await first.content.readline() for _ in range(6)]  # two events
+            assert events[0] == b"event: street\n" and events[3] == b"event: street\n"
+            assert json.loads(events[1].removeprefix(b"data: "))["site"] == cfg.site_id
+            async with session.get(url) as second:
+                assert second.status == 503
+                assert "dashboards are open" in (await second.json())["error"]
+            # the open stream does not hold the server's shutdown (aiohttp waits 60 s for it)
+            began = asyncio.get_running_loop().time()
+            await runner.cleanup()
+            assert asyncio.get_running_loop().time() - began < 5.0
+            assert pages.streams == 0
+    finally:
+        await runner.cleanup()
+        gw.storage.close()
