@@ -28,7 +28,7 @@ from collections.abc import Callable, Mapping, Sequence
 import psycopg
 
 from gateway.errors import StorageError
-from gateway.storage.postgres import safe_url
+from gateway.storage.postgres import SCHEMA_LOCK, safe_url
 
 __all__ = ["LEASE_SCHEMA", "LeaseKeeper", "LeaseStore"]
 
@@ -63,6 +63,7 @@ class LeaseStore:
         try:
             self._db = psycopg.connect(url, connect_timeout=5)
             with self._db.transaction():
+                self._db.execute(f"SELECT pg_advisory_xact_lock({SCHEMA_LOCK})")
                 self._db.execute(LEASE_SCHEMA)
         except psycopg.Error as exc:
             raise StorageError(

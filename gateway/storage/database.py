@@ -23,7 +23,13 @@ from pathlib import Path
 from typing import Any, Protocol, Self, TextIO
 
 from gateway.errors import StorageError
-from gateway.storage.postgres import PG_SCHEMA, PgConnection, is_postgres_url, safe_url
+from gateway.storage.postgres import (
+    PG_SCHEMA,
+    SCHEMA_LOCK,
+    PgConnection,
+    is_postgres_url,
+    safe_url,
+)
 
 __all__ = ["SCHEMA_VERSION", "Database"]
 
@@ -221,8 +227,7 @@ class Database:
         db = self._db
         if not self.read_only:
             with self._tx():
-                # one gateway at a time creates the tables
-                db.execute("SELECT pg_advisory_xact_lock(7201548)")
+                db.execute(f"SELECT pg_advisory_xact_lock({SCHEMA_LOCK})")
                 for statement in PG_SCHEMA.split(";"):
                     if statement.strip():
                         db.execute(statement)

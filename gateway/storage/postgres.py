@@ -25,7 +25,11 @@ import psycopg
 
 from gateway.errors import StorageError
 
-__all__ = ["PG_SCHEMA", "PgConnection", "is_postgres_url", "safe_url"]
+__all__ = ["PG_SCHEMA", "SCHEMA_LOCK", "PgConnection", "is_postgres_url", "safe_url"]
+
+# the advisory lock held while the tables are created: gateways starting together would
+# otherwise run CREATE TABLE IF NOT EXISTS at once, and one of them fails on the catalogue
+SCHEMA_LOCK = 7201548
 
 PG_SCHEMA = """
 CREATE TABLE IF NOT EXISTS levels_minute (

@@ -8,6 +8,7 @@ imported here, so pytest runs them a second time with this module's `db`, a
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Iterator
 
 import psycopg
@@ -15,6 +16,7 @@ import pytest
 
 from gateway.config import parse_config
 from gateway.errors import StateError, StorageError
+from gateway.leases import LeaseStore
 from gateway.policy import Nudge, Override, initial_state
 from gateway.report import compute
 from gateway.storage import Storage
@@ -191,3 +193,25 @@ def test_the_report_reads_a_postgresql_store(
     assert json.loads(capsys.readouterr().out) == json.loads(json.dumps(direct))
     assert main(["report", "--db", pg_url.rsplit("/", 1)[0] + "/no_such_db"]) == 2
     assert "cannot connect" in capsys.readouterr().err
+
+
+def test_gateways_starting_together_create_the_tables_once(pg_url: str) -> None:
+    # without the schema lock, CREATE TABLE IF NOT EXISTS run at once fails on the catalogue
+    # (a unique violation in pg_type) in nearly every such start
+    barrier = threading.Barrier(6)
+    errors: list[BaseException] = []
+
+    def start() -> None:
+        barrier.wait()
+        try:
+            Storage(pg_url).close()
+            LeaseStore(pg_url).close()
+        except BaseException as exc:  # collected and re-raised in the test thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=start) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
