@@ -338,6 +338,7 @@ function forest(v) {
     g.append(svg("line", { x1: x(0), x2: x(0), y1: T - 6, y2: H - B + 6, stroke: "#888", "stroke-dasharray": "5 4" }));
     g.append(svg("text", { x: (p.x0 + p.x1) / 2, y: H - 8, "text-anchor": "middle" }, p.label));
     g.append(svg("text", { x: p.x0, y: H - B + 18 }, lo.toFixed(0)));
+    g.append(svg("text", { x: x(0), y: H - B + 18, "text-anchor": "middle" }, "0"));
     g.append(svg("text", { x: p.x1, y: H - B + 18, "text-anchor": "end" }, hi.toFixed(0)));
     v.rows.forEach((row, i) => {
       const cy = T + rowH * i + rowH / 2;
