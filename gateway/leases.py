@@ -24,6 +24,7 @@ import math
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import psycopg
 
@@ -61,7 +62,7 @@ class LeaseStore:
         self.url = url
         self._lock = threading.Lock()
         try:
-            self._db = psycopg.connect(url, connect_timeout=5)
+            self._db = self._connect()
             with self._db.transaction():
                 self._db.execute(f"SELECT pg_advisory_xact_lock({SCHEMA_LOCK})")
                 self._db.execute(LEASE_SCHEMA)
@@ -71,10 +72,19 @@ class LeaseStore:
                 "runs there and the database exists, or fix storage.url"
             ) from exc
 
+    def _connect(self) -> psycopg.Connection[tuple[Any, ...]]:
+        return psycopg.connect(self.url, autocommit=True, connect_timeout=5)
+
+    def _conn(self) -> psycopg.Connection[tuple[Any, ...]]:
+        """The connection, opened again if it was lost (a restart of PostgreSQL)."""
+        if self._db.closed or self._db.broken:
+            self._db = self._connect()
+        return self._db
+
     def renew(self, owner: str, zones: Sequence[str], ttl_s: float) -> dict[str, int]:
         """Renew `owner`'s leases, take free zones up to a fair share, hand back the excess;
         return the zones `owner` holds now with their epochs."""
-        with self._lock, self._db.transaction():
+        with self._lock, self._conn().transaction():
             db = self._db
             # one renewal at a time: two gateways taking the same free zone would both
             # read it free; the table lock is held for a few ms every few seconds
@@ -131,7 +141,7 @@ class LeaseStore:
 
     def release(self, owner: str) -> None:
         """Hand back every lease of `owner` at once (a clean stop: no wait for the expiry)."""
-        with self._lock, self._db.transaction():
+        with self._lock, self._conn().transaction():
             self._db.execute(
                 "UPDATE zone_leases SET owner = NULL, expires_at = now() WHERE owner = %s",
                 (owner,),
@@ -140,7 +150,7 @@ class LeaseStore:
 
     def owners(self) -> dict[str, tuple[str | None, int, bool]]:
         """zone -> (owner, epoch, whether the lease is in force): for reports and tests."""
-        with self._lock, self._db.transaction():
+        with self._lock, self._conn().transaction():
             rows = self._db.execute(
                 "SELECT zone, owner, epoch, expires_at > now() FROM zone_leases"
             ).fetchall()

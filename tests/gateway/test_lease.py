@@ -7,6 +7,7 @@ import contextlib
 import time
 from collections.abc import AsyncIterator, Iterator
 
+import psycopg
 import pytest
 
 from gateway.leases import LeaseKeeper, LeaseStore
@@ -174,3 +175,20 @@ def test_a_stale_owners_command_is_refused_by_the_lights(
 def test_lease_time_must_leave_room_for_renewals(stores: tuple[LeaseStore, LeaseStore]) -> None:
     with pytest.raises(ValueError, match="renewal every 5 s cannot keep a 5 s lease"):
         LeaseKeeper(stores[0], "gw-a", ZONES, ttl_s=5, renew_s=5)
+
+
+def test_a_lost_connection_fails_one_renewal_and_the_next_connects_again(
+    stores: tuple[LeaseStore, LeaseStore], pg_url: str
+) -> None:
+    a = LeaseKeeper(stores[0], "gw-a", ZONES, ttl_s=10, renew_s=3)
+    assert set(a.renew_once()) == set(ZONES)
+    name = pg_url.rsplit("/", 1)[1]
+    with psycopg.connect(pg_url, autocommit=True) as admin:
+        admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            "WHERE datname = %s AND pid <> pg_backend_pid()",
+            (name,),
+        )
+    with pytest.raises(psycopg.OperationalError):
+        a.renew_once()  # the run loop counts and logs this one
+    assert set(a.renew_once()) == set(ZONES)
