@@ -9,6 +9,7 @@ from typing import Any
 from gateway.clock import Clock, iso_time
 from gateway.config import SiteConfig
 from gateway.ingest import Ingest
+from gateway.leases import LeaseKeeper
 from gateway.link import MqttLink
 from gateway.metrics import Metrics
 from gateway.notify import Notifier
@@ -34,6 +35,7 @@ class Queries:
         outbox: Outbox,
         notifier: Notifier,
         metrics: Metrics,
+        leases: LeaseKeeper | None = None,
     ) -> None:
         self.config = config
         self.clock = clock
@@ -44,6 +46,7 @@ class Queries:
         self.outbox = outbox
         self.notifier = notifier
         self.metrics = metrics
+        self.leases = leases
         self._started = time.monotonic()
 
     def refresh_metrics(self) -> None:
@@ -77,6 +80,9 @@ class Queries:
             "now": now,
             "now_iso": iso_time(now, self.config.tz),
             "timezone": self.config.timezone,
+            # gateways sharing the city: the zones this one holds now, with their lease
+            # epochs (None: one gateway, every zone its own)
+            "zones_held": None if self.leases is None else dict(self.leases.held()),
         }
 
     def zones(self) -> Sequence[Mapping[str, Any]]:

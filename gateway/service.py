@@ -185,6 +185,7 @@ class Gateway:
             self.outbox,
             self.notifier,
             self.metrics,
+            leases=self.leases,
         )
         self.http = HttpApi(
             config.http,

@@ -111,6 +111,8 @@ async def test_two_gateways_split_the_city_and_one_takes_over_when_the_other_han
             await wait_for(lambda: len(held(a)) == len(held(b)) == 1, 4 * LEASE_S, "a split")
             [(zone_a, epoch_a)] = held(a).items()
             assert set(held(b)) == set(ZONES) - {zone_a}
+            # what an operator sees on /api/health
+            assert a.health()["zones_held"] == {zone_a: epoch_a}
 
             # loud in a's zone: a command from a only, fenced by a's epoch
             sensor_a, group_a = ZONES[zone_a]
