@@ -72,24 +72,24 @@ def reading(x: float) -> float:
     return 0.5 * 10.0 ** (math.floor(math.log10(abs(x))) - 5) if x else 0.0
 
 
-def same(expected: Any, actual: Any) -> bool:
-    """Equal, with floats within 1e-12 relative (MicroPython parses decimals a
+def same(expected: Any, actual: Any, rel_tol: float = 1e-12) -> bool:
+    """Equal, with floats within `rel_tol` relative (MicroPython parses decimals a
     unit in the last place off) and ints and floats never mixed."""
     if isinstance(expected, float) or isinstance(actual, float):
         return type(expected) is type(actual) and math.isclose(
-            expected, actual, rel_tol=1e-12, abs_tol=1e-12
+            expected, actual, rel_tol=rel_tol, abs_tol=1e-12
         )
     if isinstance(expected, dict):
         return (
             isinstance(actual, dict)
             and expected.keys() == actual.keys()
-            and all(same(expected[k], actual[k]) for k in expected)
+            and all(same(expected[k], actual[k], rel_tol) for k in expected)
         )
     if isinstance(expected, list):
         return (
             isinstance(actual, list)
             and len(expected) == len(actual)
-            and all(same(a, b) for a, b in zip(expected, actual, strict=True))
+            and all(same(a, b, rel_tol) for a, b in zip(expected, actual, strict=True))
         )
     return type(expected) is type(actual) and expected == actual
 
