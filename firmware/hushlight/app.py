@@ -31,6 +31,8 @@ _BOOT = gc.mem_alloc()
 import asyncio  # noqa: E402  # after the count above
 import time  # noqa: E402
 
+from micropython import const  # noqa: E402
+
 from hushlight import forget, once, platform, timesync  # noqa: E402
 from hushlight.errors import ConfigError  # noqa: E402
 from hushlight.store import LEVELS  # noqa: E402
@@ -40,8 +42,9 @@ from protocol import payloads  # noqa: E402
 gc.collect()
 _CODE = gc.mem_alloc() - _BOOT
 
-# a name mypy takes as true: the names of App's declared attributes
-TYPE_CHECKING = False
+# a name mypy takes as true: the names of App's declared attributes; a const, so that
+# MicroPython compiles the block below away (its imports would cost heap)
+TYPE_CHECKING = const(0)
 if TYPE_CHECKING:
     from typing import Any
 

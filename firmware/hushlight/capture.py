@@ -10,14 +10,17 @@ time is kept relative to the current interval (`rel`, ms) and folded into
 import asyncio
 import time
 
+from micropython import const
+
 from hushlight import platform
 from hushlight.sources import Pacer
 from hushlight.store import LEVELS, SUMMARY
 from protocol import payloads, schema
 
 _SUMMARY_BLOCKS = 480  # one minute of 125 ms blocks
-# a name mypy takes as true: the types of Capture's declared attributes
-TYPE_CHECKING = False
+# a name mypy takes as true: the types of Capture's declared attributes; a const, so that
+# MicroPython compiles the block below away (its imports would cost heap)
+TYPE_CHECKING = const(0)
 if TYPE_CHECKING:
     from array import array
     from typing import Any

@@ -62,8 +62,9 @@ _PUBACK = const(0x40)
 _SUBACK = const(0x90)
 _PINGRESP = const(0xD0)
 
-# a name mypy takes as true: the types of MQTTClient's declared attributes
-TYPE_CHECKING = False
+# a name mypy takes as true: the types of MQTTClient's declared attributes; a const, so that
+# MicroPython compiles the block below away (its imports would cost heap)
+TYPE_CHECKING = const(0)
 if TYPE_CHECKING:
     from typing import Any
 
@@ -82,7 +83,7 @@ _HEAD = const(256)  # start of an oversized packet kept to acknowledge it
 
 
 class MQTTClient:
-    # set by hushlight.mqttconnect.init, with what they hold
+    # set by hushlight.mqttinit, with what they hold
     client_id: bytes
     host: str
     port: int
@@ -139,8 +140,8 @@ class MQTTClient:
         server_hostname, clean_session (False), will_topic, will_payload,
         will_retain (True), will_qos (1), backoff_min_ms (500),
         backoff_max_ms (30000), socket_factory, connect_timeout_ms (10000).
-        Set up by hushlight.mqttconnect, so that this code leaves the heap."""
-        once("mqttconnect").init(self, client_id, host, port, settings)
+        Set up by hushlight.mqttinit, so that its code leaves the heap."""
+        once("mqttinit").init(self, client_id, host, port, settings)
 
     # ------------------------------------------------------------ public API
 
@@ -561,5 +562,5 @@ def _errno(e):
 
 
 def _describe(e):
-    # the sentences load when something failed (hushlight.mqttconnect)
-    return once("mqttconnect").describe(e)
+    # the sentences load when something failed (hushlight.mqttwhy)
+    return once("mqttwhy").describe(e)

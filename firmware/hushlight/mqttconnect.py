@@ -4,7 +4,7 @@ subscriptions, the end of a connection.
 Runs once per connection: `MQTTClient._connect` loads this module for each
 attempt and drops it again (hushlight.once), so a sensor that stays
 connected for weeks does not keep this code in its heap; the set-up's
-packets (hushlight.mqttsetup) come and go with it.
+packets (hushlight.mqttsetup) are loaded for each use.
 """
 
 import asyncio
@@ -13,8 +13,6 @@ import time
 from errno import (
     EACCES,
     ECONNABORTED,
-    ECONNREFUSED,
-    EHOSTUNREACH,
     EINPROGRESS,
     EINVAL,
     ENOTCONN,
@@ -22,10 +20,8 @@ from errno import (
 )
 
 from hushlight import once
-from hushlight.mqtt import RX_SIZE, TX_SIZE, _read_exact, _Refused, _stream_of
+from hushlight.mqtt import _read_exact, _Refused, _stream_of
 from hushlight.mqttcodec import utf8
-
-packets = once("mqttsetup")
 
 CONNACK_ERRORS = {
     1: "the broker does not speak MQTT 3.1.1",
@@ -80,7 +76,7 @@ def _tls_context(c, s):
         raise OSError(
             EINVAL,
             "the CA file %s cannot be used (%s); provision the broker's CA again"
-            % (c.ssl_cafile, describe(e)),
+            % (c.ssl_cafile, once("mqttwhy").describe(e)),
         )
     return ctx
 
@@ -96,7 +92,9 @@ async def connect(c):
     will = None
     if c.will_topic is not None:
         will = (c.will_topic, c.will_payload, c.will_qos, c.will_retain)
-    pkt = packets.connect_packet(
+    # the set-up's packets are loaded for each use (hushlight.mqttsetup), so
+    # that they do not stay in the heap through the network waits
+    pkt = once("mqttsetup").connect_packet(
         c.client_id, c.keepalive, c.clean_session, will, c.user, c.password
     )
     c._stream.write(pkt)
@@ -105,7 +103,7 @@ async def connect(c):
     # CONNACK: 0x20, 2, session present, return code (section 3.2)
     rx = c._rxmv
     await _read_exact(c, rx[:4])
-    code = packets.connack_code(c._rx)
+    code = once("mqttsetup").connack_code(c._rx)
     if code < 0:
         raise OSError(
             ECONNABORTED, "the broker answered CONNECT with packet type 0x%02x" % c._rx[0]
@@ -150,7 +148,7 @@ async def subscribe(c, topic, qos):
     t = utf8(topic)
     async with c._sub_lock:
         pid = c._next_pid()
-        pkt = packets.subscribe_packet(pid, t, qos)
+        pkt = once("mqttsetup").subscribe_packet(pid, t, qos)
         c._suback.clear()
         c._suback_pid = pid
         await c._send(pkt)
@@ -174,125 +172,8 @@ async def disconnect(c):
     c._stop = True
     if c._link:
         try:
-            await c._send(packets.DISCONNECT_PACKET)
+            await c._send(once("mqttsetup").DISCONNECT_PACKET)
         except OSError:
             pass
     c._down.set()
     c._close()
-
-
-def init(c, client_id, host, port, settings):
-    """MQTTClient.__init__ of client `c`: its settings, checked, and its
-    buffers, locks and counters."""
-    get = settings.pop
-    keepalive = get("keepalive", 30)
-    will_qos = get("will_qos", 1)
-    backoff_min_ms = get("backoff_min_ms", 500)
-    backoff_max_ms = get("backoff_max_ms", 30000)
-    if not (
-        1 <= keepalive <= 65535 and will_qos in (0, 1) and 0 < backoff_min_ms <= backoff_max_ms
-    ):
-        _refuse(keepalive, will_qos, backoff_min_ms, backoff_max_ms)
-    c.client_id = utf8(client_id)
-    c.host = host
-    c.port = port
-    c.user = get("user", None)
-    c.password = get("password", None)
-    c.keepalive = keepalive
-    c.ssl_cafile = get("ssl_cafile", None)
-    c.server_hostname = get("server_hostname", None)
-    c.clean_session = get("clean_session", False)
-    c.will_topic = get("will_topic", None)
-    c.will_payload = get("will_payload", None)
-    c.will_retain = get("will_retain", True)
-    c.will_qos = will_qos
-    c.backoff_min_ms = backoff_min_ms
-    c.backoff_max_ms = backoff_max_ms
-    c.socket_factory = get("socket_factory", None)
-    c.connect_timeout_ms = get("connect_timeout_ms", 10000)
-    if settings:
-        raise TypeError(
-            "unknown MQTTClient setting %s; see MQTTClient.__init__" % ", ".join(settings)
-        )
-
-    c.on_message = None  # callable(topic: str, payload: bytes, retained: bool)
-    c.on_connect = None  # (coroutine) function, run after each connect
-    c.on_puback = None  # callable(pid: int)
-    # callable(why: str, retry_ms: int): a connection attempt failed or the
-    # link was lost, and the next attempt comes in retry_ms (console log)
-    c.on_down = None
-    c.stats = {
-        "connects": 0,
-        "reconnects": 0,
-        "connect_failures": 0,
-        "ping_timeouts": 0,
-        "published": 0,
-        "acked": 0,
-        "received": 0,
-        "dropped_in": 0,  # incoming messages too large or failing in on_message
-        "bytes_out": 0,
-        "bytes_in": 0,
-        "backoff_ms": 0,  # the last back-off step (its sleep is half that to all of it)
-    }
-    c.last_error = None  # a sentence about the last failure, for status and selftest
-    # what ended the previous connection, kept through the next one (logs)
-    c.previous_error = None
-
-    c._rx = bytearray(RX_SIZE)
-    c._rxmv = memoryview(c._rx)
-    c._rx1 = c._rxmv[:1]
-    c._rx2 = c._rxmv[:2]
-    # PUBLISH packets up to TX_SIZE are assembled here and sent whole
-    c._tx = bytearray(TX_SIZE)
-    c._txmv = memoryview(c._tx)
-    c._ack = bytearray(4)  # PUBACK, sent by the reader only
-    c._topics = {}  # topic str -> encoded bytes, for the few topics a sensor uses
-    c._unacked = {}  # pid -> None, QoS 1 publishes awaiting PUBACK
-    c._pid = 0
-    c._sock = None
-    c._stream = None
-    c._link = False  # socket up and CONNACK received: publish allowed
-    c._ready = False  # on_connect done: connected() is True
-    c._ready_event = asyncio.Event()
-    c._down = asyncio.Event()  # set when the link must be dropped
-    c._write_lock = asyncio.Lock()
-    c._sub_lock = asyncio.Lock()
-    c._suback = asyncio.Event()
-    c._suback_pid = 0
-    c._suback_code = 0
-    c._stop = False
-    c._last_tx = time.ticks_ms()
-    c._last_rx = c._last_tx
-    c._ping_sent = None  # ticks of the outstanding PINGREQ, or None
-    c._ssl_ctx = None
-
-
-def _refuse(keepalive, will_qos, backoff_min_ms, backoff_max_ms):
-    """Raise ValueError for the first MQTTClient setting out of its range."""
-    if not 1 <= keepalive <= 65535:
-        # 0 would switch keepalive off: a dead link would then never be noticed
-        raise ValueError(
-            "keepalive %r s is outside 1..65535; use a few tens of seconds" % (keepalive,)
-        )
-    if will_qos not in (0, 1):
-        raise ValueError("will_qos %r is not supported; use 0 or 1" % (will_qos,))
-    raise ValueError(
-        "back-off %r..%r ms is not a range; use 0 < backoff_min_ms <= backoff_max_ms"
-        % (backoff_min_ms, backoff_max_ms)
-    )
-
-
-def describe(e):
-    """A few words on exception `e` of the link, for last_error and the log."""
-    if isinstance(e, asyncio.TimeoutError):
-        return "timed out"
-    if isinstance(e, _Refused):
-        return "refused, CONNACK code %d" % e.args[0]
-    if isinstance(e, OSError):
-        if len(e.args) > 1:  # a sentence of ours, or the TLS library's error name
-            return str(e.args[1])
-        if e.errno == ECONNREFUSED:
-            return "connection refused (nothing listens on that port: is the broker running?)"
-        if e.errno == EHOSTUNREACH:
-            return "host unreachable (check the network and the broker's address)"
-    return "%s %s" % (type(e).__name__, e)

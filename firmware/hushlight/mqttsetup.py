@@ -1,7 +1,7 @@
 """MQTT 3.1.1 packets of a connection's set-up: CONNECT, CONNACK,
-SUBSCRIBE and DISCONNECT.  Pure functions, no I/O; loaded with the set-up
-(hushlight.mqttconnect) and dropped with it, as the packets of a running
-link (hushlight.mqttcodec) are not.
+SUBSCRIBE and DISCONNECT.  Pure functions, no I/O; hushlight.mqttconnect
+loads this module for each packet and drops it again (hushlight.once), as
+the packets of a running link (hushlight.mqttcodec) stay.
 """
 
 from micropython import const

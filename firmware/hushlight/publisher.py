@@ -9,13 +9,16 @@ a second of audio time.  The end of a non-live source: hushlight.ending.
 import asyncio
 import time
 
+from micropython import const
+
 from hushlight.store import LEVELS, SUMMARY
 
 _WINDOW = 8  # QoS 1 messages in flight at once
 
 
-# a name mypy takes as true: the types of Publisher's declared attributes
-TYPE_CHECKING = False
+# a name mypy takes as true: the types of Publisher's declared attributes; a const, so that
+# MicroPython compiles the block below away (its imports would cost heap)
+TYPE_CHECKING = const(0)
 if TYPE_CHECKING:
     from hushlight.app import App
 
