@@ -134,13 +134,14 @@ def empty_definitions() -> dict[str, Any]:
 
 def merge(base: dict[str, Any], account: dict[str, Any]) -> dict[str, Any]:
     """`base` with the entries of `account` added, replacing those of the same users."""
-    names = {u["name"] for u in account["users"]}
+    names = {u["name"] for u in account.get("users", [])}
     out = dict(base)
     out.setdefault("vhosts", [{"name": VHOST}])
     out["users"] = [u for u in base.get("users", []) if u["name"] not in names]
-    out["users"] += account["users"]
+    out["users"] += account.get("users", [])
     for key in ("permissions", "topic_permissions"):
-        out[key] = [p for p in base.get(key, []) if p["user"] not in names] + account[key]
+        kept = [p for p in base.get(key, []) if p["user"] not in names]
+        out[key] = kept + account.get(key, [])
     return out
 
 

@@ -44,6 +44,7 @@ import time
 from pathlib import Path
 from types import TracebackType
 
+from tools import rabbit_accounts
 from tools.broker import _listening, free_port
 from tools.errors import ToolError, UsageError
 
@@ -53,6 +54,9 @@ SBIN = Path("/usr/lib/rabbitmq/bin")
 SIZE = 3
 BOOT_TIMEOUT = 60.0
 STATE_FILE = "cluster.json"
+BOOT_DEFINITIONS = "boot-definitions.json"
+NET_TICKTIME = 10
+ANONYMOUS = "hushlight-anonymous"
 
 
 def find_rabbitmq() -> Path:
@@ -120,7 +124,9 @@ class RabbitCluster:
     ``tls`` = (cafile, certfile, keyfile) adds an MQTT TLS listener on each
     node.  ``definitions`` is a definitions file (users, permissions, topic
     permissions) loaded at boot; without one, the cluster has only the
-    accounts given later to :meth:`load_definitions`, and no anonymous access.
+    accounts given later to :meth:`load_definitions`.  ``anonymous`` lets
+    clients in without a user name, with every right (as a test Mosquitto
+    without a password file does): for the demo and benchmarks only.
     """
 
     def __init__(
@@ -131,6 +137,7 @@ class RabbitCluster:
         definitions: Path | None = None,
         folder: Path | None = None,
         prefix: str | None = None,
+        anonymous: bool = False,
     ) -> None:
         if size < 1:
             raise UsageError(f"a cluster of {size} nodes makes no sense; give 3 (or 1 for a trial)")
@@ -139,12 +146,15 @@ class RabbitCluster:
         self.dir.mkdir(parents=True, exist_ok=True)
         self.tls = tls
         self.definitions = definitions
+        self.anonymous = anonymous
         prefix = prefix or "hushlight-" + secrets.token_hex(3)
         self.nodes = [
             RabbitNode(self.dir / f"node{i + 1}", f"{prefix}-{i + 1}", tls=tls is not None)
             for i in range(size)
         ]
         self._home = self.dir / "home"
+        # the MQTT plugin logs anonymous clients in as this account
+        self._anonymous_password = secrets.token_urlsafe(16)
 
     # -- addresses ---------------------------------------------------------
 
@@ -191,9 +201,26 @@ class RabbitCluster:
         lines = [
             "listeners.tcp = none",
             f"mqtt.listeners.tcp.default = 127.0.0.1:{node.mqtt_port}",
-            "mqtt.allow_anonymous = false",
+            *(
+                [
+                    "mqtt.allow_anonymous = true",
+                    f"mqtt.default_user = {ANONYMOUS}",
+                    f"mqtt.default_pass = {self._anonymous_password}",
+                ]
+                if self.anonymous
+                else ["mqtt.allow_anonymous = false"]
+            ),
             # persistent sessions in replicated queues: survive the loss of a node
             "mqtt.durable_queue_type = quorum",
+            # A node that stops answering (cut off, frozen) is declared down
+            # after about net_ticktime s; until then every change to the
+            # cluster's tables, such as a new subscription, waits for it.
+            # The default, 60 s, would hold a sensor's failover that long.
+            f"net_ticktime = {NET_TICKTIME}",
+            # the side of a split with fewer than half the nodes stops
+            # serving (its clients move to the majority) and heals by itself
+            # when it sees the others again
+            "cluster_partition_handling = pause_minority",
             "log.console = false",
             "log.file.level = warning",
             # a test machine's disk is small and shared; RabbitMQ's default
@@ -210,9 +237,27 @@ class RabbitCluster:
                 "ssl_options.verify = verify_none",
                 "ssl_options.fail_if_no_peer_cert = false",
             ]
-        if self.definitions is not None:
-            lines.append(f"load_definitions = {self.definitions}")
+        # Definitions loaded at boot also keep RabbitMQ from making its
+        # default administrator, `guest`/`guest`, which may log in from
+        # loopback, where every client of this cluster is.
+        lines.append(f"load_definitions = {self.dir / BOOT_DEFINITIONS}")
         return "\n".join(lines) + "\n"
+
+    def _boot_definitions(self) -> None:
+        """The accounts every node loads at boot: the given file, and the anonymous account."""
+        defs = (
+            rabbit_accounts.read_definitions(self.definitions)
+            if self.definitions is not None
+            else rabbit_accounts.empty_definitions()
+        )
+        if self.anonymous:
+            hashed = rabbit_accounts.hash_password(self._anonymous_password)
+            defs = rabbit_accounts.merge(
+                defs, rabbit_accounts.service_definitions(ANONYMOUS, hashed)
+            )
+        path = self.dir / BOOT_DEFINITIONS
+        path.write_text(json.dumps(defs, indent=2) + "\n")
+        path.chmod(0o600)
 
     def _prepare(self) -> None:
         self._home.mkdir(parents=True, exist_ok=True)
@@ -221,6 +266,7 @@ class RabbitCluster:
             cookie.write_text(secrets.token_hex(16).upper())
             cookie.chmod(0o400)
         (self.dir / "rabbitmq-env.conf").write_text("")
+        self._boot_definitions()
         for node in self.nodes:
             node.dir.mkdir(parents=True, exist_ok=True)
             (node.dir / "rabbitmq.conf").write_text(self._config(node))
@@ -322,6 +368,21 @@ class RabbitCluster:
             node._proc.wait(10)
             node._proc = None
 
+    def freeze(self, index: int) -> None:
+        """SIGSTOP node ``index``: it keeps its sockets but answers nothing, like a
+        machine cut off the network, until :meth:`thaw`."""
+        node = self.nodes[index]
+        pid = node.pid
+        if pid is None:
+            raise ToolError(f"RabbitMQ node {node.nodename} does not run; nothing to freeze")
+        os.kill(pid, signal.SIGSTOP)
+
+    def thaw(self, index: int) -> None:
+        """Let a frozen node run again."""
+        pid = self.nodes[index].pid
+        if pid is not None:
+            os.kill(pid, signal.SIGCONT)
+
     def start_node(self, index: int, timeout: float = BOOT_TIMEOUT) -> None:
         """Start a stopped or killed node again; it rejoins the cluster from its data."""
         node = self.nodes[index]
@@ -331,11 +392,22 @@ class RabbitCluster:
         self._wait_listening(node, timeout)
 
     def load_definitions(self, path: Path) -> None:
-        """Import users and permissions into the whole cluster (they are replicated)."""
+        """Import users and permissions into the whole cluster (they are replicated).
+
+        They are added to the accounts the nodes load at boot as well: a node
+        that boots again re-imports that file, and would otherwise put back
+        an older password of a sensor provisioned again since.
+        """
         node = next((n for n in self.nodes if n.running), None)
         if node is None:
             raise ToolError("no node of the RabbitMQ cluster runs; start it first")
         self.ctl(node, "import_definitions", str(path))
+        boot = self.dir / BOOT_DEFINITIONS
+        merged = rabbit_accounts.merge(
+            rabbit_accounts.read_definitions(boot), rabbit_accounts.read_definitions(path)
+        )
+        boot.write_text(json.dumps(merged, indent=2) + "\n")
+        boot.chmod(0o600)
 
     def stop(self) -> None:
         """Stop every node (SIGTERM to its VM: a clean shutdown), then make sure they are gone."""
@@ -343,6 +415,7 @@ class RabbitCluster:
             pid = node.pid
             if pid is not None:
                 os.kill(pid, signal.SIGTERM)
+                os.kill(pid, signal.SIGCONT)  # a frozen node must run to stop
         deadline = time.monotonic() + 20
         for node in self.nodes:
             while node.pid is not None and time.monotonic() < deadline:
@@ -380,6 +453,7 @@ class RabbitCluster:
             "prefix": self.nodes[0].name.rsplit("-", 1)[0],
             "tls": [str(p) for p in self.tls] if self.tls else None,
             "definitions": str(self.definitions) if self.definitions else None,
+            "anonymous": self.anonymous,
             "nodes": [
                 {"mqtt_port": n.mqtt_port, "tls_port": n.tls_port, "dist_port": n.dist_port}
                 for n in self.nodes
@@ -404,6 +478,7 @@ class RabbitCluster:
             definitions=Path(state["definitions"]) if state["definitions"] else None,
             folder=folder,
             prefix=state["prefix"],
+            anonymous=bool(state.get("anonymous")),
         )
         for node, ports in zip(cluster.nodes, state["nodes"], strict=True):
             node.mqtt_port = ports["mqtt_port"]
@@ -428,6 +503,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--definitions",
         type=Path,
         help="RabbitMQ definitions file with the accounts (`hushlight provision --rabbit-defs`)",
+    )
+    parser.add_argument(
+        "--anonymous",
+        action="store_true",
+        help="let clients in without a user name (a demo or benchmark cluster only)",
     )
     parser.add_argument(
         "--tls",
@@ -460,7 +540,7 @@ def _run(args: argparse.Namespace) -> int:
         if defs is not None and not defs.is_file():
             raise UsageError(f"definitions file {defs} does not exist; check the path")
         tls = tuple(p.resolve() for p in args.tls) if args.tls else None
-        cluster = RabbitCluster(tls=tls, definitions=defs, folder=folder)
+        cluster = RabbitCluster(tls=tls, definitions=defs, folder=folder, anonymous=args.anonymous)
         began = time.monotonic()
         try:
             cluster.start()

@@ -18,6 +18,7 @@ from protocol import payloads, topics
 from tests.cluster.conftest import SITE, Cluster
 from tests.tools.virtual import Sensor
 from tools import cli, rabbit_accounts
+from tools.rabbit_cluster import RabbitCluster
 
 
 class Link:
@@ -43,7 +44,8 @@ class Link:
             client_id=client_id or "test-" + secrets.token_hex(4),
             clean_session=clean,
         )
-        c.username_pw_set(user, password)
+        if user:
+            c.username_pw_set(user, password)
         if ca is not None:
             c.tls_set(ca_certs=str(ca), cert_reqs=ssl.CERT_REQUIRED)
         c.on_message = lambda _c, _u, m: self.messages.put(m)
@@ -63,7 +65,8 @@ class Link:
             try:
                 c.connect(host, int(port), keepalive=30)
                 c.loop_start()
-                rc, self.session_present = self.connected.get(timeout=10)
+                wait = min(10.0, max(0.1, deadline - time.monotonic()))
+                rc, self.session_present = self.connected.get(timeout=wait)
                 if rc == 0:
                     return
                 c.loop_stop()
@@ -313,3 +316,47 @@ def test_a_provisioned_virtual_sensor_reports_through_the_cluster(
     finally:
         sensor.kill()
         watcher.close()
+
+
+def test_the_default_administrator_guest_is_not_there(rabbit: Cluster) -> None:
+    # RabbitMQ's `guest`/`guest` may log in from loopback, where every client
+    # of this cluster is: it would get past every sensor's permissions.
+    with pytest.raises(ConnectionRefusedError):
+        Link(rabbit.nodes.urls[0], "guest", "guest")
+    with pytest.raises(ConnectionRefusedError):
+        Link(rabbit.nodes.urls[0], "", "")  # nor anybody without a name
+
+
+def test_a_frozen_node_answers_nothing_and_the_others_carry_on(rabbit: Cluster) -> None:
+    # Subscribed before the freeze: until the others declare the frozen node
+    # down (net_ticktime), a new subscription anywhere waits for it; routing
+    # through subscriptions that exist does not.
+    topic = topics.status(SITE, "ns-frozen")
+    sub = gateway(rabbit, 1)
+    assert sub.subscribe(topic) == [1]
+    pub = gateway(rabbit, 0)
+    rabbit.nodes.freeze(2)
+    try:
+        with pytest.raises(ConnectionRefusedError):
+            gateway(rabbit, 2, timeout=2)
+        pub.publish(topic, b"still here")
+        assert [m.payload for m in sub.received(1, timeout=5)] == [b"still here"]
+    finally:
+        rabbit.nodes.thaw(2)
+        pub.close()
+        sub.close()
+    gateway(rabbit, 2, timeout=10).close()
+
+
+def test_an_anonymous_cluster_for_the_demo_lets_clients_in_without_a_name(
+    tmp_path: Path,
+) -> None:
+    with RabbitCluster(1, anonymous=True, folder=tmp_path / "anon") as one:
+        link = Link(one.urls[0], "", "")
+        topic = topics.levels(SITE, "ns-anon")
+        assert link.subscribe(topic) == [1]
+        link.publish(topic, b"hello")
+        assert [m.payload for m in link.received(1, timeout=5)] == [b"hello"]
+        link.close()
+        with pytest.raises(ConnectionRefusedError):
+            Link(one.urls[0], "guest", "guest")
