@@ -30,7 +30,6 @@ brings it back and it rejoins the cluster from its data folder.
 from __future__ import annotations
 
 import argparse
-import concurrent.futures
 import contextlib
 import json
 import os
@@ -322,10 +321,12 @@ class RabbitCluster:
         return done.stdout
 
     def start(self, timeout: float = BOOT_TIMEOUT) -> None:
-        """Boot every node at once, then join nodes 2.. to node 1.
+        """Boot every node at once, then join nodes 2.. to node 1, one at a time.
 
         Booting in parallel and joining afterwards is faster than booting
         one after the other, which RabbitMQ's peer discovery would need.
+        The joins go one by one: two nodes joining at once can hold each
+        other's `start_app` for a minute or more.
         """
         self._prepare()
         for node in self.nodes:
@@ -333,10 +334,9 @@ class RabbitCluster:
         for node in self.nodes:
             self._wait_listening(node, timeout)
         first = self.nodes[0]
-        joining = [n for n in self.nodes[1:] if first.nodename not in self.members(n)]
-        with concurrent.futures.ThreadPoolExecutor(max_workers=len(self.nodes)) as pool:
-            for f in [pool.submit(self._join, n, first) for n in joining]:
-                f.result()
+        for node in self.nodes[1:]:
+            if first.nodename not in self.members(node):
+                self._join(node, first)
         for node in self.nodes:
             self._wait_listening(node, timeout)
         self._write_state()
