@@ -11,6 +11,9 @@ One run does three things for one sensor:
 3. adds or replaces the sensor's block in a Mosquitto ACL file: it may publish
    only its own levels, summary and status, and read only its own config.
 
+For a RabbitMQ cluster (tools/rabbit_cluster.py), `--rabbit-defs FILE` writes
+the same account and rules as RabbitMQ definitions (tools/rabbit_accounts.py).
+
 Re-provisioning a sensor replaces its lines, so a lost or replaced board gets
 new credentials and the old ones stop working when the broker reloads its
 files (`kill -HUP` or a restart).
