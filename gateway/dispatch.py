@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import logging
 import sqlite3
@@ -79,13 +80,18 @@ class Dispatcher:
             if not decisions:
                 return
         now = self.clock.now()
-        # On the event loop, not in a worker thread: a few short transactions
+        # SQLite: on the event loop, not in a worker thread: a few short transactions
         # (well under a millisecond; the bulk writes leave the database lock
         # every few ms and checkpoint on a connection of their own), whereas in
         # a thread each SQLite call gives up the GIL and may wait the whole
         # switch interval to get it back from the busy event loop, per call.
+        # PostgreSQL: in a thread, since each statement is a network round trip
+        # and another gateway's transaction may hold a table for a while.
         try:
-            replayed = self._record(decisions, now)
+            if self.storage.url is None:
+                replayed = self._record(decisions, now)
+            else:
+                replayed = await asyncio.to_thread(self._record, decisions, now)
         except STORAGE_ERRORS as exc:
             # the lights must still get their commands (a release above all);
             # what is lost is the record, and the guard against a repeat nudge

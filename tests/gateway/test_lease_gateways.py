@@ -9,16 +9,19 @@ import json
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
+import psycopg
 import pytest
 
 from gateway.clock import ScaledClock
 from gateway.config import load_config
 from gateway.leases import LeaseStore
+from gateway.policy import TriggerSuppressed
 from gateway.service import Gateway
 from gateway.storage import Storage
 from protocol import topics
@@ -206,3 +209,43 @@ async def test_a_killed_gateway_process_leaves_its_zones_to_the_other_within_the
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+async def test_recording_on_postgresql_never_holds_the_event_loop(
+    tmp_path: Path, fresh_broker: Mosquitto, pg_url: str
+) -> None:
+    gw = Gateway(
+        load_config(site_toml(tmp_path, "gw-a", fresh_broker.url, pg_url)), install_signals=False
+    )
+    gw.dispatcher.holds = None  # every zone: this test is about the store, not the leases
+    ticks = 0
+
+    async def tick() -> None:
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await asyncio.sleep(0.01)
+
+    ticker = asyncio.create_task(tick())
+    try:
+        with psycopg.connect(pg_url) as blocker:
+            # another session holds the decisions table: the recording waits for it
+            blocker.execute("LOCK TABLE decisions IN ACCESS EXCLUSIVE MODE")
+            # let go in a second, from another thread: a blocked loop could not
+            unlock = threading.Timer(1.0, blocker.rollback)
+            unlock.start()
+            decision = TriggerSuppressed("north", time.time(), "hourly_cap", 80.0)
+            carry = asyncio.create_task(gw.dispatcher.carry_out([decision]))
+            await asyncio.sleep(0.5)
+            seen_ticks, waiting = ticks, not carry.done()
+            unlock.join()
+            await asyncio.wait_for(carry, 5)
+        assert waiting and seen_ticks >= 20  # the loop went on meanwhile (10 ms sleeps)
+        assert [d["type"] for d in gw.storage.recent_decisions(5)] == ["TriggerSuppressed"]
+    finally:
+        ticker.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await ticker
+        gw.storage.close()
+        assert gw.leases is not None
+        gw.leases.store.close()
