@@ -31,7 +31,7 @@ import psycopg
 from gateway.errors import StorageError
 from gateway.storage.postgres import SCHEMA_LOCK, safe_url
 
-__all__ = ["LEASE_SCHEMA", "LeaseKeeper", "LeaseStore"]
+__all__ = ["LEASE_SCHEMA", "LEASE_TIMEOUT_S", "LeaseKeeper", "LeaseStore"]
 
 log = logging.getLogger("hushlight.leases")
 
@@ -50,6 +50,10 @@ CREATE TABLE IF NOT EXISTS lease_gateways (
 
 # seconds taken off the local deadline, for clocks that run at slightly different rates
 _DRIFT_MARGIN_S = 0.5
+# A lease statement gives up after this long (a lock held by a stuck session, a server
+# gone silent) so that the next renewal tries again; leases already held lapse by
+# themselves at their deadline meanwhile.
+LEASE_TIMEOUT_S = 3
 
 
 class LeaseStore:
@@ -73,7 +77,19 @@ class LeaseStore:
             ) from exc
 
     def _connect(self) -> psycopg.Connection[tuple[Any, ...]]:
-        return psycopg.connect(self.url, autocommit=True, connect_timeout=5)
+        ms = LEASE_TIMEOUT_S * 1000
+        return psycopg.connect(
+            self.url,
+            autocommit=True,
+            connect_timeout=5,
+            options=f"-c lock_timeout={ms} -c statement_timeout={ms}",
+            # a server that stops answering (a cut network) ends the wait too
+            tcp_user_timeout=ms,
+            keepalives=1,
+            keepalives_idle=1,
+            keepalives_interval=1,
+            keepalives_count=LEASE_TIMEOUT_S,
+        )
 
     def _conn(self) -> psycopg.Connection[tuple[Any, ...]]:
         """The connection, opened again if it was lost (a restart of PostgreSQL)."""

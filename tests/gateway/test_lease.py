@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 
 import psycopg
 import pytest
 
-from gateway.leases import LeaseKeeper, LeaseStore
+from gateway.leases import LEASE_TIMEOUT_S, LeaseKeeper, LeaseStore
 from gateway.lighting import MqttLighting
 from gateway.policy import Override
 from tests.gateway.clocks import FixedClock
@@ -192,3 +193,30 @@ def test_a_lost_connection_fails_one_renewal_and_the_next_connects_again(
     with pytest.raises(psycopg.OperationalError):
         a.renew_once()  # the run loop counts and logs this one
     assert set(a.renew_once()) == set(ZONES)
+
+
+def test_a_renewal_that_cannot_get_the_table_gives_up_within_seconds(
+    stores: tuple[LeaseStore, LeaseStore], pg_url: str
+) -> None:
+    a = LeaseKeeper(stores[0], "gw-a", ZONES, ttl_s=10, renew_s=3)
+    outcome: list[BaseException | None] = []
+
+    def renew() -> None:
+        try:
+            a.renew_once()
+            outcome.append(None)
+        except BaseException as exc:  # collected and checked in the test thread
+            outcome.append(exc)
+
+    with psycopg.connect(pg_url) as blocker:
+        # a session stuck in a transaction that holds the leases (a hung client)
+        blocker.execute("LOCK TABLE zone_leases IN ACCESS EXCLUSIVE MODE")
+        worker = threading.Thread(target=renew, daemon=True)
+        started = time.monotonic()
+        worker.start()
+        worker.join(LEASE_TIMEOUT_S + 5)
+        waited = time.monotonic() - started
+        blocker.rollback()
+    # it gave up (and the run loop logs it and tries again) rather than waiting on
+    assert len(outcome) == 1 and isinstance(outcome[0], psycopg.OperationalError)
+    assert waited < LEASE_TIMEOUT_S + 2
