@@ -32,6 +32,9 @@ from tools.lights_sim import LightsSim
 
 LEASE_S = 3.0
 ZONES = {"north": ("n1", "gn"), "south": ("s1", "gs")}  # zone -> (sensor, light group)
+# the lease runs out, then the other's next renewal (every third of it) takes the zone;
+# plus a second and a half for a busy machine's scheduling
+TAKEOVER_MAX_S = LEASE_S + LEASE_S / 3 + 1.5
 
 
 @pytest.fixture
@@ -138,7 +141,7 @@ async def test_two_gateways_split_the_city_and_one_takes_over_when_the_other_han
             epoch_b = held(b)[zone_a]
             assert epoch_b > epoch_a
             print(f"takeover {takeover:.2f} s after the owner hung (lease {LEASE_S} s)")
-            assert takeover < LEASE_S + LEASE_S / 3 + 1
+            assert takeover < TAKEOVER_MAX_S
 
             # b commands the zone now; a stale command of a's, still in flight, is refused
             stale = [p for t, p in seen if t == set_a][-1]
@@ -202,7 +205,7 @@ async def test_a_killed_gateway_process_leaves_its_zones_to_the_other_within_the
             await wait_for(lambda: zone_a in held(b), 2 * LEASE_S, "b takes over")
             takeover = time.monotonic() - killed
             print(f"takeover {takeover:.2f} s after SIGKILL of the owner (lease {LEASE_S} s)")
-            assert takeover < LEASE_S + LEASE_S / 3 + 1
+            assert takeover < TAKEOVER_MAX_S
             assert set(held(b)) == set(ZONES)
     finally:
         store.close()
