@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import ctypes
 import json
 import os
 import secrets
@@ -55,6 +56,7 @@ BOOT_TIMEOUT = 60.0
 STATE_FILE = "cluster.json"
 BOOT_DEFINITIONS = "boot-definitions.json"
 NET_TICKTIME = 10
+PR_SET_PDEATHSIG = 1  # linux/prctl.h
 ANONYMOUS = "hushlight-anonymous"
 
 
@@ -99,11 +101,7 @@ class RabbitNode:
             pid = int((self.dir / "pid").read_text().strip())
         except (OSError, ValueError):
             return None
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return None
-        return pid
+        return pid if alive(pid) else None
 
     @property
     def running(self) -> bool:
@@ -125,7 +123,12 @@ class RabbitCluster:
     permissions) loaded at boot; without one, the cluster has only the
     accounts given later to :meth:`load_definitions`.  ``anonymous`` lets
     clients in without a user name, with every right (as a test Mosquitto
-    without a password file does): for the demo and benchmarks only.
+    without a password file does): for the demo and benchmarks only.  The
+    nodes die with the process that started them (a test run killed
+    outright leaves no RabbitMQ behind) unless ``outlive`` is set, as
+    `hushlight cluster start` does.  Linux ties a node to the thread that
+    started it: call :meth:`start` and :meth:`start_node` from a thread that
+    lives as long as the cluster, such as the main thread.
     """
 
     def __init__(
@@ -137,6 +140,7 @@ class RabbitCluster:
         folder: Path | None = None,
         prefix: str | None = None,
         anonymous: bool = False,
+        outlive: bool = False,
     ) -> None:
         if size < 1:
             raise UsageError(f"a cluster of {size} nodes makes no sense; give 3 (or 1 for a trial)")
@@ -146,6 +150,7 @@ class RabbitCluster:
         self.tls = tls
         self.definitions = definitions
         self.anonymous = anonymous
+        self.outlive = outlive
         prefix = prefix or "hushlight-" + secrets.token_hex(3)
         self.nodes = [
             RabbitNode(self.dir / f"node{i + 1}", f"{prefix}-{i + 1}", tls=tls is not None)
@@ -190,8 +195,13 @@ class RabbitCluster:
                     "RABBITMQ_LOG_BASE": str(d / "log"),
                     "RABBITMQ_PID_FILE": str(d / "pid"),
                     "RABBITMQ_SERVER_ADDITIONAL_ERL_ARGS": (
-                        "-kernel inet_dist_use_interface {127,0,0,1}"
+                        "-kernel inet_dist_use_interface {127,0,0,1} -noinput -noshell"
                     ),
+                    # rabbitmq-server then execs the Erlang VM instead of
+                    # waiting on it in a shell: the VM is our child, so it
+                    # can be tied to our life (_die_with_parent) and its pid
+                    # is the Popen's; stdin is /dev/null and -noinput holds
+                    "RABBITMQ_ALLOW_INPUT": "1",
                 }
             )
         return env
@@ -283,6 +293,7 @@ class RabbitCluster:
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
+                preexec_fn=None if self.outlive else _die_with_parent,
             )
 
     def _wait_listening(self, node: RabbitNode, timeout: float) -> None:
@@ -411,24 +422,27 @@ class RabbitCluster:
 
     def stop(self) -> None:
         """Stop every node (SIGTERM to its VM: a clean shutdown), then make sure they are gone."""
-        for node in self.nodes:
-            pid = node.pid
+        # the pids are taken first: a stopping node removes its pid file
+        # before its VM has exited
+        pids = [(node, node.pid) for node in self.nodes]
+        for _node, pid in pids:
             if pid is not None:
                 os.kill(pid, signal.SIGTERM)
                 os.kill(pid, signal.SIGCONT)  # a frozen node must run to stop
         deadline = time.monotonic() + 20
-        for node in self.nodes:
-            while node.pid is not None and time.monotonic() < deadline:
-                time.sleep(0.1)
-            pid = node.pid
-            if pid is not None:
-                os.kill(pid, signal.SIGKILL)
+        for node, pid in pids:
             if node._proc is not None:
                 try:
-                    node._proc.wait(10)
+                    node._proc.wait(max(0.1, deadline - time.monotonic()))
                 except subprocess.TimeoutExpired:
                     node._proc.kill()
+                    node._proc.wait()
                 node._proc = None
+                continue
+            while pid is not None and alive(pid) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            if pid is not None and alive(pid):
+                os.kill(pid, signal.SIGKILL)
 
     def close(self) -> None:
         self.stop()
@@ -487,6 +501,26 @@ class RabbitCluster:
         return cluster
 
 
+def alive(pid: int) -> bool:
+    """Whether process ``pid`` exists and has not exited (a zombie has exited)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    # the state letter follows the command name, which is in parentheses
+    return stat[stat.rindex(")") + 2] not in "ZX"
+
+
+def _die_with_parent() -> None:
+    """In the node's process before it runs: SIGKILL it when its parent exits.
+
+    Linux's PR_SET_PDEATHSIG survives the execs from rabbitmq-server down
+    to the Erlang VM (none is set-user-ID).
+    """
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+
+
 def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "action",
@@ -540,11 +574,13 @@ def _run(args: argparse.Namespace) -> int:
         if defs is not None and not defs.is_file():
             raise UsageError(f"definitions file {defs} does not exist; check the path")
         tls = tuple(p.resolve() for p in args.tls) if args.tls else None
-        cluster = RabbitCluster(tls=tls, definitions=defs, folder=folder, anonymous=args.anonymous)
+        cluster = RabbitCluster(
+            tls=tls, definitions=defs, folder=folder, anonymous=args.anonymous, outlive=True
+        )
         began = time.monotonic()
         try:
             cluster.start()
-        except ToolError:
+        except (ToolError, KeyboardInterrupt):
             cluster.stop()
             raise
         print(f"cluster of {len(cluster.nodes)} nodes up in {time.monotonic() - began:.1f} s")

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import json
+import os
 import queue
 import secrets
+import signal
 import ssl
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -18,7 +22,8 @@ from protocol import payloads, topics
 from tests.cluster.conftest import SITE, Cluster
 from tests.tools.virtual import Sensor
 from tools import cli, rabbit_accounts
-from tools.rabbit_cluster import RabbitCluster
+from tools.rabbit_cluster import RabbitCluster, alive
+from tools.upy import REPO_ROOT
 
 
 class Link:
@@ -360,3 +365,36 @@ def test_an_anonymous_cluster_for_the_demo_lets_clients_in_without_a_name(
         link.close()
         with pytest.raises(ConnectionRefusedError):
             Link(one.urls[0], "guest", "guest")
+
+
+def test_nodes_die_with_the_process_that_started_them(tmp_path: Path) -> None:
+    # A test run killed outright (a timeout, SIGKILL) must not leave Erlang
+    # VMs running on a machine shared with other work.
+    code = (
+        "import sys, time\n"
+        "from tools.rabbit_cluster import RabbitCluster\n"
+        "c = RabbitCluster(1, folder=__import__('pathlib').Path(sys.argv[1]))\n"
+        "c.start()\n"
+        "print(c.nodes[0].pid, flush=True)\n"
+        "time.sleep(600)\n"
+    )
+    folder = tmp_path / "orphan"
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, str(folder)],
+        cwd=REPO_ROOT,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        pid = int(proc.stdout.readline())
+        assert alive(pid)
+    finally:
+        proc.kill()
+        proc.wait()
+    deadline = time.monotonic() + 10
+    while alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if alive(pid):
+        os.kill(pid, signal.SIGKILL)
+        raise AssertionError(f"node {pid} outlived the process that started it")
