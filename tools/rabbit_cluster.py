@@ -536,6 +536,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--definitions",
         type=Path,
+        metavar="FILE",
         help="RabbitMQ definitions file with the accounts (`hushlight provision --rabbit-defs`)",
     )
     parser.add_argument(
@@ -586,16 +587,16 @@ def _run(args: argparse.Namespace) -> int:
         print(f"cluster of {len(cluster.nodes)} nodes up in {time.monotonic() - began:.1f} s")
         _print_nodes(cluster)
         return 0
+    if args.action == "load" and (args.definitions is None or not args.definitions.is_file()):
+        raise UsageError(
+            "give the accounts to load as --definitions FILE "
+            "(written by `hushlight provision --rabbit-defs FILE`)"
+        )
     cluster = RabbitCluster.attach(folder)
     if args.action == "status":
         _print_nodes(cluster)
         return 0
     if args.action == "load":
-        if args.definitions is None or not args.definitions.is_file():
-            raise UsageError(
-                "give the accounts to load as --definitions FILE "
-                "(written by `hushlight provision --rabbit-defs FILE`)"
-            )
         cluster.load_definitions(args.definitions.resolve())
         print(f"accounts of {args.definitions} loaded into the cluster in {folder}")
         return 0

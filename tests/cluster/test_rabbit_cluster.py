@@ -398,3 +398,19 @@ def test_nodes_die_with_the_process_that_started_them(tmp_path: Path) -> None:
     if alive(pid):
         os.kill(pid, signal.SIGKILL)
         raise AssertionError(f"node {pid} outlived the process that started it")
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [
+        (["start", "--definitions", "missing.json"], "definitions file"),
+        (["status"], "holds no cluster started by `hushlight cluster start`"),
+        (["load"], "give the accounts to load as --definitions FILE"),
+    ],
+)
+def test_cluster_command_mistakes_are_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], args: list[str], says: str
+) -> None:
+    assert cli.main(["cluster", *args, "--dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and says in err, err
