@@ -93,15 +93,20 @@ def _elf_class(path: Path) -> int:
 
 
 def _firmware_exe(sensor: Sensor, timeout: float = 30.0) -> Path:
-    """The executable of the wrapper's MicroPython child (mpy-cross runs first)."""
+    """The executable running the wrapper's MicroPython child (mpy-cross runs
+    first).  The host port from PyPI is a C extension that CPython runs from a
+    `micropython` script, so its executable is that Python."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         pid = sensor.firmware_pid()
         try:
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
             exe = Path(os.readlink(f"/proc/{pid}/exe"))
         except FileNotFoundError:
             continue  # that child just ended
-        if exe.name == "micropython":
+        if any(Path(a.decode()).name == "micropython" for a in argv[:2]) and "-X" in (
+            a.decode() for a in argv
+        ):
             return exe
         time.sleep(0.05)
     raise AssertionError(f"no MicroPython process under the sensor: {sensor.output()}")
