@@ -201,10 +201,12 @@ class RawPublisher:
 
 
 def publish_load(
-    port: int, sensors: list[str], rate_hz: float, seconds: float, conns: int, out: Any
+    port: int | list[int], sensors: list[str], rate_hz: float, seconds: float, conns: int, out: Any
 ) -> None:
-    """N sensors at `rate_hz`, evenly spread, over `conns` raw connections."""
-    pubs = [RawPublisher(port, f"bench-sensors-{i}") for i in range(conns)]
+    """N sensors at `rate_hz`, evenly spread, over `conns` raw connections (spread in turn
+    over the brokers' ports when given several: the nodes of a cluster)."""
+    ports = [port] if isinstance(port, int) else port
+    pubs = [RawPublisher(ports[i % len(ports)], f"bench-sensors-{i}") for i in range(conns)]
     tps = [pubs[k % conns].topic(topics.levels(SITE, s)) for k, s in enumerate(sensors)]
     check = _RECORD % (0, 0, 1000, _LAEQ[0])
     payloads.decode("levels", check)  # the template must stay a valid record
