@@ -28,10 +28,8 @@ from gateway.clock import Clock, iso_time
 from gateway.config import HttpConfig, SiteConfig, ZoneConfig
 from gateway.ingest import Ingest
 from gateway.policy import zone_status
-from gateway.report import as_dict, read_episodes
 from gateway.stepper import Stepper
 from gateway.storage import Storage
-from gateway.verdict import Verdict, verdicts
 
 __all__ = ["MAX_NIGHT_HOURS", "Dashboard", "DashboardError", "DashboardPages"]
 
@@ -216,12 +214,17 @@ class Dashboard:
             return report
 
     def _verdict(self, days: int, minutes: int) -> dict[str, Any]:
+        # loaded when an operator first opens the verdict: its numpy and scipy add
+        # some 15 MB that a gateway nobody asks for a verdict should not hold
+        from gateway.report import as_dict, read_episodes
+        from gateway.verdict import verdicts
+
         now = self.clock.now()
         since = now - 86400.0 * days
         tz = self.config.tz
         with self.open_storage() as storage:
             episodes = read_episodes(storage, since, None, minutes, now)
-        found: list[Verdict] = verdicts(episodes, tz=tz.key)
+        found = verdicts(episodes, tz=tz.key)
         report = as_dict(
             episodes, found, self.config.storage.peak_threshold_db, minutes, since, now, None, tz
         )

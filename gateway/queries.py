@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gateway.clock import Clock, iso_time
 from gateway.config import SiteConfig
 from gateway.ingest import Ingest
-from gateway.leases import LeaseKeeper
 from gateway.link import MqttLink
 from gateway.metrics import Metrics
 from gateway.notify import Notifier
@@ -17,6 +16,9 @@ from gateway.outbox import Outbox
 from gateway.policy import zone_status
 from gateway.stepper import Stepper
 from gateway.storage import Storage
+
+if TYPE_CHECKING:
+    from gateway.leases import LeaseKeeper
 
 __all__ = ["Queries"]
 

@@ -30,7 +30,7 @@ import logging
 import signal
 import sys
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from gateway.clock import Clock, RealClock
 from gateway.collector import Collector
@@ -40,7 +40,6 @@ from gateway.dispatch import Dispatcher
 from gateway.errors import GatewayError, StateError
 from gateway.http_api import HttpApi
 from gateway.ingest import Ingest
-from gateway.leases import LeaseKeeper, LeaseStore
 from gateway.lighting import LightingAdapter, MqttLighting
 from gateway.link import QUEUE_MAX, Item, MqttLink
 from gateway.metrics import Metrics
@@ -54,6 +53,9 @@ from gateway.residents import ResidentPages
 from gateway.stepper import Stepper
 from gateway.storage import Storage
 from gateway.ticker import Ticker
+
+if TYPE_CHECKING:
+    from gateway.leases import LeaseKeeper
 
 __all__ = ["SWITCH_INTERVAL_S", "Gateway"]
 
@@ -116,6 +118,9 @@ class Gateway:
         # and stores the levels of the zones it holds a lease on, and only those
         self.leases: LeaseKeeper | None = None
         if config.storage.url is not None:
+            # loaded only here: PostgreSQL's driver adds some 20 MB to a SQLite gateway
+            from gateway.leases import LeaseKeeper, LeaseStore
+
             self.storage.state_id = config.client_id
             self.leases = LeaseKeeper(
                 LeaseStore(config.storage.url),

@@ -19,9 +19,10 @@ from __future__ import annotations
 import re
 import threading
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import psycopg
+if TYPE_CHECKING:
+    import psycopg
 
 from gateway.errors import StorageError
 
@@ -152,6 +153,8 @@ def is_postgres_url(where: object) -> bool:
 
 def safe_url(url: str) -> str:
     """`url` without its password, for messages and logs."""
+    import psycopg  # loaded with the first PostgreSQL use: a SQLite gateway never holds it
+
     try:
         info = psycopg.conninfo.conninfo_to_dict(url)
     except psycopg.Error:
@@ -187,6 +190,8 @@ class PgConnection:
         self._connect()
 
     def _connect(self) -> psycopg.Connection[Any]:
+        import psycopg
+
         if self._conn is not None and not self._conn.closed:
             return self._conn
         try:
@@ -207,6 +212,8 @@ class PgConnection:
             return out
 
     def execute(self, sql: str, params: Sequence[Any] = (), /) -> _Result:
+        import psycopg
+
         statement = self._sql(sql)
         head = statement.lstrip()[:8].upper()
         if head.startswith("BEGIN"):
@@ -227,6 +234,8 @@ class PgConnection:
             raise StorageError(f"{self.where}: {type(exc).__name__}: {exc}".strip()) from exc
 
     def executemany(self, sql: str, rows: Sequence[Sequence[Any]], /) -> _Result:
+        import psycopg
+
         statement = self._sql(sql)
         conn = self._require()
         try:
