@@ -255,7 +255,7 @@ async def measure(
 
 def ratios(ref: Figures, run: Figures, label: str) -> None:
     def r(a: float, b: float) -> str:
-        return f"{a / b:5.2f}x" if b else "    -"
+        return f"{a / b:5.2f}x" if a and b else "    -"  # 0: nothing measured
 
     print(
         f"{label:<28} sustained {r(run.sustained, ref.sustained)}  "
