@@ -46,6 +46,21 @@ async def gateway(tmp_path: Path, broker: Mosquitto) -> AsyncIterator[tuple[Gate
         await asyncio.wait_for(task, 10)
 
 
+@contextlib.asynccontextmanager
+async def http_only(gw: Gateway) -> AsyncIterator[str]:
+    """Only the HTTP server of a gateway that is not running (its storage, no broker);
+    the storage is closed once the server has stopped."""
+    serving = asyncio.create_task(gw.http.serve(gw.http_ready))
+    try:
+        await asyncio.wait_for(gw.http_ready.wait(), 10)
+        yield f"http://127.0.0.1:{gw.http.port}"
+    finally:
+        serving.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await serving
+        gw.storage.close()
+
+
 async def street_json(base: str) -> dict[str, Any]:
     async with (
         aiohttp.ClientSession() as session,
@@ -149,10 +164,7 @@ async def test_the_verdict_page_shows_the_plot(tmp_path: Path, browser: Web) -> 
     )
     clock = FixedClock(max(e.at for e in pilot) + 86400.0)
     gw = Gateway(cfg, clock=clock, install_signals=False)
-    serving = asyncio.create_task(gw.http.serve(gw.http_ready))
-    try:
-        await asyncio.wait_for(gw.http_ready.wait(), 10)
-        base = f"http://127.0.0.1:{gw.http.port}"
+    async with http_only(gw) as base:
         async with (
             aiohttp.ClientSession() as session,
             session.get(base + "/api/dashboard/verdict?days=60") as r,
@@ -173,11 +185,6 @@ async def test_the_verdict_page_shows_the_plot(tmp_path: Path, browser: Web) -> 
         await expect(points).to_have_count(len(row["points"]))
         assert len(row["points"]) == row["analysed"]["nudges"] + row["analysed"]["controls"]
         await browser.screenshot(page, "dashboard-verdict")
-    finally:
-        serving.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await serving
-        gw.storage.close()
     assert browser.errors == []
 
 
@@ -278,10 +285,7 @@ async def test_the_night_shows_the_stored_minutes(tmp_path: Path, browser: Web) 
         stored = db.minute_levels(["s1"], start, start + 600)
     assert len(stored) == 10
     gw = Gateway(cfg, clock=FixedClock(start + 660), install_signals=False)
-    serving = asyncio.create_task(gw.http.serve(gw.http_ready))
-    try:
-        await asyncio.wait_for(gw.http_ready.wait(), 10)
-        base = f"http://127.0.0.1:{gw.http.port}"
+    async with http_only(gw) as base:
         async with (
             aiohttp.ClientSession() as session,
             session.get(base + "/api/dashboard/night?zone=main&hours=1") as r,
@@ -302,11 +306,6 @@ async def test_the_night_shows_the_stored_minutes(tmp_path: Path, browser: Web) 
         ys = [float(p.split(",")[1]) for p in points]
         assert ys == sorted(ys, reverse=True)
         await browser.screenshot(page, "dashboard-night-minutes")
-    finally:
-        serving.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await serving
-        gw.storage.close()
     assert browser.errors == []
 
 
