@@ -39,6 +39,10 @@ FIELD_DOCS = {
     "dropped": "records dropped since start because the buffer was full",
     "config_error": "why the last remote config was rejected (null: it was not)",
     "time_synced": "whether the clock is synchronised (NTP)",
+    "ota": "state of a firmware update: idle, staging, staged, trial, confirmed, refused, "
+    "rolled_back",
+    "ota_version": "the version the update state is about (null: none)",
+    "ota_reason": "why the last update was refused or rolled back (null: it was not)",
     "rev": "revision of this config; the sensor echoes it as config_rev once applied",
     "interval_s": "length of a levels record, seconds, a whole number of 125 ms blocks",
     "peak_threshold_db": "LAFmax threshold a peak is counted over, dB",

@@ -73,6 +73,9 @@ FLAG_CALIBRATING = 4
 FLAG_OVERLOAD = 8
 
 STATES = ("online", "offline")
+# an update's state in status (the same tuple as protocol.ota.STATES, which
+# loads on the sensor only while an update runs)
+OTA_STATES = ("idle", "staging", "staged", "trial", "confirmed", "refused", "rolled_back")
 LIGHT_SOURCES: tuple[str, ...] = ("programme", "override")
 SAMPLE_RATES = (48000, 44100, 32000, 16000)
 # interval_s must be a whole number of DSP blocks (125 ms).
@@ -139,11 +142,15 @@ STATUS = (
     _f("dropped", T_UINT, 0, UINT_MAX, required=False),
     _f("config_error", T_TEXT, 0, 200, required=False, nullable=True),
     _f("time_synced", T_BOOL, required=False),
+    # firmware updates over the air (protocol.ota)
+    _f("ota", T_ENUM, required=False, extra=OTA_STATES),
+    _f("ota_version", T_TEXT, 1, 32, required=False, nullable=True),
+    _f("ota_reason", T_TEXT, 0, 200, required=False, nullable=True),
 )
 # Texts the sensor builds from what it was sent (a rejected config's reason
 # quotes the bad value): encoders cut them to their limit instead of refusing
 # the whole status.
-CLIPPED_TEXTS = ("config_error",)
+CLIPPED_TEXTS = ("config_error", "ota_reason")
 
 # A sensor that says it is online must say how it is; the last will
 # {"state":"offline"} carries nothing else.

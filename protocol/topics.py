@@ -78,6 +78,11 @@ def status(site: str, sensor: str) -> str:
     return _topic(site, "sensors", "sensor", sensor, "status")
 
 
+def ota(site: str, sensor: str, leaf: str) -> str:
+    """The sensor's update topic ``ota/{leaf}`` (protocol.ota: offer, get, chunk)."""
+    return _topic(site, "sensors", "sensor", sensor, "ota/" + leaf)
+
+
 def config(site: str, sensor: str) -> str:
     return _topic(site, "sensors", "sensor", sensor, "config")
 
