@@ -18,8 +18,8 @@ from gateway.report import compute, describe, read_episodes
 from gateway.storage import Storage
 from gateway.verdict import Effect, EpisodeLevels, Verdict, measures, verdicts
 from tests.gateway.stored import fold_and_write
-from tests.gateway.test_verdict import simulate
 from tools.cli import main
+from tools.pilot import simulate, store
 
 T0 = 1_795_213_800.0  # a minute boundary
 PEAK_DB = 70.0
@@ -239,31 +239,9 @@ def test_the_minutes_before_match_the_raw_records(street: Street) -> None:
 
 
 def store_pilot(path: Path, episodes: list[EpisodeLevels]) -> list[EpisodeLevels]:
-    """Write simulated episodes through the storage API, one record per peak and one for the
-    rest of each minute; episodes whose windows would overlap an earlier one's are dropped."""
-    kept: list[EpisodeLevels] = []
+    """Write simulated episodes through the storage API; return those written."""
     with Storage(path, peak_threshold_db=PEAK_DB, timezone="Europe/Brussels") as s:
-        for e in episodes:
-            if kept and e.at < kept[-1].at + 1300:
-                continue
-            kept.append(e)
-            sensors = tuple(sorted({m.sensor for m in e.before + e.after}))
-            if e.control:
-                s.record_decision(Control(e.zone, e.id, e.at, 80.0, e.kind, {}, sensors), e.at)
-            else:
-                nudge = Nudge(e.zone, e.id, e.at, 80.0, e.kind, {"en": "hush"}, {}, sensors)
-                s.record_decision(nudge, e.at)
-            batch = []
-            for m in e.before + e.after:
-                quiet = 60 - m.peaks
-                batch.append(
-                    LevelEvent(m.sensor, 0, m.minute, m.minute + quiet, m.laeq, 60.0, m.laeq)
-                )
-                for k in range(m.peaks):
-                    t0 = m.minute + quiet + k
-                    batch.append(LevelEvent(m.sensor, 0, t0, t0 + 1, m.laeq, 75.0, m.laeq))
-            fold_and_write(s, batch)
-    return kept
+        return store(s, episodes)
 
 
 def test_the_verdict_of_a_simulated_pilot(

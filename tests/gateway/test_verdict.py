@@ -10,68 +10,10 @@ from zoneinfo import ZoneInfo
 import numpy as np
 import pytest
 
-from gateway.verdict import MIN_PER_ARM, EpisodeLevels, Minute, measures, verdicts
+from gateway.verdict import MIN_PER_ARM, Minute, measures, verdicts
+from tools.pilot import simulate
 
 TZ = ZoneInfo("Europe/Brussels")
-FIRST_NIGHT = dt.datetime(2026, 11, 2, 23, 0, tzinfo=TZ)
-MINUTES = 10
-SENSORS = ("s1", "s2", "s3")
-
-
-def simulate(
-    seed: int,
-    *,
-    rate_ratio: float = 1.0,
-    shift_db: float = 0.0,
-    nights: int = 30,
-    control_fraction: float = 0.5,
-    zone: str = "ns",
-    kind: str = "dim",
-) -> list[EpisodeLevels]:
-    """Nights of a street, with the regression to the mean that makes controls necessary.
-
-    Each night has its own loudness, each episode its own; the minutes before a
-    trigger are louder than the ones after it whatever happens.  A nudge
-    multiplies the expected peaks after it by `rate_ratio` and shifts every
-    minute's LAeq after it by `shift_db`, so those are the true effects.
-    """
-    rng = np.random.default_rng(seed)
-    out: list[EpisodeLevels] = []
-    for night in range(nights):
-        start = FIRST_NIGHT + dt.timedelta(days=night)
-        night_db = rng.normal(0.0, 3.0)
-        times = np.sort(rng.uniform(0.0, 6 * 3600.0, rng.poisson(2.7)))
-        for i, offset in enumerate(times):
-            at = (start + dt.timedelta(seconds=float(offset))).timestamp()
-            nudged = rng.random() >= control_fraction
-            episode_db = rng.normal(0.0, 2.5)
-            loud = night_db + episode_db
-            sensor_db = rng.normal(0.0, 1.5, len(SENSORS))
-            minute0 = math.floor(at / 60.0) * 60.0
-            before, after = [], []
-            for m in range(-MINUTES + 1, MINUTES + 1):
-                for s, sensor in enumerate(SENSORS):
-                    if m <= 0:  # the trigger's minute and the ones before it
-                        laeq = 67.0 + loud + sensor_db[s] + rng.normal(0.0, 2.0)
-                        rate = 1.6 * math.exp(loud / 6.0)
-                        before.append(
-                            Minute(sensor, minute0 + 60 * m, 60.0, laeq, int(rng.poisson(rate)))
-                        )
-                    else:  # calmer afterwards, pulled back towards the street's mean
-                        laeq = 62.0 + 0.6 * loud + sensor_db[s] + rng.normal(0.0, 2.0)
-                        rate = 0.8 * math.exp(0.6 * loud / 6.0)
-                        if nudged:
-                            laeq += shift_db
-                            rate *= rate_ratio
-                        after.append(
-                            Minute(sensor, minute0 + 60 * m, 60.0, laeq, int(rng.poisson(rate)))
-                        )
-            out.append(
-                EpisodeLevels(
-                    f"{zone}-{night}-{i}", zone, kind, not nudged, at, tuple(before), tuple(after)
-                )
-            )
-    return out
 
 
 def test_measures_by_hand() -> None:
