@@ -86,10 +86,21 @@ def shown(path: Path) -> Path:
     return path.relative_to(REPO_ROOT) if path.is_relative_to(REPO_ROOT) else path
 
 
-def compile_one(binary: str, source: Path, target: Path, device_path: Path) -> None:
+def compile_one(
+    binary: str,
+    source: Path,
+    target: Path,
+    device_path: Path | str,
+    *,
+    arch: str = ARCH,
+    command: str = "hushlight build",
+) -> None:
+    """Compile `source` to `target` with mpy-cross `binary` for `arch`; `device_path`
+    is the module's path on the flash (its name in tracebacks).  BuildError with
+    the compiler's message, telling to run `command` again, when it fails."""
     target.parent.mkdir(parents=True, exist_ok=True)
     proc = subprocess.run(
-        [binary, f"-march={ARCH}", "-s", str(device_path), "-o", str(target), str(source)],
+        [binary, f"-march={arch}", "-s", str(device_path), "-o", str(target), str(source)],
         capture_output=True,
         text=True,
         check=False,
@@ -98,7 +109,7 @@ def compile_one(binary: str, source: Path, target: Path, device_path: Path) -> N
         message = (proc.stderr or proc.stdout).strip()
         raise BuildError(
             f"mpy-cross could not compile {shown(source)}:\n"
-            f"{message}\nFix the module and run `hushlight build` again."
+            f"{message}\nFix the module and run `{command}` again."
         )
 
 

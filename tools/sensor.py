@@ -44,7 +44,7 @@ from dsp.errors import WavFormatError
 from dsp.wavfile import WavReader
 from protocol import brokerurl
 from protocol.errors import ProtocolError
-from tools import passwords, upy
+from tools import build, passwords, upy
 from tools.errors import ToolError, UsageError
 
 HELP = "run a virtual sensor: the firmware in the MicroPython unix port, publishing to a broker"
@@ -277,14 +277,7 @@ def install_firmware(state_dir: Path, interp: upy.Interpreter | None = None) -> 
             if out.exists() and out.stat().st_mtime_ns > changed:
                 continue  # compiled since its last change (a restart, a demo's seven sensors)
             name = f"{package}/{source.name}"
-            proc = subprocess.run(
-                [binary, f"-march={arch}", "-s", name, "-o", str(out), str(source)],
-                capture_output=True,
-                text=True,
-                check=False,
-            )
-            if proc.returncode != 0:
-                raise ToolError(f"mpy-cross could not compile {source}:\n{proc.stderr.strip()}")
+            build.compile_one(binary, source, out, name, arch=arch, command="hushlight sensor")
     return {"MICROPYPATH": os.pathsep.join([".frozen", str(state_dir)])}
 
 
