@@ -27,12 +27,13 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from gateway.errors import ConfigError, ScheduleError
 from gateway.schedule import Schedule, parse_schedule
-from protocol import brokerurl
+from protocol import brokerurl, payloads, schema
 from protocol.errors import ProtocolError
 
 __all__ = [
     "BrokerConfig",
     "HttpConfig",
+    "SensorConfigs",
     "SiteConfig",
     "StorageConfig",
     "WebPushConfig",
@@ -169,6 +170,29 @@ class ZoneConfig:
 
 
 @dataclass(frozen=True)
+class SensorConfigs:
+    """`[sensor_config]`: the remote config (`.../config` topic) the gateway gives its sensors.
+
+    One `rev` for the whole table: the sensor applies a rev it has not applied
+    yet, so any change to the defaults or to one sensor's values needs a new
+    rev.  Keys a sensor's config leaves out keep the sensor's own value (its
+    `hushlight calibrate` offset, say).
+    """
+
+    rev: int
+    default: Mapping[str, float | int]  # CONFIG key -> value, for every sensor
+    sensors: Mapping[str, Mapping[str, float | int]]  # sensor id -> its own values over those
+
+    def values(self, sensor: str) -> dict[str, float | int]:
+        """The config keys of `sensor`'s config message (without `rev`)."""
+        return {**self.default, **self.sensors.get(sensor, {})}
+
+    def payload(self, sensor: str) -> bytes:
+        """`sensor`'s config message."""
+        return payloads.encode_config(self.rev, **self.values(sensor))
+
+
+@dataclass(frozen=True)
 class SiteConfig:
     """The whole site: the gateway's configuration."""
 
@@ -181,6 +205,7 @@ class SiteConfig:
     zones: tuple[ZoneConfig, ...] = ()
     stale_after_s: int = 30  # a sensor silent this long counts as missing
     source: str = "<config>"
+    sensor_config: SensorConfigs | None = None  # None: the gateway sends sensors no config
 
     @functools.cached_property
     def tz(self) -> ZoneInfo:
@@ -384,6 +409,7 @@ def _site(t: _Table, base: Path) -> SiteConfig:
         zones=_zones(t, base),
         stale_after_s=stale,
         source=t.source,
+        sensor_config=_sensor_config(t.table("sensor_config")) if t.has("sensor_config") else None,
     )
     t.finish()
     return cfg
@@ -617,6 +643,91 @@ def _messages(t: _Table) -> dict[str, str]:
                 f'{t.key(lang)}: expected a language code such as "nl" or "en", got {_show(lang)}'
             )
         out[lang] = t.string(lang, None, "the message text")
+    return out
+
+
+# units of the sensor config's keys, for the error sentences
+_CONFIG_UNITS = {
+    "interval_s": "seconds",
+    "peak_threshold_db": "dB",
+    "calibration_offset_db": "dB",
+    "status_interval_s": "seconds",
+    "backlog_rate": "records a second",
+    "sample_rate": "Hz",
+}
+
+
+def _sensor_config(t: _Table) -> SensorConfigs:
+    if not t.has("rev"):
+        raise ConfigError(
+            f"{t.key('rev')}: missing; expected a whole number 0-{schema.REV_MAX}, raised "
+            "whenever anything in [sensor_config] changes (a sensor applies a rev it has "
+            "not applied yet)"
+        )
+    rev = t.get("rev")
+    if isinstance(rev, bool) or not isinstance(rev, int) or not 0 <= rev <= schema.REV_MAX:
+        raise ConfigError(
+            f"{t.key('rev')}: expected a whole number 0-{schema.REV_MAX}, got {_show(rev)}"
+        )
+    default = _config_values(t)
+    sensors: dict[str, dict[str, float | int]] = {}
+    per_sensor = t.table("sensors")
+    for sensor in sorted(per_sensor.raw):
+        if not _ID.match(sensor):
+            raise ConfigError(
+                f"{per_sensor.key(sensor)}: expected a sensor id matching [a-z0-9-]{{1,32}} "
+                f"as the table's name, got {_show(sensor)}"
+            )
+        one = per_sensor.table(sensor)
+        if one.has("rev"):
+            raise ConfigError(
+                f"{one.key('rev')}: one rev covers the whole table; raise {t.key('rev')} instead"
+            )
+        sensors[sensor] = _config_values(one)
+        one.finish()
+    per_sensor.finish()
+    t.finish()
+    configs = SensorConfigs(rev, default, sensors)
+    for sensor in ("", *sensors):
+        # the encoder is what the sensor's decoder mirrors: the wire's last word
+        try:
+            configs.payload(sensor)
+        except ProtocolError as exc:
+            where = per_sensor.key(sensor) if sensor else t.path
+            raise ConfigError(f"{where}.{exc.field}: {exc}") from None
+    return configs
+
+
+def _config_values(t: _Table) -> dict[str, float | int]:
+    """The keys of `protocol.schema.CONFIG` given in table `t`, checked by the wire's limits."""
+    out: dict[str, float | int] = {}
+    t.used.update(str(f[schema.NAME]) for f in schema.CONFIG[1:])  # known keys, for the hint
+    for f in schema.CONFIG[1:]:
+        name, ftype, _required, _nullable, lo, hi, extra = f  # the order of schema.NAME..EXTRA
+        if not t.has(name):
+            continue
+        assert lo is not None and hi is not None
+        unit = _CONFIG_UNITS.get(name, "")
+        if ftype == schema.T_NUM:
+            value = t.number(name, 0.0, lo, hi, unit)
+            assert isinstance(extra, int)
+            if round(value, extra) != value:
+                raise ConfigError(
+                    f"{t.key(name)}: {_num(value)} has more decimals than the sensor keeps "
+                    f"({extra}); write {_num(round(value, extra))}"
+                )
+            step = schema.STEPS.get(("config", name))
+            if step is not None and (value / step) != int(value / step):
+                raise ConfigError(
+                    f"{t.key(name)}: expected a multiple of {_num(step)} {unit}, got {_num(value)}"
+                )
+            out[name] = value
+        else:
+            number = t.integer(name, 0, int(lo), int(hi), unit)
+            if isinstance(extra, tuple) and number not in extra:
+                choices = ", ".join(str(c) for c in extra)
+                raise ConfigError(f"{t.key(name)}: expected one of {choices}, got {number}")
+            out[name] = number
     return out
 
 

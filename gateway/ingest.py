@@ -40,7 +40,16 @@ log = logging.getLogger("hushlight.ingest")
 WINDOW = 4096  # sequence numbers remembered below the highest one, per sensor
 _FULL = (1 << WINDOW) - 1
 LOG_EVERY_S = 10.0  # at most one log line per (reason, sensor) this often
-STATUS_FIELDS = ("fw", "uptime_s", "free_mem", "dsp_load", "buffered", "calibration_offset_db")
+STATUS_FIELDS = (
+    "fw",
+    "uptime_s",
+    "free_mem",
+    "dsp_load",
+    "buffered",
+    "calibration_offset_db",
+    "config_rev",
+    "config_error",
+)
 
 
 class SeqWindow:
@@ -176,6 +185,7 @@ class Ingest:
     def fleet(self) -> list[dict[str, Any]]:
         """Each configured sensor's liveness and what its latest online status said."""
         out = []
+        wanted = None if self.config.sensor_config is None else self.config.sensor_config.rev
         for s in self.sensors.values():
             st = s.status or {}
             out.append(
@@ -184,6 +194,8 @@ class Ingest:
                     "online": s.online,
                     "last_seen": s.last_seen or None,
                     **{k: st.get(k) for k in STATUS_FIELDS},
+                    # [sensor_config]'s rev, which the gateway sends a sensor running another
+                    "config_rev_wanted": wanted,
                 }
             )
         return out

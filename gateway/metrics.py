@@ -182,6 +182,16 @@ class Metrics:
             "messages whose handling raised, by exception type",
             ("type",),
         )
+        self.configs_sent = c(
+            "hushlight_sensor_configs_sent_total",
+            "sensor config messages published ([sensor_config]), by sensor",
+            ("sensor",),
+        )
+        self.configs_refused = c(
+            "hushlight_sensor_config_refusals_total",
+            "new config_error texts in sensors' status (a config the sensor refused)",
+            ("sensor",),
+        )
         self.connected = self._gauge("hushlight_mqtt_connected", "1 while connected to the broker")
         self.sensors_online = self._gauge("hushlight_sensors_online", "sensors seen alive recently")
         self.queue_depth = self._gauge("hushlight_queue_depth", "incoming messages waiting")
@@ -210,6 +220,16 @@ class Metrics:
                 "hushlight_gc_last_full_ms",
                 "how long the last full garbage collection held the gateway up",
                 read=lambda: collector.last_full_ms,
+            )
+        )
+
+    def sensor_configs(self, behind: Callable[[], int]) -> None:
+        """How many sensors run another config rev than the site's, read at each scrape."""
+        self.families.append(
+            Gauge(
+                "hushlight_sensor_configs_behind",
+                "sensors online whose status shows another config rev than [sensor_config]'s",
+                read=behind,
             )
         )
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
 from gateway.collector import Collector
 from gateway.dispatch import STORAGE_ERRORS, Dispatcher
@@ -16,6 +17,9 @@ from gateway.persistence import Persistence
 from gateway.policy import Decision
 from gateway.stepper import Stepper
 from gateway.storage import Storage
+
+if TYPE_CHECKING:
+    from gateway.sensorconfig import ConfigDelivery
 
 __all__ = ["BATCH_MAX", "SEND_TURNS", "Pipeline"]
 
@@ -42,7 +46,9 @@ class Pipeline:
         persistence: Persistence,
         collector: Collector,
         metrics: Metrics,
+        configs: ConfigDelivery | None = None,
     ) -> None:
+        """`configs`: sees each sensor status, to send the sensor its config ([sensor_config])."""
         self.queue = queue
         self.ingest = ingest
         self.stepper = stepper
@@ -51,6 +57,7 @@ class Pipeline:
         self.persistence = persistence
         self.collector = collector
         self.metrics = metrics
+        self.configs = configs
         self._idle = asyncio.Event()  # the ingest task waits for the queue
         self._idle.set()
 
@@ -88,9 +95,16 @@ class Pipeline:
         acks: list[tuple[str, float]] = []  # (cmd_id, at) the lights confirmed
         handle = self.ingest.handle
         step = self.stepper.step
+        config_status = None
+        config_topics: Mapping[str, object] = {}
+        if self.configs is not None:
+            config_status = self.configs.status
+            config_topics = self.configs.by_status_topic
         try:
             for topic, payload, at in batch:
                 try:
+                    if topic in config_topics and config_status is not None:
+                        config_status(topic, payload)
                     for accepted in handle(topic, payload, at):
                         event = accepted.event
                         if isinstance(event, SummaryRecord):

@@ -13,6 +13,8 @@ task named, nothing fire-and-forget:
     store     `persistence.Persistence`: minutes once they are over and the
     save      sensors' summaries; the policy state, spaced by what a save costs
     push      Web Push deliveries (`notify.Notifier`)
+    configs   each sensor's config ([sensor_config]) when its status shows
+              another rev (`sensorconfig.ConfigDelivery`)
     http      the HTTP API (`http_api.HttpApi` over `queries.Queries`)
     shutdown  waits for SIGTERM/SIGINT (or `stop()`), then drains and ends the group
 
@@ -50,6 +52,7 @@ from gateway.pipeline import Pipeline
 from gateway.policy import PolicyState
 from gateway.queries import Queries
 from gateway.residents import ResidentPages
+from gateway.sensorconfig import ConfigDelivery, config_owner
 from gateway.stepper import Stepper
 from gateway.storage import Storage
 from gateway.ticker import Ticker
@@ -147,6 +150,16 @@ class Gateway:
             config, self.clock, self.metrics, self.outbox, self.ingest.subscriptions, queue_max
         )
         self.stepper = Stepper(config)
+        # [sensor_config]: each sensor's config, sent when its status shows another rev
+        self.configs: ConfigDelivery | None = None
+        if config.sensor_config is not None:
+            self.configs = ConfigDelivery(
+                config,
+                self.outbox,
+                self.metrics,
+                config_owner(config, self._holds if self.leases else None),
+            )
+            self.metrics.sensor_configs(self.configs.behind)
         self.persistence = Persistence(self.storage, self.stepper, self.clock, self.metrics)
         self.dispatcher = Dispatcher(
             config,
@@ -168,6 +181,7 @@ class Gateway:
             self.persistence,
             self.collector,
             self.metrics,
+            configs=self.configs,
         )
         self.ticker = Ticker(
             config,
@@ -273,6 +287,8 @@ class Gateway:
                 tg.create_task(self._shutdown(), name="shutdown")
                 if self.leases is not None:
                     tg.create_task(self.leases.run(), name="leases")
+                if self.configs is not None:
+                    tg.create_task(self.configs.run(), name="configs")
         except* _Stopped:
             pass
         except* GatewayError as group:
