@@ -44,6 +44,8 @@ COMMANDS: dict[str, str] = {
     "calibrate": "tools.calibrate",
     "monitor": "tools.monitor",
     "selftest": "tools.selftest",
+    "fleet": "tools.fleet",
+    "ota": "tools.ota",
     # newcomer
     "demo": "tools.demo",
 }
