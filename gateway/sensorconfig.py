@@ -46,7 +46,14 @@ from gateway.outbox import Outbox
 from protocol import payloads, topics
 from protocol.errors import ProtocolError
 
-__all__ = ["RESEND_MAX_S", "RESEND_S", "SETTLE_S", "ConfigDelivery", "config_owner"]
+__all__ = [
+    "RESEND_MAX_S",
+    "RESEND_S",
+    "SETTLE_S",
+    "ConfigDelivery",
+    "config_owner",
+    "resend_after",
+]
 
 log = logging.getLogger("hushlight.sensorconfig")
 
@@ -70,6 +77,11 @@ def config_owner(config: SiteConfig, holds: Callable[[str], bool] | None) -> Cal
         return first is not None and holds(first)
 
     return owns
+
+
+def resend_after(misses: int, resend_s: float, resend_max_s: float) -> float:
+    """Seconds from the last send to the next, after `misses` sends in a row not echoed."""
+    return float(min(resend_max_s, resend_s * 2 ** max(0, misses - 1)))
 
 
 class _Sensor:
@@ -124,7 +136,8 @@ class ConfigDelivery:
             self.by_status_topic[topics.status(site, sensor)] = s
         self._pending: dict[str, _Sensor] = {}
         self._wake = asyncio.Event()
-        self.sends = 0
+        self.heard = 0  # configured sensors' online statuses taken in
+        self.sends = 0  # config messages published
 
     # -- what the gateway hears -------------------------------------------
 
@@ -141,6 +154,7 @@ class ConfigDelivery:
             s.online = False
             self._cancel(s)  # its birth plans the send again
             return
+        self.heard += 1
         birth = s.online is not True
         s.online = True
         s.echoed = msg.get("config_rev")
@@ -173,7 +187,7 @@ class ConfigDelivery:
         self._wake.set()
 
     def _resend_after(self, s: _Sensor) -> float:
-        return float(min(self.resend_max_s, self.resend_s * 2 ** max(0, s.misses - 1)))
+        return resend_after(s.misses, self.resend_s, self.resend_max_s)
 
     def _cancel(self, s: _Sensor) -> None:
         s.due = None
@@ -203,14 +217,18 @@ class ConfigDelivery:
     def _send(self, s: _Sensor, now: float) -> None:
         if not self.owns(s.id):
             return  # the lease went meanwhile: its new holder answers the next status
-        self.outbox.publish(s.topic, s.payload, qos=1, retain=False)
         s.sent_at = now
+        self.outbox.publish(s.topic, s.payload, qos=1, retain=False)
         s.misses += 1
         self.sends += 1
         self.metrics.configs_sent.inc(s.id)
         log.info("config rev %d sent to sensor %s (it runs rev %s)", self.rev, s.id, s.echoed)
 
     # -- what the gateway shows -------------------------------------------------
+
+    def pending(self) -> list[str]:
+        """Sensors whose config is planned to go."""
+        return sorted(self._pending)
 
     def behind(self) -> int:
         """Sensors heard online whose latest status shows another rev than the site's."""
