@@ -44,6 +44,9 @@ COMMANDS: dict[str, str] = {
     "calibrate": "tools.calibrate",
     "monitor": "tools.monitor",
     "selftest": "tools.selftest",
+    # firmware updates over the air
+    "keygen": "tools.keygen",
+    "release": "tools.release",
     "fleet": "tools.fleet",
     "ota": "tools.ota",
     # newcomer
