@@ -281,9 +281,13 @@ class Demo:
             self.sensors[sensor] = self._sensor_child(sensor, self.first)
             self.children.append(self.sensors[sensor])
 
-    def _sensor_child(self, sensor: str, origin: float) -> Child:
+    def sensor_broker(self, sensor: str) -> str:
+        """The broker URL `sensor` is given."""
         assert self.broker_url is not None
-        args = ["sensor", "--id", sensor, "--site", SITE, "--broker", self.broker_url]
+        return self.broker_url
+
+    def _sensor_child(self, sensor: str, origin: float) -> Child:
+        args = ["sensor", "--id", sensor, "--site", SITE, "--broker", self.sensor_broker(sensor)]
         args += ["--stdin-pcm", "--rate", str(RATE), "--speed", "0"]
         args += ["--time-origin", f"{origin:.3f}", "--interval", "1"]
         # a short keepalive: in a night compressed 4.5 times, a sensor that
@@ -431,9 +435,13 @@ class Demo:
             async for message in client.messages:
                 payload = message.payload
                 if isinstance(payload, (bytes, bytearray)):
-                    self.street.on_message(str(message.topic), bytes(payload), self.site_now())
+                    self.on_message(str(message.topic), bytes(payload))
                 if stop.is_set():
                     return
+
+    def on_message(self, topic: str, payload: bytes) -> None:
+        """One message the demo heard on the site's topics."""
+        self.street.on_message(topic, payload, self.site_now())
 
     async def night(self, broker: str) -> None:
         self.listening = asyncio.Event()
@@ -463,15 +471,7 @@ class Demo:
             "the gateway and the simulated lights ..."
         )
         self.pcm = pcm
-        self.start_sensors()
-        for sensor in pcm:
-            self.start_feeder(sensor)
-        http_port = free_port()
-        self.http_port = http_port
-        self.start_gateway(self.write_config(broker, http_port))
-        await self.wait_for("the gateway connecting", lambda: self.gateway_up(http_port))
-        # the operator's dashboard shows the night live, from the gateway itself
-        self.say(f"dashboard: http://127.0.0.1:{http_port}/")
+        await self.start_pieces(broker)
         await self.wait_for(
             "the lights reporting", lambda: all(g.heard for g in self.street.groups.values())
         )
@@ -523,6 +523,19 @@ class Demo:
         if not self.live:
             self._print_nudges(final=True)
             self._print_verdicts(final=True)
+
+    async def start_pieces(self, broker: str) -> None:
+        """Start the sensors (with their audio), the gateway and the lights; wait for the
+        gateway."""
+        self.start_sensors()
+        for sensor in self.pcm:
+            self.start_feeder(sensor)
+        http_port = free_port()
+        self.http_port = http_port
+        self.start_gateway(self.write_config(broker, http_port))
+        await self.wait_for("the gateway connecting", lambda: self.gateway_up(http_port))
+        # the operator's dashboard shows the night live, from the gateway itself
+        self.say(f"dashboard: http://127.0.0.1:{http_port}/")
 
     async def show(self) -> None:
         note = (
@@ -638,6 +651,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help=f"real seconds of quiet before 23:00 while all starts (default {LEAD_WALL_S:g})",
     )
     parser.add_argument("--keep", action="store_true", help="keep the work folder (logs, database)")
+    from tools import demo_cluster  # it builds on this module
+
+    demo_cluster.add_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -668,6 +684,10 @@ def run(args: argparse.Namespace) -> int:
             raise UsageError(
                 f"--broker {args.broker!r}: the demo's virtual sensors need a plain mqtt:// broker"
             )
+    if args.cluster:
+        from tools import demo_cluster
+
+        return demo_cluster.run(args)
     work = Path(tempfile.mkdtemp(prefix="hushlight-demo-"))
     demo = Demo(args, work)
     embedded: BrokerProcess | None = None
