@@ -28,6 +28,14 @@ what triggered it in its zone's terms, from the evidence the gateway recorded
 explained once it is over (the music's bass, the car's short peak).  At the
 end a summary: nudges sent, what each part of the night did, light minutes,
 peak counts, and the commands to try next.
+
+One night gives a zone a nudge or two, too few for `hushlight report` to
+compare nudges with controls.  So once the night is over, `tools.pilot` writes
+``--history-nights`` simulated nights of the same street before it into the
+gateway's database, through the gateway's storage API; the summary says that
+they are simulated and what their true effects are.  The database is kept
+(the logs only with ``--keep``), and the summary names it in the `hushlight
+report` command to try.
 """
 
 from __future__ import annotations
@@ -55,7 +63,8 @@ from typing import Any
 import numpy as np
 
 from gateway.config import SiteConfig, parse_config
-from tools import scenes, upy
+from gateway.errors import StorageError
+from tools import pilot, scenes, upy
 from tools.broker import free_port
 from tools.demo_view import LABEL_W, TZ, Scene, Street, ZoneRule, clock
 from tools.embedded_broker import BrokerProcess
@@ -76,6 +85,8 @@ LEAD_WALL_S = 8.0
 PROGRESS_EVERY_S = 2.0  # real seconds between plain progress lines
 # real seconds a nudge line waits for the gateway's evidence before it is shown without it
 EVIDENCE_WAIT_S = 3.0
+HISTORY_NIGHTS = 40  # simulated nights before the live one, for `hushlight report`
+MAX_HISTORY_NIGHTS = 365
 
 
 def cache_dir(seconds: float) -> Path:
@@ -143,20 +154,11 @@ def build_street(origin: float, seconds: float) -> Street:
 def next_steps(prog: str, work: Path, kept: bool) -> list[str]:
     """The commands to try after the demo, each with what it shows."""
     db = work / "gateway.db"
-    steps = []
+    steps = [(f"{prog} report --db {db}", "each nudge kind against its controls, 95 % intervals")]
     if kept:
-        steps += [
-            (f"{prog} report --db {db} --minutes 1", "each nudge against controls, a minute after"),
-            (f"less {work / 'gateway.log'}", "the gateway's log (each sensor's beside it)"),
-        ]
+        steps += [(f"less {work / 'gateway.log'}", "the gateway's log (each sensor's beside it)")]
     else:
-        steps += [
-            (f"{prog} demo --keep", "again, keeping the logs and the gateway's database"),
-            (
-                f"{prog} report --db FOLDER/gateway.db --minutes 1",
-                "then: each nudge against controls, a minute after",
-            ),
-        ]
+        steps += [(f"{prog} demo --keep", "again, keeping the logs too")]
     steps += [
         (f"{prog} demo --speed 1", "the night in real time"),
         (f"{prog} gateway --help", "run the gateway on a site file of your own"),
@@ -651,6 +653,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help=f"real seconds of quiet before 23:00 while all starts (default {LEAD_WALL_S:g})",
     )
     parser.add_argument("--keep", action="store_true", help="keep the work folder (logs, database)")
+    parser.add_argument(
+        "--history-nights",
+        type=int,
+        default=HISTORY_NIGHTS,
+        metavar="N",
+        help="simulated nights of the same street to write into the gateway's database before "
+        f"the live one, for `hushlight report` (default {HISTORY_NIGHTS}; 0: none)",
+    )
     from tools import demo_cluster  # it builds on this module
 
     demo_cluster.add_arguments(parser)
@@ -673,6 +683,11 @@ def run(args: argparse.Namespace) -> int:
         raise UsageError(
             f"--seconds {args.seconds:g} is out of range; give 10 to {scenes.SECONDS:g}"
         )
+    if not 0 <= args.history_nights <= MAX_HISTORY_NIGHTS:
+        raise UsageError(
+            f"--history-nights {args.history_nights} is out of range; give 0 (none) to "
+            f"{MAX_HISTORY_NIGHTS}"
+        )
     if args.broker is not None:
         from gateway.mqtt import parse_broker_url
 
@@ -691,6 +706,8 @@ def run(args: argparse.Namespace) -> int:
     work = Path(tempfile.mkdtemp(prefix="hushlight-demo-"))
     demo = Demo(args, work)
     embedded: BrokerProcess | None = None
+    history: pilot.History | None = None
+    finished = False
     try:
         if args.broker is None:
             embedded = BrokerProcess()
@@ -699,6 +716,9 @@ def run(args: argparse.Namespace) -> int:
             demo.say(f"embedded MQTT broker (amqtt) on {embedded.url}")
         assert demo.broker_url is not None
         asyncio.run(demo.night(demo.broker_url))
+        demo.stop_all()  # the gateway lets go of its database
+        history = earlier_nights(args.history_nights, work / "gateway.db", demo.say)
+        finished = True
     except (ToolError, BaseExceptionGroup) as exc:
         # the night's task group wraps what went wrong in an exception group
         found = _tool_errors(exc)
@@ -714,15 +734,68 @@ def run(args: argparse.Namespace) -> int:
         if embedded is not None:
             embedded.stop()
         if not args.keep:
-            shutil.rmtree(work, ignore_errors=True)
+            _clear(work, keep="gateway.db" if finished else None)
     print()
     print("summary of the night")
     steps = next_steps(hushlight_command(), work, args.keep)
     if args.keep:
         print(f"logs and the gateway's database (gateway.db) are kept in {work}")
-    for line in demo.street.summary(steps):
+    else:
+        print(f"the gateway's database is kept in {work} (the logs are not: --keep keeps them)")
+    lines = demo.street.summary(steps)
+    at = lines.index("next:")
+    lines[at:at] = history_lines(history)
+    for line in lines:
         print(line)
     return 0
+
+
+def earlier_nights(nights: int, database: Path, say: Any) -> pilot.History | None:
+    """Write the simulated nights before the live one into its database (None for 0 nights)."""
+    if nights == 0:
+        return None
+    try:
+        history = pilot.write_history(database, site_config(), NIGHT, nights, say=say)
+    except StorageError as exc:
+        raise ToolError(f"could not write the simulated earlier nights: {exc}") from exc
+    say(f"wrote them in {history.seconds:.1f} s")
+    return history
+
+
+def history_lines(history: pilot.History | None) -> list[str]:
+    """What the summary says of the earlier nights: simulated, and their true effects."""
+    if history is None:
+        return [
+            "earlier nights: none (--history-nights 0); the night's own few nudges are too few "
+            "for the report's intervals"
+        ]
+    lines = [
+        f"earlier nights: {history.nights} nights ({history.first} to {history.last}) in the "
+        "same database, SIMULATED, not measured (tools/pilot.py), so that the report has "
+        "nudges and controls to compare; the true effect of a nudge there:"
+    ]
+    lines += [
+        f"  {a.zone}, {a.kind}: {a.truth} ({a.nudges} nudges, {a.controls} controls)"
+        for a in history.arms
+    ]
+    lines.append(
+        "  compare the report's estimates and intervals with these; the night's own "
+        "nudges are in the report too"
+    )
+    return lines
+
+
+def _clear(work: Path, keep: str | None) -> None:
+    """Remove the work folder, or all in it but the file named `keep`."""
+    if keep is None:
+        shutil.rmtree(work, ignore_errors=True)
+        return
+    for path in work.iterdir():
+        if path.name != keep:
+            if path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
 
 
 def _tool_errors(exc: BaseException) -> list[str]:

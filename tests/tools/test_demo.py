@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import re
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
-from tools import scenes
+from tools import demo, pilot, scenes
 from tools.broker import Mosquitto
 from tools.cli import main
 
@@ -23,7 +26,9 @@ def _demo(*args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_the_night_end_to_end_on_a_real_broker(broker: Mosquitto) -> None:
+def test_the_night_end_to_end_on_a_real_broker(
+    broker: Mosquitto, capsys: pytest.CaptureFixture[str]
+) -> None:
     """The whole scripted night at 20x on Mosquitto, with stdout a pipe as under `| tee`.
 
     The group passes every sensor at 70-80 dB(A) (tests/tools/test_scenes.py
@@ -76,8 +81,25 @@ def test_the_night_end_to_end_on_a_real_broker(broker: Mosquitto) -> None:
     # it ends with what to try next
     steps = summary[summary.index("\nnext:\n") :].splitlines()[2:]
     assert any("demo --keep" in step for step in steps)
-    assert any("report --db FOLDER/gateway.db" in step for step in steps)
     assert summary.rstrip().endswith(steps[-1].rstrip())
+    # the database is kept for the report it names, with the simulated nights labelled
+    report = re.search(r" report --db (\S+/gateway\.db) ", summary)
+    assert report is not None, summary
+    database = Path(report[1])
+    try:
+        assert [p.name for p in database.parent.iterdir()] == ["gateway.db"]
+        nights = demo.HISTORY_NIGHTS
+        first, last = (demo.NIGHT.date() - dt.timedelta(days=d) for d in (nights, 1))
+        assert f"earlier nights: {nights} nights ({first} to {last}) in the same database" in out
+        assert "SIMULATED" in summary
+        assert f"  collegeberg, dim: {pilot.TRUTHS['dim']} (" in summary
+        assert main(["report", "--db", str(database)]) == 0
+    finally:
+        shutil.rmtree(database.parent)
+    said = capsys.readouterr().out
+    assert "collegeberg, dim: " in said and "stuk, brighten: " in said
+    assert "not enough data yet: need about" not in said
+    assert said.count(", 95 % CI ") == 4  # peaks and LAeq of each zone
 
 
 def test_bad_arguments_are_usage_errors(capsys: pytest.CaptureFixture[str]) -> None:
@@ -85,6 +107,7 @@ def test_bad_arguments_are_usage_errors(capsys: pytest.CaptureFixture[str]) -> N
         (("--speed", "500"), "--speed 500"),
         (("--seconds", "5"), "--seconds 5"),
         (("--lead-in", "0"), "--lead-in 0"),
+        (("--history-nights", "400"), "--history-nights 400"),
         (("--broker", "mqtts://broker.example:8883"), "plain mqtt://"),
         (("--broker", "http://x"), "http://x"),
     ]:
