@@ -30,17 +30,51 @@ only if every planned sensor confirmed the new version.
 
 from __future__ import annotations
 
+import argparse
+import asyncio
+import contextlib
+import datetime as dt
+import json
 import math
+import sys
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from protocol import ota, topics
+from tools.errors import UsageError
+from tools.fleet import (
+    WAIT_S,
+    BrokerLogin,
+    Seen,
+    add_broker_arguments,
+    broker_login,
+    collect,
+    sensor_of,
+    status_of,
+)
 
 if TYPE_CHECKING:
     from zoneinfo import ZoneInfo
 
     from gateway.schedule import Schedule
+    from tools.release import Bundle
 
-__all__ = ["MAX_SHARE", "Plan", "SensorState", "active_zones", "plan", "zone_limits"]
+__all__ = [
+    "HELP",
+    "MAX_SHARE",
+    "Plan",
+    "Report",
+    "Rollout",
+    "SensorState",
+    "active_zones",
+    "configure",
+    "plan",
+    "run",
+    "zone_limits",
+]
 
 HELP = "roll a release out to a site's sensors: canaries first, then waves a zone can spare"
 
@@ -203,3 +237,629 @@ def active_zones(
         if schedule is not None and period is not None:
             out.append((z, ", ".join(schedule.texts), period[1]))
     return out
+
+
+# ---- following the sensors ----------------------------------------------------------
+
+# seconds without a new state or a byte served before a sensor counts as stuck
+STALL_S = 60.0
+# seconds after an offer with no answer before it is sent again (QoS 1, but the
+# sensor may have been reconnecting)
+REOFFER_S = 10.0
+# seconds a sensor may stay in trial before the roll-out gives up on it: the
+# firmware's own trial time (ota_trial_s, default 120 s) and a reboot's margin
+TRIAL_TIMEOUT_S = 180.0
+TICK_S = 0.25
+CANCEL = b'{"cancel":true}'
+DONE = ("confirmed", "refused", "rolled_back", "timed_out")
+
+
+@dataclass
+class Track:
+    """One sensor's update as the roll-out follows it."""
+
+    sensor: str
+    phase: str  # "canary" or "wave N"
+    initial: tuple[str | None, str | None]  # (ota, ota_version) before the offer
+    state: str = "waiting"  # "waiting", "offered", then the ota states of its status
+    reason: str | None = None
+    fw: str | None = None
+    served: int = 0
+    offered_at: float | None = None
+    last_offer: float = 0.0
+    changed_at: float = 0.0  # last new state or byte (monotonic)
+    trial_at: float | None = None
+    ended_at: float | None = None
+    busy_seen: bool = False  # a staging/staged/trial state for this release arrived
+
+    @property
+    def outcome(self) -> str | None:
+        return self.state if self.state in DONE else None
+
+
+def follow(track: Track, status: Mapping[str, object], version: str, now: float) -> str | None:
+    """Take one live status of the sensor into `track`; the new state if it
+    changed (for the progress lines), else None.  Pure but for `track`."""
+    if track.outcome is not None or track.offered_at is None:
+        return None
+    fw = status.get("fw")
+    if isinstance(fw, str):
+        track.fw = fw
+    ota = status.get("ota")
+    if status.get("state") == "offline":
+        ota = "offline"  # the last will: rebooting, or gone
+    elif not isinstance(ota, str) or status.get("ota_version") != version:
+        return None  # about nothing, or about another release
+    reason = status.get("ota_reason")
+    if ota in BUSY:
+        track.busy_seen = True
+    elif ota in ("refused", "rolled_back", "confirmed"):
+        # a verdict already there before the offer (a previous attempt) is
+        # no answer to this one until the sensor has started on it again
+        if not track.busy_seen and (ota, version) == track.initial:
+            return None
+        if ota == "confirmed" and isinstance(fw, str) and fw != version:
+            return None
+    elif ota != "offline":
+        return None  # idle: not an answer yet
+    if ota == track.state:
+        return None
+    track.state = ota
+    track.reason = reason if isinstance(reason, str) else None
+    track.changed_at = now
+    if ota == "trial":
+        track.trial_at = now
+    if ota in DONE:
+        track.ended_at = now
+    return ota
+
+
+def overdue(track: Track, now: float, stall_s: float, trial_timeout_s: float) -> str | None:
+    """Why the roll-out gives up on a sensor now, or None."""
+    if track.outcome is not None or track.offered_at is None:
+        return None
+    if track.trial_at is not None and track.state in ("trial", "offline"):
+        if now - track.trial_at > trial_timeout_s:
+            return f"not confirmed within {trial_timeout_s:g} s of starting its trial"
+        return None
+    if now - track.changed_at > stall_s:
+        what = "did not answer the offer" if track.state == "offered" else f"stuck in {track.state}"
+        return f"{what}: nothing for {stall_s:g} s ({track.served:,} bytes served)"
+    return None
+
+
+@dataclass
+class Phase:
+    name: str
+    sensors: tuple[str, ...]
+    started_at: float | None = None
+    ended_at: float | None = None
+
+
+@dataclass
+class Report:
+    """What the roll-out did: per sensor, per phase, and why it halted."""
+
+    version: str
+    tracks: dict[str, Track]
+    phases: list[Phase]
+    skipped: Mapping[str, str]
+    seconds: float = 0.0
+    halted: str | None = None
+
+    def count(self, outcome: str) -> int:
+        return sum(t.outcome == outcome for t in self.tracks.values())
+
+    @property
+    def ok(self) -> bool:
+        return all(t.outcome == "confirmed" for t in self.tracks.values())
+
+    def line(self) -> str:
+        not_started = sum(t.offered_at is None for t in self.tracks.values())
+        parts = [
+            f"updated {self.count('confirmed')} of {len(self.tracks)} to {self.version}",
+            f"refused {self.count('refused')}",
+            f"rolled back {self.count('rolled_back')}",
+            f"timed out {self.count('timed_out')}",
+            f"not started {not_started}",
+            f"skipped {len(self.skipped)}",
+            f"took {self.seconds:.1f} s",
+        ]
+        return ", ".join(parts)
+
+    def as_json(self) -> dict[str, object]:
+        return {
+            "version": self.version,
+            "ok": self.ok,
+            "halted": self.halted,
+            "seconds": round(self.seconds, 2),
+            "phases": [
+                {
+                    "name": p.name,
+                    "sensors": list(p.sensors),
+                    "seconds": None
+                    if p.started_at is None or p.ended_at is None
+                    else round(p.ended_at - p.started_at, 2),
+                }
+                for p in self.phases
+            ],
+            "sensors": {
+                s: {
+                    "phase": t.phase,
+                    "outcome": t.outcome or ("not_started" if t.offered_at is None else t.state),
+                    "reason": t.reason,
+                    "fw": t.fw,
+                    "bytes_served": t.served,
+                    "seconds": None
+                    if t.offered_at is None or t.ended_at is None
+                    else round(t.ended_at - t.offered_at, 2),
+                }
+                for s, t in self.tracks.items()
+            },
+            "skipped": dict(self.skipped),
+        }
+
+
+def phases_of(p: Plan) -> list[Phase]:
+    out = [
+        Phase("canary" if len(p.canaries) == 1 else f"canary {i}", w)
+        for i, w in enumerate(p.canaries, 1)
+    ]
+    out += [Phase(f"wave {i}", w) for i, w in enumerate(p.waves, 1)]
+    return out
+
+
+class Screen:
+    """Progress for people: a line per state change, and with a terminal rich
+    progress bars (bytes served to each sensor of the phase, sensors done)."""
+
+    def __init__(
+        self, total_sensors: int, release_bytes: int, *, bars: bool, to_stderr: bool
+    ) -> None:
+        from rich.console import Console
+        from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn
+
+        self.stream = sys.stderr if to_stderr else sys.stdout
+        self.console = Console(file=self.stream, highlight=False)
+        self.release_bytes = release_bytes
+        self.progress = Progress(
+            TextColumn("{task.description:<28}"),
+            BarColumn(),
+            DownloadColumn(),
+            console=self.console,
+            disable=not bars,
+            transient=False,
+        )
+        self.done_task = self.progress.add_task("sensors done", total=total_sensors)
+        self.tasks: dict[str, Any] = {}
+
+    def __enter__(self) -> Screen:
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.progress.stop()
+
+    def say(self, line: str) -> None:
+        stamp = time.strftime("%H:%M:%S")
+        if self.progress.disable:
+            print(f"{stamp} {line}", file=self.stream, flush=True)
+        else:
+            self.progress.console.print(f"{stamp} {line}", markup=False)
+
+    def track(self, t: Track) -> None:
+        task = self.tasks.get(t.sensor)
+        text = f"{t.sensor} {t.state}"
+        if task is None:
+            self.tasks[t.sensor] = self.progress.add_task(text, total=self.release_bytes)
+            return
+        self.progress.update(task, description=text, completed=min(t.served, self.release_bytes))
+
+    def finished(self, count: int) -> None:
+        self.progress.update(self.done_task, completed=count)
+
+    def drop(self, sensor: str) -> None:
+        task = self.tasks.pop(sensor, None)
+        if task is not None:
+            self.progress.remove_task(task)
+
+
+class Rollout:
+    """Runs a plan: offers the release phase by phase through the release
+    server, follows the statuses, halts on a failed canary."""
+
+    def __init__(
+        self,
+        login: BrokerLogin,
+        site: str,
+        bundle: Bundle,
+        the_plan: Plan,
+        fleet: Mapping[str, SensorState],
+        screen: Screen,
+        *,
+        trial_timeout_s: float = TRIAL_TIMEOUT_S,
+        stall_s: float = STALL_S,
+    ) -> None:
+        self.login = login
+        self.site = site
+        self.bundle = bundle
+        self.version = the_plan.version
+        self.screen = screen
+        self.trial_timeout_s = trial_timeout_s
+        self.stall_s = stall_s
+        self.phases = phases_of(the_plan)
+        tracks = {}
+        for phase in self.phases:
+            for s in phase.sensors:
+                st = fleet.get(s)
+                initial = (st.ota, st.ota_version) if st is not None else (None, None)
+                tracks[s] = Track(s, phase.name, initial)
+        self.report = Report(self.version, tracks, self.phases, the_plan.skipped)
+        self.changed = asyncio.Event()
+
+    # -- the broker side ------------------------------------------------------
+
+    async def _listen(self, client: Any) -> None:
+        async for message in client.messages:
+            sensor = sensor_of(str(message.topic))
+            track = self.report.tracks.get(sensor or "")
+            payload = message.payload
+            if track is None or message.retain or not isinstance(payload, (bytes, bytearray)):
+                continue
+            new = follow(track, status_of(bytes(payload)), self.version, time.monotonic())
+            if new is not None:
+                self._said(track)
+                self.changed.set()
+
+    def _said(self, t: Track) -> None:
+        reason = f": {t.reason}" if t.reason else ""
+        took = ""
+        if t.ended_at is not None and t.offered_at is not None:
+            took = f" after {t.ended_at - t.offered_at:.1f} s"
+        self.screen.say(f"{t.sensor} ({t.phase}): {t.state} {self.version}{reason}{took}")
+        self.screen.track(t)
+
+    async def run(self) -> Report:
+        import aiomqtt
+
+        from tools.ota_serve import ReleaseServer
+
+        start = time.monotonic()
+        try:
+            async with self.login.client("ota") as client:
+                await client.subscribe(topics.root(self.site) + "/sensors/+/status", qos=1)
+                server = ReleaseServer(client, self.site, [self.bundle])
+                async with asyncio.TaskGroup() as tg:
+                    listener = tg.create_task(self._listen(client), name="statuses")
+                    serving = tg.create_task(server.run(), name="serve")
+                    try:
+                        await self._phases(server)
+                    finally:
+                        await self._cancel_staging(client)
+                        listener.cancel()
+                        serving.cancel()
+        except* aiomqtt.MqttError as group:
+            self.report.halted = (
+                f"lost the broker {self.login.url}: {group.exceptions[0]}; the sensors "
+                "that were staging stop by themselves; run the roll-out again to resume"
+            )
+        self.report.seconds = time.monotonic() - start
+        return self.report
+
+    async def _phases(self, server: Any) -> None:
+        done = 0
+        for phase in self.phases:
+            phase.started_at = time.monotonic()
+            names = ", ".join(phase.sensors)
+            self.screen.say(f"{phase.name}: offering {self.version} to {names}")
+            for s in phase.sensors:
+                await self._offer(server, self.report.tracks[s])
+            await self._wait_phase(server, phase)
+            phase.ended_at = time.monotonic()
+            tracks = [self.report.tracks[s] for s in phase.sensors]
+            done += len(tracks)
+            self.screen.finished(done)
+            for t in tracks:
+                self.screen.drop(t.sensor)
+            self.screen.say(f"{phase.name}: done in {phase.ended_at - phase.started_at:.1f} s")
+            failed = [t for t in tracks if t.outcome != "confirmed"]
+            if phase.name.startswith("canary") and failed:
+                self.report.halted = "; ".join(
+                    f"canary {t.sensor} {t.outcome.replace('_', ' ') if t.outcome else t.state}"
+                    f"{': ' + t.reason if t.reason else ''}"
+                    for t in failed
+                )
+                return
+            broken = [t for t in failed if t.outcome in ("rolled_back", "timed_out")]
+            if broken:
+                self.report.halted = "; ".join(
+                    f"{t.sensor} ({t.phase}) {(t.outcome or '').replace('_', ' ')}"
+                    f"{': ' + t.reason if t.reason else ''}"
+                    for t in broken
+                )
+                return
+
+    async def _offer(self, server: Any, t: Track) -> None:
+        now = time.monotonic()
+        t.offered_at = t.changed_at = t.last_offer = now
+        t.state = "offered"
+        self.screen.track(t)
+        await server.offer(t.sensor, self.version)
+
+    async def _wait_phase(self, server: Any, phase: Phase) -> None:
+        tracks = [self.report.tracks[s] for s in phase.sensors]
+        while any(t.outcome is None for t in tracks):
+            self.changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.changed.wait(), TICK_S)
+            now = time.monotonic()
+            for t in tracks:
+                served = server.served(t.sensor, self.version)
+                if served != t.served:
+                    t.served = served
+                    t.changed_at = now
+                    self.screen.track(t)
+                if t.state == "offered" and not t.served and now - t.last_offer > REOFFER_S:
+                    t.last_offer = now  # no answer yet: the sensor may have been reconnecting
+                    await server.offer(t.sensor, self.version)
+                why = overdue(t, now, self.stall_s, self.trial_timeout_s)
+                if why is not None:
+                    t.state, t.reason, t.ended_at = "timed_out", why, now
+                    self._said(t)
+
+    async def _cancel_staging(self, client: Any) -> None:
+        """Tells the sensors still receiving the release to drop it (Ctrl-C, a
+        sensor given up on): a staging nobody serves would hold its slot."""
+        for t in self.report.tracks.values():
+            staging = t.state in ("offered", "staging") or (
+                t.state == "timed_out" and t.trial_at is None
+            )
+            if staging:
+                with contextlib.suppress(Exception):
+                    await client.publish(
+                        ota.topic(self.site, t.sensor, "offer"), CANCEL, qos=1, retain=False
+                    )
+
+
+# ---- the command -------------------------------------------------------------------
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--release",
+        type=Path,
+        required=True,
+        metavar="DIR",
+        help="the release bundle (the hushlight-VERSION folder `hushlight release` wrote)",
+    )
+    parser.add_argument(
+        "--pub",
+        type=Path,
+        default=Path("release.pub"),
+        metavar="FILE",
+        help="the city's public release key the bundle is checked against before anything "
+        "is offered (default: release.pub in the current folder)",
+    )
+    add_broker_arguments(parser)
+    parser.add_argument(
+        "--config",
+        type=Path,
+        required=True,
+        metavar="FILE",
+        help="the site config (TOML): its zones and their schedules",
+    )
+    parser.add_argument(
+        "--sensors", metavar="IDS", help="only these sensors, comma-separated (default: all)"
+    )
+    parser.add_argument(
+        "--canary",
+        default=str(CANARIES),
+        metavar="N|IDS",
+        help=f"how many canaries go first, or which (comma-separated ids; default {CANARIES}, "
+        "0 for none); a canary that refuses or rolls back halts the roll-out",
+    )
+    parser.add_argument(
+        "--max-share",
+        type=float,
+        default=MAX_SHARE,
+        metavar="F",
+        help=f"the share of each zone's sensors updating at once (default {MAX_SHARE:g}; "
+        "at least one sensor)",
+    )
+    parser.add_argument(
+        "--now",
+        action="store_true",
+        help="start even inside a zone's active hours (updating reboots sensors)",
+    )
+    parser.add_argument(
+        "--trial-timeout",
+        type=float,
+        default=TRIAL_TIMEOUT_S,
+        metavar="S",
+        help=f"seconds a sensor may take to confirm its trial (default {TRIAL_TIMEOUT_S:g}; "
+        "the sensor rolls back by itself after its ota_trial_s, 120 s by default)",
+    )
+    parser.add_argument(
+        "--wait",
+        type=float,
+        default=WAIT_S,
+        metavar="S",
+        help=f"seconds to collect the sensors' statuses first (default {WAIT_S:g})",
+    )
+    parser.add_argument(
+        "--json", action="store_true", help="print the result as JSON (progress on stderr)"
+    )
+
+
+def _ids(text: str, what: str) -> list[str]:
+    ids = [i.strip() for i in text.split(",") if i.strip()]
+    bad = [i for i in ids if not topics.valid_id(i)]
+    if not ids or bad:
+        raise UsageError(
+            f"{what} {text!r}: give sensor ids ([a-z0-9-], 1 to 32 characters) separated by commas"
+        )
+    return ids
+
+
+def _canary(text: str) -> int | list[str]:
+    if text.strip().isdigit():
+        return int(text)
+    return _ids(text, "--canary")
+
+
+def _check(args: argparse.Namespace) -> None:
+    if not 0 < args.max_share <= 1:
+        raise UsageError(
+            f"--max-share {args.max_share:g} is out of range; give a fraction in (0, 1], e.g. 0.34"
+        )
+    if not 0 < args.trial_timeout <= 3600:
+        raise UsageError(
+            f"--trial-timeout {args.trial_timeout:g} is out of range; give 1 to 3600 s"
+        )
+    if not 0 < args.wait <= 60:
+        raise UsageError(f"--wait {args.wait:g} is out of range; give 0 to 60 seconds")
+
+
+def _bundle(args: argparse.Namespace) -> Bundle:
+    from tools.release import BundleError, check_bundle
+
+    if not args.pub.is_file():
+        raise UsageError(
+            f"--pub {args.pub}: no such file; give the city's public release key (release.pub, "
+            "written by `hushlight keygen`), against which the bundle is checked"
+        )
+    try:
+        return check_bundle(args.release, args.pub)
+    except BundleError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def _fleet(seen: Mapping[str, Seen]) -> dict[str, SensorState]:
+    out = {}
+    for sensor, s in seen.items():
+        st = s.status
+        out[sensor] = SensorState(
+            online=st.get("state") == "online",
+            fw=st.get("fw") if isinstance(st.get("fw"), str) else None,
+            ota=st.get("ota") if isinstance(st.get("ota"), str) else None,
+            ota_version=st.get("ota_version") if isinstance(st.get("ota_version"), str) else None,
+        )
+    return out
+
+
+def describe(p: Plan) -> list[str]:
+    """The plan in lines for people."""
+    lines = [
+        f"release {p.version}: {len(p.sensors)} sensors to update; at once at most "
+        + ", ".join(f"{n} of zone {z}" for z, n in sorted(p.limits.items()))
+    ]
+    for phase in phases_of(p):
+        lines.append(f"  {phase.name}: {', '.join(phase.sensors)}")
+    for s, why in sorted(p.skipped.items()):
+        lines.append(f"  skipped {s}: {why}")
+    return lines
+
+
+def render(report: Report, stream: Any = None) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    stream = stream or sys.stdout
+    out = Table(title=f"roll-out of {report.version}")
+    for column in ("sensor", "phase", "result", "fw", "bytes", "time", "reason"):
+        out.add_column(column, no_wrap=column != "reason")
+    for s, t in report.tracks.items():
+        result = t.outcome or ("not started" if t.offered_at is None else t.state)
+        colour = "green" if result == "confirmed" else "red"
+        took = (
+            "-"
+            if t.offered_at is None or t.ended_at is None
+            else f"{t.ended_at - t.offered_at:.1f} s"
+        )
+        out.add_row(
+            s,
+            t.phase,
+            f"[{colour}]{result.replace('_', ' ')}[/{colour}]",
+            t.fw or "-",
+            f"{t.served:,}",
+            took,
+            t.reason or "",
+        )
+    for s, why in sorted(report.skipped.items()):
+        out.add_row(s, "-", "skipped", "-", "-", "-", why)
+    width = None if stream.isatty() else 150
+    Console(file=stream, soft_wrap=False, width=width).print(out)
+
+
+def run(args: argparse.Namespace) -> int:
+    from gateway.config import load_config
+    from gateway.errors import ConfigError
+
+    login = broker_login(args)
+    _check(args)
+    canary = _canary(args.canary)
+    wanted = _ids(args.sensors, "--sensors") if args.sensors else None
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        raise UsageError(str(exc)) from None
+    if config.site_id != args.site:
+        raise UsageError(
+            f"--config {args.config} is the site {config.site_id!r}, not --site {args.site!r}; "
+            "give the config of the site to update"
+        )
+    bundle = _bundle(args)
+    say = (lambda line: print(line, file=sys.stderr)) if args.json else print
+    say(
+        f"release {bundle.version} checked against {args.pub}: {len(bundle.files)} files, "
+        f"{bundle.total:,} bytes"
+    )
+    seen = asyncio.run(collect(login, args.site, args.wait))
+    fleet = _fleet(seen)
+    zones = {z.id: z.sensors for z in config.zones}
+    if wanted is not None:
+        unknown = [s for s in wanted if s not in fleet and s not in config.zones_of_sensor]
+        if unknown:
+            raise UsageError(
+                f"--sensors: {', '.join(unknown)} neither in {args.config} nor on the broker "
+                f"{args.broker} for site {args.site}; check the ids with `hushlight fleet`"
+            )
+    try:
+        the_plan = plan(
+            bundle.version, fleet, zones, sensors=wanted, canary=canary, max_share=args.max_share
+        )
+    except ValueError as exc:
+        raise UsageError(f"--canary: {exc}") from None
+    for line in describe(the_plan):
+        say(line)
+    touched = sorted({z for s in the_plan.sensors for z in config.zones_of_sensor.get(s, ())})
+    busy = active_zones(touched, {z.id: z.schedule for z in config.zones}, config.tz, time.time())
+    if busy and not args.now:
+        zone, window, until = busy[0]
+        local = dt.datetime.fromtimestamp(until, config.tz).strftime("%H:%M")
+        more = f" (and {len(busy) - 1} more zones)" if len(busy) > 1 else ""
+        raise UsageError(
+            f"zone {zone} is in its active hours ({window}) until {local} {config.timezone}"
+            f"{more}: updating reboots its sensors while nudges may be due; start after "
+            "that, or give --now"
+        )
+    if not the_plan.sensors:
+        say("nothing to update")
+        if args.json:
+            print(json.dumps(Report(bundle.version, {}, [], the_plan.skipped).as_json(), indent=2))
+        return 0
+    bars = not args.json and sys.stdout.isatty()
+    screen = Screen(len(the_plan.sensors), bundle.total, bars=bars, to_stderr=args.json)
+    rollout = Rollout(
+        login, args.site, bundle, the_plan, fleet, screen, trial_timeout_s=args.trial_timeout
+    )
+    with screen:
+        report = asyncio.run(rollout.run())
+    if args.json:
+        print(json.dumps(report.as_json(), indent=2))
+    else:
+        render(report)
+        print(report.line())
+        if report.halted:
+            print(f"halted: {report.halted}")
+    return 0 if report.ok else 1
