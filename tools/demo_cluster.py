@@ -309,7 +309,10 @@ class ClusterDemo(Demo):
         self.poll_errors = 0
 
     def sensor_broker(self, sensor: str) -> str:
-        return str(self.cluster.urls[SENSOR_NODES[scenes.SENSORS.index(sensor)]])
+        """Every node, beginning with the sensor's own (`SENSOR_NODES`): it fails over in turn."""
+        urls = list(self.cluster.urls)
+        first = SENSOR_NODES[scenes.SENSORS.index(sensor)]
+        return ",".join(urls[first:] + urls[:first])
 
     def on_message(self, topic: str, payload: bytes) -> None:
         super().on_message(topic, payload)
@@ -517,6 +520,15 @@ class ClusterDemo(Demo):
         twice = set(on_wire) | set(twice_stored) | {episode for episode, _ in lights}
         lines = ["the cluster's night:"]
         lines += [f"  {e}" for e in self.events]
+        # a sensor that made nothing would make "0 lost" say nothing
+        silent = [s for s in scenes.SENSORS if not made.get(s) and not self.tally.records.get(s)]
+        if silent:
+            lines.append(
+                f"  no records from {', '.join(silent)}: the sensor did not run (its log is "
+                "in the work folder; --keep keeps it), so the counts below are incomplete"
+            )
+        if self.killed is None:
+            lines.append("  the night ended before the node and the gateway were killed")
         total = sum(max(made.get(s, 0), len(self.tally.records.get(s, {}))) for s in scenes.SENSORS)
         lines.append(
             f"  records made by the sensors: {total}; in the shared store: {kept} (it keeps "
@@ -540,7 +552,7 @@ class ClusterDemo(Demo):
         takeover = self.takeover_s()
         if takeover is not None:
             lines.append(f"zones taken over {takeover:.2f} s after the gateway was killed")
-        return lines, lost == 0 and not twice
+        return lines, lost == 0 and not twice and not silent and self.killed is not None
 
 
 def cluster_steps(prog: str, work: Path, store: str, kept: bool) -> list[str]:
@@ -559,21 +571,21 @@ def cluster_steps(prog: str, work: Path, store: str, kept: bool) -> list[str]:
 
 def run(args: argparse.Namespace) -> int:
     """`hushlight demo --cluster`."""
+    import psycopg
+
     from tools.rabbit_cluster import RabbitCluster
 
     if args.broker is not None:
         raise UsageError("--cluster runs its own brokers; leave out --broker")
     check_server(args.postgres)
+    name = create_database(args.postgres)
+    store = database_url(args.postgres, name)
+    print(f"PostgreSQL database {name} for the night's data and zone leases", flush=True)
     work = Path(tempfile.mkdtemp(prefix="hushlight-demo-cluster-"))
-    name: str | None = None
-    store = ""
     cluster: RabbitCluster | None = None
     demo: ClusterDemo | None = None
     ok = False
     try:
-        name = create_database(args.postgres)
-        store = database_url(args.postgres, name)
-        print(f"PostgreSQL database {name} for the night's data and zone leases", flush=True)
         cluster = RabbitCluster(folder=work / "rabbit", anonymous=True)
         print("starting three RabbitMQ nodes (about 15-20 s) ...", flush=True)
         began = time.monotonic()
@@ -597,23 +609,36 @@ def run(args: argparse.Namespace) -> int:
     else:
         ok = True
     finally:
-        if demo is not None:
-            demo.stop_all()
         summary: list[str] = []
         good = False
-        if ok and demo is not None:
-            summary, good = demo.cluster_summary()
+        if demo is not None:
+            demo.stop_all()  # the gateways write what they hold before the store is read
+            if ok:
+                try:
+                    summary, good = demo.cluster_summary()
+                except psycopg.Error as exc:
+                    summary = [f"the shared store could not be read: {exc}"]
         if cluster is not None:
-            cluster.close()
-        if name is not None and not args.keep:
-            drop_database(args.postgres, name)
+            if args.keep:
+                cluster.stop()  # its logs stay in the work folder
+            else:
+                cluster.close()
+        if not args.keep:
+            try:
+                drop_database(args.postgres, name)
+            except psycopg.Error as exc:
+                print(
+                    f"warning: the database {name} was not dropped ({exc}); "
+                    f"drop it with: psql -c 'DROP DATABASE \"{name}\"' {args.postgres}",
+                    file=sys.stderr,
+                )
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
     assert demo is not None
     print()
     print("summary of the night")
     if args.keep:
-        print(f"logs are kept in {work}, the data in {database_url(args.postgres, name or '')}")
+        print(f"logs are kept in {work}, the data in {store}")
     for line in demo.street.summary(cluster_steps(hushlight_command(), work, store, args.keep)):
         print(line)
     for line in summary:
