@@ -6,12 +6,19 @@ mqtt:// and 8883 for mqtts://; an IPv6 address goes in brackets
 (``mqtt://[fd00::5]:1883``); a trailing ``/`` is allowed, nothing else after
 the port (no path, query, user or password: credentials are settings of
 their own).  Written for MicroPython too: plain string scans, no urllib.
+
+A sensor's `broker` setting may list several brokers to fail over across,
+separated by commas (``mqtt://h1:1883,mqtt://h2:1884``): `parse_list` reads
+such a list, one URL being a list of one.
 """
 
 from protocol.errors import ProtocolError
 
 DEFAULT_PORTS = {"mqtt": 1883, "mqtts": 8883}
 EXAMPLE = "mqtt://HOST:PORT or mqtts://HOST:PORT"
+LIST_EXAMPLE = "mqtt://HOST1:PORT,mqtt://HOST2:PORT"
+# brokers of one list at most: each one costs the sensor heap
+MAX_BROKERS = 8
 
 
 def parse(url: object) -> tuple[str, str, int, bool]:
@@ -66,6 +73,41 @@ def parse(url: object) -> tuple[str, str, int, bool]:
     if not host:
         raise _bad("broker %r names no host; give %s" % (url, EXAMPLE))
     return scheme, host, port, scheme == "mqtts"
+
+
+def parse_list(text: object) -> tuple[tuple[str, str, int, bool], ...]:
+    """(scheme, host, port, tls) of each broker of a comma-separated list, in
+    its order; spaces around an entry are ignored.  Every broker must have
+    the same scheme (a sensor pins one CA, or speaks plain MQTT to all) and
+    appear once.  `ProtocolError` ("bad_value") naming the bad entry."""
+    if not isinstance(text, str):
+        raise _bad("broker %r is not a URL; give %s" % (text, EXAMPLE))
+    entries = text.split(",")
+    if len(entries) > MAX_BROKERS:
+        raise _bad(
+            "broker %r lists %d brokers; give at most %d" % (text, len(entries), MAX_BROKERS)
+        )
+    out: list[tuple[str, str, int, bool]] = []
+    for n, entry in enumerate(entries):
+        url = entry.strip()
+        if not url and len(entries) == 1:
+            raise _bad("broker %r names no broker; give %s" % (text, EXAMPLE))
+        if not url:
+            raise _bad(
+                "broker %r has an empty entry (number %d); give URLs separated by single "
+                "commas, such as %s" % (text, n + 1, LIST_EXAMPLE)
+            )
+        b = parse(url)
+        if out and b[0] != out[0][0]:
+            raise _bad(
+                "broker %r is %s:// but the list begins with %s://; give every broker of "
+                "the list with the same scheme" % (url, b[0], out[0][0])
+            )
+        for seen in out:
+            if seen[1].lower() == b[1].lower() and seen[2] == b[2]:
+                raise _bad("broker %r is in the list twice; give each broker once" % url)
+        out.append(b)
+    return tuple(out)
 
 
 def _port(url: str, text: str) -> int:

@@ -64,7 +64,11 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--id", required=True, help="sensor id, [a-z0-9-]{1,32}")
     parser.add_argument("--site", required=True, help="site id, [a-z0-9-]{1,32}")
     parser.add_argument(
-        "--broker", required=True, metavar="URL", help="mqtt://HOST:PORT or mqtts://HOST:PORT"
+        "--broker",
+        required=True,
+        metavar="URL[,URL...]",
+        help="mqtt://HOST:PORT or mqtts://HOST:PORT; several brokers of one scheme, separated "
+        "by commas, to fail over across in that order",
     )
     parser.add_argument("--ca", type=Path, metavar="FILE", help="CA certificate (PEM) for mqtts")
     parser.add_argument("--username", help="MQTT user name")
@@ -132,11 +136,12 @@ def default_state_dir(site: str, sensor: str) -> Path:
 
 
 def _check_broker(url: str) -> bool:
-    """Whether the broker URL is mqtts:// (`protocol.brokerurl`, as the sensor reads it)."""
+    """Whether the broker URL, or the comma-separated list of them, is mqtts://
+    (`protocol.brokerurl.parse_list`, as the sensor reads it)."""
     try:
-        return brokerurl.parse(url)[3]
+        return brokerurl.parse_list(url)[0][3]
     except ProtocolError as exc:
-        raise UsageError(str(exc)) from None
+        raise UsageError(f"--broker: {exc}") from None
 
 
 def origin_text(origin: float | None) -> int | str | None:

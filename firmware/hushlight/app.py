@@ -136,6 +136,7 @@ class App:
             f["id"] = self.sensor
             f["site"] = self.site
             f["broker_connected"] = self.mqtt.connected()
+            f["broker_in_use"] = self.mqtt.url  # one of the `broker` list
             f["rate"] = self.capture.rate
             f["audio_s"] = self.capture.audio_s
             f["seq"] = self.store.next[LEVELS]
@@ -174,9 +175,9 @@ class App:
     async def _on_connect(self):
         why = self.mqtt.previous_error
         if why is None:
-            log("connected to %s" % self.cfg["broker"])
+            log("connected to %s" % self.mqtt.url)
         else:
-            log("connected to %s again (after: %s)" % (self.cfg["broker"], why))
+            log("connected to %s again (after: %s)" % (self.mqtt.url, why))
         self.publisher.restart()
         await self._publish_status()
         await self.mqtt.subscribe(self.t_config, 1)

@@ -6,10 +6,15 @@ Every key of config.json (firmware/config.example.json shows them all):
 Identity and network, written by the provisioning tools:
   id                 sensor id, [a-z0-9-]{1,32}
   site               site id, [a-z0-9-]{1,32}
-  broker             mqtt://HOST[:PORT] or mqtts://HOST[:PORT] (TLS, 8883 by default)
+  broker             mqtt://HOST[:PORT] or mqtts://HOST[:PORT] (TLS, 8883 by default);
+                     several, separated by commas and all of one scheme, are brokers
+                     to fail over across: tried in order, moving on to the next when
+                     one does not answer (the persistent session and the resend of
+                     unacknowledged records carry over)
   ca_file            CA certificate file (PEM) that must sign the broker's certificate
                      (mqtts only; provisioning writes ca.pem beside config.json)
-  server_hostname    name checked in the broker's certificate (default: HOST)
+  server_hostname    name checked in the broker's certificate (default: the HOST
+                     of the broker in use)
   mqtt_user, mqtt_password   MQTT credentials (optional)
   keepalive_s        MQTT keepalive, 5..600 s (default 30): the offline status
                      appears at most 1.5 times this after the sensor dies

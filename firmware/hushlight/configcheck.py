@@ -63,6 +63,23 @@ def parse_broker(url):
     return tls, host, port
 
 
+def parse_brokers(text):
+    """(tls, brokers) of the `broker` setting: one URL or several separated
+    by commas, all of one scheme (protocol.brokerurl.parse_list); `brokers`
+    is a tuple of (url, host, port) in the order the sensor tries them."""
+    from protocol import brokerurl  # a check at start-up or on a change: forgotten after it
+
+    try:
+        parsed = brokerurl.parse_list(text)
+    except ProtocolError as e:
+        raise ConfigError(str(e))
+    finally:
+        forget("protocol.brokerurl")
+    entries = text.split(",")
+    brokers = tuple([(entries[i].strip(), b[1], b[2]) for i, b in enumerate(parsed)])
+    return parsed[0][3], brokers
+
+
 def _check_int(values, key, lo, hi):
     v = values[key]
     if type(v) is not int or not lo <= v <= hi:
@@ -78,7 +95,7 @@ def validate_local(values):
             check_id(key, values[key])
         except ProtocolError as e:
             raise ConfigError(str(e))
-    parse_broker(values["broker"])
+    parse_brokers(values["broker"])
     _check_int(values, "keepalive_s", 5, 600)
     _check_int(values, "backoff_max_s", 1, 600)
     _check_int(values, "buffer_records", 100, 100000)

@@ -85,8 +85,11 @@ _HEAD = const(256)  # start of an oversized packet kept to acknowledge it
 class MQTTClient:
     # set by hushlight.mqttinit, with what they hold
     client_id: bytes
+    brokers: tuple  # (url, host, port) of each broker, tried in this order
+    url: str  # the broker in use (or being tried): its URL as configured
     host: str
     port: int
+    _at: int
     user: "str | None"
     password: "str | None"
     keepalive: int
@@ -139,7 +142,9 @@ class MQTTClient:
         """`settings`: user, password, keepalive (s, 30), ssl_cafile,
         server_hostname, clean_session (False), will_topic, will_payload,
         will_retain (True), will_qos (1), backoff_min_ms (500),
-        backoff_max_ms (30000), socket_factory, connect_timeout_ms (10000).
+        backoff_max_ms (30000), socket_factory, connect_timeout_ms (10000),
+        brokers (a tuple of (url, host, port) to fail over across, the
+        first being `host` and `port`; default: that broker alone).
         Set up by hushlight.mqttinit, so that its code leaves the heap."""
         once("mqttinit").init(self, client_id, host, port, settings)
 
@@ -160,21 +165,22 @@ class MQTTClient:
         self._stop = False
         delay = self.backoff_min_ms
         ever = False
+        failed = 0  # connection attempts failed in a row
         while not self._stop:
             try:
                 await asyncio.wait_for_ms(self._connect(), self.connect_timeout_ms)
             except Exception as e:  # any failure to connect is retried
-                self._close()
-                self.stats["connect_failures"] += 1
-                if not isinstance(e, _Refused):  # _connect described a refusal already
-                    self.last_error = "cannot connect to %s:%d: %s" % (
-                        self.host,
-                        self.port,
-                        _describe(e),
-                    )
-                await self._backoff(delay)
-                delay = min(delay * 2, self.backoff_max_ms)
+                failed += 1
+                # what failed, and the next broker of a list (hushlight.mqttwhy,
+                # loaded on failure): the shortest pause while a round of the
+                # list lasts, the back-off once every broker failed in turn
+                if once("mqttwhy").connect_failed(self, e, failed):
+                    await self._backoff(self.backoff_min_ms)
+                else:
+                    await self._backoff(delay)
+                    delay = min(delay * 2, self.backoff_max_ms)
                 continue
+            failed = 0
             if self._stop:  # disconnect() was called while we connected
                 self._close()
                 break
@@ -350,6 +356,8 @@ class MQTTClient:
         wait = half + (half * random.getrandbits(16) >> 16)
         if self.on_down is not None:
             why = self.last_error or "connection to %s:%d lost" % (self.host, self.port)
+            if len(self.brokers) > 1:
+                why += "; trying %s next" % self.url
             self.on_down(why, wait)
         await asyncio.sleep_ms(wait)
 

@@ -23,8 +23,10 @@ def init(c, client_id, host, port, settings):
     ):
         _refuse(keepalive, will_qos, backoff_min_ms, backoff_max_ms)
     c.client_id = utf8(client_id)
-    c.host = host
-    c.port = port
+    # every broker to try, in order, as (url, host, port); host and port are the first
+    c.brokers = get("brokers", None) or (("%s:%d" % (host, port), host, port),)
+    c.url, c.host, c.port = c.brokers[0]
+    c._at = 0  # the index of the broker in use in `brokers`
     c.user = get("user", None)
     c.password = get("password", None)
     c.keepalive = keepalive

@@ -1,6 +1,7 @@
-"""A few words on a failure of the MQTT link, for last_error and the log
+"""A few words on a failure of the MQTT link, for last_error and the log,
+and the step to the next broker of a list after a failed connection
 (hushlight.mqtt).  Loaded when something failed and dropped again
-(hushlight.once): a link that works does not keep these sentences in the heap.
+(hushlight.once): a link that works does not keep this code in the heap.
 """
 
 import asyncio
@@ -23,3 +24,18 @@ def describe(e):
         if e.errno == EHOSTUNREACH:
             return "host unreachable (check the network and the broker's address)"
     return "%s %s" % (type(e).__name__, e)
+
+
+def connect_failed(c, e, failed):
+    """After the `failed`-th connection attempt in a row of client `c` failed
+    with `e`: close it, say why, and move on to the next broker of the list;
+    True while that next broker is one this round of the list has not tried."""
+    c._close()
+    c.stats["connect_failures"] += 1
+    if not isinstance(e, _Refused):  # the client described a refusal already
+        c.last_error = "cannot connect to %s:%d: %s" % (c.host, c.port, describe(e))
+    n = len(c.brokers)
+    if n > 1:
+        c._at = (c._at + 1) % n
+        c.url, c.host, c.port = c.brokers[c._at]
+    return failed % n != 0

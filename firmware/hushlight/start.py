@@ -9,9 +9,9 @@ import array
 import asyncio
 import time
 
-from hushlight import coeffs, timesync
+from hushlight import coeffs, once, timesync
 from hushlight.capture import Capture
-from hushlight.config import Config, parse_broker
+from hushlight.config import Config
 from hushlight.levelmeter import LevelMeter
 from hushlight.mqtt import MQTTClient
 from hushlight.publisher import Publisher
@@ -114,7 +114,9 @@ def _open_audio(app, mark):
 
 def _make_client(app):
     cfg = app.cfg
-    tls, host, port = parse_broker(cfg["broker"])
+    # one broker or several to fail over across, read once into a small tuple
+    tls, brokers = once("configcheck").parse_brokers(cfg["broker"])
+    _, host, port = brokers[0]
     will = payloads.encode_status("offline")
     kw = {
         "user": cfg["mqtt_user"],
@@ -126,10 +128,12 @@ def _make_client(app):
         "will_retain": True,
         "will_qos": 1,
         "backoff_max_ms": cfg["backoff_max_s"] * 1000,
+        "brokers": brokers,
     }
     if tls:
         kw["ssl_cafile"] = cfg["ca_file"] or "ca.pem"
-        kw["server_hostname"] = cfg["server_hostname"] or host
+        # None: the host of the broker in use (hushlight.mqttconnect)
+        kw["server_hostname"] = cfg["server_hostname"]
     client = MQTTClient(app.site + "-" + app.sensor, host, port, **kw)
     client.on_connect = app._on_connect
     client.on_message = app._on_message
