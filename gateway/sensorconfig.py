@@ -30,7 +30,12 @@ applies it and echoes the rev in its next status.
   zone in alphabetical order (one gateway: itself).  A sensor the site's
   configuration names nowhere gets nothing: its messages are refused as
   ``unknown_sensor`` anyway.  Two gateways that both hold a zone of a sensor
-  both send it the same config, which it applies once.
+  both send it the same config, which it applies once; every gateway of a
+  city must therefore be given the same `[sensor_config]`.
+- A gateway that starts, or takes a zone over, learns a sensor's rev from its
+  next status: at once from the retained status on one Mosquitto, within the
+  sensor's `status_interval_s` on the cluster (retained statuses stay on the
+  node the sensor is on).
 """
 
 from __future__ import annotations
