@@ -81,6 +81,7 @@ class BrokerLogin:
     tls: ssl.SSLContext | None
     username: str | None
     password: str | None
+    ca: str | None = None
 
     def client(self, purpose: str) -> Any:
         """An `aiomqtt.Client` (not connected yet) with a fresh client id."""
@@ -136,7 +137,9 @@ def broker_login(args: argparse.Namespace) -> BrokerLogin:
             "give --username with a password (--password-file FILE or "
             f"{passwords.PASSWORD_ENV}), or neither"
         )
-    return BrokerLogin(args.broker, address.host, address.port, tls, args.username, password)
+    return BrokerLogin(
+        args.broker, address.host, address.port, tls, args.username, password, args.ca
+    )
 
 
 @dataclass(frozen=True)

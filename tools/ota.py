@@ -43,8 +43,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from protocol import ota, topics
-from tools.errors import UsageError
+from protocol import topics
+from tools.errors import ToolError, UsageError
 from tools.fleet import (
     WAIT_S,
     BrokerLogin,
@@ -52,8 +52,6 @@ from tools.fleet import (
     add_broker_arguments,
     broker_login,
     collect,
-    sensor_of,
-    status_of,
 )
 
 if TYPE_CHECKING:
@@ -250,7 +248,14 @@ REOFFER_S = 10.0
 # firmware's own trial time (ota_trial_s, default 120 s) and a reboot's margin
 TRIAL_TIMEOUT_S = 180.0
 TICK_S = 0.25
-CANCEL = b'{"cancel":true}'
+CANCEL_WAIT_S = 2.0
+HALT_ADVICE = (
+    "No further sensor was offered the release; those not reached run their version "
+    "unchanged, and a sensor that rolled back is on its previous version by itself. "
+    "Read the reason above (`hushlight fleet` shows it too), fix the cause (a new release "
+    "with a higher version for a fault in the firmware), then run `hushlight ota` again: "
+    "sensors already on the version are skipped."
+)
 DONE = ("confirmed", "refused", "rolled_back", "timed_out")
 
 
@@ -323,7 +328,12 @@ def overdue(track: Track, now: float, stall_s: float, trial_timeout_s: float) ->
             return f"not confirmed within {trial_timeout_s:g} s of starting its trial"
         return None
     if now - track.changed_at > stall_s:
-        what = "did not answer the offer" if track.state == "offered" else f"stuck in {track.state}"
+        if track.state != "offered":
+            what = f"stuck in {track.state}"
+        elif track.served:
+            what = "took bytes but sent no update status"
+        else:
+            what = "did not answer the offer"
         return f"{what}: nothing for {stall_s:g} s ({track.served:,} bytes served)"
     return None
 
@@ -344,6 +354,7 @@ class Report:
     tracks: dict[str, Track]
     phases: list[Phase]
     skipped: Mapping[str, str]
+    limits: Mapping[str, int] = field(default_factory=dict)
     seconds: float = 0.0
     halted: str | None = None
 
@@ -370,6 +381,7 @@ class Report:
     def as_json(self) -> dict[str, object]:
         return {
             "version": self.version,
+            "limits": dict(self.limits),
             "ok": self.ok,
             "halted": self.halted,
             "seconds": round(self.seconds, 2),
@@ -417,20 +429,23 @@ class Screen:
         self, total_sensors: int, release_bytes: int, *, bars: bool, to_stderr: bool
     ) -> None:
         from rich.console import Console
-        from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn
+        from rich.progress import BarColumn, Progress, TextColumn
 
         self.stream = sys.stderr if to_stderr else sys.stdout
         self.console = Console(file=self.stream, highlight=False)
         self.release_bytes = release_bytes
+        self.total_sensors = total_sensors
         self.progress = Progress(
             TextColumn("{task.description:<28}"),
             BarColumn(),
-            DownloadColumn(),
+            TextColumn("{task.fields[amount]}"),
             console=self.console,
             disable=not bars,
             transient=False,
         )
-        self.done_task = self.progress.add_task("sensors done", total=total_sensors)
+        self.done_task = self.progress.add_task(
+            "sensors done", total=total_sensors, amount=f"0/{total_sensors}"
+        )
         self.tasks: dict[str, Any] = {}
 
     def __enter__(self) -> Screen:
@@ -450,13 +465,19 @@ class Screen:
     def track(self, t: Track) -> None:
         task = self.tasks.get(t.sensor)
         text = f"{t.sensor} {t.state}"
+        served = min(t.served, self.release_bytes)
+        amount = f"{served / 1024:.1f}/{self.release_bytes / 1024:.1f} KiB"
         if task is None:
-            self.tasks[t.sensor] = self.progress.add_task(text, total=self.release_bytes)
-            return
-        self.progress.update(task, description=text, completed=min(t.served, self.release_bytes))
+            self.tasks[t.sensor] = self.progress.add_task(
+                text, total=self.release_bytes, completed=served, amount=amount
+            )
+        else:
+            self.progress.update(task, description=text, completed=served, amount=amount)
 
     def finished(self, count: int) -> None:
-        self.progress.update(self.done_task, completed=count)
+        self.progress.update(
+            self.done_task, completed=count, amount=f"{count}/{self.total_sensors}"
+        )
 
     def drop(self, sensor: str) -> None:
         task = self.tasks.pop(sensor, None)
@@ -494,22 +515,18 @@ class Rollout:
                 st = fleet.get(s)
                 initial = (st.ota, st.ota_version) if st is not None else (None, None)
                 tracks[s] = Track(s, phase.name, initial)
-        self.report = Report(self.version, tracks, self.phases, the_plan.skipped)
+        self.report = Report(self.version, tracks, self.phases, the_plan.skipped, the_plan.limits)
         self.changed = asyncio.Event()
 
     # -- the broker side ------------------------------------------------------
 
-    async def _listen(self, client: Any) -> None:
-        async for message in client.messages:
-            sensor = sensor_of(str(message.topic))
-            track = self.report.tracks.get(sensor or "")
-            payload = message.payload
-            if track is None or message.retain or not isinstance(payload, (bytes, bytearray)):
-                continue
-            new = follow(track, status_of(bytes(payload)), self.version, time.monotonic())
-            if new is not None:
-                self._said(track)
-                self.changed.set()
+    def _on_status(self, sensor: str, status: dict[str, Any]) -> None:
+        track = self.report.tracks.get(sensor)
+        if track is None:
+            return
+        if follow(track, status, self.version, time.monotonic()) is not None:
+            self._said(track)
+            self.changed.set()
 
     def _said(self, t: Track) -> None:
         reason = f": {t.reason}" if t.reason else ""
@@ -520,29 +537,20 @@ class Rollout:
         self.screen.track(t)
 
     async def run(self) -> Report:
-        import aiomqtt
-
         from tools.ota_serve import ReleaseServer
 
+        server = ReleaseServer(self.site, [self.bundle])
+        server.on_status.append(self._on_status)
         start = time.monotonic()
+        login = self.login
         try:
-            async with self.login.client("ota") as client:
-                await client.subscribe(topics.root(self.site) + "/sensors/+/status", qos=1)
-                server = ReleaseServer(client, self.site, [self.bundle])
-                async with asyncio.TaskGroup() as tg:
-                    listener = tg.create_task(self._listen(client), name="statuses")
-                    serving = tg.create_task(server.run(), name="serve")
-                    try:
-                        await self._phases(server)
-                    finally:
-                        await self._cancel_staging(client)
-                        listener.cancel()
-                        serving.cancel()
-        except* aiomqtt.MqttError as group:
-            self.report.halted = (
-                f"lost the broker {self.login.url}: {group.exceptions[0]}; the sensors "
-                "that were staging stop by themselves; run the roll-out again to resume"
-            )
+            async with server.connect(login.url, login.username, login.password, login.ca):
+                try:
+                    await self._phases(server)
+                finally:
+                    await self._cancel_staging(server)
+        except ToolError as exc:
+            self.report.halted = str(exc)
         self.report.seconds = time.monotonic() - start
         return self.report
 
@@ -594,7 +602,7 @@ class Rollout:
                 await asyncio.wait_for(self.changed.wait(), TICK_S)
             now = time.monotonic()
             for t in tracks:
-                served = server.served(t.sensor, self.version)
+                served = server.progress(t.sensor)[0]
                 if served != t.served:
                     t.served = served
                     t.changed_at = now
@@ -607,7 +615,7 @@ class Rollout:
                     t.state, t.reason, t.ended_at = "timed_out", why, now
                     self._said(t)
 
-    async def _cancel_staging(self, client: Any) -> None:
+    async def _cancel_staging(self, server: Any) -> None:
         """Tells the sensors still receiving the release to drop it (Ctrl-C, a
         sensor given up on): a staging nobody serves would hold its slot."""
         for t in self.report.tracks.values():
@@ -615,10 +623,9 @@ class Rollout:
                 t.state == "timed_out" and t.trial_at is None
             )
             if staging:
+                # the link may be down: a cancel is a courtesy, not worth a hang
                 with contextlib.suppress(Exception):
-                    await client.publish(
-                        ota.topic(self.site, t.sensor, "offer"), CANCEL, qos=1, retain=False
-                    )
+                    await asyncio.wait_for(server.cancel(t.sensor), CANCEL_WAIT_S)
 
 
 # ---- the command -------------------------------------------------------------------
@@ -835,13 +842,14 @@ def run(args: argparse.Namespace) -> int:
     touched = sorted({z for s in the_plan.sensors for z in config.zones_of_sensor.get(s, ())})
     busy = active_zones(touched, {z.id: z.schedule for z in config.zones}, config.tz, time.time())
     if busy and not args.now:
-        zone, window, until = busy[0]
-        local = dt.datetime.fromtimestamp(until, config.tz).strftime("%H:%M")
-        more = f" (and {len(busy) - 1} more zones)" if len(busy) > 1 else ""
+        zones_text = "; ".join(
+            f"zone {zone} ({window}, until "
+            f"{dt.datetime.fromtimestamp(until, config.tz).strftime('%H:%M')})"
+            for zone, window, until in busy
+        )
         raise UsageError(
-            f"zone {zone} is in its active hours ({window}) until {local} {config.timezone}"
-            f"{more}: updating reboots its sensors while nudges may be due; start after "
-            "that, or give --now"
+            f"inside active hours ({config.timezone}): {zones_text}; updating reboots sensors "
+            "while nudges may be due: start after that, or give --now"
         )
     if not the_plan.sensors:
         say("nothing to update")
@@ -862,4 +870,5 @@ def run(args: argparse.Namespace) -> int:
         print(report.line())
         if report.halted:
             print(f"halted: {report.halted}")
+            print(HALT_ADVICE)
     return 0 if report.ok else 1
