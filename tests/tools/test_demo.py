@@ -96,10 +96,10 @@ def test_the_night_end_to_end_on_a_real_broker(
         assert main(["report", "--db", str(database)]) == 0
     finally:
         shutil.rmtree(database.parent)
-    said = capsys.readouterr().out
-    assert "collegeberg, dim: " in said and "stuk, brighten: " in said
-    assert "not enough data yet: need about" not in said
-    assert said.count(", 95 % CI ") == 4  # peaks and LAeq of each zone
+    printed = capsys.readouterr().out
+    assert "collegeberg, dim: " in printed and "stuk, brighten: " in printed
+    assert "not enough data yet: need about" not in printed
+    assert printed.count(", 95 % CI ") == 4  # peaks and LAeq of each zone
 
 
 def test_bad_arguments_are_usage_errors(capsys: pytest.CaptureFixture[str]) -> None:

@@ -85,6 +85,10 @@ def test_history_is_labelled_and_kept_apart(tmp_path: Path) -> None:
         assert any(line.startswith(said) for line in lines), lines
     assert str(pilot.Truth(0.7, -2.0)) == "30 % fewer peaks, 2.0 dB quieter"
     assert str(pilot.Truth(1.1, 0.5)) == "10 % more peaks, 0.5 dB louder"
+    # --history-nights 0 writes nothing and says so
+    assert demo.earlier_nights(0, tmp_path / "none.db", print) is None
+    assert not (tmp_path / "none.db").exists()
+    assert "none (--history-nights 0)" in demo.history_lines(None)[0]
     steps = demo.next_steps("hushlight", tmp_path, kept=False)
     assert steps[0].startswith(f"hushlight report --db {db} ")
 
