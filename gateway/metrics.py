@@ -228,7 +228,8 @@ class Metrics:
         self.families.append(
             Gauge(
                 "hushlight_sensor_configs_behind",
-                "sensors online whose status shows another config rev than [sensor_config]'s",
+                "sensors this gateway configures, online, whose status shows another rev than "
+                "[sensor_config]'s",
                 read=behind,
             )
         )

@@ -236,5 +236,8 @@ class ConfigDelivery:
         return sorted(self._pending)
 
     def behind(self) -> int:
-        """Sensors heard online whose latest status shows another rev than the site's."""
-        return sum(1 for s in self.sensors.values() if s.online and s.echoed != self.rev)
+        """Sensors of this gateway heard online whose latest status shows another rev."""
+        owns = self.owns
+        return sum(
+            1 for s in self.sensors.values() if s.online and s.echoed != self.rev and owns(s.id)
+        )

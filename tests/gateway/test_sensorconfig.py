@@ -24,6 +24,8 @@ from gateway.sensorconfig import config_owner, resend_after
 from gateway.service import Gateway
 from protocol import payloads, schema, topics
 from tests.gateway.conftest import SITE, mqtt_client, wait_for, write_config
+from tests.gateway.postgres import scratch_database
+from tests.gateway.test_lease_gateways import LEASE_S, ZONES, held, site_toml
 from tests.tools.virtual import Sensor
 from tools.broker import Mosquitto
 
@@ -315,3 +317,56 @@ async def test_a_refused_config_is_sent_again_no_faster_than_the_limit_and_logge
         metrics = "\n".join(gw.metrics.lines())
         assert "hushlight_sensor_configs_behind 1" in metrics
         assert 'hushlight_sensor_configs_sent_total{sensor="s2"} 4' in metrics
+
+
+async def test_with_leases_the_holder_of_a_zone_configures_its_sensors(
+    tmp_path: Path, fresh_broker: Mosquitto
+) -> None:
+    # two gateways share the city through PostgreSQL leases; "spare" is in no zone
+    sensors = [sensor for sensor, _ in ZONES.values()] + ["spare"]
+    received: list[tuple[str, Any, float]] = []
+    with scratch_database() as pg_url:
+        paths = [site_toml(tmp_path, name, fresh_broker.url, pg_url) for name in ("gw-a", "gw-b")]
+        for path in paths:
+            with path.open("a") as f:
+                f.write(config_text(2, backlog_rate=10) + "[sensor_config.sensors.spare]\n")
+        async with (
+            gateway(paths[0]) as a,
+            gateway(paths[1]) as b,
+            mqtt_client(fresh_broker.port) as sim,
+        ):
+            for gw in (a, b):
+                assert gw.configs is not None
+                gw.configs.settle_s = 0.2
+            await wait_for(lambda: len(held(a)) == len(held(b)) == 1, 4 * LEASE_S, "a split")
+            await sim.subscribe(f"{topics.root(SITE)}/sensors/+/config", qos=1)
+            take = asyncio.create_task(collect(sim, received))
+            try:
+                for sensor in sensors:
+                    body = payloads.encode_status(
+                        "online", fw="1.0.0", uptime_s=1, free_mem=20000, dsp_load=0.1,
+                        buffered=0, calibration_offset_db=0.0, config_rev=1,
+                    )  # fmt: skip
+                    await sim.publish(topics.status(SITE, sensor), body, qos=1)
+                await wait_for(lambda: len(received) >= len(sensors), 10, "a config for each")
+                # both took in the three statuses: the one that did not send chose not to
+                await wait_for(
+                    lambda: all(g.configs and g.configs.heard == len(sensors) for g in (a, b)),
+                    10,
+                    "the statuses taken in by both",
+                )
+                # the holder of the zone, and of north (the first zone) for the spare
+                owner = {
+                    sensor: next(g for g in (a, b) if zone in held(g))
+                    for zone, (sensor, _) in [*ZONES.items(), ("north", ("spare", ""))]
+                }
+                for gw in (a, b):
+                    assert gw.configs is not None
+                    for sensor in sensors:
+                        wanted = 1 if owner[sensor] is gw else 0
+                        assert gw.metrics.configs_sent.get(sensor) == wanted, (sensor, wanted)
+            finally:
+                take.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await take
+    assert sorted(v["rev"] for _, v, _ in received) == [2, 2, 2]
