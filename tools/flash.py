@@ -7,8 +7,9 @@ The steps, each announced before it runs:
 3. write      write the MicroPython image at 0x1000 (esptool, progress bar)
 4. copy       copy build/firmware/ to the board's filesystem (mpremote)
 5. config     copy the sensor's config as config.json, and every file it
-              names (the CA of `ca_file`), in one mpremote session (only
-              with --config)
+              names (the CA of `ca_file`), and the city's public release
+              key as release.pub (--release-key), in one mpremote session
+              (only with --config or --release-key)
 6. reset      reset the board so it boots the firmware (mpremote)
 7. selftest   open the technician console and wait until `selftest` passes;
               with an mqtts:// broker that proves the TLS connection (the
@@ -16,7 +17,8 @@ The steps, each announced before it runs:
 
 Nothing touches the board before every input is checked: the image (an
 ESP32 image, by its header), the config (JSON, then the firmware's own
-rules, run in MicroPython) and the files it names (the CA must load).
+rules, run in MicroPython), the files it names (the CA must load) and the
+release key (a public key the sensor can check releases with).
 
 When a step fails the message says which step, why (read from the tool's
 output and from the port itself) and what to try: the wrong port, no
@@ -62,6 +64,8 @@ ESP32_CHIP_ID = 0
 MIN_IMAGE_BYTES = 64 * 1024
 # the firmware's CA when the config names none (hushlight.app)
 DEFAULT_CA = "ca.pem"
+# the city's public release key on the board (protocol/ota.py)
+RELEASE_KEY = "release.pub"
 
 
 class StepError(ToolError):
@@ -432,6 +436,24 @@ def check_config(path: Path) -> tuple[dict[str, Any], list[BoardFile]]:
     return config, files
 
 
+def board_files(
+    config_path: Path | None, release_key: Path | None
+) -> tuple[dict[str, Any], list[BoardFile]]:
+    """The sensor config (empty without one) and the files to copy with it:
+    config.json, the CA it names, the public release key as release.pub;
+    UsageError naming the first problem."""
+    config: dict[str, Any] = {}
+    files: list[BoardFile] = []
+    if config_path is not None:
+        config, files = check_config(config_path)
+    if release_key is not None:
+        from tools.release import read_public_key
+
+        read_public_key(release_key)
+        files.append(BoardFile(release_key, RELEASE_KEY))
+    return config, files
+
+
 def copy_to_board(step: Step, port: str, files: Sequence[BoardFile]) -> None:
     """Copy `files` to the board's top folder in one mpremote session, as `step`."""
     argv: list[str] = []
@@ -447,6 +469,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--config", type=Path, help="the sensor's config.json (hushlight provision --out)"
+    )
+    parser.add_argument(
+        "--release-key",
+        type=Path,
+        metavar="FILE",
+        help="the city's public release key (release.pub of `hushlight keygen`); without it "
+        "the sensor refuses every firmware update",
     )
     parser.add_argument("--no-erase", action="store_true", help="keep the flash (and its files)")
     parser.add_argument(
@@ -468,10 +497,7 @@ def run(args: argparse.Namespace) -> int:
 
     # every input first: a bad one must not cost the board its flash
     image = check_image(args.micropython_bin)
-    config: dict[str, Any] = {}
-    files: list[BoardFile] = []
-    if args.config is not None:
-        config, files = check_config(args.config)
+    config, files = board_files(args.config, args.release_key)
     port: str = args.port
     out: Path = args.build_dir or build.DEFAULT_OUT
     titles = ["build the firmware with mpy-cross"]
@@ -502,7 +528,7 @@ def run(args: argparse.Namespace) -> int:
         if files:
             copy_to_board(next(steps), port, files)
         run_mpremote(next(steps), port, ["reset"], timeout=30.0)
-        ca = files[1].name if len(files) > 1 else None
+        ca = next((f.name for f in files[1:] if f.name != RELEASE_KEY), None)
         wait_selftest(next(steps), port, args.selftest_timeout, broker=config.get("broker"), ca=ca)
     except StepError as exc:
         print(f"hushlight flash: {exc}", file=sys.stderr)

@@ -9,13 +9,19 @@ This module writes that file with the same rules as the Mosquitto ACL:
 
 - the sensor's user name is its id, its password stored only as a salted
   hash (`rabbit_password_hashing_sha256`);
-- it may publish only its own levels, summary and status, and read only its
-  own config.  The MQTT plugin routes every message through the `amq.topic`
+- it may publish only its own levels, summary and status and its update
+  requests (ota/get), and read only its own config and the updates offered
+  to it (ota/offer, ota/chunk).  The MQTT plugin routes every message through the `amq.topic`
   exchange with the MQTT topic as routing key, `/` turned into `.`, so the
   rules are topic permissions on `amq.topic` over those routing keys;
 - it may create and use only its own session queue
   (`mqtt-subscription-{client id}qos0|qos1`, client id `{site}-{sensor}` as
   the firmware connects).
+
+An operator account (`operator_definitions`) rolls out updates to the
+sensors of one site (`hushlight ota`, tools/ota_serve.py): it publishes
+offers and chunks to any of them and reads their update requests and
+statuses, with its own session queues only.
 """
 
 from __future__ import annotations
@@ -38,6 +44,11 @@ HASHING = "rabbit_password_hashing_sha256"
 SALT_BYTES = 4
 # Topics a sensor publishes (DESIGN.md, MQTT contract); status carries its last will.
 PUBLISHED = (topics.levels, topics.summary, topics.status)
+# Updates over the air (protocol/ota.py), as in tools/provision.py.
+OTA_READ = ("offer", "chunk")
+OTA_WRITE = ("get",)
+# the client id of the release server: hushlight-ota-{site}-{8 hex digits}
+OPERATOR_CLIENT = "hushlight-ota-{site}-"
 
 
 def hash_password(password: str, *, salt: bytes | None = None) -> str:
@@ -98,8 +109,53 @@ def sensor_definitions(site: str, sensor: str, password_hash: str) -> dict[str, 
                 "user": sensor,
                 "vhost": VHOST,
                 "exchange": EXCHANGE,
-                "write": _exact([routing_key(t(site, sensor)) for t in PUBLISHED]),
-                "read": _exact([routing_key(topics.config(site, sensor))]),
+                "write": _exact(
+                    [routing_key(t(site, sensor)) for t in PUBLISHED]
+                    + [routing_key(topics.ota(site, sensor, leaf)) for leaf in OTA_WRITE]
+                ),
+                "read": _exact(
+                    [routing_key(topics.config(site, sensor))]
+                    + [routing_key(topics.ota(site, sensor, leaf)) for leaf in OTA_READ]
+                ),
+            }
+        ],
+    }
+
+
+def operator_definitions(site: str, user: str, password_hash: str) -> dict[str, Any]:
+    """The user, permissions and topic permissions of an account that rolls out
+    updates to the sensors of `site`."""
+    topics.check_id("site", site)
+    topics.check_id("operator", user)
+    queue = re.escape("mqtt-subscription-" + OPERATOR_CLIENT.format(site=site))
+    queue += "[0-9a-f]+qos[01]"
+    own = "^(" + re.escape(EXCHANGE) + "|" + queue + ")$"
+    # any one sensor of the site, or the `+` of a subscription (`*` as a binding key)
+    sensors = re.escape(routing_key(topics.root(site) + "/sensors/")) + r"[^.]+\."
+
+    def leaves(names: tuple[str, ...]) -> str:
+        return "(" + "|".join(re.escape(routing_key(n)) for n in names) + ")"
+
+    return {
+        "users": [
+            {"name": user, "password_hash": password_hash, "hashing_algorithm": HASHING, "tags": []}
+        ],
+        "permissions": [
+            {
+                "user": user,
+                "vhost": VHOST,
+                "configure": "^" + queue + "$",
+                "write": own,
+                "read": own,
+            }
+        ],
+        "topic_permissions": [
+            {
+                "user": user,
+                "vhost": VHOST,
+                "exchange": EXCHANGE,
+                "write": "^" + sensors + leaves(tuple("ota/" + x for x in OTA_READ)) + "$",
+                "read": "^" + sensors + leaves((*("ota/" + x for x in OTA_WRITE), "status")) + "$",
             }
         ],
     }

@@ -278,3 +278,22 @@ def test_selftest_step_proves_the_tls_connection(
         text = str(err.value)
         assert "broker: not connected" in text
         assert "must chain to ca.pem" in text
+
+
+def test_the_release_key_is_checked_and_reaches_the_board(tmp_path: Path, image: Path) -> None:
+    from tools import release
+
+    config = _provision_out(tmp_path / "site")
+    # a private key where the public one belongs is refused before any step
+    private, public = release.generate_key(tmp_path / "keys", 2048)
+    proc = _flash(tmp_path, image, MISSING, "--config", str(config), "--release-key", str(private))
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert f"{private} is not a public release key" in proc.stderr
+    assert proc.stdout == "" and not (tmp_path / "build").exists()
+    # the good one goes to the board as release.pub, beside the config and its CA
+    _, files = flash.board_files(config, public)
+    assert [f.name for f in files] == ["config.json", "ca.pem", "release.pub"]
+    assert [f.name for f in flash.board_files(None, public)[1]] == ["release.pub"]
+    with UnixBoard(tmp_path / "board") as board:
+        flash.copy_to_board(flash.Step(5, 7, "copy the files"), board.port, files)
+    assert (tmp_path / "board" / "release.pub").read_text() == public.read_text()

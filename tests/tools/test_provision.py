@@ -15,6 +15,7 @@ import pytest
 
 from tools import provision
 from tools.broker import Mosquitto
+from tools.cli import main
 from tools.errors import UsageError
 
 SITE = "leuven"
@@ -158,6 +159,71 @@ async def test_real_mosquitto_enforces_the_acl(tmp_path: Path) -> None:
             ]
 
 
+async def test_real_mosquitto_lets_updates_through_to_their_own_sensor_only(
+    tmp_path: Path,
+) -> None:
+    for sensor in ("ns-01", "ns-02"):
+        proc = _provision(tmp_path, sensor)
+        assert proc.returncode == 0, proc.stderr
+    secret = tmp_path / "ops.password"
+    argv = ["provision", "--operator", "ops", "--site", SITE, "--out", str(secret)]
+    argv += ["--passwd-file", str(tmp_path / "mosquitto.passwd")]
+    assert main([*argv, "--acl-file", str(tmp_path / "mosquitto.acl")]) == 0
+    root = f"hushlight/v1/{SITE}/sensors"
+    ops_password = secret.read_text().strip()
+    passwd, acl = tmp_path / "mosquitto.passwd", tmp_path / "mosquitto.acl"
+    provision.upsert_password(passwd, "observer", provision.hash_password("watch"))
+    acl.write_text("user observer\ntopic read hushlight/#\n\n" + acl.read_text())
+    with Mosquitto(password_file=passwd, acl_file=acl) as broker:
+        async with (
+            _client(broker, "observer", "watch") as observer,
+            _client(broker, "ops", ops_password) as ops,
+            _client(broker, "ns-01", _sensor_password(tmp_path, "ns-01")) as device,
+        ):
+            await observer.subscribe(f"{root}/+/ota/offer", qos=1)
+            await observer.subscribe(f"{root}/+/ota/get", qos=1)
+            await ops.subscribe(f"{root}/+/ota/get", qos=0)
+            await ops.subscribe(f"{root}/+/status", qos=1)
+            await device.subscribe(f"{root}/ns-01/ota/offer", qos=1)
+            await device.subscribe(f"{root}/ns-01/ota/chunk", qos=1)
+            await device.subscribe(f"{root}/ns-02/ota/offer", qos=1)  # granted, never delivered
+            # the operator may not configure the sensor, only offer it updates
+            await ops.publish(f"{root}/ns-01/config", b'{"rev":1}', qos=1)
+            await ops.publish(f"{root}/ns-02/ota/offer", b"{}", qos=1)
+            await ops.publish(f"{root}/ns-01/ota/offer", b"{}", qos=1)
+            await ops.publish(f"{root}/ns-01/ota/chunk", b"\0\0\0\0", qos=1)
+            assert await _expect(device, 2) == [
+                f"{root}/ns-01/ota/offer",
+                f"{root}/ns-01/ota/chunk",
+            ]
+            # the sensor asks for its own release only, and may not offer one
+            await device.publish(f"{root}/ns-02/ota/get", b"{}", qos=1)
+            await device.publish(f"{root}/ns-01/ota/offer", b"{}", qos=1)
+            await device.publish(f"{root}/ns-01/ota/get", b"{}", qos=1)
+            await device.publish(f"{root}/ns-01/status", b"{}", qos=1)
+            assert await _expect(ops, 2) == [f"{root}/ns-01/ota/get", f"{root}/ns-01/status"]
+            # the operator's two offers reached the broker, the sensor's did not (or it
+            # would be seen before the sensor's own get, published after it)
+            assert await _expect(observer, 3) == [
+                f"{root}/ns-02/ota/offer",
+                f"{root}/ns-01/ota/offer",
+                f"{root}/ns-01/ota/get",
+            ]
+
+
+def test_the_release_key_goes_beside_the_config(tmp_path: Path) -> None:
+    from tools import release
+
+    private, public = release.generate_key(tmp_path / "keys", 2048)
+    proc = _provision(tmp_path, "ns-05", "--release-key", str(private))
+    assert proc.returncode == 2 and f"{private} is not a public release key" in proc.stderr
+    assert not (tmp_path / "ns-05.json").exists()
+    proc = _provision(tmp_path, "ns-05", "--release-key", str(public))
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "release.pub").read_text() == public.read_text()
+    assert f"--release-key {tmp_path / 'release.pub'}` copies it and the release key" in proc.stdout
+
+
 def test_board_that_is_not_there(tmp_path: Path) -> None:
     proc = subprocess.run(
         [
@@ -216,18 +282,23 @@ def test_provision_says_every_file_it_wrote(tmp_path: Path) -> None:
 def test_provision_to_a_board_copies_the_config_and_its_ca(tmp_path: Path) -> None:
     from tests.firmware.conftest import make_ca
     from tests.tools.upy_board import UnixBoard
+    from tools.release import generate_key
 
     city_ca = make_ca(tmp_path / "pki", "city CA").ca
+    _, public = generate_key(tmp_path / "keys", 2048)
     with UnixBoard(tmp_path / "board") as board:
         proc = subprocess.run(
             [sys.executable, "-m", "tools.cli", "provision", "--port", board.port, "--id",
              "ns-04", "--site", SITE, "--wifi-ssid", "street", "--wifi-password", "pw",
              "--broker", "mqtts://broker.example:8883", "--ca", str(city_ca),
-             "--passwd-file", str(tmp_path / "passwd")],
+             "--release-key", str(public), "--passwd-file", str(tmp_path / "passwd")],
             capture_output=True, text=True, timeout=60, check=False,
         )  # fmt: skip
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert f"config.json and ca.pem written to the board on {board.port}" in proc.stdout
+    assert f"config.json and ca.pem and release.pub written to the board on {board.port}" in (
+        proc.stdout
+    )
+    assert (tmp_path / "board" / "release.pub").read_text() == public.read_text()
     on_board = json.loads((tmp_path / "board" / "config.json").read_text())
     assert (on_board["id"], on_board["ca_file"]) == ("ns-04", "ca.pem")
     assert (tmp_path / "board" / "ca.pem").read_bytes() == city_ca.read_bytes()

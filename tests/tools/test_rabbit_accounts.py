@@ -51,6 +51,14 @@ def test_a_sensor_may_write_its_own_topics_and_read_its_config_only() -> None:
     assert re.search(perm["read"], key(topics.config("leuven", "ns-01")))
     assert not re.search(perm["read"], key(topics.config("leuven", "ns-02")))
     assert not re.search(perm["read"], key(topics.sensors_wildcard("leuven", "config")))
+    # updates over the air: its own offers and chunks in, its own gets out
+    for leaf in ("offer", "chunk"):
+        assert re.search(perm["read"], key(topics.ota("leuven", "ns-01", leaf)))
+        assert not re.search(perm["read"], key(topics.ota("leuven", "ns-02", leaf)))
+        assert not re.search(perm["write"], key(topics.ota("leuven", "ns-01", leaf)))
+    assert re.search(perm["write"], key(topics.ota("leuven", "ns-01", "get")))
+    assert not re.search(perm["write"], key(topics.ota("leuven", "ns-02", "get")))
+    assert not re.search(perm["read"], key(topics.ota("leuven", "ns-01", "get")))
 
     (access,) = defs["permissions"]
     queue = "mqtt-subscription-leuven-ns-01qos1"
@@ -88,3 +96,51 @@ def test_a_broken_definitions_file_is_a_sentence(tmp_path: Path) -> None:
     with pytest.raises(UsageError, match="cannot read RabbitMQ definitions"):
         rabbit_accounts.upsert(defs, account)
     assert defs.read_text() == "{not json"
+
+
+def test_an_operator_rolls_out_updates_to_the_sites_sensors_only() -> None:
+    defs = rabbit_accounts.operator_definitions("leuven", "ops", "x")
+    (perm,) = defs["topic_permissions"]
+
+    def key(topic: str) -> str:
+        return rabbit_accounts.routing_key(topic)
+
+    for sensor in ("ns-01", "ns-02", "+"):
+        wildcard = "*" if sensor == "+" else sensor
+        for leaf in ("offer", "chunk"):
+            if sensor != "+":
+                assert re.search(perm["write"], key(topics.ota("leuven", sensor, leaf)))
+        get = key(topics.root("leuven") + f"/sensors/{sensor}/ota/get").replace("+", wildcard)
+        status = key(topics.root("leuven") + f"/sensors/{sensor}/status").replace("+", wildcard)
+        assert re.search(perm["read"], get) and re.search(perm["read"], status)
+    for denied in (
+        topics.ota("gent", "ns-01", "offer"),
+        topics.config("leuven", "ns-01"),
+        topics.levels("leuven", "ns-01"),
+        topics.light_set("leuven", "g-1"),
+        topics.ota("leuven", "ns-01", "get"),
+    ):
+        assert not re.search(perm["write"], key(denied)), denied
+    for denied in (topics.ota("leuven", "ns-01", "chunk"), topics.levels("leuven", "ns-01")):
+        assert not re.search(perm["read"], key(denied)), denied
+    (access,) = defs["permissions"]
+    # the session queues of the release server's client ids (tools/ota_serve.py)
+    assert re.search(access["configure"], "mqtt-subscription-hushlight-ota-leuven-0a1b2c3dqos0")
+    assert not re.search(access["configure"], "mqtt-subscription-leuven-ns-01qos1")
+
+
+def test_provisioning_an_operator_writes_its_password_and_account(tmp_path: Path) -> None:
+    defs = tmp_path / "defs.json"
+    secret = tmp_path / "ops.password"
+    args = ["provision", "--operator", "ops", "--site", "leuven", "--out", str(secret)]
+    assert cli.main([*args, "--rabbit-defs", str(defs)]) == 0
+    data = json.loads(defs.read_text())
+    (user,) = data["users"]
+    assert rabbit_accounts.check_password(secret.read_text().strip(), user["password_hash"])
+    assert secret.stat().st_mode & 0o777 == 0o600
+    assert (
+        data["topic_permissions"]
+        == rabbit_accounts.operator_definitions("leuven", "ops", user["password_hash"])[
+            "topic_permissions"
+        ]
+    )
