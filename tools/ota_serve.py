@@ -172,6 +172,7 @@ class ReleaseServer:
         self.statuses: dict[str, dict[str, Any]] = {}
         self.ignored: Counter[str] = Counter()
         self.gets: Counter[str] = Counter()  # get requests answered, per sensor
+        self.connections = 0  # connections made to the broker (more than 1: it reconnected)
         self.on_status: list[Callable[[str, dict[str, Any]], None]] = []
         self._sensors: dict[str, _Sensor] = {}
         self._changed = asyncio.Condition()
@@ -286,7 +287,11 @@ class ReleaseServer:
                 return
             self.statuses[sensor] = status
             for callback in self.on_status:
-                callback(sensor, status)
+                try:
+                    callback(sensor, status)
+                except Exception:
+                    # the sensors are still served; the caller's bug is in the log
+                    log.exception("a status callback failed on the status of %s", sensor)
         async with self._changed:
             self._changed.notify_all()
 
@@ -296,6 +301,9 @@ class ReleaseServer:
         if not isinstance(payload, bytes | bytearray) or not topic.startswith(self._root):
             return
         sensor, _, leaf = topic[len(self._root) :].partition("/")
+        if not topics.valid_id(sensor):
+            self.ignored["bad_request"] += 1  # a client outside the id rules; no reply topic
+            return
         if leaf == "status":
             await self._status(sensor, bytes(payload))
         elif leaf == "ota/get":
@@ -374,6 +382,7 @@ class ReleaseServer:
                     client = await self._open(link)
                     log.info("reconnected to %s", link.url)
                 backoff.reset()
+                self.connections += 1
                 link.client = client
                 link.ready.set()
                 async for message in client.messages:

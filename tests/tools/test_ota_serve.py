@@ -7,6 +7,7 @@ import asyncio
 import base64
 import hashlib
 import json
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import aiomqtt
@@ -176,3 +177,36 @@ async def test_statuses_are_followed_and_wake_a_waiter(broker: Mosquitto) -> Non
             await server.wait_until(lambda: sensor not in server.statuses)
     assert (sensor, "staging") in seen and seen[-1] == (sensor, "refused")
     assert server.ignored == {"bad_status": 1}
+
+
+async def test_the_server_reconnects_and_an_offer_waits_for_the_link(
+    fresh_broker: Mosquitto,
+) -> None:
+    sensor = "ota-serve-3"
+    rel = _release(3000)
+    server = ReleaseServer(SITE, [rel])
+    async with server.connect(fresh_broker.url), asyncio.timeout(30):
+        fresh_broker.restart()  # the server's connection drops
+        async with aiomqtt.Client("127.0.0.1", fresh_broker.port) as fake:
+            await fake.subscribe(ota.topic(SITE, sensor, "offer"), qos=1)
+            await fake.subscribe(ota.topic(SITE, sensor, "chunk"), qos=0)
+            await server.offer(sensor, "0.2.0")
+            messages = aiomqtt_messages(fake)
+            assert json.loads(await anext(messages)) == rel.offer
+            # subscribed again after the reconnection: a get is answered
+            get = {"version": "0.2.0", "offset": 2048, "length": ota.WINDOW}
+            # a get on a topic no sensor may have goes unanswered, and serving goes on
+            bad_topic = f"{topics.root(SITE)}/sensors/NS_1/ota/get"
+            await fake.publish(bad_topic, json.dumps(get), qos=0)
+            await fake.publish(ota.topic(SITE, sensor, "get"), json.dumps(get), qos=0)
+            parts = [ota.chunk_offset(await anext(messages)) for _ in range(2)]
+    assert parts == [2048, 3000]
+    assert server.progress(sensor) == (3000, 3000)
+    assert server.connections == 2
+    assert server.ignored == {"bad_request": 1}
+
+
+async def aiomqtt_messages(client: aiomqtt.Client) -> AsyncIterator[bytes]:
+    async for message in client.messages:
+        assert isinstance(message.payload, bytes)
+        yield message.payload
