@@ -52,6 +52,9 @@ from protocol import payloads, topics
 from protocol.errors import ProtocolError
 
 __all__ = [
+    "BURST",
+    "OUTBOX_ROOM",
+    "PACE_S",
     "RESEND_MAX_S",
     "RESEND_S",
     "SETTLE_S",
@@ -65,6 +68,9 @@ log = logging.getLogger("hushlight.sensorconfig")
 SETTLE_S = 2.0  # wall seconds from a birth status to its config (the sensor subscribes after it)
 RESEND_S = 30.0  # wall seconds before a config the sensor did not echo goes again
 RESEND_MAX_S = 3600.0  # the longest wait between two sends, after repeated refusals
+BURST = 100  # configs published at most per PACE_S (1,000 a second: 10,000 sensors in 10 s)
+PACE_S = 0.1
+OUTBOX_ROOM = 1000  # configs wait while the outbox holds this many messages
 
 
 def config_owner(config: SiteConfig, holds: Callable[[str], bool] | None) -> Callable[[str], bool]:
@@ -107,9 +113,12 @@ class _Sensor:
 class ConfigDelivery:
     """Sends each configured sensor its config when its status shows another rev.
 
-    `status(topic, payload)` takes every message (the pipeline passes each one;
-    anything but a configured sensor's status costs a dict lookup); `run()`
-    sends what is due until cancelled.
+    `status(topic, payload)` takes a configured sensor's status (the pipeline
+    passes it every message whose topic is in `by_status_topic`); `run()` sends
+    what is due until cancelled, at most `BURST` configs every `PACE_S` and none
+    while the outbox holds `OUTBOX_ROOM` messages or more: a new rev for the
+    whole fleet must not crowd out the light commands, which share the outbox
+    (it drops its oldest message when full).
     """
 
     def __init__(
@@ -201,16 +210,29 @@ class ConfigDelivery:
     # -- what the gateway says ------------------------------------------------
 
     async def run(self) -> None:
+        quiet_until = 0.0  # after a full burst: no sends before this
         while True:
             now = self.monotonic()
             soonest: float | None = None
+            paused = now < quiet_until
+            room = 0 if paused else min(BURST, OUTBOX_ROOM - len(self.outbox))
+            retry = quiet_until if paused else now + PACE_S  # for what is due beyond the room
+            sends = self.sends
             for s in list(self._pending.values()):
                 assert s.due is not None
-                if s.due <= now:
+                if s.due > now:
+                    if soonest is None or s.due < soonest:
+                        soonest = s.due
+                elif room > 0:
+                    room -= 1
                     self._cancel(s)
                     self._send(s, now)
-                elif soonest is None or s.due < soonest:
-                    soonest = s.due
+                else:
+                    soonest = retry if soonest is None else min(soonest, retry)
+            if not paused and room <= 0:  # a full burst, or a full outbox
+                quiet_until = now + PACE_S
+            if self.sends > sends:
+                log.info("config rev %d sent to %d sensors", self.rev, self.sends - sends)
             self._wake.clear()
             wait = None if soonest is None else soonest - now
             try:
@@ -227,7 +249,7 @@ class ConfigDelivery:
         s.misses += 1
         self.sends += 1
         self.metrics.configs_sent.inc(s.id)
-        log.info("config rev %d sent to sensor %s (it runs rev %s)", self.rev, s.id, s.echoed)
+        log.debug("config rev %d sent to sensor %s (it runs rev %s)", self.rev, s.id, s.echoed)
 
     # -- what the gateway shows -------------------------------------------------
 
