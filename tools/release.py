@@ -306,7 +306,12 @@ def build_release(
     to = to or target()
     sources = firmware_sources(firmware)
     platform_py = firmware / "hushlight" / "platform.py"
-    stamped = stamp_version(platform_py.read_text(), version)
+    try:
+        stamped = stamp_version(platform_py.read_text(), version)
+    except OSError as exc:
+        raise UsageError(
+            f"cannot read {platform_py} ({exc.strerror}); the release stamps its version there"
+        ) from None
     try:
         out.mkdir(parents=True, exist_ok=True)
         work = Path(tempfile.mkdtemp(prefix=f".hushlight-{version}-", dir=out))
