@@ -294,8 +294,10 @@ def _prove_broker(
             f"`hushlight monitor --port {port}`",
         )
     if broker.startswith("mqtts://"):
+        # (a list of brokers to fail over across names one scheme for all)
+        which = f"a broker of {broker}" if "," in broker else broker
         print(
-            f"      TLS: connected to {broker}, the broker's certificate verified against "
+            f"      TLS: connected to {which}, the broker's certificate verified against "
             f"{ca or DEFAULT_CA} on the board",
             flush=True,
         )

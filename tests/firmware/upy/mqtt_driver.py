@@ -8,6 +8,7 @@
 #   "factory_port": P                 a socket_factory that connects to 127.0.0.1:P
 #   "plain_on_connect": true          on_connect is a plain function, not a coroutine
 #   "hang_on_connect": N              on_connect of the first N connections never returns
+#   "report_down": true               emit each on_down (why, retry_ms) as a "down" event
 # stdin: one JSON command per line:
 #   {"op": "publish", "topic", "payload" | "fill": N, "qos", "retain", "as_str"}
 #   {"op": "flood", "topic", "fill": bytes, "count"}  QoS 0 messages back to back
@@ -16,7 +17,9 @@
 #   {"op": "stats"}
 #   {"op": "disconnect"}
 # stdout: one JSON event per line ("ev": connected, message, puback,
-# published, subscribed, error, stats, failures, disconnected).
+# published, subscribed, error, stats, failures, disconnected, down).
+# `stats` holds the client's counters, inflight, connected, last_error and
+# url (the broker in use).
 import asyncio
 import gc
 import json
@@ -39,6 +42,7 @@ def main():
     factory_port = opts.pop("factory_port", 0)
     opts_plain = opts.pop("plain_on_connect", False)
     hang = [opts.pop("hang_on_connect", 0)]
+    report_down = opts.pop("report_down", False)
     if factory_port:
         # stands in for the radio: whatever host the client names, connect here
         def factory(host, port):
@@ -71,6 +75,8 @@ def main():
     client.on_connect = on_connect_plain if opts_plain else on_connect
     client.on_message = on_message
     client.on_puback = on_puback
+    if report_down:
+        client.on_down = lambda why, retry_ms: emit("down", why=why, retry_ms=retry_ms)
 
     async def commands():
         stdin = asyncio.StreamReader(sys.stdin)
@@ -116,6 +122,7 @@ def main():
                     stats["inflight"] = client.inflight()
                     stats["connected"] = client.connected()
                     stats["last_error"] = client.last_error
+                    stats["url"] = client.url
                     emit("stats", **stats)
                 elif op == "disconnect":
                     await client.disconnect()
