@@ -14,8 +14,10 @@ What runs, beside the seven virtual sensors of `tools.demo`:
 - the simulated lights and the demo's own listener on node 3;
 - the sensors spread over the nodes, most of them on node 1.
 
-Half way through the night the gateway that holds the most zones is killed
-with SIGKILL, and so is the node it is connected to (a machine that dies).
+Half way through the night, or earlier, ten seconds into the first nudge, the
+gateway that holds the nudged zone (else the most zones) is killed with
+SIGKILL, and so is the node it is connected to (a machine that dies): the
+other gateway takes the zone over with its lights overridden.
 Meanwhile the zone leases are read every `POLL_S` seconds.  At the end the
 demo counts what went wrong, if anything: records the sensors made that did
 not reach the shared store, nudges sent twice (the same nudge on the wire or
@@ -66,6 +68,7 @@ LEASE_S = 3.0
 POLL_S = 0.25  # real seconds between two readings of the zone leases
 SERVER = "postgresql://127.0.0.1:5432/postgres"
 KILL_AT = 0.5  # the share of the night after which a node and a gateway die
+KILL_AFTER_NUDGE_S = 10.0  # or this many site seconds into the first nudge, if earlier
 GATEWAYS = {"a": 0, "b": 1}  # gateway -> index of the node it connects to
 WATCH_NODE = 2  # the lights and the demo's listener: a node that is never killed
 # the node each sensor connects to first: most on node 1, where gateway a is
@@ -80,7 +83,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--cluster",
         action="store_true",
         help="play the night on a three-node RabbitMQ cluster with two gateways sharing the "
-        "zones through PostgreSQL leases; half way through, a broker node and a gateway die",
+        "zones through PostgreSQL leases; half way through (or during the first nudge), a "
+        "broker node and a gateway die",
     )
     parser.add_argument(
         "--postgres",
@@ -428,19 +432,25 @@ class ClusterDemo(Demo):
             store.close()
 
     async def chaos(self) -> None:
-        """Half way through the night: SIGKILL the gateway that holds the most zones, and
-        the broker node it is connected to."""
-        kill_at = self.origin + KILL_AT * self.seconds
+        """SIGKILL a gateway and the broker node it is connected to: half way through the
+        night, or earlier, `KILL_AFTER_NUDGE_S` into the first nudge, so that a zone is taken
+        over with its lights overridden.  The gateway killed holds that zone (else the
+        most zones)."""
+        half = self.origin + KILL_AT * self.seconds
+        nudged: str | None = None
         while True:
+            await asyncio.sleep(0.1)
             if self.start is None or not self.sensors:
-                await asyncio.sleep(0.1)
                 continue
-            left = self.start + (kill_at - self.first) / self.speed - time.time()
-            if left <= 0:
+            now = self.site_now()
+            first = self.street.nudges[0] if self.street.nudges else None
+            if first is not None and now >= first.at + KILL_AFTER_NUDGE_S:
+                nudged = first.zone
                 break
-            await asyncio.sleep(min(left, 1.0))
+            if now >= half:
+                break
         held = {n: self.zones_of(n) for n in GATEWAYS}
-        victim = max(GATEWAYS, key=lambda n: (len(held[n]), n == "a"))
+        victim = max(GATEWAYS, key=lambda n: (nudged in held[n], len(held[n]), n == "a"))
         node = GATEWAYS[victim]
         on_node = sum(1 for i in SENSOR_NODES if i == node)
         child = self.gateways[victim]
@@ -449,10 +459,11 @@ class ClusterDemo(Demo):
         self.children.remove(child)  # its exit is no failure now
         await asyncio.to_thread(self.cluster.kill, node)
         self.killed = (victim, node, killed_at, tuple(held[victim]))
+        during = f" and {nudged}'s nudge in force" if nudged in held[victim] else ""
         self.event(
-            f"KILLED gateway {victim} (SIGKILL; it held {', '.join(held[victim]) or 'no zone'}) "
-            f"and broker node {node + 1} ({on_node} of {len(SENSOR_NODES)} sensors and "
-            f"gateway {victim} on it)"
+            f"KILLED gateway {victim} (SIGKILL; it held {', '.join(held[victim]) or 'no zone'}"
+            f"{during}) and broker node {node + 1} ({on_node} of {len(SENSOR_NODES)} sensors "
+            f"and gateway {victim} on it)"
         )
         survivor = next(n for n in GATEWAYS if n != victim)
         self.http_port = self.ports[survivor]
@@ -551,7 +562,7 @@ class ClusterDemo(Demo):
             lines.append("longest time a zone had no owner: - (the leases were never read)")
         takeover = self.takeover_s()
         if takeover is not None:
-            lines.append(f"zones taken over {takeover:.2f} s after the gateway was killed")
+            lines.append(f"zones taken over after the gateway was killed: {takeover:.2f} s")
         return lines, lost == 0 and not twice and not silent and self.killed is not None
 
 

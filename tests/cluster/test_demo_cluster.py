@@ -21,8 +21,9 @@ LEASE_S = demo_cluster.LEASE_S
 OWNERLESS_MAX_S = LEASE_S / 3 + demo_cluster.POLL_S + 1.5
 # The killed gateway's lease runs out at most a lease after the kill, then the renewal.
 TAKEOVER_MAX_S = LEASE_S + LEASE_S / 3 + demo_cluster.POLL_S + 1.5
-# the shouting group's first half minute, and the kill half way, at 5x: 12 s of night
-NIGHT = ("--cluster", "--plain", "--seconds", "60", "--speed", "5")
+# two minutes at 6x (20 s): the shouting group draws a nudge in collegeberg at 23:00:46,
+# and the kill comes while it is in force, before half way (23:01:00)
+NIGHT = ("--cluster", "--plain", "--seconds", "120", "--speed", "6")
 
 
 @pytest.fixture(scope="module")
@@ -38,8 +39,8 @@ def night() -> subprocess.CompletedProcess[str]:
 
 
 def figure(out: str, label: str) -> float:
-    """The number after ``label:`` at the start of a summary line."""
-    found = re.search(rf"^{re.escape(label)}: ([0-9.]+)", out, re.MULTILINE)
+    """The number after ``label:`` at the start of a summary line (indented or not)."""
+    found = re.search(rf"^ *{re.escape(label)}: ([0-9.]+)", out, re.MULTILINE)
     assert found is not None, f"no {label!r} line in the demo's output:\n{out}"
     return float(found.group(1))
 
@@ -51,15 +52,16 @@ def test_a_node_and_a_gateway_die_and_the_zones_are_taken_over_without_a_double_
     assert "Traceback" not in night.stderr, night.stderr
     kill = re.search(r"KILLED gateway (\w) \(SIGKILL; it held (.+?)\) and broker node (\d)", out)
     assert kill is not None, out + night.stderr
-    victim, zones, node = kill.groups()
-    assert zones != "no zone"
+    victim, held, node = kill.groups()
+    # the zone is taken over with its lights overridden: the case a second nudge would come from
+    assert re.fullmatch(r"(\S+)(, \S+)* and (\S+)'s nudge in force", held), held
     # the victim is connected to the node that dies with it
     assert int(node) == demo_cluster.GATEWAYS[victim] + 1
     survivor = next(g for g in demo_cluster.GATEWAYS if g != victim)
     assert re.search(rf"gateway {survivor} holds collegeberg, stuk: taken over", out), out
     assert figure(out, "nudges sent twice") == 0
     assert figure(out, "longest time a zone had no owner") <= OWNERLESS_MAX_S
-    assert figure(out, "zones taken over") <= TAKEOVER_MAX_S
+    assert figure(out, "zones taken over after the gateway was killed") <= TAKEOVER_MAX_S
     # every sensor ran: a count of what is lost means something
     assert "did not run" not in out
     assert figure(out, "records made by the sensors") > 0
