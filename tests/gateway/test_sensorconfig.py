@@ -215,9 +215,15 @@ async def test_a_sensor_gets_its_config_on_birth_echoes_it_and_is_not_sent_it_ag
         watch = asyncio.create_task(collect(watcher, seen))
         try:
             sensors.append(Sensor(tmp_path, *args))
-            await wait_for(
-                lambda: any(s.get("config_rev") == 7 for s in statuses()), 60, "config_rev 7 echoed"
-            )
+            try:
+                await wait_for(
+                    lambda: any(s.get("config_rev") == 7 for s in statuses()), 60, "config_rev 7"
+                )
+            except AssertionError as exc:
+                said = sensors[0].output()[-3000:]
+                raise AssertionError(
+                    f"{exc}; seen {rest(0)[-6:]}; the sensor said: {said}"
+                ) from None
             first = statuses()[0]
             assert first.get("config_rev") is None  # a new sensor: provisioned, never configured
             configs = [v for leaf, v, _ in seen if leaf == "config"]
