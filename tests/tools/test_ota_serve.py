@@ -7,6 +7,7 @@ import asyncio
 import base64
 import hashlib
 import json
+import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -210,3 +211,16 @@ async def aiomqtt_messages(client: aiomqtt.Client) -> AsyncIterator[bytes]:
     async for message in client.messages:
         assert isinstance(message.payload, bytes)
         yield message.payload
+
+
+async def test_a_broker_that_cannot_be_reached_is_named() -> None:
+    from tools.broker import free_port
+    from tools.errors import ToolError, UsageError
+
+    server = ReleaseServer(SITE, [_release(10)])
+    url = f"mqtt://127.0.0.1:{free_port()}"
+    with pytest.raises(ToolError, match=re.escape(f"cannot connect to the broker {url}")):
+        async with server.connect(url):
+            pass
+    with pytest.raises(UsageError, match=re.escape("release 0.3.0 is not served here")):
+        await server.offer("ns-01", "0.3.0")
