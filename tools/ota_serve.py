@@ -56,6 +56,8 @@ __all__ = ["Release", "ReleaseServer", "chunks_for"]
 
 log = logging.getLogger("hushlight.ota_serve")
 
+# seconds between attempts to publish while the link is going down or coming back
+RETRY_S = 0.5
 # the reasons a message is counted in `ReleaseServer.ignored`
 IGNORED = ("bad_request", "unknown_version", "bad_offset", "bad_length", "bad_status")
 
@@ -231,14 +233,14 @@ class ReleaseServer:
         while True:
             await link.ready.wait()
             client = link.client
-            if client is None:
-                continue
-            try:
-                await client.publish(topic, payload, qos=qos)
-                return
-            except aiomqtt.MqttError as exc:
-                log.warning("publish to %s failed (%s); again once reconnected", topic, exc)
-                link.ready.clear()
+            if client is not None:
+                try:
+                    await client.publish(topic, payload, qos=qos)
+                    return
+                except aiomqtt.MqttError as exc:
+                    log.warning("publish to %s failed (%s); trying again", topic, exc)
+            # the serving task notices a dropped link, clears `ready` and reconnects
+            await asyncio.sleep(RETRY_S)
 
     # ---- answering the sensors --------------------------------------------------
 
