@@ -42,8 +42,8 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    print(f"making an RSA {args.bits} release key ...", flush=True)
     private, public = release.generate_key(args.out, args.bits)
+    print(f"made an RSA {args.bits} release key")
     print(f"private key: {private} (mode 0600; keep it off the sensors and off shared disks)")
     print(f"public key:  {public} (give it to `hushlight provision/flash --release-key`)")
     print(

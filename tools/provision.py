@@ -441,7 +441,8 @@ def _operator(args: argparse.Namespace) -> int:
         if value is not None
     ]
     if given:
-        raise UsageError(f"{', '.join(given)} are for a sensor, not for --operator {user}")
+        verb = "is" if len(given) == 1 else "are"
+        raise UsageError(f"{', '.join(given)} {verb} for a sensor, not for --operator {user}")
     if args.out is None:
         raise UsageError(
             f"--operator {user} needs --out FILE for its password (give it to the roll-out "
