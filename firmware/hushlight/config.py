@@ -69,11 +69,6 @@ REMOTE_KEYS = tuple([str(k) for k in schema.CONFIG_KEYS])
 SECRET_KEYS = ("mqtt_password", "wifi_password")
 
 
-def parse_broker(url):
-    """(tls, host, port) of an mqtt:// or mqtts:// URL; ConfigError if it is not one."""
-    return once("configcheck").parse_broker(url)
-
-
 def validate_local(values):
     """Raise ConfigError for a setting the device cannot run with."""
     once("configcheck").validate_local(values)

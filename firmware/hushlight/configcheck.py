@@ -49,24 +49,11 @@ DEFAULTS = {
 }
 
 
-def parse_broker(url):
-    """(tls, host, port) of an mqtt:// or mqtts:// URL (protocol.brokerurl,
-    the parser the gateway and the tools use too)."""
-    from protocol import brokerurl  # a check at start-up or on a change: forgotten after it
-
-    try:
-        _, host, port, tls = brokerurl.parse(url)
-    except ProtocolError as e:
-        raise ConfigError(str(e))
-    finally:
-        forget("protocol.brokerurl")
-    return tls, host, port
-
-
 def parse_brokers(text):
     """(tls, brokers) of the `broker` setting: one URL or several separated
-    by commas, all of one scheme (protocol.brokerurl.parse_list); `brokers`
-    is a tuple of (url, host, port) in the order the sensor tries them."""
+    by commas, all of one scheme (protocol.brokerurl.parse_list, the parser
+    the gateway and the tools use too); `brokers` is a tuple of (url, host,
+    port) in the order the sensor tries them."""
     from protocol import brokerurl  # a check at start-up or on a change: forgotten after it
 
     try:
@@ -75,7 +62,8 @@ def parse_brokers(text):
         raise ConfigError(str(e))
     finally:
         forget("protocol.brokerurl")
-    entries = text.split(",")
+    # (one broker: the setting's own string names it, no copy of it)
+    entries = text.split(",") if len(parsed) > 1 else (text,)
     brokers = tuple([(entries[i].strip(), b[1], b[2]) for i, b in enumerate(parsed)])
     return parsed[0][3], brokers
 

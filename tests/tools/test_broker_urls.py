@@ -54,13 +54,15 @@ def provisioning(url: str) -> Reading:
     return scheme == "mqtts", host, port
 
 
+# (tls, host, port) of the broker the sensor's `broker` setting names
 SENSOR = """
 import json
-from hushlight import config
+from hushlight import once
 from hushlight.errors import ConfigError
 for url in json.loads(%r):
     try:
-        print(json.dumps(list(config.parse_broker(url))))
+        tls, brokers = once("configcheck").parse_brokers(url)
+        print(json.dumps([tls, brokers[0][1], brokers[0][2]] if len(brokers) == 1 else None))
     except ConfigError:
         print("null")
 """
