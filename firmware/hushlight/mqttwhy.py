@@ -23,7 +23,9 @@ def describe(e):
             return "connection refused (nothing listens on that port: is the broker running?)"
         if e.errno == EHOSTUNREACH:
             return "host unreachable (check the network and the broker's address)"
-    return "%s %s" % (type(e).__name__, e)
+    # (the TLS library's messages begin with a line break)
+    text = str(e).strip()
+    return "%s: %s" % (type(e).__name__, text) if text else type(e).__name__
 
 
 def connect_failed(c, e, failed):

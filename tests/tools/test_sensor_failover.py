@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from tests.interpreters import on_interpreter, upy_interpreter  # noqa: F401  (fixtures)
+from tests.tools.test_sensor import public_dir, readable_ca  # noqa: F401  (a fixture)
 from tests.tools.virtual import SITE, Sensor, Sub
 from tools import sensor
 from tools.broker import Mosquitto, free_port
@@ -107,6 +108,34 @@ def test_a_broker_that_never_answers_is_passed_over_at_start(
         assert s.stop() == 0
     finally:
         sub.close()
+
+
+def test_over_tls_a_broker_the_pinned_ca_did_not_sign_is_passed_over(
+    tmp_path: Path,
+    public_dir: Path,  # noqa: F811  (the fixture)
+    sensors: list[Sensor],
+) -> None:
+    city = readable_ca(public_dir / "city", "the city's CA")
+    other = readable_ca(public_dir / "other", "somebody else's CA")
+    with (
+        Mosquitto(tls=(other.ca, other.cert, other.key)) as foreign,
+        Mosquitto(tls=(city.ca, city.cert, city.key)) as good,
+    ):
+        sub = Sub(good.port, f"hushlight/v1/{SITE}/sensors/fo3/#")
+        sub.ready()
+        try:
+            args = ["--id", "fo3", "--site", SITE, "--broker", f"{foreign.tls_url},{good.tls_url}"]
+            args += ["--ca", str(city.ca), "--synthetic", "quiet"]
+            s = Sensor(tmp_path, *args, "--state-dir", str(tmp_path / "st"))
+            sensors.append(s)
+            sub.wait_for(lambda t, v: t.endswith("/levels"), WAIT, "levels over TLS")
+            first = line_with(s, "connected to")
+            assert f"connected to {good.tls_url} again" in first, first
+            assert f"cannot connect to 127.0.0.1:{foreign.tls_port}" in first, first
+            assert "certificate is not correctly signed" in first, first
+            assert s.stop() == 0
+        finally:
+            sub.close()
 
 
 @pytest.mark.parametrize(
