@@ -75,6 +75,7 @@ WATCH_NODE = 2  # the lights and the demo's listener: a node that is never kille
 SENSOR_NODES = (0, 1, 0, 2, 0, 1, 2)
 # where the demo's config names its SQLite file, replaced by the shared store's URL
 _DATABASE_MARK = "@database@"
+CONFIG_REV = 1  # the rev of the sensors' config the gateways send
 GATEWAY_BOOT_S = 6.0  # real seconds the gateways get before the night's clock starts
 
 
@@ -102,7 +103,10 @@ def cluster_config_text(broker: str, store: str, http_port: int, run: str, token
     line = f'path = "{_DATABASE_MARK}"'
     if text.count(line) != 1:
         raise ToolError(f"the demo's site file no longer has one line {line!r} under [storage]")
-    return text.replace(line, f'url = "{store}"\nlease_s = {LEASE_S:g}')
+    text = text.replace(line, f'url = "{store}"\nlease_s = {LEASE_S:g}')
+    # each sensor's config, sent by the gateway holding its zone when the sensor comes
+    # online (again after a failover): the demo's own values, a new rev
+    return text + f"\n[sensor_config]\nrev = {CONFIG_REV}\ninterval_s = 1.0\n"
 
 
 # ---- the night's database ----------------------------------------------------
@@ -200,6 +204,7 @@ class Tally:
     # sensor -> seq -> UTC epoch s of the record's minute
     records: dict[str, dict[int, int]] = field(default_factory=dict)
     nudges: collections.Counter[str] = field(default_factory=collections.Counter)
+    config_rev: dict[str, int | None] = field(default_factory=dict)  # sensor -> its latest
     # (site time it arrived, group, the set message)
     sets: list[tuple[float, str, dict[str, Any]]] = field(default_factory=list)
     bad: int = 0
@@ -211,6 +216,10 @@ class Tally:
                 rec = payloads.decode_levels(payload)
                 minute = int(rec["t0"] / 1000 // 60) * 60  # as the gateway folds it
                 self.records.setdefault(ident, {})[rec["seq"]] = minute
+            elif kind == "sensors" and leaf == "status":
+                status = payloads.decode_status(payload)
+                if status["state"] == "online":
+                    self.config_rev[ident] = status.get("config_rev")
             elif kind == "zones" and leaf == "nudge":
                 self.nudges[payloads.decode_nudge(payload)["nudge_id"]] += 1
             elif kind == "lights" and leaf == "set":
@@ -544,6 +553,11 @@ class ClusterDemo(Demo):
         lines.append(
             f"  records made by the sensors: {total}; in the shared store: {kept} (it keeps "
             "minute rows, so each sensor's records are matched minute by minute)"
+        )
+        configured = sorted(s for s, r in self.tally.config_rev.items() if r == CONFIG_REV)
+        lines.append(
+            f"  sensors running config rev {CONFIG_REV} from the gateway holding their zone: "
+            f"{len(configured)} of {len(scenes.SENSORS)}"
         )
         lines.append(f"records lost: {lost}")
         lines.append(f"records stored twice: {twice_records}")

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from tools import demo_cluster
+from tools import demo_cluster, scenes
 from tools.cli import main
 from tools.upy import REPO_ROOT
 
@@ -65,6 +65,10 @@ def test_a_node_and_a_gateway_die_and_the_zones_are_taken_over_without_a_double_
     # every sensor ran: a count of what is lost means something
     assert "did not run" not in out
     assert figure(out, "records made by the sensors") > 0
+    # the gateway holding each sensor's zone sent it its config, through the cluster
+    rev = demo_cluster.CONFIG_REV
+    configured = f"sensors running config rev {rev} from the gateway holding their zone"
+    assert figure(out, configured) == len(scenes.SENSORS)
     # the exit status follows the figures
     bad = figure(out, "records lost") > 0 or figure(out, "nudges sent twice") > 0
     assert night.returncode == (1 if bad else 0), out + night.stderr

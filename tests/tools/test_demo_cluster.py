@@ -22,6 +22,8 @@ def test_the_cluster_site_file_shares_the_zones_through_postgresql_leases() -> N
     assert config.storage.lease_s == demo_cluster.LEASE_S
     assert config.client_id == "hushlight-gateway-demo-a-1"
     assert [z.id for z in config.zones] == ["collegeberg", "stuk"]
+    assert config.sensor_config is not None
+    assert config.sensor_config.rev == demo_cluster.CONFIG_REV
 
 
 def test_a_zone_counts_without_an_owner_from_its_lease_running_out_to_the_next_owner() -> None:
