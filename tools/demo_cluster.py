@@ -40,7 +40,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -160,6 +160,10 @@ def drop_database(server: str, name: str) -> None:
 # ---- what the demo counts (pure) ------------------------------------------------
 
 
+# a light command the demo heard: (site time it arrived, group, the set message)
+LightSet = tuple[float, str, Mapping[str, Any]]
+
+
 @dataclass
 class OwnerWatch:
     """Zone owners read every `POLL_S` s: how long each zone was without an owner in force.
@@ -206,7 +210,7 @@ class Tally:
     nudges: collections.Counter[str] = field(default_factory=collections.Counter)
     config_rev: dict[str, int | None] = field(default_factory=dict)  # sensor -> its latest
     # (site time it arrived, group, the set message)
-    sets: list[tuple[float, str, dict[str, Any]]] = field(default_factory=list)
+    sets: list[LightSet] = field(default_factory=list)
     bad: int = 0
 
     def on_message(self, topic: str, payload: bytes, now: float) -> None:
@@ -234,27 +238,33 @@ def episode_of(cmd_id: str) -> str:
     return head.rsplit(".", 1)[0]
 
 
-def doubled_overrides(
-    sets: Iterable[tuple[float, str, Mapping[str, Any]]],
-) -> list[tuple[str, str]]:
+def taken(sets: Iterable[LightSet]) -> Iterator[LightSet]:
+    """The sets the lights take, in order: one with a lease epoch older than the group's
+    newest is refused (the fence, as `tools.lights_sim` applies it)."""
+    newest: dict[str, int] = {}
+    for item in sets:
+        _now, group, msg = item
+        epoch = msg.get("lease_epoch")
+        if epoch is not None and group in newest and epoch < newest[group]:
+            continue
+        if epoch is not None:
+            newest[group] = epoch
+        yield item
+
+
+def doubled_overrides(sets: Iterable[LightSet]) -> list[tuple[str, str]]:
     """Overrides that the lights took from two owners for one zone at once.
 
-    The sets are replayed as the lights take them: one with a lease epoch older
-    than the group's newest is refused (the fence).  Counted: the same command
-    taken with two epochs (sent by two gateways), and an override of another
-    episode taken under another epoch while the previous one is still in force.
-    Each as (the later command's episode, what happened).
+    Counted: the same command taken with two epochs (sent by two gateways), and
+    an override of another episode taken under another epoch while the
+    previous one is still in force.  Each as (the later command's episode, what
+    happened).
     """
-    newest: dict[str, int] = {}
     active: dict[str, tuple[int | None, str, str, float]] = {}  # epoch, episode, cmd, expiry
     epochs: dict[str, set[int | None]] = {}
     found: list[tuple[str, str]] = []
-    for now, group, msg in sets:
+    for now, group, msg in taken(sets):
         epoch = msg.get("lease_epoch")
-        if epoch is not None and group in newest and epoch < newest[group]:
-            continue  # the lights refuse it
-        if epoch is not None:
-            newest[group] = epoch
         cmd = str(msg["cmd_id"])
         seen = epochs.setdefault(cmd, set())
         episode = episode_of(cmd)
@@ -273,6 +283,22 @@ def doubled_overrides(
                 (episode, f"{group}: {cmd} (epoch {epoch}) while {old[2]} (epoch {old[0]}) held")
             )
         active[group] = (epoch, episode, cmd, float(msg["expires_at"]))
+    return found
+
+
+def lapses(sets: Iterable[LightSet]) -> list[float]:
+    """Site seconds a group spent back on its programme in the middle of an episode: its
+    override ran out before the next override of the same episode came."""
+    last: dict[str, tuple[str, float]] = {}  # group -> (episode, expiry) of its override
+    found: list[float] = []
+    for now, group, msg in taken(sets):
+        episode = episode_of(str(msg["cmd_id"]))
+        before = last.pop(group, None)
+        if msg.get("level") is None:
+            continue
+        if before is not None and before[0] == episode and now > before[1]:
+            found.append(now - before[1])
+        last[group] = (episode, float(msg["expires_at"]))
     return found
 
 
@@ -564,6 +590,13 @@ class ClusterDemo(Demo):
         lines.append(f"nudges sent twice: {len(twice)}")
         for _, line in lights:
             lines.append(f"  the lights took {line}")
+        gaps = lapses(self.tally.sets)
+        if gaps:
+            lines.append(
+                f"  overrides that ran out in the middle of their episode before the next came: "
+                f"{len(gaps)} (the lights on their programme for up to {max(gaps):.0f} s of "
+                "the night; holds are short in this compressed night)"
+            )
         for nudge in sorted(set(on_wire) | set(twice_stored)):
             lines.append(f"  nudge {nudge}: sent or recorded more than once")
         if self.owners.longest:

@@ -10,7 +10,13 @@ from typing import Any
 
 from gateway.config import parse_config
 from tools import demo_cluster
-from tools.demo_cluster import OwnerWatch, count_records, doubled_overrides, episode_of
+from tools.demo_cluster import (
+    OwnerWatch,
+    count_records,
+    doubled_overrides,
+    episode_of,
+    lapses,
+)
 
 
 def test_the_cluster_site_file_shares_the_zones_through_postgresql_leases() -> None:
@@ -72,6 +78,21 @@ def test_overrides_of_two_owners_for_different_episodes_at_once_count_as_a_doubl
     # a stale epoch is refused by the lights: it never takes effect
     stale = [(10.0, "g", override("e1.1", 2, 100.0)), (11.0, "g", override("e2.1", 1, 100.0))]
     assert doubled_overrides(stale) == []
+
+
+def test_an_override_that_runs_out_before_its_episodes_next_is_a_lapse() -> None:
+    def override(cmd: str, epoch: int, expires: float, level: float | None = 40.0) -> Any:
+        return {"cmd_id": cmd, "lease_epoch": epoch, "level": level, "expires_at": expires}
+
+    sets = [
+        (10.0, "g", override("e1.1", 1, 40.0)),
+        (44.5, "g", override("e1.3", 2, 80.0)),  # a's e1.1 ran out at 40; b renewed at 44.5
+        (70.0, "g", override("e1.4", 2, 110.0)),  # renewed in time
+        (111.0, "g", override("e1.5", 2, 111.0, level=None)),  # the release: no lapse
+        (150.0, "g", override("e2.1", 2, 180.0)),  # a new episode: no lapse
+        (190.0, "g", override("e2.2", 1, 220.0)),  # a stale epoch: refused, not taken
+    ]
+    assert lapses(sets) == [4.5]
 
 
 def test_a_commands_episode_is_its_id_before_the_command_number() -> None:
