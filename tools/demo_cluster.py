@@ -590,13 +590,6 @@ class ClusterDemo(Demo):
         lines.append(f"nudges sent twice: {len(twice)}")
         for _, line in lights:
             lines.append(f"  the lights took {line}")
-        gaps = lapses(self.tally.sets)
-        if gaps:
-            lines.append(
-                f"  overrides that ran out in the middle of their episode before the next came: "
-                f"{len(gaps)} (the lights on their programme for up to {max(gaps):.0f} s of "
-                "the night; holds are short in this compressed night)"
-            )
         for nudge in sorted(set(on_wire) | set(twice_stored)):
             lines.append(f"  nudge {nudge}: sent or recorded more than once")
         if self.owners.longest:
@@ -610,6 +603,13 @@ class ClusterDemo(Demo):
         takeover = self.takeover_s()
         if takeover is not None:
             lines.append(f"zones taken over after the gateway was killed: {takeover:.2f} s")
+        gaps = lapses(self.tally.sets)
+        if gaps:
+            lines.append(
+                f"  overrides that ran out in the middle of their episode before the next came: "
+                f"{len(gaps)} (the lights on their programme for up to {max(gaps):.0f} s of "
+                "the night; holds are short in this compressed night)"
+            )
         return lines, lost == 0 and not twice and not silent and self.killed is not None
 
 
