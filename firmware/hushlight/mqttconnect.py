@@ -109,7 +109,10 @@ async def connect(c):
             ECONNABORTED, "the broker answered CONNECT with packet type 0x%02x" % c._rx[0]
         )
     if code:
-        c.last_error = "the broker refused the connection: %s (CONNACK code %d)" % (
+        # (named, as the sensor may have several brokers to try)
+        c.last_error = "the broker %s:%d refused the connection: %s (CONNACK code %d)" % (
+            c.host,
+            c.port,
             CONNACK_ERRORS.get(code, "unknown reason"),
             code,
         )

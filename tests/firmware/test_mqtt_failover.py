@@ -127,3 +127,24 @@ def test_one_broker_keeps_the_plain_back_off(drivers: Drivers) -> None:
     for n, e in enumerate(downs):
         step = BACKOFF_MIN_MS << n
         assert step // 2 <= e["retry_ms"] < step, downs
+
+
+def test_a_broker_that_refuses_the_client_is_named_and_passed_over(
+    drivers: Drivers, wire: Wire
+) -> None:
+    refusing = Wire()
+    try:
+        brokers = [broker(refusing.port), broker(wire.port)]
+        d = start(drivers, port=refusing.port, brokers=brokers, report_down=True)
+        refusing.accept()
+        refusing.read_packet()
+        refusing.send(bytes([0x20, 0x02, 0x00, 0x05]))  # section 3.2.2.3: not authorised
+        wire.accept()
+        assert wire.read_packet()[0] == 0x10
+        wire.send(CONNACK_OK)
+        d.expect("connected")
+    finally:
+        refusing.close()
+    [down] = [e["why"] for e in d.seen if e["ev"] == "down"]
+    assert f"the broker 127.0.0.1:{refusing.port} refused the connection" in down, down
+    assert "CONNACK code 5" in down and f"trying {brokers[1][0]} next" in down, down
