@@ -449,9 +449,13 @@ class ClusterDemo(Demo):
         """Read the zone leases every `POLL_S` s until `stop`."""
         import psycopg
 
+        from gateway.errors import StorageError
         from gateway.leases import LeaseStore
 
-        store = await asyncio.to_thread(LeaseStore, self.store)
+        try:
+            store = await asyncio.to_thread(LeaseStore, self.store)
+        except StorageError as exc:
+            raise ToolError(f"the zone leases cannot be read: {exc}") from None
         try:
             while not stop.is_set():
                 began = time.monotonic()
@@ -598,6 +602,8 @@ class ClusterDemo(Demo):
                 f"longest time a zone had no owner: {gap:.2f} s ({zone}; leases of "
                 f"{LEASE_S:g} s, renewed every {LEASE_S / 3:g} s, read every {POLL_S:g} s)"
             )
+            if self.poll_errors:
+                lines.append(f"  readings of the leases that failed: {self.poll_errors}")
         else:
             lines.append("longest time a zone had no owner: - (the leases were never read)")
         takeover = self.takeover_s()
