@@ -12,7 +12,9 @@ What runs, beside the seven virtual sensors of `tools.demo`:
   id, both keeping their data in that database and sharing the two zones
   through zone leases (`gateway.leases`) of `LEASE_S` seconds;
 - the simulated lights and the demo's own listener on node 3;
-- the sensors spread over the nodes, most of them on node 1.
+- the sensors spread over the nodes, most of them on the node of the gateway
+  that holds the street's first zone (collegeberg, where the night's first
+  nudge comes).
 
 Half way through the night, or earlier, ten seconds into the first nudge, the
 gateway that holds the nudged zone (else the most zones) is killed with
@@ -22,8 +24,11 @@ Meanwhile the zone leases are read every `POLL_S` seconds.  At the end the
 demo counts what went wrong, if anything: records the sensors made that did
 not reach the shared store, nudges sent twice (the same nudge on the wire or
 recorded twice, or two gateways' overrides for different episodes in force
-on one light group at once), and the longest time a zone had no owner.  It
-exits 1 if a record was lost or a nudge sent twice.
+on one light group at once), the longest time a zone had no owner, the
+sensors running the config their zone's gateway sent them (`[sensor_config]`
+in the cluster's site file), and overrides that ran out in the middle of their
+episode during the takeover.  It exits 1 if a record was lost or a nudge sent
+twice.
 """
 
 from __future__ import annotations
@@ -71,8 +76,9 @@ KILL_AT = 0.5  # the share of the night after which a node and a gateway die
 KILL_AFTER_NUDGE_S = 10.0  # or this many site seconds into the first nudge, if earlier
 GATEWAYS = {"a": 0, "b": 1}  # gateway -> index of the node it connects to
 WATCH_NODE = 2  # the lights and the demo's listener: a node that is never killed
-# the node each sensor connects to first: most on node 1, where gateway a is
-SENSOR_NODES = (0, 1, 0, 2, 0, 1, 2)
+# the node each sensor connects to first, counted from the node of the gateway that holds
+# the street's first zone: most sensors there, two on each other node
+SENSOR_SPREAD = (0, 1, 0, 2, 0, 1, 2)
 # where the demo's config names its SQLite file, replaced by the shared store's URL
 _DATABASE_MARK = "@database@"
 CONFIG_REV = 1  # the rev of the sensors' config the gateways send
@@ -346,11 +352,12 @@ class ClusterDemo(Demo):
         self.events: list[str] = []
         self.killed: tuple[str, int, float, tuple[str, ...]] | None = None
         self.poll_errors = 0
+        self.sensor_nodes: tuple[int, ...] = SENSOR_SPREAD  # set again once the zones are shared
 
     def sensor_broker(self, sensor: str) -> str:
-        """Every node, beginning with the sensor's own (`SENSOR_NODES`): it fails over in turn."""
+        """Every node, beginning with the sensor's own (`sensor_nodes`): it fails over in turn."""
         urls = list(self.cluster.urls)
-        first = SENSOR_NODES[scenes.SENSORS.index(sensor)]
+        first = self.sensor_nodes[scenes.SENSORS.index(sensor)]
         return ",".join(urls[first:] + urls[:first])
 
     def on_message(self, topic: str, payload: bytes) -> None:
@@ -415,7 +422,10 @@ class ClusterDemo(Demo):
             for n, i in GATEWAYS.items()
         )
         self.say(f"{where}; leases of {LEASE_S:g} s")
-        spread = collections.Counter(SENSOR_NODES)
+        busy = GATEWAYS[self.first_zone_holder()]
+        size = len(self.cluster.urls)
+        self.sensor_nodes = tuple((k + busy) % size for k in SENSOR_SPREAD)
+        spread = collections.Counter(self.sensor_nodes)
         self.say(
             "sensors per node: "
             + ", ".join(f"node {i + 1} {spread[i]}" for i in range(len(self.cluster.urls)))
@@ -428,6 +438,11 @@ class ClusterDemo(Demo):
         self.start_sensors()
         for sensor in self.pcm:
             self.start_feeder(sensor)
+
+    def first_zone_holder(self) -> str:
+        """The gateway that holds the street's first zone (of the site file), else "a"."""
+        first = next(iter(self.street.zones))
+        return next((n for n in GATEWAYS if first in self.zones_of(n)), "a")
 
     def zones_of(self, gateway: str) -> list[str]:
         ident = self.client_ids[gateway]
@@ -489,9 +504,10 @@ class ClusterDemo(Demo):
             if now >= half:
                 break
         held = {n: self.zones_of(n) for n in GATEWAYS}
-        victim = max(GATEWAYS, key=lambda n: (nudged in held[n], len(held[n]), n == "a"))
+        busy = self.first_zone_holder()
+        victim = max(GATEWAYS, key=lambda n: (nudged in held[n], len(held[n]), n == busy))
         node = GATEWAYS[victim]
-        on_node = sum(1 for i in SENSOR_NODES if i == node)
+        on_node = sum(1 for i in self.sensor_nodes if i == node)
         child = self.gateways[victim]
         child.proc.send_signal(signal.SIGKILL)
         killed_at = time.monotonic()
@@ -501,7 +517,7 @@ class ClusterDemo(Demo):
         during = f" and {nudged}'s nudge in force" if nudged in held[victim] else ""
         self.event(
             f"KILLED gateway {victim} (SIGKILL; it held {', '.join(held[victim]) or 'no zone'}"
-            f"{during}) and broker node {node + 1} ({on_node} of {len(SENSOR_NODES)} sensors "
+            f"{during}) and broker node {node + 1} ({on_node} of {len(self.sensor_nodes)} sensors "
             f"and gateway {victim} on it)"
         )
         survivor = next(n for n in GATEWAYS if n != victim)
