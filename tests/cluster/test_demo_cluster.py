@@ -4,6 +4,7 @@ read from the demo's output and checked against what the leases allow."""
 
 from __future__ import annotations
 
+import collections
 import re
 import subprocess
 import sys
@@ -50,9 +51,13 @@ def test_a_node_and_a_gateway_die_and_the_zones_are_taken_over_without_a_double_
 ) -> None:
     out = night.stdout
     assert "Traceback" not in night.stderr, night.stderr
-    kill = re.search(r"KILLED gateway (\w) \(SIGKILL; it held (.+?)\) and broker node (\d)", out)
+    kill = re.search(
+        r"KILLED gateway (\w) \(SIGKILL; it held (.+?)\) and broker node (\d) \((\d) of", out
+    )
     assert kill is not None, out + night.stderr
-    victim, held, node = kill.groups()
+    victim, held, node, sensors_on_node = kill.groups()
+    # the node that dies is the one most sensors start on
+    assert int(sensors_on_node) == max(collections.Counter(demo_cluster.SENSOR_SPREAD).values())
     # the zone is taken over with its lights overridden: the case a second nudge would come from
     assert re.fullmatch(r"(\S+)(, \S+)* and (\S+)'s nudge in force", held), held
     # the victim is connected to the node that dies with it
