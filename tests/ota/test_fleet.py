@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 import sys
@@ -9,8 +10,8 @@ from pathlib import Path
 
 from tests.ota.site import write_site
 from tests.tools.virtual import publish
-from tools.broker import Mosquitto
-from tools.fleet import Seen, rows, summary
+from tools.broker import Mosquitto, free_port
+from tools.fleet import Seen, gateway_last_seen, rows, summary
 from tools.upy import REPO_ROOT
 
 ZONES = {"north": ["n-1", "n-2", "both"], "south": ["both", "s-1"]}
@@ -22,6 +23,7 @@ ONLINE = {
     "free_mem": 21000,
     "dsp_load": 0.04,
     "buffered": 0,
+    "calibration_offset_db": 0.0,
     "ota": "idle",
 }
 
@@ -114,3 +116,53 @@ def test_mistakes_are_one_line_each(fresh_broker: Mosquitto, tmp_path: Path) -> 
         done = _fleet(fresh_broker, *args)
         assert done.returncode == 2, (args, done.stdout)
         assert message in done.stderr and len(done.stderr.strip().splitlines()) == 1, done.stderr
+
+
+async def test_last_seen_comes_from_the_gateway(fresh_broker: Mosquitto, tmp_path: Path) -> None:
+    from gateway.config import load_config
+    from gateway.service import Gateway
+    from tests.gateway.conftest import SITE, write_config
+
+    config = write_config(tmp_path, fresh_broker.url)
+    gw = Gateway(load_config(config), install_signals=False)
+    task = asyncio.create_task(gw.run())
+    try:
+        await asyncio.wait_for(gw.ready.wait(), 10)
+        await asyncio.wait_for(gw.http_ready.wait(), 10)
+        base = f"http://127.0.0.1:{gw.http.port}"
+        topic = f"hushlight/v1/{SITE}/sensors/s1/status"
+        await asyncio.to_thread(publish, fresh_broker.port, topic, json.dumps(ONLINE), retain=True)
+        seen: float | None = None
+        for _ in range(100):
+            fleet = (await asyncio.to_thread(gateway_last_seen, base)).get("s1")
+            if fleet is not None:
+                seen = fleet
+                break
+            await asyncio.sleep(0.1)
+        assert seen is not None, "the gateway never saw s1's status"
+        done = await asyncio.to_thread(
+            _fleet,
+            fresh_broker,
+            "--site",
+            SITE,
+            "--config",
+            str(config),
+            "--gateway",
+            base,
+            "--json",
+        )
+        assert done.returncode == 0, done.stderr
+        got = {r["sensor"]: r for r in json.loads(done.stdout)["sensors"]}
+        assert got["s1"]["last_seen"] == seen and got["s1"]["retained"]
+        assert got["s2"]["last_seen"] is None and not got["s2"]["status_received"]
+    finally:
+        gw.stop()
+        await asyncio.wait_for(task, 10)
+
+
+def test_a_gateway_that_does_not_answer_is_one_line(fresh_broker: Mosquitto) -> None:
+    port = free_port()
+    done = _fleet(fresh_broker, "--site", "street", "--gateway", f"http://127.0.0.1:{port}")
+    assert done.returncode == 2
+    assert f"--gateway http://127.0.0.1:{port}: no answer from" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
