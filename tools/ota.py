@@ -256,7 +256,8 @@ HALT_ADVICE = (
     "with a higher version for a fault in the firmware), then run `hushlight ota` again: "
     "sensors already on the version are skipped."
 )
-DONE = ("confirmed", "refused", "rolled_back", "timed_out")
+# "went_offline": offline when its turn came, so never offered the release
+DONE = ("confirmed", "refused", "rolled_back", "timed_out", "went_offline")
 
 
 @dataclass
@@ -366,12 +367,13 @@ class Report:
         return all(t.outcome == "confirmed" for t in self.tracks.values())
 
     def line(self) -> str:
-        not_started = sum(t.offered_at is None for t in self.tracks.values())
+        not_started = sum(t.state == "waiting" for t in self.tracks.values())
         parts = [
             f"updated {self.count('confirmed')} of {len(self.tracks)} to {self.version}",
             f"refused {self.count('refused')}",
             f"rolled back {self.count('rolled_back')}",
             f"timed out {self.count('timed_out')}",
+            f"went offline {self.count('went_offline')}",
             f"not started {not_started}",
             f"skipped {len(self.skipped)}",
             f"took {self.seconds:.1f} s",
@@ -561,7 +563,12 @@ class Rollout:
             names = ", ".join(phase.sensors)
             self.screen.say(f"{phase.name}: offering {self.version} to {names}")
             for s in phase.sensors:
-                await self._offer(server, self.report.tracks[s])
+                t = self.report.tracks[s]
+                if server.statuses.get(s, {}).get("state") == "offline":
+                    t.state, t.reason = "went_offline", "offline when its turn came; not offered"
+                    self._said(t)
+                    continue
+                await self._offer(server, t)
             await self._wait_phase(server, phase)
             phase.ended_at = time.monotonic()
             tracks = [self.report.tracks[s] for s in phase.sensors]
