@@ -39,7 +39,6 @@ only the public key (``release.pub``, `encode_public_key`), and checks with
 secret would not do: one opened sensor would give it away for all.
 """
 
-from protocol import topics
 from protocol.errors import ProtocolError
 
 try:
@@ -228,6 +227,10 @@ def verify(n: int, e: int, sig: bytes, digest: bytes) -> bool:
 
 def topic(site: str, sensor: str, leaf: str) -> str:
     """The sensor's OTA topic `leaf` ("offer", "get" or "chunk")."""
+    # (imported here: the sensor builds its topics without this module, and
+    # protocol.topics would cost its heap while a release is staged)
+    from protocol import topics
+
     return topics.ota(site, sensor, leaf)
 
 

@@ -17,7 +17,15 @@ firmware and stays beside it:
 - SIGTERM or SIGINT is passed on as an interrupt, so the firmware flushes its
   backlog and counters to the state directory before it stops;
 - the console's `reboot` makes the firmware exit after leaving a `reboot`
-  marker in the state directory; this command then boots it again.
+  marker in the state directory; this command then boots it again;
+- a firmware that crashes (a fatal error, a kill) is booted again after a
+  short pause, as an ESP32 resets; after CRASHES_MAX crashes in a row this
+  command gives up.
+
+The loader `otaboot.py` with `otastate.py` (which version boots: the
+factory one or an update's slot, hushlight.ota) is installed beside boot.py
+and main.py; `--release-key` gives the sensor the city's public release key
+(`release.pub`).
 """
 
 from __future__ import annotations
@@ -33,6 +41,7 @@ import signal
 import struct
 import subprocess
 import sys
+import time
 import tty
 from pathlib import Path
 from types import FrameType
@@ -43,6 +52,7 @@ import numpy as np
 from dsp.errors import WavFormatError
 from dsp.wavfile import WavReader
 from protocol import brokerurl
+from protocol import ota as release
 from protocol.errors import ProtocolError
 from tools import build, passwords, upy
 from tools.errors import ToolError, UsageError
@@ -53,6 +63,16 @@ SCENES: Final = ("quiet", "street", "cal94", "silence")
 RATES: Final = (48000, 44100, 32000, 16000)
 REBOOT_MARKER: Final = "reboot"
 BOOT_CODE: Final = "import boot\nimport main\n"
+# the root loader, installed (compiled) beside boot.py and main.py
+LOADER: Final = ("otaboot", "otastate")
+RELEASE_KEY: Final = "release.pub"
+# a firmware that crashes is booted again after this pause, until it crashed
+# this many times in a row (a run of CRASH_RESET_S or more ends the row)
+CRASH_PAUSE_S: Final = 1.0
+CRASHES_MAX: Final = 10
+CRASH_RESET_S: Final = 60.0
+# the firmware's exit status for settings it cannot run with: booting again cannot help
+CONFIG_ERROR_EXIT: Final = 2
 # what the .mpy files on the "flash" were compiled for (mpy-cross and -march)
 ARCH_STAMP: Final = ".mpy-arch"
 STDERR_FD: Final = 2
@@ -110,6 +130,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--console", action="store_true", help="open the technician console on a pseudo-terminal"
     )
     parser.add_argument("--keepalive", type=int, default=30, metavar="S", help="MQTT keepalive")
+    parser.add_argument(
+        "--release-key",
+        type=Path,
+        metavar="FILE",
+        help="the city's public release key (release.pub from `hushlight keygen`): the "
+        "sensor takes updates signed with it",
+    )
     upy.add_option(parser)
     parser.add_argument(
         "--heap",
@@ -228,6 +255,21 @@ def settings(args: argparse.Namespace) -> dict[str, Any]:
     return out
 
 
+def release_key_text(path: Path) -> str:
+    """The text of a release.pub file, checked as the sensor reads it; UsageError if not one."""
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise UsageError(f"--release-key {path}: cannot read it ({exc})") from None
+    try:
+        release.parse_public_key(text)
+    except ProtocolError as exc:
+        raise UsageError(
+            f"--release-key {path}: {exc}; give the release.pub that `hushlight keygen` wrote"
+        ) from None
+    return text
+
+
 def write_config(state_dir: Path, values: dict[str, Any], console: str) -> Path:
     """config.json in `state_dir`: what is there (the firmware's remote config
     and calibration, settings written by hand), then `values` on top."""
@@ -258,15 +300,28 @@ def install_firmware(state_dir: Path, interp: upy.Interpreter | None = None) -> 
     binary, arch = interp.mpy_cross, interp.march
     if binary is None or arch is None:
         # no native code generator for this CPU: run the modules from source
+        for name in LOADER:
+            shutil.copyfile(firmware / f"{name}.py", state_dir / f"{name}.py")
         return {}
+    for name in LOADER:
+        (state_dir / f"{name}.py").unlink(missing_ok=True)  # the compiled one goes first
     # .mpy files compiled for the other interpreter must not be reused
     stamp = state_dir / ARCH_STAMP
     compiled_for = f"{binary} -march={arch}"
     if not stamp.exists() or stamp.read_text() != compiled_for:
         for package in ("hushlight", "protocol"):
             shutil.rmtree(state_dir / package, ignore_errors=True)
+        for name in LOADER:
+            (state_dir / f"{name}.mpy").unlink(missing_ok=True)
         stamp.write_text(compiled_for)
     compiler_changed = Path(binary).stat().st_mtime_ns
+    for name in LOADER:
+        loader, loader_out = firmware / f"{name}.py", state_dir / f"{name}.mpy"
+        changed = max(loader.stat().st_mtime_ns, compiler_changed)
+        if not loader_out.exists() or loader_out.stat().st_mtime_ns <= changed:
+            build.compile_one(
+                binary, loader, loader_out, loader.name, arch=arch, command="hushlight sensor"
+            )
     for package, root in (("hushlight", firmware / "hushlight"), ("protocol", upy.PROTOCOL_DIR)):
         target = state_dir / package
         target.mkdir(exist_ok=True)
@@ -315,6 +370,7 @@ def open_console() -> tuple[int, int, str]:
 
 def run(args: argparse.Namespace) -> int:
     values = settings(args)
+    key = release_key_text(args.release_key) if args.release_key is not None else None
     try:
         interp = upy.interpreter(args.interpreter)
     except ToolError as exc:
@@ -332,6 +388,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         if args.ca is not None:
             shutil.copyfile(args.ca, state_dir / "ca.pem")
+        if key is not None:
+            (state_dir / RELEASE_KEY).write_text(key)
         spec = "off"
         if args.console:
             master, slave, path = open_console()
@@ -361,8 +419,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 class _Supervisor:
-    """Runs the firmware, boots it again after a `reboot`, and turns SIGTERM
-    or SIGINT into one interrupt for it (so it flushes before it stops)."""
+    """Runs the firmware, boots it again after a `reboot` or a crash (as an
+    ESP32 resets), and turns SIGTERM or SIGINT into one interrupt for it (so
+    it flushes before it stops)."""
 
     def __init__(self, state_dir: Path) -> None:
         self.state_dir = state_dir
@@ -384,8 +443,10 @@ class _Supervisor:
         stdin_pcm: bool,
     ) -> int:
         marker = self.state_dir / REBOOT_MARKER
+        crashes = 0
         while not self.stop:
             marker.unlink(missing_ok=True)
+            started = time.monotonic()
             self.child = upy.spawn(
                 "-c",
                 BOOT_CODE,
@@ -405,10 +466,39 @@ class _Supervisor:
             if self.stop:  # asked to stop while it was being started
                 self.child.send_signal(signal.SIGINT)
             status = self.child.wait()
-            if self.stop or not marker.exists():
-                return status if status >= 0 else 128 - status
-            print("hushlight sensor: rebooting", file=sys.stderr, flush=True)
+            code = status if status >= 0 else 128 - status
+            if self.stop:
+                return code
+            if marker.exists():
+                crashes = 0
+                print("hushlight sensor: rebooting", file=sys.stderr, flush=True)
+                continue
+            if status in (0, CONFIG_ERROR_EXIT):
+                return code  # the audio ended, or settings it cannot run with
+            crashes = 0 if time.monotonic() - started >= CRASH_RESET_S else crashes + 1
+            how = f"exit status {status}" if status > 0 else f"signal {-status}"
+            if crashes >= CRASHES_MAX:
+                print(
+                    f"hushlight sensor: the firmware crashed {crashes} times in a row (last: "
+                    f"{how}); giving up. Its output above says why; fix that and start again",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                return code
+            print(
+                f"hushlight sensor: the firmware crashed ({how}); booting it again in "
+                f"{CRASH_PAUSE_S:g} s, as the ESP32 resets",
+                file=sys.stderr,
+                flush=True,
+            )
+            self._pause(CRASH_PAUSE_S)
         return 0
+
+    def _pause(self, seconds: float) -> None:
+        """Sleep, but end early on a stop request."""
+        deadline = time.monotonic() + seconds
+        while not self.stop and time.monotonic() < deadline:
+            time.sleep(0.05)
 
     def kill(self) -> None:
         if self.child is not None and self.child.poll() is None:

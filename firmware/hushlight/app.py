@@ -86,6 +86,12 @@ class App:
     reboot: bool
     status_changed: "asyncio.Event"
     console: "Console | None"
+    # an update (hushlight.otatrial): its fields of status (ota,
+    # ota_version, ota_reason; None until an update came); a version on
+    # trial: the task that checks it; a staging (hushlight.ota.Staging)
+    ota: "dict[str, Any] | None"
+    ota_task: "Any"
+    ota_stage: "Any"
 
     def __init__(self, config_path="config.json"):
         # where the heap goes, measured as it is taken (console `heap`)
@@ -132,6 +138,8 @@ class App:
             "config_error": self.config_error,
             "time_synced": self.clock.synced,
         }
+        if self.ota:
+            f.update(self.ota)
         if full:
             f["id"] = self.sensor
             f["site"] = self.site
@@ -181,6 +189,11 @@ class App:
         self.publisher.restart()
         await self._publish_status()
         await self.mqtt.subscribe(self.t_config, 1)
+        # updates: offers with QoS 1 (one sent while we were away still
+        # comes), the release's chunks with QoS 0 (protocol.ota)
+        ota = self.t_status[:-6] + "ota/"
+        await self.mqtt.subscribe(ota + "offer", 1)
+        await self.mqtt.subscribe(ota + "chunk", 0)
 
     def _on_down(self, why, retry_ms):
         # the console (serial line, or the virtual sensor's stderr) says why,
@@ -188,17 +201,25 @@ class App:
         log("%s; retry in %d.%d s" % (why, retry_ms // 1000, retry_ms % 1000 // 100))
 
     def _on_message(self, topic, payload, retained):
-        if topic != self.t_config or not payload:
-            return  # an empty retained message only clears the topic
-        once("remote").on_config(self, payload)
+        if topic == self.t_config:
+            if payload:  # an empty retained message only clears the topic
+                once("remote").on_config(self, payload)
+        elif topic.endswith("/chunk"):
+            if self.ota_stage:
+                self.ota_stage.chunk(payload)
+        elif payload:  # .../ota/offer
+            # (a staging keeps hushlight.ota loaded while it lasts)
+            once("otaoffer").offer(self, payload)
 
     # ---- the console's interface ------------------------------------------
     # hushlight.console and the commands it loads (hushlight.commands, the
     # console half of hushlight.remote) see the application through these
     # only: `sensor`, status_fields(full), heap_table(), setting(key),
-    # setting_keys(), health(), start_calibration(blocks), end_calibration(),
+    # setting_keys(), start_calibration(blocks), end_calibration(),
     # request_reboot(); a setting changes by hushlight.remote.set_config, the
-    # rule a remote config follows too.
+    # rule a remote config follows too.  The self-test's checks
+    # (hushlight.commands.checks) also serve an update's trial and read the
+    # capture, the MQTT client and the clock themselves.
 
     def setting(self, key):
         """The value of setting `key` as the console shows it (secrets masked)."""
@@ -206,12 +227,6 @@ class App:
 
     def setting_keys(self):
         return sorted(self.cfg.values)
-
-    def health(self):
-        """What selftest checks: the last interval's (laeq, lafmax, lceq,
-        clipped) or None, the DSP load, broker connected, clock synced."""
-        c = self.capture
-        return c.last_interval, c.dsp_load(), self.mqtt.connected(), self.clock.synced
 
     def start_calibration(self, blocks):
         # (the run keeps hushlight.commands loaded while it lasts)

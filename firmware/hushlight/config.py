@@ -52,6 +52,11 @@ Buffering and the console:
   console            "stdio" (the serial REPL line), "fd:N" (unix port: a
                      pseudo-terminal on file descriptor N) or "off"
 
+Updates over the air (hushlight.ota, hushlight.otatrial):
+  ota_trial_s        seconds a new version has to pass its trial (connected,
+                     a record acknowledged, the self-test's checks) before it
+                     is rolled back, 5..3600 (default 120; not remote-settable)
+
 A remote config is validated whole, then applied all at once and written to
 config.json with an atomic rename; a bad one changes nothing.
 """

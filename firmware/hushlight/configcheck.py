@@ -46,6 +46,7 @@ DEFAULTS = {
     "backlog_rate": 20,
     "buffer_records": 2400,
     "console": "stdio",
+    "ota_trial_s": 120,
 }
 
 
@@ -87,6 +88,7 @@ def validate_local(values):
     _check_int(values, "keepalive_s", 5, 600)
     _check_int(values, "backoff_max_s", 1, 600)
     _check_int(values, "buffer_records", 100, 100000)
+    _check_int(values, "ota_trial_s", 5, 3600)
     speed = values["speed"]
     if type(speed) not in (int, float) or not 0 <= speed <= 100000:
         raise ConfigError("speed is %r; give 0 (as fast as possible) or a factor > 0" % (speed,))

@@ -71,6 +71,14 @@ def build(app, config_path, mark):
     mark = _open_audio(app, mark)
     app.mqtt = _make_client(app)
     app.count_heap("mqtt", mark)
+    # an update's state, read (hushlight.otatrial) once an update ever came;
+    # a staging a reboot cut short resumes
+    app.ota = app.ota_task = app.ota_stage = None
+    try:
+        open("ota.json").close()
+        once("otatrial").boot(app)
+    except OSError:
+        pass
 
 
 def _open_audio(app, mark):
