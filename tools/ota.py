@@ -868,8 +868,17 @@ def run(args: argparse.Namespace) -> int:
     rollout = Rollout(
         login, args.site, bundle, the_plan, fleet, screen, trial_timeout_s=args.trial_timeout
     )
-    with screen:
-        report = asyncio.run(rollout.run())
+    try:
+        with screen:
+            report = asyncio.run(rollout.run())
+    except KeyboardInterrupt:
+        print(
+            "hushlight ota: interrupted; the sensors still receiving the release were told "
+            "to drop it, those on trial finish it by themselves; run the same command again "
+            "to go on (sensors already on the version are skipped)",
+            file=sys.stderr,
+        )
+        return 130
     if args.json:
         print(json.dumps(report.as_json(), indent=2))
     else:
