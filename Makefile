@@ -111,6 +111,7 @@ test: lint typecheck pytest
 bench: $(STAMP) mosquitto micropython
 	$(BIN)/python bench/dsp.py
 	$(BIN)/python bench/gateway.py
+	$(BIN)/python bench/ota.py
 
 clean:
 	rm -rf $(VENV) build .pytest_cache .mypy_cache .ruff_cache
