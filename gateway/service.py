@@ -10,8 +10,9 @@ task named, nothing fire-and-forget:
               (record, then lights, nudges, logs); the minute fold in memory
     tick      `ticker.Ticker`: the policy clock (hold ends, renewals, silent
               sensors); a full garbage collection when one is due
-    store     `persistence.Persistence`: minutes once they are over and the
-    save      sensors' summaries; the policy state, spaced by what a save costs
+    store     `persistence.Persistence`: minutes once they are over (the newest
+              every few seconds) and the sensors' summaries
+    save      the policy state, spaced by what a save costs
     push      Web Push deliveries (`notify.Notifier`)
     configs   each sensor's config ([sensor_config]) when its status shows
               another rev (`sensorconfig.ConfigDelivery`)
@@ -38,7 +39,7 @@ from gateway.clock import Clock, RealClock
 from gateway.collector import Collector
 from gateway.config import SiteConfig
 from gateway.dashboard import Dashboard, DashboardPages
-from gateway.dispatch import Dispatcher
+from gateway.dispatch import STORAGE_ERRORS, Dispatcher
 from gateway.errors import GatewayError, StateError
 from gateway.http_api import HttpApi
 from gateway.ingest import Ingest
@@ -55,6 +56,7 @@ from gateway.residents import ResidentPages
 from gateway.sensorconfig import ConfigDelivery, config_owner
 from gateway.stepper import Stepper
 from gateway.storage import Storage
+from gateway.storage.levels import EARLY_WRITE_S
 from gateway.ticker import Ticker
 
 if TYPE_CHECKING:
@@ -98,6 +100,7 @@ class Gateway:
         """`explain`: log every few seconds what each zone is doing and why it is not
         nudging (see `ticker.Ticker`)."""
         self.config = config
+        self._first_zone = config.zones[0].id if config.zones else None
         self.clock: Clock = clock or RealClock()
         self.on_stop = on_stop
         self.install_signals = install_signals
@@ -117,8 +120,10 @@ class Gateway:
         self.storage = Storage(
             config.storage.where, config.storage.peak_threshold_db, timezone=config.timezone
         )
-        # gateways that share a PostgreSQL store share the city: each commands, nudges
-        # and stores the levels of the zones it holds a lease on, and only those
+        # gateways that share a PostgreSQL store share the city: each commands and nudges
+        # the zones it holds a lease on; each folds every sensor's records, and a sensor's
+        # rows are written by its storer, the holder of the sensor's first zone (see
+        # `_stores_sensor`), which writes what it holds of a sensor on becoming its storer
         self.leases: LeaseKeeper | None = None
         if config.storage.url is not None:
             # loaded only here: PostgreSQL's driver adds some 20 MB to a SQLite gateway
@@ -132,7 +137,11 @@ class Gateway:
                 ttl_s=config.storage.lease_s,
                 renew_s=config.storage.lease_s / 3,
             )
-            self.storage.keep_sensor = self._holds_sensor
+            self.storage.keep_sensor = self._stores_sensor
+            self.storage.keep_token = self._held_zones
+            # memory covers the dead storer's last early write, its lease running out and
+            # the renewal that takes it over, and a minute more
+            self.storage.hold_s = 60.0 + 2 * config.storage.lease_s + EARLY_WRITE_S
         self.outbox = Outbox()
         self.lighting: LightingAdapter = lighting or MqttLighting(
             config.site_id, self.outbox, self.leases.epoch if self.leases else None
@@ -256,8 +265,18 @@ class Gateway:
     def _holds(self, zone: str) -> bool:
         return self.leases is not None and self.leases.epoch(zone) is not None
 
-    def _holds_sensor(self, sensor: str) -> bool:
-        return any(self._holds(z) for z in self.config.zones_of_sensor.get(sensor, ()))
+    def _stores_sensor(self, sensor: str) -> bool:
+        """Whether this gateway writes `sensor`'s minute rows now: it holds the sensor's first
+        zone in the site file's order (a sensor in no zone: the site's first zone).  One
+        storer per sensor at a time, whichever other zones it is in, as a zone has one
+        holder; between a storer's death and the takeover a sensor has none, and the new
+        storer writes what it holds of the sensor (`storage.levels`)."""
+        zones = self.config.zones_of_sensor.get(sensor)
+        first = zones[0] if zones else self._first_zone
+        return first is not None and self._holds(first)
+
+    def _held_zones(self) -> frozenset[tuple[str, int]]:
+        return frozenset(self.leases.held().items()) if self.leases is not None else frozenset()
 
     # ------------------------------------------------------------ life cycle
 
@@ -349,6 +368,13 @@ class Gateway:
                     await self.outbox.flushed()
                 # what arrived meanwhile was acknowledged to the broker: it is ours to keep
                 await self.pipeline.drain()
+        # the rows of the sensors this gateway stores, while it still holds the leases
+        # that make it their storer (they are handed back when the task group ends)
+        try:
+            await asyncio.to_thread(self.storage.flush)
+        except STORAGE_ERRORS as exc:
+            self.metrics.storage_errors.inc("levels")
+            log.error("could not write the minute levels: %s", exc)
         if len(self.outbox):
             log.warning(
                 "stopping with %d messages unsent (overrides expire by themselves)",

@@ -73,11 +73,15 @@ def test_two_gateways_write_one_store_and_a_reader_sees_both(pg_url: str) -> Non
     override, nudge = _decisions()
     assert isinstance(override, Override) and isinstance(nudge, Nudge)
     with Storage(pg_url) as a, Storage(pg_url) as b:
-        # each gateway folds the records of the zones it holds; a minute that changed
-        # owner half-way is the sum of both halves
-        fold_and_write(a, [rec("s1", T0 + i + 1, 60.0, 65.0, 61.0) for i in range(20)])
-        fold_and_write(b, [rec("s1", T0 + i + 1, 60.0, 65.0, 61.0) for i in range(20, 60)])
+        # each gateway folds every record; a minute written early by one (20 records) and
+        # whole by the other (60) holds the 60, not their sum
+        records = [rec("s1", T0 + i + 1, 60.0, 65.0, 61.0) for i in range(60)]
+        fold_and_write(a, records[:20])
+        a.flush()
+        fold_and_write(b, records)
         fold_and_write(b, [rec("s2", T0 + 1, 50.0, 55.0, 51.0)])
+        b.flush()
+        a.flush()  # again, with nothing new: the larger row stays
         a.record_decision(nudge, T0)
         b.record_override_sent(override)
     with Storage(pg_url, read_only=True) as reader:
