@@ -119,7 +119,6 @@ def _tick(app, otastate, seq0, deadline):
     elif time.ticks_diff(time.ticks_ms(), deadline) >= 0:
         reason = "not confirmed in %d s: %s" % (app.cfg["ota_trial_s"], "; ".join(failed))
         otastate.roll_back(d, reason)
-        _state(app, "rolled_back", _text(version, 32), reason[:200])
         app.ota_task = None
-        app.status_changed.set()
+        # (status says rolled_back once the old version runs again)
         app.request_reboot()
