@@ -18,7 +18,9 @@ __all__ = ["Persistence"]
 
 log = logging.getLogger("hushlight.gateway")
 
-STORE_EVERY_WALL_S = 1.0  # minutes that are over (and sensors' summaries) written this often
+# minutes that are over (the newest every `storage.levels.EARLY_WRITE_S`), takeovers' rows
+# and the sensors' summaries are written this often
+STORE_EVERY_WALL_S = 1.0
 # After a save that took d seconds, the next waits SAVE_GAP_FACTOR * d: a small
 # site saves after every decision, a huge one (the state of 10,000 sensors takes
 # ~0.5 s to serialise) at most every few seconds and never spends more than

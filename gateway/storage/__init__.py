@@ -3,8 +3,9 @@
 - `database`: the file, its schema and version, the connection and its
   lock, checkpoints, the lock file that keeps a second gateway out;
 - `minutes` and `levels`: the 1 s level records folded in memory into one
-  row per sensor and minute, written once the minute is over; the sensors'
-  own minute summaries;
+  row per sensor and minute, written whole once the minute is over and every
+  few seconds while it lasts (of two versions of a row the store keeps the one
+  holding more records); the sensors' own minute summaries;
 - `decisions`: the policy's decisions with their evidence, the episodes
   (nudges and controls) for the evaluation report, the light commands sent
   and acknowledged;

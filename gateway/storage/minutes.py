@@ -73,7 +73,9 @@ class MinuteFold:
     those whose write failed; `evict` forgets minutes no longer needed.
     """
 
-    def __init__(self, hold_s: float = 60.0, monotonic: Callable[[], float] = time.monotonic):
+    def __init__(
+        self, hold_s: float = 60.0, monotonic: Callable[[], float] = time.monotonic
+    ) -> None:
         self._lock = threading.Lock()
         self.hold_s = hold_s
         self.monotonic = monotonic

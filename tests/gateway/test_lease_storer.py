@@ -59,7 +59,9 @@ def expected(recs: list[LevelEvent]) -> dict[tuple[str, int], tuple[int, float]]
     return out
 
 
-def same(a: dict[tuple[str, int], tuple[int, float]], b: dict[tuple[str, int], tuple[int, float]]):
+def same(
+    a: dict[tuple[str, int], tuple[int, float]], b: dict[tuple[str, int], tuple[int, float]]
+) -> bool:
     return a.keys() == b.keys() and all(
         a[k][0] == b[k][0] and math.isclose(a[k][1], b[k][1], rel_tol=1e-9) for k in a
     )
