@@ -80,14 +80,6 @@ def test_a_node_and_a_gateway_die_and_the_zones_are_taken_over_without_a_double_
     assert night.returncode == (1 if bad else 0), out + night.stderr
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="a gateway stores the levels of the zones it holds as minute rows kept in memory "
-    "until the minute is over: a gateway killed loses its current minute, the records of a "
-    "zone between the lease's end and the takeover are stored by neither gateway, and a "
-    "sensor in two zones held by two gateways is counted by both",
-)
 def test_no_record_is_lost_or_stored_twice_when_a_gateway_dies(
     night: subprocess.CompletedProcess[str],
 ) -> None:
