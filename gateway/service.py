@@ -270,7 +270,8 @@ class Gateway:
         zone in the site file's order (a sensor in no zone: the site's first zone).  One
         storer per sensor at a time, whichever other zones it is in, as a zone has one
         holder; between a storer's death and the takeover a sensor has none, and the new
-        storer writes what it holds of the sensor (`storage.levels`)."""
+        storer writes what it holds of the sensor.  (An old storer that handed the sensor
+        over also finishes the rows it began: see `storage.levels`.)"""
         zones = self.config.zones_of_sensor.get(sensor)
         first = zones[0] if zones else self._first_zone
         return first is not None and self._holds(first)

@@ -17,11 +17,16 @@ held changed), every row held of the sensors this gateway now stores is
 written again, so a takeover writes what the old storer had not, from memory
 that covers the lease time and more.  SQLite has one gateway, the storer of all.
 
+A gateway also goes on writing, while they change, the rows it has written
+before: when it hands a sensor over (a second gateway starts and takes its
+share of the zones), it finishes the minutes it began, so the minute in which
+the newcomer started, of which the newcomer holds only the end, still ends up
+whole in the store.
+
 The limit of "more records wins": it is exact when one version holds all the
 other's records, as when both gateways received the sensor's records from
-before the minute began.  A gateway that starts in the middle of a minute
-holds only part of it; if it takes the sensor over in that same minute, the
-minute keeps the larger of the two parts.
+before the minute began.  If a storer dies in the very minute in which the
+gateway taking over started, the minute keeps the larger of the two parts.
 
 The rows go in transactions of `MINUTE_CHUNK` rows, the connection's lock
 released in between, so a decision recorded meanwhile waits for one short
@@ -190,7 +195,9 @@ class LevelStore(Database):
             current = everything or now - self._early_at >= EARLY_WRITE_S
             if current:
                 self._early_at = now
-            keys = [k for k in fold.take_dirty(current=current) if ours(k[0])]
+            # and rows written here before: the old storer finishes the minutes it began
+            # (see the module doc), harmless as the row holding more records wins
+            keys = [k for k in fold.take_dirty(current=current) if ours(k[0]) or fold.written(k)]
             for i in range(0, len(keys), size):
                 part = keys[i : i + size]
                 try:
@@ -199,7 +206,7 @@ class LevelStore(Database):
                     fold.mark_dirty(keys[i:])
                     raise
                 written += len(part)
-            fold.evict(lambda key: ours(key[0]))
+            fold.evict(lambda key: ours(key[0]) or fold.written(key))
         if written:
             self.checkpoint()
         return written

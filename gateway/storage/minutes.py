@@ -44,11 +44,12 @@ MinuteKey = tuple[str, int]  # (sensor, UTC epoch s of the minute's start)
 Row = tuple[Any, ...]  # (sensor, minute, n, dur, energy_a, energy_c, lafmax, peaks, calibrating)
 
 _DIRTY = 7  # index of a row's flag: changed since it was last taken for writing
+_WRITTEN = 8  # index of a row's flag: this gateway has written it (`snapshot`)
 
 
 def _new() -> list[float]:
-    # n, dur, energy_a, energy_c, lafmax, peaks, calibrating, dirty
-    return [0, 0.0, 0.0, 0.0, -math.inf, 0, 0, 1]
+    # n, dur, energy_a, energy_c, lafmax, peaks, calibrating, dirty, written
+    return [0, 0.0, 0.0, 0.0, -math.inf, 0, 0, 1, 0]
 
 
 def _add(
@@ -201,17 +202,23 @@ class MinuteFold:
             return out
 
     def snapshot(self, keys: Sequence[MinuteKey]) -> list[Row]:
-        """Copies of these rows as `levels_minute` rows (they stay in memory; missing keys
-        are skipped)."""
+        """Copies of these rows as `levels_minute` rows, for writing (they stay in memory,
+        marked `written`; missing keys are skipped)."""
         out = []
         with self._lock:
             rows = self._rows
             for key in keys:
                 v = rows.get(key)
                 if v is not None:
+                    v[_WRITTEN] = 1
                     s, m = key
                     out.append((s, m, int(v[0]), v[1], v[2], v[3], v[4], int(v[5]), int(v[6])))
         return out
+
+    def written(self, key: MinuteKey) -> bool:
+        """Whether this gateway has written the row (it goes on writing it while it changes)."""
+        row = self._rows.get(key)
+        return row is not None and bool(row[_WRITTEN])
 
     def mark_dirty(self, keys: Iterable[MinuteKey]) -> None:
         """Ask for these rows to be written again (their write failed)."""

@@ -98,6 +98,37 @@ def test_one_storer_per_sensor_and_a_takeover_writes_what_the_dead_one_had_not(
         b.close()
 
 
+def test_a_gateway_handing_a_sensor_over_finishes_the_minute_the_newcomer_holds_in_part(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(levels, "EARLY_WRITE_S", 1e9)  # early writes only where the test says
+    holder = {"north": "a"}
+    minute = records("n1", range(60))
+    a, b = Storage(pg_url), Storage(pg_url)
+    try:
+        for gw, name in ((a, "a"), (b, "b")):
+            gw.keep_sensor = lambda s, name=name: holder["north"] == name
+            gw.keep_token = lambda: holder["north"]
+        a.fold_levels(minute[:20])
+        a.flush()  # a's early write: 20 records
+        # b starts at seq 20, and a hands it the zone at seq 30 (the second gateway's share)
+        for gw in (a, b):
+            gw.fold_levels(minute[20:30])
+        holder["north"] = "b"
+        b.flush()  # b writes what it holds: 10 records, fewer than the store's 20
+        a.flush()
+        for gw in (a, b):
+            gw.fold_levels(minute[30:] + records("n1", range(60, 62)))
+        # the minute is over: a, which began it, writes it whole; b its last 40 records,
+        # and the next minute, which a leaves to b
+        assert a.write_minutes(everything=True) == 1
+        assert b.write_minutes(everything=True) == 2
+        assert same(stored(pg_url), expected(minute + records("n1", range(60, 62))))
+    finally:
+        a.close()
+        b.close()
+
+
 def test_records_that_come_after_their_minute_left_memory_are_added_once(tmp_path: Path) -> None:
     with Storage(tmp_path / "h.db") as db:
         db.hold_s = 0.0  # a minute leaves memory as soon as it is over and written
