@@ -142,6 +142,10 @@ class Gateway:
             # memory covers the dead storer's last early write, its lease running out and
             # the renewal that takes it over, and a minute more
             self.storage.hold_s = 60.0 + 2 * config.storage.lease_s + EARLY_WRITE_S
+        else:
+            # the file's only writer: what it folds of the minute it starts in is added to
+            # what its previous run wrote of that minute (`storage.levels`)
+            self.storage.head_before = self.clock.now()
         self.outbox = Outbox()
         self.lighting: LightingAdapter = lighting or MqttLighting(
             config.site_id, self.outbox, self.leases.epoch if self.leases else None

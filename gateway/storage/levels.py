@@ -17,6 +17,11 @@ held changed), every row held of the sensors this gateway now stores is
 written again, so a takeover writes what the old storer had not, from memory
 that covers the lease time and more.  SQLite has one gateway, the storer of all.
 
+A gateway that is the store's only writer (SQLite) and restarts holds only the
+end of the minute it started in, while the store holds the part written before:
+rows of minutes that began before `head_before` (its start) are added, as what
+they gained since they were last written, instead.
+
 A gateway also goes on writing, while they change, the rows it has written
 before: when it hands a sensor over (a second gateway starts and takes its
 share of the zones), it finishes the minutes it began, so the minute in which
@@ -116,6 +121,9 @@ class LevelStore(Database):
         self._token: object = None
         self._write_lock = threading.Lock()  # one `write_minutes` at a time
         self._early_at = time.monotonic()  # the newest minute's rows were last written
+        # the only writer of the store (a SQLite file) sets this to when it started: rows of
+        # minutes that began before hold only what came since, and are added as deltas
+        self.head_before: float | None = None
         super().__init__(path, peak_threshold_db, read_only=read_only, timezone=timezone)
 
     def close(self) -> None:
@@ -198,6 +206,19 @@ class LevelStore(Database):
             # and rows written here before: the old storer finishes the minutes it began
             # (see the module doc), harmless as the row holding more records wins
             keys = [k for k in fold.take_dirty(current=current) if ours(k[0]) or fold.written(k)]
+            head = self.head_before
+            if head is not None:
+                heads = [k for k in keys if k[1] < head]
+                keys = [k for k in keys if k[1] >= head]
+                for i in range(0, len(heads), size):
+                    deltas = fold.take_deltas(heads[i : i + size])
+                    try:
+                        self._write_rows(_UPSERT_LATE, deltas)
+                    except BaseException:
+                        fold.put_back_deltas(deltas)
+                        fold.mark_dirty(heads[i + size :])
+                        raise
+                    written += len(deltas)
             for i in range(0, len(keys), size):
                 part = keys[i : i + size]
                 try:

@@ -87,6 +87,8 @@ class MinuteFold:
         self._dirty: list[MinuteKey] = []  # keys whose flag went up, in order
         # late rows: records of minutes that had already left memory, to be added once
         self._late: dict[MinuteKey, list[float]] = {}
+        # rows written as deltas (`take_deltas`): what has been added to the store so far
+        self._added: dict[MinuteKey, list[float]] = {}
         self._newest = -(2**62)
         self._gone_upto = -(2**62)  # the newest minute that left memory
 
@@ -224,10 +226,13 @@ class MinuteFold:
         """Ask for these rows to be written again (their write failed)."""
         with self._lock:
             for key in keys:
-                row = self._rows.get(key)
-                if row is not None and not row[_DIRTY]:
-                    row[_DIRTY] = 1
-                    self._dirty.append(key)
+                self.mark_dirty_locked(key)
+
+    def mark_dirty_locked(self, key: MinuteKey) -> None:
+        row = self._rows.get(key)
+        if row is not None and not row[_DIRTY]:
+            row[_DIRTY] = 1
+            self._dirty.append(key)
 
     def mark_sensors(self, stores: Callable[[str], bool]) -> int:
         """Ask for every row of the sensors `stores` names to be written (this gateway has
@@ -246,6 +251,50 @@ class MinuteFold:
                         row[_DIRTY] = 1
                         self._dirty.append(key)
             return marked
+
+    def take_deltas(self, keys: Sequence[MinuteKey]) -> list[Row]:
+        """What these rows gained since they were last taken this way, as `levels_minute`
+        rows to be added (rows that gained nothing are left out; the max LAFmax is the
+        row's own, as adding a max again changes nothing)."""
+        out = []
+        with self._lock:
+            rows, added = self._rows, self._added
+            for key in keys:
+                v = rows.get(key)
+                if v is None:
+                    continue
+                v[_WRITTEN] = 1
+                was = added.get(key)
+                if was is None:
+                    was = added[key] = [0, 0.0, 0.0, 0.0, -math.inf, 0, 0]
+                if v[0] == was[0]:
+                    continue
+                delta = [v[i] - was[i] for i in range(7)]
+                was[:] = v[:7]
+                s, m = key
+                out.append(
+                    (
+                        s,
+                        m,
+                        int(delta[0]),
+                        delta[1],
+                        delta[2],
+                        delta[3],
+                        v[4],
+                        int(delta[5]),
+                        int(delta[6]),
+                    )
+                )
+        return out
+
+    def put_back_deltas(self, rows: Sequence[Row]) -> None:
+        """Deltas whose write failed: they are taken again with what the rows gain meanwhile."""
+        with self._lock:
+            for s, m, n, dur, ea, ec, _fmax, peaks, cal in rows:
+                was = self._added.get((s, m))
+                if was is not None:
+                    _add(was, -n, -dur, -ea, -ec, -math.inf, -peaks, -cal)
+                self.mark_dirty_locked((s, m))
 
     def take_late(self) -> list[Row]:
         """Remove the late rows and return them as `levels_minute` rows, to be added."""
@@ -284,6 +333,7 @@ class MinuteFold:
                     continue
                 for k in keys:
                     del self._rows[k]
+                    self._added.pop(k, None)
                 gone += len(keys)
                 del self._by_minute[minute]
                 self._touched.pop(minute, None)

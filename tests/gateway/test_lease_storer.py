@@ -7,6 +7,7 @@ import asyncio
 import collections
 import math
 import signal
+import sqlite3
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -127,6 +128,53 @@ def test_a_gateway_handing_a_sensor_over_finishes_the_minute_the_newcomer_holds_
     finally:
         a.close()
         b.close()
+
+
+def test_a_lone_gateway_restarted_mid_minute_adds_what_it_folds_to_what_it_wrote(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(levels, "EARLY_WRITE_S", 1e9)  # early writes only where the test says
+    path = tmp_path / "h.db"
+    minute, after = records("n1", range(60)), records("n1", range(60, 61))
+    first = Storage(path)
+    first.head_before = T0 - 3600.0  # the service sets its start: long before
+    first.fold_levels(minute[:30])
+    first.flush()  # its early write
+    first.fold_levels(minute[30:35])
+    Database.close(first)  # killed: the five records since its early write die with it
+    again = Storage(path)
+    again.head_before = T0 + 40.0  # back at 40 s into the minute
+    again.fold_levels(minute[40:50])
+    again.flush()
+    again.fold_levels(minute[50:] + after)
+    again.flush()
+    again.flush()
+    again.close()
+    with sqlite3.connect(path) as raw:
+        rows = raw.execute("SELECT sensor, minute, n, energy_a FROM levels_minute").fetchall()
+    found = {(str(s), int(m)): (int(n), float(e)) for s, m, n, e in rows}
+    assert same(found, expected(minute[:30] + minute[40:] + after))
+
+
+def test_a_delta_whose_write_failed_is_added_with_what_came_meanwhile(tmp_path: Path) -> None:
+    path = tmp_path / "h.db"
+    recs = records("n1", range(3))
+    with Storage(path) as db:
+        db.head_before = T0 + 3600.0  # every row here is written as a delta
+        db.fold_levels(recs[:2])
+        db._db.execute(
+            "CREATE TEMP TRIGGER refuse BEFORE INSERT ON levels_minute "
+            "BEGIN SELECT RAISE(ABORT, 'disk says no'); END"
+        )
+        with pytest.raises(sqlite3.Error, match="disk says no"):
+            db.flush()
+        db.fold_levels(recs[2:])
+        db._db.execute("DROP TRIGGER refuse")
+        db.flush()
+        db.flush()
+        [row] = db.minute_levels(["n1"], T0, T0 + 60)
+    assert (row.n, row.dur) == (3, 3.0)
+    assert row.laeq == pytest.approx(10 * math.log10(sum(10 ** (r.laeq / 10) for r in recs) / 3))
 
 
 def test_records_that_come_after_their_minute_left_memory_are_added_once(tmp_path: Path) -> None:
