@@ -7,7 +7,8 @@ minute.  A row goes to the store whole (everything folded into its minute so
 far), with an upsert in which **the version holding more records wins**: a
 row written again, or by two gateways, is never summed twice.  Records whose
 minute had already left memory (`MinuteFold.hold_s` after it was last folded
-into: a sensor's backlog) are *added* to the stored row, once.
+into: a sensor's backlog) are *added* to the stored row, once, by the storer
+(other gateways drop them, so such records that come during a takeover are lost).
 
 Gateways sharing a store (PostgreSQL) each fold every sensor's records, but
 only a sensor's *storer* writes them: `keep_sensor(sensor)` says whether this
@@ -185,11 +186,13 @@ class LevelStore(Database):
                     found = memo[sensor] = keep is None or keep(sensor)
                 return found
 
+            taken_over = False
             if self.keep_token is not None:
                 token = self.keep_token()
                 if token != self._token:
-                    # this gateway may store other sensors now: write all it holds of them
-                    fold.mark_sensors(ours)
+                    # this gateway may store other sensors now: write all it holds of them,
+                    # the newest minute's rows too
+                    taken_over = fold.mark_sensors(ours) > 0
                     self._token = token
             late = [r for r in fold.take_late() if ours(r[0])]
             for i in range(0, len(late), size):
@@ -200,7 +203,7 @@ class LevelStore(Database):
                     raise
                 written += min(size, len(late) - i)
             now = time.monotonic()
-            current = everything or now - self._early_at >= EARLY_WRITE_S
+            current = everything or taken_over or now - self._early_at >= EARLY_WRITE_S
             if current:
                 self._early_at = now
             # and rows written here before: the old storer finishes the minutes it began
@@ -216,7 +219,7 @@ class LevelStore(Database):
                         self._write_rows(_UPSERT_LATE, deltas)
                     except BaseException:
                         fold.put_back_deltas(deltas)
-                        fold.mark_dirty(heads[i + size :])
+                        fold.mark_dirty(heads[i + size :] + keys)
                         raise
                     written += len(deltas)
             for i in range(0, len(keys), size):

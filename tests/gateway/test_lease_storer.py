@@ -81,6 +81,7 @@ def test_one_storer_per_sensor_and_a_takeover_writes_what_the_dead_one_had_not(
         for gw, name in ((a, "a"), (b, "b")):
             gw.keep_sensor = lambda s, name=name: holder[FIRST_ZONE[s]] == name
             gw.keep_token = lambda: tuple(sorted(holder.items()))
+            assert gw.write_minutes() == 0  # its first leases, before any record
             # every gateway folds every record, whoever stores it
             assert gw.fold_levels(sent) == len(sent)
         # the minute that is over: a writes n1 and x4 (x4's first zone is a's), b only s1
@@ -158,10 +159,10 @@ def test_a_lone_gateway_restarted_mid_minute_adds_what_it_folds_to_what_it_wrote
 
 def test_a_delta_whose_write_failed_is_added_with_what_came_meanwhile(tmp_path: Path) -> None:
     path = tmp_path / "h.db"
-    recs = records("n1", range(3))
+    recs, later = records("n1", range(3)), records("n1", range(60, 61))
     with Storage(path) as db:
-        db.head_before = T0 + 3600.0  # every row here is written as a delta
-        db.fold_levels(recs[:2])
+        db.head_before = T0 + 1.0  # started in minute T0: its row is written as a delta
+        db.fold_levels(recs[:2] + later)
         db._db.execute(
             "CREATE TEMP TRIGGER refuse BEFORE INSERT ON levels_minute "
             "BEGIN SELECT RAISE(ABORT, 'disk says no'); END"
@@ -172,8 +173,9 @@ def test_a_delta_whose_write_failed_is_added_with_what_came_meanwhile(tmp_path: 
         db._db.execute("DROP TRIGGER refuse")
         db.flush()
         db.flush()
-        [row] = db.minute_levels(["n1"], T0, T0 + 60)
+        [row, next_row] = db.minute_levels(["n1"], T0, T0 + 120)
     assert (row.n, row.dur) == (3, 3.0)
+    assert (next_row.minute, next_row.n) == (T0 + 60, 1)  # a whole row, kept for the retry
     assert row.laeq == pytest.approx(10 * math.log10(sum(10 ** (r.laeq / 10) for r in recs) / 3))
 
 
