@@ -102,8 +102,8 @@ def _firmware_exe(sensor: Sensor, timeout: float = 30.0) -> Path:
         try:
             argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
             exe = Path(os.readlink(f"/proc/{pid}/exe"))
-        except FileNotFoundError:
-            continue  # that child just ended
+        except (FileNotFoundError, ProcessLookupError):
+            continue  # that child (mpy-cross, say) just ended
         if any(Path(a.decode()).name == "micropython" for a in argv[:2]) and "-X" in (
             a.decode() for a in argv
         ):

@@ -161,11 +161,18 @@ class Sensor:
             raise
 
     def kill(self) -> None:
+        """Power loss: the wrapper and the firmware die at once.  The wrapper goes
+        first, or it would boot the killed firmware again as after a crash, and
+        that child would outlive it."""
         if self.proc.poll() is None:
-            with contextlib.suppress(AssertionError, ProcessLookupError):
-                os.kill(self.firmware_pid(1.0), signal.SIGKILL)
+            firmware = None
+            with contextlib.suppress(AssertionError, OSError):
+                firmware = self.firmware_pid(1.0)
             self.proc.kill()
             self.proc.wait()
+            if firmware is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(firmware, signal.SIGKILL)
 
     def output(self) -> str:
         return self.log.read_text(errors="replace") + self.err.read_text(errors="replace")
