@@ -104,7 +104,9 @@ typecheck: $(STAMP)
 	$(BIN)/mypy --config-file firmware/mypy.ini firmware/hushlight protocol
 
 pytest: $(STAMP) mosquitto rabbitmq postgres chromium micropython
-	$(BIN)/python -m pytest
+	@# two workers: most tests wait on sensors playing audio and on brokers, not on the
+	@# CPU; the broker cluster's tests stay on one worker (tests/cluster/conftest.py)
+	$(BIN)/python -m pytest -n 2 --dist loadgroup --durations=15
 
 test: lint typecheck pytest
 
