@@ -39,6 +39,8 @@ only the public key (``release.pub``, `encode_public_key`), and checks with
 secret would not do: one opened sensor would give it away for all.
 """
 
+import sys
+
 from protocol.errors import ProtocolError
 
 try:
@@ -138,53 +140,7 @@ def parse_line(line: str) -> tuple[Any, ...]:
     raise _bad("manifest line %r is not understood" % (line[:40],))
 
 
-def encode_manifest(
-    version: str, min_version: str, mpy: int, files: "list[tuple[str, int, str]]"
-) -> bytes:
-    """The manifest's bytes for `files`, a list of (path, size, sha256 hex)."""
-    parse_version(version)
-    parse_version(min_version)
-    lines = [MAGIC, "version " + version, "min_version " + min_version, "mpy %d" % mpy]
-    for path, size, digest in files:
-        lines.append("file %s %d %s" % (check_path(path), size, digest))
-    text = "\n".join(lines) + "\n"
-    for line in lines:
-        parse_line(line)
-    if len(text) > MANIFEST_MAX:
-        raise _bad("the manifest takes %d bytes, over %d" % (len(text), MANIFEST_MAX))
-    return text.encode()
-
-
-def parse_manifest(text: str) -> "dict[str, Any]":
-    """The whole manifest (str) as a dict: version, min_version, mpy, files
-    [(path, size, sha256 hex)]; ProtocolError if it is not one.  (The sensor
-    reads its manifest line by line with `parse_line` instead.)"""
-    lines = text.split("\n")
-    if lines[-1] != "":
-        raise _bad("the manifest does not end with a line feed")
-    items = [parse_line(line) for line in lines[:-1]]
-    out: "dict[str, Any]" = {"files": []}
-    if not items or items[0] != ("magic",):
-        raise _bad("the manifest does not start with %r" % MAGIC)
-    for item in items[1:]:
-        if item[0] == "file":
-            out["files"].append(item[1:])
-        elif item[0] in out or item[0] == "magic":
-            raise _bad("the manifest has %r twice" % item[0])
-        else:
-            out[item[0]] = item[1]
-    for key in ("version", "min_version", "mpy"):
-        if key not in out:
-            raise _bad("the manifest has no %r line" % key)
-    return out
-
-
 # ---- signature ----------------------------------------------------------------
-
-
-def encode_public_key(n: int, e: int = 65537) -> str:
-    """The text of a sensor's `release.pub` for the RSA public key (n, e)."""
-    return "%s\ne %d\nn %x\n" % (KEY_MAGIC, e, n)
 
 
 def parse_public_key(text: str) -> tuple[int, int]:
@@ -210,37 +166,35 @@ def pkcs1_block(digest: bytes, k: int) -> bytes:
     return b"\x00\x01" + b"\xff" * (k - len(t) - 3) + b"\x00" + t
 
 
+def signed_block(n: int, e: int, sig: bytes) -> "bytes | None":
+    """The block the signature `sig` (bytes) carries under the public key
+    (n, e): pow(sig, e, n) as k bytes, k the modulus's; None if `sig` cannot
+    be a signature for it.  `verify` compares it with `pkcs1_block`; the
+    sensor works it out when an offer comes, while its heap has room for a
+    pow on 3072-bit numbers, and compares once the manifest is in."""
+    k = (len("%x" % n) + 1) // 2  # (MicroPython's int has no bit_length)
+    if len(sig) != k:
+        return None
+    s = int.from_bytes(sig, "big")
+    if s >= n:
+        return None
+    return pow(s, e, n).to_bytes(k, "big")
+
+
 def verify(n: int, e: int, sig: bytes, digest: bytes) -> bool:
     """True if `sig` (bytes) is the RSASSA-PKCS1-v1_5 signature of the
     SHA-256 `digest` under the public key (n, e)."""
-    k = (len("%x" % n) + 1) // 2  # (MicroPython's int has no bit_length)
-    if len(sig) != k or len(digest) != 32:
+    block = signed_block(n, e, sig)
+    if block is None or len(digest) != 32:
         return False
-    s = int.from_bytes(sig, "big")
-    if s >= n:
-        return False
-    return pow(s, e, n) == int.from_bytes(pkcs1_block(digest, k), "big")
+    return block == pkcs1_block(digest, len(block))
 
 
-# ---- topics and chunks --------------------------------------------------------
-
-
-def topic(site: str, sensor: str, leaf: str) -> str:
-    """The sensor's OTA topic `leaf` ("offer", "get" or "chunk")."""
-    # (imported here: the sensor builds its topics without this module, and
-    # protocol.topics would cost its heap while a release is staged)
-    from protocol import topics
-
-    return topics.ota(site, sensor, leaf)
-
-
-def chunk(offset: int, data: bytes) -> bytes:
-    """A chunk message: `offset` as 4 bytes big-endian, then `data`."""
-    return offset.to_bytes(4, "big") + data
-
-
-def chunk_offset(payload: bytes) -> int:
-    """The offset a chunk message carries (its data is payload[4:])."""
-    if len(payload) < 4:
-        raise _bad("a chunk of %d bytes has no offset" % len(payload))
-    return int.from_bytes(payload[:4], "big")
+if sys.implementation.name != "micropython":
+    # the tools' side (CPython), in a module the sensor never loads
+    from protocol.ota_release import chunk as chunk  # noqa: E402
+    from protocol.ota_release import chunk_offset as chunk_offset  # noqa: E402
+    from protocol.ota_release import encode_manifest as encode_manifest  # noqa: E402
+    from protocol.ota_release import encode_public_key as encode_public_key  # noqa: E402
+    from protocol.ota_release import parse_manifest as parse_manifest  # noqa: E402
+    from protocol.ota_release import topic as topic  # noqa: E402

@@ -24,6 +24,7 @@ status, and the running version carries on.
 
 import asyncio
 import binascii
+import gc
 import hashlib
 import json
 import time
@@ -46,6 +47,7 @@ RETRY_MS = 3000
 # give up after this long without a new byte (the tool went away)
 GIVE_UP_MS = 600000
 _ENOSPC = 28
+BAD_SIG = "the signature does not match this sensor's release key"
 
 
 class Staging:
@@ -67,6 +69,7 @@ class Staging:
     task: "Any"
     over: bool
     staged: bool
+    checking: bool  # the manifest is in, its checks wait for the task
     reopen: int  # > -1: files complete before a reboot, to check again first
     f: "Any"  # the file being written
     h: "Any"  # its running sha256
@@ -76,6 +79,9 @@ class Staging:
     man: "Any"  # the manifest, open at the next file line
     done: int  # files complete (-1: the manifest is not checked yet)
     limit: "int | None"  # unix port, tests: bytes the flash still takes
+    # pow(signature, e, n) of the offer under release.pub, as bytes
+    # (protocol.ota.signed_block; None until worked out)
+    block: "Any"
 
     def kick(self):
         """Ask again at once (a new connection, the same offer again)."""
@@ -87,10 +93,29 @@ class Staging:
     async def run(self):
         app = self.app
         topic = app.t_status[:-6] + "ota/get"
-        if self.reopen >= 0:
+        tries = 0
+        while self.block is None and not self.over:
+            # the pow wants blocks of 770 bytes, which come and go with the
+            # records a sensor keeps: tried again a few times, a second apart
+            try:
+                self.read_key()
+            except MemoryError:
+                tries += 1
+                if tries < 10:
+                    await asyncio.sleep_ms(1000)
+                    continue
+                self.end("out of memory while staging")
+            except ValueError as e:
+                self.end(str(e))
+        if self.reopen >= 0 and not self.over:
             # a staging resumed after a reboot: the manifest is checked again
-            self.take(once("otaverify").reopen, self)
+            self.take(self._resume)
         while not self.over:
+            if self.checking:
+                self.take(self._manifest)
+                self.checking = False
+                self.asked = self.have  # now the files
+                continue
             if self.staged:
                 once("otaend").switch(self)
                 return
@@ -119,7 +144,7 @@ class Staging:
 
     def chunk(self, payload):
         """A chunk message (hushlight.app._on_message)."""
-        if self.over or self.staged or len(payload) < 4:
+        if self.over or self.staged or self.checking or self.reopen >= 0 or len(payload) < 4:
             return
         off = int.from_bytes(payload[:4], "big")
         if off != self.have:
@@ -164,11 +189,59 @@ class Staging:
         self.f = self.man = self.h = None
         once("otaend").end(self, state, reason)
 
+    def read_key(self):
+        """The block the offer's signature carries (protocol.ota.signed_block),
+        with protocol.ota loaded alone: after a reboot, or when the offer
+        found no room for it."""
+        from protocol import ota
+
+        gc.collect()
+        try:
+            with open("release.pub") as f:
+                n, e = ota.parse_public_key(f.read())
+            block = ota.signed_block(n, e, binascii.a2b_base64(self.offer["sig"]))
+        except ValueError as e:
+            raise ValueError("release.pub is not a release key: %s" % e)
+        finally:
+            forget("protocol.ota")
+        if not block:
+            raise ValueError(BAD_SIG)
+        self.block = block
+
+    def _manifest(self):
+        self.step("manifest")
+        self.signed(self.h.digest())
+        self.h = None
+        once("otaverify").manifest_done(self)
+
+    def _resume(self):
+        self.signed(once("otaverify").digest(self))
+        once("otaverify").to_files(self, self.reopen)
+        self.reopen = -1
+
     # ---- the bytes --------------------------------------------------------
+
+    def signed(self, digest):
+        """Raise ValueError unless the manifest's sha256 `digest` is what the
+        offer's signature carries (protocol.ota.verify, in two steps: the pow
+        was done when the offer came, see `block`)."""
+        from protocol import ota
+
+        try:
+            ok = self.block and self.block == ota.pkcs1_block(digest, len(self.block))
+        finally:
+            forget("protocol.ota")
+        if not ok:
+            raise ValueError(BAD_SIG)
 
     def step(self, name):
         """The test hook of the unix port (otastate.step): say the step, maybe hold."""
         if platform.UNIX:
+            try:
+                open("ota_hold").close()
+            except OSError:
+                print("ota: step " + name)  # (no hold: otastate stays unloaded)
+                return
             import otastate
 
             otastate.step(name)
@@ -203,7 +276,12 @@ class Staging:
             self.have += k
             if self.done < 0:
                 if self.have == self.size:
-                    once("otaverify").manifest_done(self)
+                    # checked by the task, out of the MQTT reader's way (and its
+                    # chunk's heap); the bytes after it are asked for again
+                    self.f.close()
+                    self.f = None
+                    self.checking = True
+                    return
             else:
                 self.left -= k
                 if not self.left:

@@ -8,11 +8,10 @@ protocol.ota.
 
 import asyncio
 import binascii
+import gc
 import json
 import os
 import time
-
-import otastate
 
 from hushlight import forget, once, platform
 from hushlight.app import log
@@ -49,6 +48,9 @@ def offer(app, payload):
             if st is not None:
                 st.end(None, "idle")  # another release: this one goes
             _start(app, o)
+    except MemoryError:  # the offer is refused, the sensor runs on
+        app.ota = {"ota": "refused", "ota_version": None, "ota_reason": "out of memory"}
+        app.status_changed.set()
     finally:
         forget("protocol.ota")
         forget("otastate")
@@ -74,9 +76,26 @@ def _check_offer(o):
     return None
 
 
-def _staging(app, o, slot):
+def _block(o):
+    """The block the offer's signature carries under release.pub
+    (protocol.ota.signed_block), worked out now, while the heap is whole: a
+    pow on 3072-bit numbers wants blocks of 770 bytes, which a transfer cuts
+    up.  b"" if the signature cannot be one; None when the heap has no room
+    now (the staging's task tries again: Staging.read_key).  ValueError if
+    release.pub is not a release key."""
+    gc.collect()
+    try:
+        with open(KEY) as f:
+            n, e = release.parse_public_key(f.read())
+        return release.signed_block(n, e, binascii.a2b_base64(o["sig"])) or b""
+    except MemoryError:
+        return None
+
+
+def _staging(app, o, slot, block):
     """A hushlight.ota.Staging of the offer `o` into `slot`."""
     st = once("ota").Staging()
+    st.block = block
     st.app = app
     st.offer = o
     st.version = o["version"]
@@ -88,7 +107,7 @@ def _staging(app, o, slot):
     st.asked_at = st.progress = time.ticks_ms()
     st.event = asyncio.Event()
     st.task = None
-    st.over = st.staged = False
+    st.over = st.staged = st.checking = False
     st.reopen = -1
     st.f = st.h = st.man = None
     st.left = 0
@@ -117,12 +136,21 @@ def _fresh(st):
 
 def _start(app, o):
     reason = _check_offer(o)
+    block = None
+    if reason is None:
+        try:
+            block = _block(o)
+        except (OSError, ValueError) as e:
+            reason = "release.pub is not a release key: %s" % e
+        if block == b"":
+            reason = "the signature does not match this sensor's release key"
     if reason is not None:
-        st = None
         once("otaend").record(app, "refused", o.get("version"), reason)
         return
+    import otastate  # (after the key: its digits want room in the heap)
+
     slot = "b" if otastate.read().get("slot") == "a" else "a"
-    st = _staging(app, o, slot)
+    st = _staging(app, o, slot, block)
     log("update to %s: staging into slot %s" % (st.version, slot))
     for p in ("ota", "ota/" + slot, st.dir + "hushlight", st.dir + "protocol"):
         try:
@@ -153,7 +181,7 @@ def resume(app, d):
         if slot == d.get("slot") or d.get("state") == "trial":
             os.remove(STAGE)  # switched already: the reboot came before the clean-up
             return
-        st = _staging(app, o, slot)
+        st = _staging(app, o, slot, None)
         log("update to %s resumes (%d files were complete)" % (st.version, max(done, 0)))
         if done < 0:
             once("otaend").clear(slot)

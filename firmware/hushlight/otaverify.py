@@ -1,13 +1,11 @@
-"""The manifest of a release being staged (hushlight.ota): its signature
-with the sensor's release.pub, then what it says, read back line by line
+"""The manifest of a release being staged (hushlight.ota), once its
+signature is checked (Staging.signed): what it says, read back line by line
 (never held parsed whole).  A ValueError refuses the release.
 
-Loaded when the manifest is complete (and to check it again when a staging
-resumes after a reboot), then dropped again (hushlight.once) with
-protocol.ota.
+Loaded when the manifest is complete (and when a staging resumes after a
+reboot), then dropped again (hushlight.once) with protocol.ota.
 """
 
-import binascii
 import hashlib
 import os
 import sys
@@ -15,51 +13,32 @@ import sys
 from hushlight import forget, platform
 from protocol import ota as release
 
-KEY = "release.pub"
 MANIFEST = "manifest.txt"  # hushlight.ota.MANIFEST
 
 
-def _verify(st, digest):
-    with open(KEY) as f:
-        n, e = release.parse_public_key(f.read())
-    if not release.verify(n, e, binascii.a2b_base64(st.offer["sig"]), digest):
-        raise ValueError("the signature does not match this sensor's release key")
-
-
 def manifest_done(st):
-    """The manifest is in: checked, then the files are asked for."""
+    """The manifest is in and signed (Staging.signed): what it says is
+    checked, then the files are asked for."""
     try:
-        st.f.close()
-        st.f = None
-        st.step("manifest")
-        digest = st.h.digest()
-        st.h = None
-        _verify(st, digest)
         _check(st)
         st.done = 0
         st.save()
         st.step("verified")
-        _to_files(st, 0)
+        to_files(st, 0)
     finally:
         forget("protocol.ota")
 
 
-def reopen(st):
-    """A staging resumed after a reboot with `st.reopen` files complete: the
-    manifest is checked again, then the next file is asked for."""
-    try:
-        h = hashlib.sha256()
-        with open(st.dir + MANIFEST, "rb") as f:
-            while True:
-                b = f.read(256)
-                if not b:
-                    break
-                h.update(b)
-        _verify(st, h.digest())
-        _to_files(st, st.reopen)
-        st.reopen = -1
-    finally:
-        forget("protocol.ota")
+def digest(st):
+    """The sha256 of the manifest stored in the slot (a staging resumed)."""
+    h = hashlib.sha256()
+    with open(st.dir + MANIFEST, "rb") as f:
+        while True:
+            b = f.read(256)
+            if not b:
+                break
+            h.update(b)
+    return h.digest()
 
 
 def _check(st):
@@ -115,7 +94,7 @@ def _check(st):
         )
 
 
-def _to_files(st, done):
+def to_files(st, done):
     """Open the manifest at its file lines, past the first `done` files."""
     st.man = open(st.dir + MANIFEST)
     st.have = st.size
