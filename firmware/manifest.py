@@ -6,9 +6,13 @@
 #   cd micropython/ports/esp32
 #   make BOARD=ESP32_GENERIC FROZEN_MANIFEST=/path/to/hushlight/firmware/manifest.py
 #
-# boot.py, main.py, config.json and ca.pem stay on the filesystem: only they
-# are flashed after such an image (files on the filesystem come before frozen
-# modules on sys.path, so .mpy copies of these packages must not be there).
+# boot.py, main.py, the loader (otaboot.py, otastate.py), config.json, ca.pem
+# and release.pub stay on the filesystem: only they are flashed after such an
+# image (files on the filesystem come before frozen modules on sys.path, so
+# .mpy copies of these packages must not be there).  The frozen packages are
+# the factory version; an update's slot (ota/a or ota/b, written by
+# hushlight.ota) goes first on sys.path when it runs, so its modules load
+# from the filesystem instead.
 
 # the port's own frozen modules (asyncio, the networking bundle)
 include("$(PORT_DIR)/boards/manifest.py")

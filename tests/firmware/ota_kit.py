@@ -139,11 +139,18 @@ class OtaSensor:
         leaf = f"/sensors/{self.id}/levels"
         return sorted({v["seq"] for t, v in list(self.records.messages) if t.endswith(leaf)})
 
-    async def wait_status(self, pred: Callable[[dict[str, Any]], bool], within: float, what: str):
+    async def wait_status(
+        self, pred: Callable[[dict[str, Any]], bool], within: float, what: str
+    ) -> dict[str, Any]:
+        """The sensor's last status once `pred` holds for it."""
+
         def why() -> str:
             return f"last status: {self.status()}\n--- sensor output ---\n{self.output()[-4000:]}"
 
-        return await poll(lambda: pred(self.status()) and self.status(), within, what, why)
+        status: dict[str, Any] = await poll(
+            lambda: pred(self.status()) and self.status(), within, what, why
+        )
+        return status
 
     async def wait_line(self, text: str, within: float) -> None:
         await poll(lambda: text in self.output(), within, repr(text), lambda: self.output()[-4000:])

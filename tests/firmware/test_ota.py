@@ -171,11 +171,11 @@ async def test_bad_releases_are_refused_and_the_sensor_runs_on(
                     (s.state / "release.pub").rename(s.state / "release.pub.away")
                 seen = len(events)
                 await server.offer(s.id, rel.version)
-                st = await s.wait_status(
-                    lambda st, n=seen: any(e.get("ota") == "refused" for e in events[n:]),
-                    30,
-                    f"the refusal of {name}",
-                )
+
+                def refused(st: dict[str, Any], n: int = seen) -> bool:
+                    return any(e.get("ota") == "refused" for e in events[n:])
+
+                await s.wait_status(refused, 30, f"the refusal of {name}")
                 st = next(e for e in events[seen:] if e.get("ota") == "refused")
                 assert (st["ota_version"], st["ota_reason"]) == (rel.version, reason), name
                 assert st["fw"] == OLD, name

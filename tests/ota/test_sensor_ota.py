@@ -20,6 +20,8 @@ update.
 from __future__ import annotations
 
 import asyncio
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -156,7 +158,9 @@ async def test_versions_that_fail_roll_back_by_themselves(
         assert seqs == list(range(seqs[0], seqs[-1] + 1)), f"{s.id}: gaps in seq: {seqs}"
 
 
-async def _kill_walk(s: OtaSensor, server: ReleaseServer, seen: list[dict[str, Any]], step: str):
+async def _kill_walk(
+    s: OtaSensor, server: ReleaseServer, seen: list[dict[str, Any]], step: str
+) -> None:
     hold = s.state / "ota_hold"
     hold.write_text(step)
     s.start()
@@ -221,3 +225,20 @@ async def test_killed_at_every_step_of_an_update_it_boots_a_whole_version_and_en
     for step, s in sensors.items():
         assert f"ota: holding at {step}" in s.runs[0].output(), step
         assert len(s.runs) == 2, step
+
+
+def test_a_release_key_that_is_not_one_is_refused_before_the_sensor_starts(
+    tmp_path: Path,
+) -> None:
+    bad = tmp_path / "release.pub"
+    bad.write_text("-----BEGIN PUBLIC KEY-----\nnot the sensor's format\n")
+    proc = subprocess.run(
+        [sys.executable, "-m", "tools.cli", "sensor", "--id", "k1", "--site", SITE,
+         "--broker", "mqtt://127.0.0.1:1", "--synthetic", "quiet",
+         "--state-dir", str(tmp_path / "st"), "--release-key", str(bad)],
+        cwd=upy.REPO_ROOT, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert proc.returncode == 2, proc.stderr
+    err = proc.stderr.strip()
+    assert f"--release-key {bad}" in err and "hushlight keygen" in err, err
+    assert not (tmp_path / "st" / "release.pub").exists()
