@@ -105,8 +105,8 @@ typecheck: $(STAMP)
 
 pytest: $(STAMP) mosquitto rabbitmq postgres chromium micropython
 	@# two workers: most tests wait on sensors playing audio and on brokers, not on the
-	@# CPU; the broker cluster's tests stay on one worker (tests/cluster/conftest.py)
-	$(BIN)/python -m pytest -n 2 --dist loadgroup --durations=15
+	@# CPU; a module stays on one worker, the broker cluster's tests all on one (tests/conftest.py)
+	$(BIN)/python -m pytest -n 2 --durations=15
 
 test: lint typecheck pytest
 

@@ -9,10 +9,26 @@ anybody else's retained messages or sessions.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
 from tools.broker import Mosquitto
+
+
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """On several workers (`make test`: pytest-xdist `-n 2`) each test module goes
+    to one worker whole, so that its module fixtures are made once, and every
+    module of tests/cluster to the same worker, so that one broker cluster is
+    started for the session and no two tests kill its nodes at once."""
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ModulesAndCluster(LoadScopeScheduling):  # type: ignore[misc]
+        def _split_scope(self, nodeid: str) -> str:
+            module = nodeid.split("::", 1)[0]
+            return "tests/cluster" if module.startswith("tests/cluster/") else module
+
+    return ModulesAndCluster(config, log)
 
 
 @pytest.fixture(scope="session")

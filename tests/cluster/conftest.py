@@ -20,15 +20,6 @@ from tools import rabbit_accounts
 from tools.rabbit_cluster import RabbitCluster
 
 SITE = "testsite"
-HERE = Path(__file__).parent
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """On several workers (pytest-xdist, `--dist loadgroup`) the cluster's tests
-    run on one of them, so that only one cluster is started for the session."""
-    for item in items:
-        if item.path.is_relative_to(HERE):
-            item.add_marker(pytest.mark.xdist_group("rabbit-cluster"))
 
 
 @dataclass(frozen=True)
