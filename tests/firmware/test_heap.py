@@ -44,8 +44,8 @@ def on_slot(tmp: Path, state: Path) -> list[str]:
     slot = state / "ota" / "a"
     shutil.copytree(bundle.path / "files", slot)
     (slot / "manifest.txt").write_bytes(bundle.manifest)
-    ota = {"slot": "a", "version": UPDATE, "prev_slot": None, "prev_version": None}
-    ota |= {"state": "confirmed", "boots": 0, "last": None}
+    ota: dict[str, object] = {"slot": "a", "version": UPDATE, "prev_slot": None}
+    ota |= {"prev_version": None, "state": "confirmed", "boots": 0, "last": None}
     (state / "ota.json").write_text(json.dumps(ota))
     return ["--release-key", str(pub)]
 
