@@ -7,7 +7,6 @@ heap is counted as it is built (console `heap`, hushlight.app.App.heap_table).
 
 import array
 import asyncio
-import json
 import time
 
 from hushlight import coeffs, once, timesync
@@ -72,36 +71,14 @@ def build(app, config_path, mark):
     mark = _open_audio(app, mark)
     app.mqtt = _make_client(app)
     app.count_heap("mqtt", mark)
-    # an update's state once an update ever came; a staging a reboot cut
-    # short resumes
+    # an update's state, read (hushlight.otatrial) once an update ever came;
+    # a staging a reboot cut short resumes
     app.ota = app.ota_task = app.ota_stage = None
-    _update_state(app)
-
-
-def _update_state(app):
-    """`app.ota` from ota.json (status ota, ota_version, ota_reason).  A
-    version running confirmed from a slot, with nothing to report and no
-    staging to resume, is read here: loading hushlight.otatrial (and the
-    loader's otastate) leaves their names in the heap for good, 480 bytes
-    of the margin.  Everything else is hushlight.otatrial's."""
     try:
-        with open("ota.json") as f:
-            d = json.load(f)
-    except OSError:
-        return  # no update ever came
-    except ValueError:
-        d = None
-    try:
-        open("ota/stage.json").close()
-        d = None  # a staging to resume
+        open("ota.json").close()
+        once("otatrial").boot(app)
     except OSError:
         pass
-    if type(d) is dict and d.get("state") == "confirmed" and d.get("slot") and not d.get("last"):
-        v = d.get("version")
-        if type(v) is str and 0 < len(v) <= 32:
-            app.ota = {"ota": "confirmed", "ota_version": v, "ota_reason": None}
-            return
-    once("otatrial").boot(app)
 
 
 def _open_audio(app, mark):
