@@ -7,12 +7,16 @@ Loaded for each change and dropped again (hushlight.once).
 
 import json
 
+from hushlight import once
 from hushlight.app import log
 from hushlight.config import REMOTE_KEYS
 from hushlight.errors import ConfigError
 
+# tries of a config that met a heap too cut up to decode it, a second apart
+_TRIES = 5
 
-def on_config(app, payload):
+
+def on_config(app, payload, tries=_TRIES):
     """A config message (MQTTClient.on_message, hushlight.app)."""
     try:
         new, changed = app.cfg.decode_remote(payload)
@@ -26,9 +30,32 @@ def on_config(app, payload):
         app.config_error = str(e)[:200]
         app.status_changed.set()
         return
+    except MemoryError:
+        # It arrived in the middle of a read, with the heap cut up: the
+        # decoder may find no block to load into.  Try again a moment later,
+        # after a collection, rather than lose it until the next connection
+        # brings the retained one back.
+        if tries > 1:
+            import asyncio
+
+            asyncio.create_task(_again(app, payload, tries - 1))
+        else:
+            log("config not applied: out of memory %d times" % _TRIES)
+            app.config_error = "not enough memory to decode the config; send it again"
+            app.status_changed.set()
+        return
     log("config rev %s applied: %s" % (new["config_rev"], ", ".join(changed)))
     app.config_error = None
     app.status_changed.set()
+
+
+async def _again(app, payload, tries):
+    import asyncio
+    import gc
+
+    await asyncio.sleep(1)
+    gc.collect()
+    once("remote").on_config(app, payload, tries)
 
 
 def apply(app, new, changed):
