@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.ota.site import write_site
+from tests.ota.site import ONLINE, write_site
 from tests.tools.virtual import publish
 from tools.broker import Mosquitto, free_port
 from tools.fleet import Seen, gateway_last_seen, rows, summary
@@ -16,16 +16,6 @@ from tools.upy import REPO_ROOT
 
 ZONES = {"north": ["n-1", "n-2", "both"], "south": ["both", "s-1"]}
 ZONES_OF = {"n-1": ("north",), "n-2": ("north",), "both": ("north", "south"), "s-1": ("south",)}
-ONLINE = {
-    "state": "online",
-    "fw": "0.1.0",
-    "uptime_s": 50,
-    "free_mem": 21000,
-    "dsp_load": 0.04,
-    "buffered": 0,
-    "calibration_offset_db": 0.0,
-    "ota": "idle",
-}
 
 
 def test_rows_join_the_zones_and_say_what_is_known() -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.ota.site import write_site
+from tests.ota.site import ONLINE, write_site
 from tests.tools.virtual import Sub, publish
 from tools import release
 from tools.broker import Mosquitto
@@ -20,16 +20,6 @@ from tools.upy import REPO_ROOT
 
 SITE = "cli"
 ZONES = {"north": ["n-1", "n-2"]}
-ONLINE = {
-    "state": "online",
-    "fw": "0.1.0",
-    "uptime_s": 50,
-    "free_mem": 21000,
-    "dsp_load": 0.04,
-    "buffered": 0,
-    "calibration_offset_db": 0.0,
-    "ota": "idle",
-}
 
 
 @dataclass
