@@ -13,18 +13,13 @@ import sys
 
 from protocol import MAX_PAYLOAD, strictjson
 from protocol.errors import ProtocolError
-from protocol.payloads import _check, _cross_check, _json_type, _message
+from protocol.payloads import _json_type, _message, validate
 from protocol.schema import (
     FLAGS,
     LEVEL_MAX,
     LEVEL_MIN,
-    NAME,
-    NULLABLE,
-    REQUIRED,
     SPAN_MS_MAX,
-    T_FLAGS,
     TIME_MS_MAX,
-    TYPE,
     UINT_MAX,
 )
 
@@ -56,44 +51,7 @@ def decode(kind: str, data: object) -> dict[str, Any]:
         fast = _levels_fast(obj)
         if fast is not None:
             return fast
-    return _validate(kind, obj, exact)
-
-
-def _validate(
-    kind: str, obj: dict[str, Any], exact: dict[str, Any] | None = None
-) -> dict[str, Any]:
-    """The table-driven checks of a parsed payload.  ``exact`` maps a number
-    field to its exact value (`strictjson.double`), for the checks that a
-    float32 would get wrong."""
-    fields, open_ = _message(kind)
-    out = {}
-    for f in fields:
-        name = f[NAME]
-        if name in obj:
-            v = obj[name]
-            out[name] = None if v is None and f[NULLABLE] else _check(kind, f, v, exact)
-        elif f[REQUIRED]:
-            raise ProtocolError(
-                "missing_field",
-                "%s payload lacks the required field '%s'; add it" % (kind, name),
-                name,
-            )
-        else:
-            out[name] = [] if f[TYPE] == T_FLAGS else None
-    if not open_:
-        unknown = [name for name in obj if name not in out]
-        if unknown:
-            # the first in sorted order: MicroPython's dicts do not keep the
-            # payload's order, and both Pythons must name the same field
-            name = min(unknown)
-            raise ProtocolError(
-                "unknown_field",
-                "%s payload has the unknown field %r; allowed fields are %s"
-                % (kind, name, ", ".join(f[NAME] for f in fields)),
-                name,
-            )
-    _cross_check(kind, out, exact)
-    return out
+    return validate(kind, obj, exact)
 
 
 _ABSENT = object()

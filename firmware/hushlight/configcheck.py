@@ -109,13 +109,15 @@ def validate_local(values):
 
 
 def check_remote(d):
-    """Validate a remote config dict with the wire rules; return it decoded."""
+    """Validate a remote config dict with the wire rules; return it normalised.
+
+    The dict is checked as it is (protocol.payloads.validate): a console
+    `set`, a calibration or the boot's check of config.json does not load
+    the JSON decoder, whose code would crowd the heap of a running sensor."""
     try:
-        return payloads.decode_config(json.dumps(d))
+        return payloads.validate("config", d)
     except ProtocolError as e:
         raise ConfigError(str(e))
-    finally:
-        _drop_decoder()
 
 
 def _drop_decoder():
@@ -183,8 +185,9 @@ def decode_remote(cfg, payload):
     try:
         msg = payloads.decode_config(payload)
     except ProtocolError as e:
-        _drop_decoder()
         raise ConfigError(str(e))
+    finally:
+        _drop_decoder()
     changes = {"rev": msg["rev"]}
     for key in REMOTE_KEYS:
         if msg[key] is not None:

@@ -69,6 +69,28 @@ def test_decode_micropython(v: dict[str, Any], upy_results: dict[str, dict[str, 
         assert (got["reason"], got["field"]) == (cpython["reason"], cpython["field"])
 
 
+CONFIG_OBJECTS = [
+    v
+    for v in DECODE
+    if v["kind"] == "config"
+    and "payload" in v
+    and "@" not in v["payload"]
+    and isinstance(json.loads(v["payload"] or "null", parse_constant=str), dict)
+]
+
+
+@pytest.mark.parametrize("v", CONFIG_OBJECTS, ids=vector_id)
+def test_validate_of_a_built_dict_is_decode_without_the_json(v: dict[str, Any]) -> None:
+    # the sensor checks a `set` or a calibration as a dict (configcheck.check_remote)
+    obj = json.loads(v["payload"], parse_constant=str)
+    try:
+        got = {"ok": True, "fields": payloads.validate("config", obj)}
+    except ProtocolError as e:
+        got = {"ok": False, "reason": e.reason, "field": e.field, "message": str(e)}
+    if v["ok"] or v["reason"] != "bad_json":  # a dict has no JSON to be wrong
+        check_decoded(v, got)
+
+
 def cpython_encode(v: dict[str, Any], fast: bool = False) -> dict[str, Any]:
     fields = {k: number(x) for k, x in v["fields"].items()}
     try:
@@ -283,7 +305,7 @@ def levels_objects(draw: st.DrawFn) -> dict[str, Any]:
 def test_levels_fast_path_agrees_with_the_field_table(obj: dict[str, Any]) -> None:
     fast = payloads._levels_fast(obj)
     try:
-        slow = payloads._validate("levels", obj)
+        slow = payloads.validate("levels", obj)
     except ProtocolError:
         assert fast is None
         return
@@ -297,7 +319,7 @@ def test_levels_fast_path_takes_the_common_record() -> None:
     raw = payloads.encode_levels(7, 1000, 2000, 50.5, 60, 0.0, schema.FLAG_CLIPPED)
     fast = payloads._levels_fast(json.loads(raw))
     assert fast is not None
-    assert fast == payloads._validate("levels", json.loads(raw))
+    assert fast == payloads.validate("levels", json.loads(raw))
 
 
 def test_levels_fast_path_checks_every_field_of_the_table() -> None:
@@ -309,13 +331,13 @@ def test_levels_fast_path_checks_every_field_of_the_table() -> None:
     assert fast is not None and sorted(fast) == names
     for name, _type, required, *_ in schema.LEVELS:
         with pytest.raises(ProtocolError):
-            payloads._validate("levels", {**obj, name: "spoilt"})
+            payloads.validate("levels", {**obj, name: "spoilt"})
         assert payloads._levels_fast({**obj, name: "spoilt"}) is None, name
         gone = {k: v for k, v in obj.items() if k != name}
         if required:
             assert payloads._levels_fast(gone) is None, name
         else:
-            assert same(payloads._levels_fast(gone), payloads._validate("levels", gone)), name
+            assert same(payloads._levels_fast(gone), payloads.validate("levels", gone)), name
 
 
 @settings(max_examples=300, deadline=None)
