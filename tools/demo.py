@@ -206,7 +206,9 @@ class Child:
         except OSError:
             return ""
 
-    def stop(self, timeout: float = 10.0) -> None:
+    def stop(self, timeout: float = 10.0) -> bool:
+        """Stop the child (SIGTERM, then SIGKILL after `timeout`); False if it was killed."""
+        clean = True
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
@@ -218,9 +220,11 @@ class Child:
                     with contextlib.suppress(ProcessLookupError):
                         os.kill(pid, signal.SIGKILL)
                 self.proc.wait()
+                clean = False
         if self.proc.stdin is not None:
             with contextlib.suppress(OSError):
                 self.proc.stdin.close()
+        return clean
 
 
 class Demo:
@@ -232,6 +236,7 @@ class Demo:
         self.work = work
         self.broker_url: str | None = args.broker
         self.token = uuid.uuid4().hex  # for the gateway's operator endpoints
+        self.stopped: list[Child] = []  # sensors stopped by a restart
         self.origin = NIGHT.timestamp()
         # long enough, in real seconds, for seven MicroPython sensors to boot
         self.lead_s = float(round(self.speed * args.lead_in))
@@ -336,7 +341,7 @@ class Demo:
                 stdin.flush()
         except (OSError, ValueError) as exc:
             # ValueError: a restart closed this stdin under the feeder
-            if self.sensors[sensor] is child:  # not replaced by a restart meanwhile
+            if child not in self.stopped:  # not stopped by a restart meanwhile
                 self.feed_error.append(f"{sensor}: {exc}")
         finally:
             with contextlib.suppress(OSError):
@@ -352,20 +357,33 @@ class Demo:
         t.start()
         self.feeders.append(t)
 
-    def restart_sensor(self, sensor: str) -> None:
-        """Start a sensor again that did not come online, joining the night where it is.
+    async def restart_sensors(self, sensors: list[str]) -> None:
+        """Start sensors again that did not come online, joining the night where it is.
 
-        Its records then start from the current moment (the missed seconds of
-        the lead-in are skipped); its state directory, and so its seq, is kept.
+        Their records then start from the current moment (the missed seconds of
+        the lead-in are skipped); their state directories, and so their seqs,
+        are kept.  The first firmwares stop (together) before the second ones
+        start: one sensor, one client id, one state directory.  A clean stop
+        writes the next seq, where the second goes on; a killed firmware leaves
+        the block it had reserved (hushlight.store), and the second starts past
+        that gap.
         """
         assert self.start is not None
-        old = self.sensors[sensor]
-        chunk = int((time.time() - self.start) * self.speed / CHUNK_S) + 1
-        self.sensors[sensor] = self._sensor_child(sensor, self.first + chunk * CHUNK_S)
-        self.children.append(self.sensors[sensor])
-        old.stop(timeout=2.0)
-        self.children.remove(old)
-        self.start_feeder(sensor, chunk)
+        old = [self.sensors[s] for s in sensors]
+        self.stopped += old
+        clean = await asyncio.gather(*(asyncio.to_thread(c.stop, 5.0) for c in old))
+        for sensor, child, stopped_clean in zip(sensors, old, clean, strict=True):
+            self.children.remove(child)
+            if not stopped_clean:
+                self.sensor_killed(sensor)
+            chunk = int((time.time() - self.start) * self.speed / CHUNK_S) + 1
+            self.sensors[sensor] = self._sensor_child(sensor, self.first + chunk * CHUNK_S)
+            self.children.append(self.sensors[sensor])
+            self.start_feeder(sensor, chunk)
+
+    def sensor_killed(self, sensor: str) -> None:
+        """A restart had to kill the first firmware of `sensor`; called before the second
+        starts."""
 
     # ---- waiting ------------------------------------------------------
 
@@ -492,7 +510,7 @@ class Demo:
             if attempt == 1:
                 for sensor in missing:
                     self.say(f"sensor {sensor} is slow to come online: starting it again")
-                    self.restart_sensor(sensor)
+                await self.restart_sensors(missing)
         for sensor in missing:
             self.say(f"warning: sensor {sensor} has not come online; its log says:")
             self.say(self.sensors[sensor].tail(5))

@@ -349,6 +349,8 @@ class ClusterDemo(Demo):
         self.client_ids: dict[str, str] = {}
         self.tally = Tally()
         self.owners = OwnerWatch()
+        # sensor -> seqs it skipped when a restart had to kill it (sensor_killed)
+        self.seq_gaps: dict[str, int] = {}
         self.events: list[str] = []
         self.killed: tuple[str, int, float, tuple[str, ...]] | None = None
         self.poll_errors = 0
@@ -550,15 +552,28 @@ class ClusterDemo(Demo):
 
     # ---- the counts ---------------------------------------------------------
 
+    def sensor_killed(self, sensor: str) -> None:
+        """Note the seqs the killed firmware had reserved but not used: from the last
+        record heard from it to the seq in its state file, where the next one starts."""
+        path = self.work / "sensors" / sensor / "seq.json"
+        try:
+            start = int(json.loads(path.read_text())["levels"])
+        except (OSError, ValueError, KeyError, TypeError):
+            return
+        heard = max(self.tally.records.get(sensor, {-1: 0})) + 1
+        self.seq_gaps[sensor] = self.seq_gaps.get(sensor, 0) + max(0, start - heard)
+
     def made(self) -> dict[str, int]:
-        """Each sensor's own count of level records: the next seq it wrote at its clean stop."""
+        """Each sensor's own count of level records: the next seq it wrote at its clean
+        stop, less the seqs it skipped if a restart had to kill it."""
         counts = {}
         for sensor in scenes.SENSORS:
             path = self.work / "sensors" / sensor / "seq.json"
             try:
-                counts[sensor] = int(json.loads(path.read_text())["levels"])
+                levels = int(json.loads(path.read_text())["levels"])
             except (OSError, ValueError, KeyError, TypeError):
                 continue
+            counts[sensor] = levels - self.seq_gaps.get(sensor, 0)
         return counts
 
     def stored(self) -> tuple[dict[tuple[str, int], int], list[str]]:
