@@ -13,7 +13,7 @@ import sys
 
 from protocol import MAX_PAYLOAD, strictjson
 from protocol.errors import ProtocolError
-from protocol.payloads import _json_type, _message, validate
+from protocol.payloads import _json_type, _message
 from protocol.schema import (
     FLAGS,
     LEVEL_MAX,
@@ -22,6 +22,7 @@ from protocol.schema import (
     TIME_MS_MAX,
     UINT_MAX,
 )
+from protocol.validation import validate
 
 try:
     from typing import Any

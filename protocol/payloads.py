@@ -102,44 +102,6 @@ def decode(kind: str, data: object) -> dict[str, Any]:
     return decoding.decode(kind, data)
 
 
-def validate(kind: str, obj: dict[str, Any], exact: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The table-driven checks of message ``kind`` on a dict of its fields,
-    parsed from a payload or built by the caller; returns them normalised,
-    as ``decode`` does.  ``exact`` (protocol.decoding) maps a number field to
-    its exact value (`strictjson.double`), for the checks that a float32
-    would get wrong.  A sensor checks the settings it builds itself (a
-    console `set`, a calibration) here, without loading the JSON decoder."""
-    fields, open_ = _message(kind)
-    out = {}
-    for f in fields:
-        name = f[NAME]
-        if name in obj:
-            v = obj[name]
-            out[name] = None if v is None and f[NULLABLE] else _check(kind, f, v, exact)
-        elif f[REQUIRED]:
-            raise ProtocolError(
-                "missing_field",
-                "%s payload lacks the required field '%s'; add it" % (kind, name),
-                name,
-            )
-        else:
-            out[name] = [] if f[TYPE] == T_FLAGS else None
-    if not open_:
-        unknown = [name for name in obj if name not in out]
-        if unknown:
-            # the first in sorted order: MicroPython's dicts do not keep the
-            # payload's order, and both Pythons must name the same field
-            name = min(unknown)
-            raise ProtocolError(
-                "unknown_field",
-                "%s payload has the unknown field %r; allowed fields are %s"
-                % (kind, name, ", ".join(f[NAME] for f in fields)),
-                name,
-            )
-    _cross_check(kind, out, exact)
-    return out
-
-
 def _levels_fast(obj: dict[str, Any]) -> dict[str, Any] | None:
     """The decoded levels record when every check passes, else None (protocol.decoding)."""
     from protocol import decoding
@@ -700,7 +662,12 @@ def encode_status(state: str, **fields: Any) -> bytes:
 
 
 def __getattr__(name: str) -> object:
-    # MicroPython: the gateway's encoders load when asked for
+    # MicroPython: the checks of a built dict (a sensor's settings change) and
+    # the gateway's encoders load when asked for
+    if name == "validate":
+        from protocol import validation
+
+        return validation.validate
     if name in ("encode_config", "encode_light_set", "encode_light_state", "encode_nudge"):
         from protocol import gateway_fields
 
@@ -714,3 +681,4 @@ if sys.implementation.name != "micropython":
     from protocol.gateway_fields import encode_light_set as encode_light_set  # noqa: E402
     from protocol.gateway_fields import encode_light_state as encode_light_state  # noqa: E402
     from protocol.gateway_fields import encode_nudge as encode_nudge  # noqa: E402
+    from protocol.validation import validate as validate  # noqa: E402

@@ -111,19 +111,24 @@ def validate_local(values):
 def check_remote(d):
     """Validate a remote config dict with the wire rules; return it normalised.
 
-    The dict is checked as it is (protocol.payloads.validate): a console
-    `set`, a calibration or the boot's check of config.json does not load
-    the JSON decoder, whose code would crowd the heap of a running sensor."""
+    The dict is checked as it is (protocol.validation): a console `set`, a
+    calibration or the boot's check of config.json does not load the JSON
+    decoder, whose code would crowd the heap of a running sensor."""
+    from protocol import validation
+
     try:
-        return payloads.validate("config", d)
+        return validation.validate("config", d)
     except ProtocolError as e:
         raise ConfigError(str(e))
+    finally:
+        forget("protocol.validation")
 
 
 def _drop_decoder():
     # the payload decoder is needed again only at the next change of settings
     forget("protocol.decoding")
     forget("protocol.strictjson")
+    forget("protocol.validation")
 
 
 def load(path):
