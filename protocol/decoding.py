@@ -9,15 +9,19 @@ second but decodes only a config now and then: this module (and
 """
 
 import json
+import math
 import sys
 
 from protocol import MAX_PAYLOAD, strictjson
 from protocol.errors import ProtocolError
-from protocol.payloads import _json_type, _message
+from protocol.payloads import _MANT_BITS, _binary, _json_type, _message, _num
 from protocol.schema import (
     FLAGS,
+    HI,
     LEVEL_MAX,
     LEVEL_MIN,
+    LO,
+    NAME,
     SPAN_MS_MAX,
     TIME_MS_MAX,
     UINT_MAX,
@@ -164,3 +168,72 @@ def _loads(kind: str, data: object, exact: dict[str, Any] | None = None) -> dict
             "%s payload is a JSON %s; send one JSON object" % (kind, _json_type(obj)),
         )
     return obj
+
+
+# ---------------------------------------------------------------- exact numbers
+# (MicroPython: the checks of protocol.payloads that a float32 would get wrong,
+# on the exact value of a number's text, `strictjson.double`)
+
+
+def _compare(a: tuple[int, int], b: tuple[int, int]) -> int:
+    """Sign of a - b, for exact values ``(m, e)`` = m * 2**e."""
+    e = a[1] if a[1] < b[1] else b[1]
+    x = a[0] << (a[1] - e)
+    y = b[0] << (b[1] - e)
+    return (x > y) - (x < y)
+
+
+def _float(x: tuple[int, int]) -> float:
+    """The float of this port nearest the exact value ``x`` = m * 2**e."""
+    m, e = x
+    a = -m if m < 0 else m
+    extra = strictjson.bit_length(a) - _MANT_BITS
+    if extra > 0:
+        q = a >> extra
+        r = a - (q << extra)
+        half = 1 << (extra - 1)
+        if r > half or (r == half and q & 1):
+            q += 1
+        a = q
+        e += extra
+    f = math.ldexp(float(a), e)  # a has at most _MANT_BITS bits: exact
+    return -f if m < 0 else f
+
+
+def exact_number(kind: str, f: Any, exact: tuple[Any, str], unit: str) -> float:
+    """Number field ``f`` checked at the exact value of its text; its float."""
+    x, text = exact
+    name = f[NAME]
+    if x is None:
+        raise ProtocolError(
+            "not_finite",
+            "%s field '%s' is %s, too large for a double; send a finite number"
+            % (kind, name, text),
+            name,
+        )
+    if _compare(x, (f[LO], 0)) < 0 or _compare(x, (f[HI], 0)) > 0:
+        raise ProtocolError(
+            "out_of_range",
+            "%s field '%s' is %s, outside %s..%s%s; send a value in that range"
+            % (kind, name, text, _num(f[LO]), _num(f[HI]), unit),
+            name,
+        )
+    # MicroPython's float32 parser can miss by an ulp (1.12500000000000001
+    # gave 1.1249999): the value is the float nearest the double
+    return _float(x)
+
+
+def exact_ordered(exact: dict[str, Any]) -> bool:
+    """A summary's l10 >= l50 >= l90, on the exact values."""
+    return (
+        _compare(exact["l10"][0], exact["l50"][0]) >= 0
+        and _compare(exact["l50"][0], exact["l90"][0]) >= 0
+    )
+
+
+def exact_multiple(a: tuple[int, int], step: float) -> bool:
+    """Whether the exact value ``a`` is a whole multiple of ``step``."""
+    b = _binary(step)
+    # on one exponent: whole if it divides
+    e = a[1] if a[1] < b[1] else b[1]
+    return (a[0] << (a[1] - e)) % (b[0] << (b[1] - e)) == 0

@@ -81,14 +81,18 @@ _SCALES = (1, 10, 100, 1000, 10000)
 _MANT_BITS = 53 if 1.0 + 2.0**-52 != 1.0 else 24
 _FRACTION_FORMATS = ("%d", "%d.%01d", "%d.%02d", "%d.%03d", "%d.%04d")
 
-# flags bitmask -> its JSON array, built once so encoding flags allocates nothing
-_flag_json: list[str] = []
-for _mask in range(1 << len(FLAGS)):
-    _flag_json.append(
-        "[" + ",".join('"%s"' % FLAGS[b] for b in range(len(FLAGS)) if _mask & (1 << b)) + "]"
-    )
-_FLAG_JSON = tuple(_flag_json)
-del _flag_json, _mask
+# flags bitmask -> its JSON array, each made at its first use and kept, so that
+# encoding flags allocates nothing after that (a sensor meets only a few of the
+# combinations: all of them made at once would hold a kilobyte of its heap)
+_flag_json: "list[str | None]" = ["[]"] + [None] * ((1 << len(FLAGS)) - 1)
+
+
+def _flags_text(mask: int) -> str:
+    text = _flag_json[mask]
+    if text is None:
+        names = ['"%s"' % FLAGS[b] for b in range(len(FLAGS)) if mask & (1 << b)]
+        text = _flag_json[mask] = "[" + ",".join(names) + "]"
+    return text
 
 
 # ---------------------------------------------------------------- decoding
@@ -190,14 +194,6 @@ def _num(x: Any) -> str:
     return "%d" % x if x == int(x) else repr(x)
 
 
-def _compare(a: tuple[int, int], b: tuple[int, int]) -> int:
-    """Sign of a - b, for exact values ``(m, e)`` = m * 2**e."""
-    e = a[1] if a[1] < b[1] else b[1]
-    x = a[0] << (a[1] - e)
-    y = b[0] << (b[1] - e)
-    return (x > y) - (x < y)
-
-
 def _check(kind: str, f: Any, v: Any, exact: dict[str, Any] | None = None) -> Any:
     """Validate value ``v`` of field ``f``; return it normalised."""
     name = f[NAME]
@@ -223,24 +219,11 @@ def _check(kind: str, f: Any, v: Any, exact: dict[str, Any] | None = None) -> An
                 )
             _range(kind, f, v, unit)
             return v
-        x, text = exact[name]
-        if x is None:
-            raise ProtocolError(
-                "not_finite",
-                "%s field '%s' is %s, too large for a double; send a finite number"
-                % (kind, name, text),
-                name,
-            )
-        if _compare(x, (f[LO], 0)) < 0 or _compare(x, (f[HI], 0)) > 0:
-            raise ProtocolError(
-                "out_of_range",
-                "%s field '%s' is %s, outside %s..%s%s; send a value in that range"
-                % (kind, name, text, _num(f[LO]), _num(f[HI]), unit),
-                name,
-            )
-        # MicroPython's float32 parser can miss by an ulp (1.12500000000000001
-        # gave 1.1249999): the value is the float nearest the double
-        return _float(x)
+        # the exact value of the number's text (protocol.decoding, loaded: it
+        # is the only caller that passes `exact`)
+        from protocol.decoding import exact_number
+
+        return exact_number(kind, f, exact[name], unit)
     if t == T_UINT or t == T_INT or t == T_TIME_MS or t == T_TIME_S:
         if vt is not int:
             want = "a whole number of %s" % ("milliseconds" if t == T_TIME_MS else "seconds")
@@ -353,12 +336,14 @@ def _cross_check(kind: str, v: dict[str, Any], exact: dict[str, Any] | None = No
                 "by at most %d ms" % (kind, v["t0"], v["t1"], SPAN_MS_MAX),
                 "t1",
             )
-    if kind == "summary" and not (
-        v["l10"] >= v["l50"] >= v["l90"]
-        if exact is None
-        else _compare(exact["l10"][0], exact["l50"][0]) >= 0
-        and _compare(exact["l50"][0], exact["l90"][0]) >= 0
-    ):
+    if kind == "summary":
+        if exact is None:
+            ordered = v["l10"] >= v["l50"] >= v["l90"]
+        else:
+            from protocol.decoding import exact_ordered  # (only a decode passes `exact`)
+
+            ordered = exact_ordered(exact)
+    if kind == "summary" and not ordered:
         raise ProtocolError(
             "out_of_range",
             "summary percentiles are l10=%r, l50=%r, l90=%r; they must satisfy l10 >= l50 >= l90"
@@ -372,11 +357,9 @@ def _cross_check(kind: str, v: dict[str, Any], exact: dict[str, Any] | None = No
                 blocks = v[key[1]] / step
                 whole = blocks == int(blocks)
             else:
-                # exact value and step on one exponent: whole if it divides
-                a = exact[key[1]][0]
-                b = _binary(step)
-                e = a[1] if a[1] < b[1] else b[1]
-                whole = (a[0] << (a[1] - e)) % (b[0] << (b[1] - e)) == 0
+                from protocol.decoding import exact_multiple
+
+                whole = exact_multiple(exact[key[1]][0], step)
             if not whole:
                 raise ProtocolError(
                     "out_of_range",
@@ -392,25 +375,6 @@ def _cross_check(kind: str, v: dict[str, Any], exact: dict[str, Any] | None = No
                     "status payload with state 'online' lacks the field '%s'; add it" % name,
                     name,
                 )
-
-
-def _float(x: tuple[int, int]) -> float:
-    """The float of this port nearest the exact value ``x`` = m * 2**e."""
-    m, e = x
-    a = -m if m < 0 else m
-    from protocol.strictjson import bit_length  # decoding only: loaded with it
-
-    extra = bit_length(a) - _MANT_BITS
-    if extra > 0:
-        q = a >> extra
-        r = a - (q << extra)
-        half = 1 << (extra - 1)
-        if r > half or (r == half and q & 1):
-            q += 1
-        a = q
-        e += extra
-    f = math.ldexp(float(a), e)  # a has at most _MANT_BITS bits: exact
-    return -f if m < 0 else f
 
 
 def _binary(v: float) -> tuple[int, int]:
@@ -570,7 +534,7 @@ def encode_levels(
         _cross_check("levels", {"t0": t0, "t1": t1})  # raises, with the sentence
     if type(flags) is not int:
         flags = flags_mask(flags)
-    elif not 0 <= flags < len(_FLAG_JSON):
+    elif not 0 <= flags < len(_flag_json):
         raise ProtocolError(
             "bad_value",
             "levels field 'flags' is the bitmask %r with unknown bits; combine FLAG_* constants"
@@ -586,7 +550,7 @@ def encode_levels(
             _level(laeq, "levels", "laeq"),
             _level(lafmax, "levels", "lafmax"),
             _level(lceq, "levels", "lceq"),
-            _FLAG_JSON[flags],
+            _flags_text(flags),
         )
     ).encode()
 
@@ -636,7 +600,7 @@ def encode(kind: str, values: dict[str, Any]) -> bytes:
             elif t == T_BOOL:
                 text = "true" if v else "false"
             elif t == T_FLAGS:
-                text = _FLAG_JSON[flags_mask(v, kind)]
+                text = _flags_text(flags_mask(v, kind))
             elif t == T_LANGMAP:
                 text = "{" + ",".join(_jstr(k) + ":" + _jstr(v[k]) for k in sorted(v)) + "}"
             elif type(v) is int:
