@@ -6,16 +6,23 @@ leaves it, on `device`; `HOST_HEAP` on `host`), measuring the street scene as
 fast as it goes and publishing to a real Mosquitto, console open.  After
 warm-up (a minute summary and a status are out) its free heap after a
 collection must stay at 20 KiB or more: the margin for a backlog read back
-from flash, a remote config and TLS records.
+from flash, a remote config and TLS records.  The same holds for a sensor
+running an update from its slot (ota/a, hushlight.ota), whose modules load
+from longer paths than the factory version's.
 """
 
 from __future__ import annotations
 
+import json
+import shutil
 import time
 from pathlib import Path
 
+import pytest
+
+from tests.firmware.ota_kit import NEW, OLD, build, make_keys
 from tests.tools.virtual import Sensor, Sub
-from tools import upy
+from tools import release, upy
 from tools.broker import Mosquitto
 from tools.console import Console
 from tools.sensor import heap_bytes
@@ -24,13 +31,34 @@ MARGIN = 20 * 1024
 WARM_UP_S = 90  # audio seconds: a minute summary and the first status are behind
 
 
-def test_the_firmware_keeps_20_kib_free_at_the_sensor_heap(tmp_path: Path) -> None:
+def install_in_slot(tmp_path: Path, state: Path) -> list[str]:
+    """Release NEW of this checkout, built for the interpreter under test, written into
+    slot a of `state` as a confirmed update; the sensor's extra arguments."""
+    keys = make_keys(tmp_path / "keys")
+    bundle = release.check_bundle(
+        build(keys, NEW, tmp_path / "rel", upy.interpreter().name), keys.public
+    )
+    for name, _size, _sha in bundle.files:
+        target = state / "ota" / "a" / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(bundle.file_path(name), target)
+    ota = {"slot": "a", "version": NEW, "prev_slot": None, "prev_version": OLD}
+    ota |= {"state": "confirmed", "boots": 0, "last": None}
+    (state / "ota.json").write_text(json.dumps(ota))
+    return ["--release-key", str(keys.public)]
+
+
+@pytest.mark.parametrize("slot", [False, True], ids=["factory", "update-slot"])
+def test_the_firmware_keeps_20_kib_free_at_the_sensor_heap(tmp_path: Path, slot: bool) -> None:
+    state = tmp_path / "st"
+    state.mkdir()
+    extra = install_in_slot(tmp_path, state) if slot else []
     with Mosquitto() as broker:
         sub = Sub(broker.port, "hushlight/v1/heap/#")
         sub.ready()
         args = ["--id", "h1", "--site", "heap", "--broker", broker.url, "--synthetic", "street"]
-        args += ["--speed", "20", "--state-dir", str(tmp_path / "st"), "--console"]
-        args += ["--time-origin", "1700000000"]
+        args += ["--speed", "20", "--state-dir", str(state), "--console"]
+        args += ["--time-origin", "1700000000", *extra]
         sensor = Sensor(tmp_path, *args)
         try:
             port = sensor.console_path()
@@ -51,6 +79,8 @@ def test_the_firmware_keeps_20_kib_free_at_the_sensor_heap(tmp_path: Path) -> No
             sensor.stop()
             sub.close()
     assert summaries and sub.of("levels"), "the sensor published nothing"
+    # the version that ran: the slot's when there is one
+    assert status["fw"] == (NEW if slot else OLD), status
     free = int(str(status["free_mem"]))
     assert free >= MARGIN, (
         f"{free} B free after {status['audio_s']} s of audio, under the {MARGIN} B margin; "
