@@ -172,8 +172,11 @@ def signed_block(n: int, e: int, sig: bytes) -> "bytes | None":
     be a signature for it.  `verify` compares it with `pkcs1_block`; the
     sensor works it out when an offer comes, while its heap has room for a
     pow on 3072-bit numbers, and compares once the manifest is in."""
-    k = (len("%x" % n) + 1) // 2  # (MicroPython's int has no bit_length)
-    if len(sig) != k:
+    k = len(sig)
+    # n must have k bytes, its first one not 0 (MicroPython's int has no
+    # bit_length; a hex string of n for its length wants a block of 770
+    # bytes on a sensor, next to those of the pow)
+    if not k or n >> (8 * k) or not n >> (8 * k - 8):
         return None
     s = int.from_bytes(sig, "big")
     if s >= n:

@@ -83,6 +83,13 @@ _HEAD = const(256)  # start of an oversized packet kept to acknowledge it
 
 
 class MQTTClient:
+    # messages on topics ending so reach on_message as a memoryview of the
+    # receive buffer, valid during the call only, instead of a copy: an
+    # update's chunks (protocol.ota, 1 KiB each), written to flash before
+    # the handler returns; a copy of each would need a free 1 KiB block
+    # many times a second while the heap is at its tightest
+    views = "/ota/chunk"
+
     # set by hushlight.mqttinit, with what they hold
     client_id: bytes
     brokers: tuple  # (url, host, port) of each broker, tried in this order
@@ -544,7 +551,10 @@ async def _on_publish(c, kind, size, whole):
         if c.on_message is not None:
             try:
                 topic = str(c._rxmv[2 : 2 + tlen], "utf-8")
-                c.on_message(topic, bytes(c._rxmv[off:size]), bool(kind & 1))
+                payload = c._rxmv[off:size]
+                if not topic.endswith(c.views):
+                    payload = bytes(payload)
+                c.on_message(topic, payload, bool(kind & 1))
             except Exception as e:  # a bad message must not cut the link
                 c.stats["dropped_in"] += 1
                 sys.print_exception(e)

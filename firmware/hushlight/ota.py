@@ -143,10 +143,13 @@ class Staging:
                 pass
 
     def chunk(self, payload):
-        """A chunk message (hushlight.app._on_message)."""
+        """A chunk message (hushlight.app._on_message): a memoryview of the
+        MQTT client's receive buffer (MQTTClient.views), written to flash
+        and hashed before this returns, never kept and never copied."""
         if self.over or self.staged or self.checking or self.reopen >= 0 or len(payload) < 4:
             return
-        off = int.from_bytes(payload[:4], "big")
+        # (indexing a view makes no object; the offset fits a small int)
+        off = payload[0] << 24 | payload[1] << 16 | payload[2] << 8 | payload[3]
         if off != self.have:
             return  # a duplicate, or past a lost chunk: the next ask mends it
         self.take(self._chunk, off, payload)
@@ -178,7 +181,7 @@ class Staging:
             raise ValueError("the release ended at byte %d of %d" % (off, self.total))
         if off + n > self.total:
             raise ValueError("the release is longer than the %d bytes offered" % self.total)
-        self._take(memoryview(payload)[4:])
+        self._take(payload[4:])
 
     def end(self, reason, state="refused"):
         """Stop here (refused, or cancelled: state idle); what was written goes."""
@@ -237,6 +240,8 @@ class Staging:
     def step(self, name):
         """The test hook of the unix port (otastate.step): say the step, maybe hold."""
         if platform.UNIX:
+            gc.collect()  # what the heap has left for the staging at this step
+            print("ota: %d B free at %s" % (gc.mem_free(), name))
             try:
                 open("ota_hold").close()
             except OSError:

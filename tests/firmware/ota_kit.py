@@ -36,8 +36,8 @@ class Keys:
     other_private: Path  # a key the sensors do not trust
 
 
-def make_keys(folder: Path) -> Keys:
-    private, public = release.generate_key(folder / "city", 2048)
+def make_keys(folder: Path, bits: int = 2048) -> Keys:
+    private, public = release.generate_key(folder / "city", bits)
     other, _ = release.generate_key(folder / "other", 2048)
     return Keys(private, public, other)
 
@@ -87,7 +87,9 @@ async def poll(pred: Callable[[], Any], within: float, what: str, why: Callable[
 
 class OtaSensor:
     """A virtual sensor that trusts `keys.public`, with its records and
-    statuses watched (`records` is shared by the sensors of a test)."""
+    statuses watched (`records` is shared by the sensors of a test); at
+    16 kHz without a console unless told (`rate`, `console`: the heap is
+    at its tightest at 48 kHz with the console open)."""
 
     def __init__(
         self,
@@ -97,8 +99,12 @@ class OtaSensor:
         keys: Keys,
         records: Sub,
         server: ReleaseServer,
+        rate: int = 16000,
+        console: bool = False,
         **config: Any,
     ) -> None:
+        self.rate = rate
+        self.console = console
         self.tmp = tmp
         self.broker = broker
         self.id = sensor
@@ -114,8 +120,10 @@ class OtaSensor:
 
     def start(self) -> None:
         args = ["--id", self.id, "--site", SITE, "--broker", self.broker.url]
-        args += ["--synthetic", "street", "--rate", "16000", "--keepalive", "5"]
+        args += ["--synthetic", "street", "--rate", str(self.rate), "--keepalive", "5"]
         args += ["--state-dir", str(self.state), "--release-key", str(self.keys.public)]
+        if self.console:
+            args.append("--console")
         self.proc = Sensor(self.tmp, *args)
         self.runs.append(self.proc)
 

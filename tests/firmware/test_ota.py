@@ -42,6 +42,21 @@ def good(
     return release.check_bundle(path, keys.public)
 
 
+@pytest.fixture(scope="session")
+def city_key(tmp_path_factory: pytest.TempPathFactory) -> Keys:
+    """The release key `hushlight keygen` makes by default (RSA 3072)."""
+    return make_keys(tmp_path_factory.mktemp("ota-keys-3072"), release.DEFAULT_BITS)
+
+
+@pytest.fixture(scope="session")
+def good_3072(
+    tmp_path_factory: pytest.TempPathFactory, city_key: Keys, upy_interpreter: str
+) -> release.Bundle:
+    """Release NEW signed with the 3072-bit key."""
+    path = build(city_key, NEW, tmp_path_factory.mktemp("ota-rel-3072"), upy_interpreter)
+    return release.check_bundle(path, city_key.public)
+
+
 @pytest.fixture
 def records(broker: Mosquitto) -> Iterator[Sub]:
     # (no probe: it needs a topic ending in '#', which would bring the binary
@@ -54,14 +69,17 @@ def records(broker: Mosquitto) -> Iterator[Sub]:
 async def test_a_good_release_is_staged_switched_and_confirmed(
     tmp_path: Path,
     broker: Mosquitto,
-    keys: Keys,
-    good: release.Bundle,
+    city_key: Keys,
+    good_3072: release.Bundle,
     records: Sub,
     on_interpreter: str,
 ) -> None:
-    server = ReleaseServer(SITE, [good])
+    # where the heap is tightest: 48 kHz, the console open, keygen's key
+    server = ReleaseServer(SITE, [good_3072])
     async with server.connect(broker.url):
-        s = OtaSensor(tmp_path, broker, f"good-{on_interpreter}", keys, records, server)
+        s = OtaSensor(
+            tmp_path, broker, f"good-{on_interpreter}", city_key, records, server, 48000, True
+        )
         s.start()
         try:
             await s.wait_status(lambda st: st.get("fw") == OLD, 30, "the online status")
@@ -79,7 +97,7 @@ async def test_a_good_release_is_staged_switched_and_confirmed(
     seqs = s.seqs()
     assert seqs[0] <= first and seqs[-1] >= last
     assert seqs == list(range(seqs[0], seqs[-1] + 1)), f"gaps in seq: {seqs}"
-    assert server.progress(s.id) == (good.total, good.total)
+    assert server.progress(s.id) == (good_3072.total, good_3072.total)
     # the new version runs from its slot, on the next boot too
     state = (s.state / "ota.json").read_text()
     assert '"state": "confirmed"' in state and f'"version": "{NEW}"' in state
