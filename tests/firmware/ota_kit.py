@@ -63,6 +63,11 @@ def build(keys: Keys, version: str, out: Path, interp: str, firmware: Path | Non
     )
 
 
+def checked_build(keys: Keys, version: str, out: Path, interp: str) -> release.Bundle:
+    """Release `version` of this checkout's firmware for `interp`, read back and checked."""
+    return release.check_bundle(build(keys, version, out, interp), keys.public)
+
+
 def resigned(bundle: release.Bundle, key: Path, manifest: bytes) -> Release:
     """The bundle's files under another manifest, signed with `key`."""
     sig = release.sign(release.load_private_key(key), manifest)

@@ -20,9 +20,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.firmware.ota_kit import NEW, OLD, build, make_keys
+from tests.firmware.ota_kit import NEW, OLD, checked_build, make_keys
 from tests.tools.virtual import Sensor, Sub
-from tools import release, upy
+from tools import upy
 from tools.broker import Mosquitto
 from tools.console import Console
 from tools.sensor import heap_bytes
@@ -35,9 +35,7 @@ def install_in_slot(tmp_path: Path, state: Path) -> list[str]:
     """Release NEW of this checkout, built for the interpreter under test, written into
     slot a of `state` as a confirmed update; the sensor's extra arguments."""
     keys = make_keys(tmp_path / "keys")
-    bundle = release.check_bundle(
-        build(keys, NEW, tmp_path / "rel", upy.interpreter().name), keys.public
-    )
+    bundle = checked_build(keys, NEW, tmp_path / "rel", upy.interpreter().name)
     for name, _size, _sha in bundle.files:
         target = state / "ota" / "a" / name
         target.parent.mkdir(parents=True, exist_ok=True)

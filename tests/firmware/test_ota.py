@@ -21,7 +21,16 @@ from typing import Any
 
 import pytest
 
-from tests.firmware.ota_kit import NEW, OLD, SITE, Keys, OtaSensor, build, make_keys, resigned
+from tests.firmware.ota_kit import (
+    NEW,
+    OLD,
+    SITE,
+    Keys,
+    OtaSensor,
+    checked_build,
+    make_keys,
+    resigned,
+)
 from tests.tools.virtual import Sub
 from tools import release
 from tools.broker import Mosquitto
@@ -38,8 +47,7 @@ def good(
     tmp_path_factory: pytest.TempPathFactory, keys: Keys, upy_interpreter: str
 ) -> release.Bundle:
     """Release NEW of this checkout's firmware, for the interpreter under test."""
-    path = build(keys, NEW, tmp_path_factory.mktemp("ota-rel"), upy_interpreter)
-    return release.check_bundle(path, keys.public)
+    return checked_build(keys, NEW, tmp_path_factory.mktemp("ota-rel"), upy_interpreter)
 
 
 @pytest.fixture(scope="session")
@@ -53,8 +61,7 @@ def good_3072(
     tmp_path_factory: pytest.TempPathFactory, city_key: Keys, upy_interpreter: str
 ) -> release.Bundle:
     """Release NEW signed with the 3072-bit key."""
-    path = build(city_key, NEW, tmp_path_factory.mktemp("ota-rel-3072"), upy_interpreter)
-    return release.check_bundle(path, city_key.public)
+    return checked_build(city_key, NEW, tmp_path_factory.mktemp("ota-rel-3072"), upy_interpreter)
 
 
 @pytest.fixture
