@@ -168,15 +168,22 @@ class App:
 
     async def status_task(self):
         while True:
+            changed = True
             try:
                 await asyncio.wait_for(self.status_changed.wait(), self.cfg["status_interval_s"])
             except asyncio.TimeoutError:
-                pass
+                changed = False
             self.status_changed.clear()
             self.capture.roll_load()
-            self.uptime()
-            if self.mqtt.connected():
-                await self._publish_status()
+            self.uptime()  # (every tick: the tick counter wraps)
+            if not self.mqtt.connected():
+                if not changed:
+                    continue  # the next connection's birth status is fresh
+                # A change while the link is down or still being set up (a
+                # retained config comes while the subscriptions are made,
+                # after the birth status went out): said once it is up.
+                await self.mqtt.wait_connected()
+            await self._publish_status()
 
     # ---- MQTT callbacks --------------------------------------------------
 
