@@ -65,7 +65,9 @@ class MqttLink:
         self.client_id_contested = False  # the broker keeps handing our session to another
         self._quick_drops = 0  # connections in a row the broker ended soon after accepting
 
-    async def run(self) -> None:
+    async def run(self, stopping: asyncio.Event | None = None) -> None:
+        """Connect, reconnect, read and publish until cancelled.  `stopping`: the
+        gateway's stop, set before it cancels this task (see below)."""
         broker = self.config.broker
         backoff = Backoff()
         while True:
@@ -84,6 +86,14 @@ class MqttLink:
                 ) as client:
                     paho_io.tune(client, self.put)
                     await client.subscribe([(f, 1) for f in self.subscriptions()])
+                    if stopping is not None and stopping.is_set():
+                        # aiomqtt waits for the CONNACK and the SUBACK with
+                        # `asyncio.wait_for`, which on Python 3.11 drops a cancellation
+                        # that comes as the awaited future completes (fixed in 3.12).
+                        # A persistent session hands the queued records over right
+                        # after the CONNACK, so a gateway stopped in that moment went
+                        # on into its read loop and never stopped.
+                        raise asyncio.CancelledError
                     connected_at = time.monotonic()
                     self.connected.set()
                     self.metrics.connected.set(1)

@@ -301,7 +301,7 @@ class Gateway:
                 loop.add_signal_handler(sig, self.stop)
         try:
             async with asyncio.TaskGroup() as tg:
-                tg.create_task(self.link.run(), name="mqtt")
+                tg.create_task(self.link.run(self._stop), name="mqtt")
                 tg.create_task(self.pipeline.run(), name="ingest")
                 tg.create_task(self.ticker.run(), name="tick")
                 tg.create_task(self.persistence.store(), name="store")

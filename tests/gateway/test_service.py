@@ -22,6 +22,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import aiohttp
+import aiomqtt
 import pytest
 
 from gateway.clock import ScaledClock
@@ -207,6 +208,27 @@ async def test_a_stop_while_a_turn_waits_for_the_lights_loses_no_record(
         await wait_for(lambda: stored() >= sent, 10.0, f"all {sent} records")
     with sqlite3.connect(tmp_path / "gw.db") as db:
         assert db.execute("SELECT sum(n) FROM levels_minute").fetchone()[0] == sent
+
+
+async def test_a_stop_as_the_link_subscribes_still_stops_the_gateway(
+    tmp_path: Path, fresh_broker: Mosquitto, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """On Python 3.11, aiomqtt's `asyncio.wait_for` drops a cancellation that comes as the
+    SUBACK does; the gateway stopped in that moment must stop all the same."""
+    cfg = load_config(write_config(tmp_path, fresh_broker.url))
+    gw = Gateway(cfg, clock=ScaledClock(origin=1_750_000_000.0, scale=1.0), install_signals=False)
+    subscribe = aiomqtt.Client.subscribe
+
+    async def subscribe_and_swallow(self: aiomqtt.Client, *args: Any, **kw: Any) -> Any:
+        result = await subscribe(self, *args, **kw)
+        gw.stop()  # the link is cancelled while it is still in here ...
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.sleep(2)
+        return result  # ... and the cancellation is lost, as wait_for loses it
+
+    monkeypatch.setattr(aiomqtt.Client, "subscribe", subscribe_and_swallow)
+    await asyncio.wait_for(gw.run(), 10)
+    assert not gw.link.connected.is_set()
 
 
 # ---------------------------------------------------------------- the gateway as a process
