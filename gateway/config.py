@@ -45,6 +45,9 @@ __all__ = [
 # Ids travel in MQTT topics: the contract allows [a-z0-9-]{1,32}.
 _ID = re.compile(r"^[a-z0-9-]{1,32}$")
 _ID_RULE = "an id matching [a-z0-9-]{1,32} (1-32 characters a-z, 0-9 and -)"
+# the nudge's text of a zone without [zones.messages]: the nudge topic and Web Push
+# need one, and a zone configured without it must still reach its residents
+DEFAULT_MESSAGES = {"en": "People are sleeping here. Please keep it down."}
 _LANG = re.compile(r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})?$")
 _KIND = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
 
@@ -147,7 +150,8 @@ class ZoneConfig:
     cooldown_s: int = 300
     max_nudges_per_hour: int = 3
     control_fraction: float = 0.0
-    messages: Mapping[str, str] = field(default_factory=dict)  # lang -> text
+    # lang -> text; a zone that names none says DEFAULT_MESSAGES (a nudge needs a text)
+    messages: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_MESSAGES))
 
     @property
     def variants(self) -> tuple[tuple[str, float], ...]:
@@ -636,6 +640,8 @@ def _kinds(t: _Table) -> dict[str, float]:
 
 
 def _messages(t: _Table) -> dict[str, str]:
+    if not t.raw:
+        return dict(DEFAULT_MESSAGES)
     out: dict[str, str] = {}
     for lang in sorted(t.raw):
         if not _LANG.match(lang):

@@ -11,8 +11,11 @@ from typing import Any
 
 import pytest
 
-from gateway.config import SiteConfig, ZoneConfig, load_config, parse_config
+from gateway.config import DEFAULT_MESSAGES, SiteConfig, ZoneConfig, load_config, parse_config
 from gateway.errors import ConfigError
+from gateway.notify import nudge_payload
+from gateway.policy import Nudge
+from protocol import payloads
 
 EXAMPLE = Path(__file__).parents[2] / "gateway" / "site.example.toml"
 
@@ -82,6 +85,16 @@ def test_defaults() -> None:
         1800,
     )
     assert z.variants == (("dim", 40.0),)
+
+
+def test_a_zone_without_messages_nudges_with_the_default_text() -> None:
+    # the nudge's contract needs a text: a zone configured without one must not make
+    # every nudge fail to encode
+    zone = parse_config(minimal()).zones[0]
+    assert dict(zone.messages) == DEFAULT_MESSAGES
+    nudge = Nudge(zone.id, "e1", 1_750_000_000.0, 71.0, "dim", dict(zone.messages), {}, ())
+    decoded = payloads.decode_nudge(nudge_payload(nudge))
+    assert decoded["message"] == DEFAULT_MESSAGES
 
 
 def test_mqtts_port_and_lookups() -> None:

@@ -151,7 +151,7 @@ def test_decisions_and_episodes(db: Storage) -> None:
         "Nudge",
         "Override",
     ]
-    assert recent[3]["evidence"] == {"a": 90.0} and recent[3]["message"] == {}
+    assert recent[3]["evidence"] == {"a": 90.0} and recent[3]["message"] == dict(nudge.message)
     assert db.recent_decisions(1)[0]["type"] == "EpisodeEnded"
     eps = db.episodes()
     assert [(e.id, e.control, e.sensors) for e in eps] == [
