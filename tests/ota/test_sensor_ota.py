@@ -37,6 +37,7 @@ from tests.firmware.ota_kit import (
     build,
     firmware_copy,
     make_keys,
+    poll,
 )
 from tests.tools.virtual import Sub
 from tools import release, upy
@@ -173,6 +174,14 @@ async def _kill_walk(
     before = len(seen)
     seq = max(seq, *s.seqs())
     s.start()
+    # the second start-up is over (its heap line ends it: a resumed staging or a
+    # trial says so before); a status seen here may still be the killed run's
+    await poll(
+        lambda: "hushlight: heap:" in s.runs[1].output(),
+        60,
+        "the second start-up",
+        lambda: s.output()[-4000:],
+    )
     # a complete version boots, measures and publishes (the broker may tell
     # the killed one's last will first)
     online = await s.wait_status(

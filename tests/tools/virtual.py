@@ -106,7 +106,12 @@ class Sub:
 
     def close(self) -> None:
         self._proc.terminate()
-        self._proc.wait(5)
+        try:
+            self._proc.wait(5)
+        except subprocess.TimeoutExpired:
+            # seen once on a loaded machine: mosquitto_sub still there 5 s after SIGTERM
+            self._proc.kill()
+            self._proc.wait(5)
 
 
 def publish(port: int, topic: str, payload: str, *, retain: bool = False) -> None:
