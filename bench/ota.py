@@ -62,9 +62,9 @@ class Recorder:
         )
         self.client.on_message = self._message
         self.client.on_connect = self._connect
+        self.ready = threading.Event()  # before the network thread can call _connect
         self.client.connect("127.0.0.1", port)
         self.client.loop_start()
-        self.ready = threading.Event()
 
     def _connect(self, client: paho.Client, *_: Any) -> None:
         root = f"hushlight/v1/{SITE}/sensors/+/"
