@@ -343,13 +343,13 @@ def _cross_check(kind: str, v: dict[str, Any], exact: dict[str, Any] | None = No
             from protocol.decoding import exact_ordered  # (only a decode passes `exact`)
 
             ordered = exact_ordered(exact)
-    if kind == "summary" and not ordered:
-        raise ProtocolError(
-            "out_of_range",
-            "summary percentiles are l10=%r, l50=%r, l90=%r; they must satisfy l10 >= l50 >= l90"
-            % (v["l10"], v["l50"], v["l90"]),
-            "l50",
-        )
+        if not ordered:
+            raise ProtocolError(
+                "out_of_range",
+                "summary percentiles are l10=%r, l50=%r, l90=%r; they must satisfy "
+                "l10 >= l50 >= l90" % (v["l10"], v["l50"], v["l90"]),
+                "l50",
+            )
     for key in STEPS:
         if key[0] == kind and v[key[1]] is not None:
             step = STEPS[key]
