@@ -297,7 +297,9 @@ class Street:
                 nudged.setdefault(n.zone, n)
         span = f"{scene.name} ({clock(scene.start)}-{clock(scene.stop)})"
         if nudged:
-            done = ", ".join(f"{z} ({n.kind} at {clock(n.at)})" for z, n in nudged.items())
+            # in the site's zone order, not the order the nudges happened to come in
+            order = [z for z in self.zones if z in nudged] + [z for z in nudged if z not in self.zones]
+            done = ", ".join(f"{z} ({nudged[z].kind} at {clock(nudged[z].at)})" for z in order)
             lines = [f"{span}: nudged {done}"]
         else:
             lines = [f"{span}: no nudge"]

@@ -212,6 +212,15 @@ def test_music_and_a_car_that_draw_no_nudge_are_explained() -> None:
     assert street.summary()[-len(car) - 3 :][: len(car)] == [f"  {line}" for line in car]
 
 
+def test_a_scene_verdict_names_its_nudged_zones_in_the_site_order() -> None:
+    """The zones come in the site's order, whichever nudge the gateway sent first."""
+    street = _night()
+    _nudge(street, "eq-1", "eq", CAR.stop - 5, 68.0)
+    _nudge(street, "pk-1", "pk", CAR.stop - 2, 71.0)
+    [line] = street.verdict(CAR)
+    assert re.search(r": nudged pk \(dim at [\d:]+\), eq \(dim at [\d:]+\)$", line), line
+
+
 def test_the_peaks_column_counts_the_zone_window_and_says_so() -> None:
     street = _night()
     for k in range(5):
