@@ -298,7 +298,8 @@ class Street:
         span = f"{scene.name} ({clock(scene.start)}-{clock(scene.stop)})"
         if nudged:
             # in the site's zone order, not the order the nudges happened to come in
-            order = [z for z in self.zones if z in nudged] + [z for z in nudged if z not in self.zones]
+            order = [z for z in self.zones if z in nudged]
+            order += [z for z in nudged if z not in self.zones]
             done = ", ".join(f"{z} ({nudged[z].kind} at {clock(nudged[z].at)})" for z in order)
             lines = [f"{span}: nudged {done}"]
         else:
