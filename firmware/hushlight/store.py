@@ -6,7 +6,9 @@ Flash wears out and power fails mid-write, so:
   blocks of `SEQ_BLOCK`: one small file write per block, not per record.
   After a crash the counter restarts at the reserved mark, i.e. it skips
   ahead (never reuses a number the gateway may have seen).  A clean shutdown
-  writes the exact next values, so a planned reboot leaves no gap.
+  writes the exact next values, so a planned reboot leaves no gap.  The first
+  block is reserved with the first seq taken, not at boot, so a start-up cut
+  short (a reset while connecting, a boot loop) skips no seq.
 - New records sit in a RAM list.  When it passes `ram_max`, the oldest half
   is appended to a segment file in `spill/` (one write of a few KiB, append
   only, a segment is never rewritten: it is deleted whole once every record in

@@ -31,7 +31,8 @@ def scan(store):
 
 
 def load_seq(store):
-    """The `seq` counters from seq.json and the spilled segments; a new block reserved."""
+    """The `seq` counters from seq.json and the spilled segments.  Nothing is
+    reserved yet: the first `next_seq` of either kind reserves a block of both."""
     store.next = [0, 0]
     path = _join(store.root, _SEQ_FILE)
     # the .tmp too: where rename cannot replace a file (FAT), power lost
@@ -50,5 +51,4 @@ def load_seq(store):
             store.next[k] = q.segs[-1][2] + 1
     # the seq after the last record stored; see flush()
     store.after_added = [store.next[0], store.next[1]]
-    store.reserved = [0, 0]
-    store._reserve()
+    store.reserved = [store.next[0], store.next[1]]

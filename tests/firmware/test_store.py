@@ -68,6 +68,22 @@ def test_seq_skips_ahead_after_a_crash_and_never_repeats(tmp_path: Path) -> None
     assert mark - seen[-1] <= 1000 + 1
 
 
+def test_a_start_up_cut_short_before_its_first_record_skips_no_seq(tmp_path: Path) -> None:
+    # a clean run, then boots that die before they take a seq (a reset while
+    # connecting, a boot loop): the next record follows the last one with no gap
+    first = mp(
+        PRELUDE + "s = Store('.')\nprint(json.dumps(fill(s, LEVELS, 3)))\ns.flush()", tmp_path
+    )
+    for _ in range(3):
+        mp(PRELUDE + "s = Store('.')\nprint('[]')", tmp_path)
+    assert json.loads((tmp_path / "seq.json").read_text())["levels"] == 3
+    after = mp(PRELUDE + "s = Store('.')\nprint(json.dumps(fill(s, LEVELS, 2)))", tmp_path)
+    assert first + after == [0, 1, 2, 3, 4]
+    # and the first seq taken reserved a block on flash, for both kinds, before it was used
+    mark = json.loads((tmp_path / "seq.json").read_text())
+    assert mark["levels"] > 4 and mark["summary"] > 0, mark
+
+
 def test_levels_and_summary_count_separately(tmp_path: Path) -> None:
     got = mp(
         PRELUDE + "s = Store('.')\nprint(json.dumps([fill(s, LEVELS, 3), fill(s, SUMMARY, 2)]))",
