@@ -22,7 +22,7 @@ import pytest
 
 from tests.tools.virtual import Sub
 from tools.broker import Mosquitto
-from tools.demo import RATE, SITE, _descendants
+from tools.demo import ONLINE_S, RATE, SITE, Demo, _descendants
 from tools.demo_cluster import ClusterDemo
 
 SENSOR = "ns-01"
@@ -91,3 +91,32 @@ def test_a_restarted_sensor_goes_on_with_its_seq_and_runs_once(
         assert got == list(range(len(got))), got  # one run of seqs from 0: nothing skipped
     made = demo.made()[SENSOR]
     assert 0 <= made - len(got) <= UNSENT_MAX, (made, len(got))
+
+
+def test_a_sensor_is_started_again_only_once_its_firmware_ran_that_long_offline(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Seven firmwares compiling at once on a busy machine take a while to start up;
+    only a firmware that ran `ONLINE_S` past its start-up without coming online
+    is given up on (a stop in the middle of a start-up helps nobody)."""
+    args = argparse.Namespace(speed=4.0, seconds=120.0, plain=True, broker=None, lead_in=8.0)
+    demo = Demo(args, tmp_path)
+    clock = [100.0]
+    monkeypatch.setattr(time, "monotonic", lambda: clock[0])
+    up: set[str] = set()
+    demo.sensors = {s: SimpleNamespace(started_up=lambda s=s: s in up) for s in demo.street.rows}
+    rows = list(demo.street.rows.values())
+    for row in rows[1:]:
+        row.online = True
+    slow = next(iter(demo.street.rows))
+    booted: dict[str, float] = {}
+    clock[0] += 30.0  # still starting up, long after the demo started it
+    assert not demo._online_or_given_up(booted)
+    up.add(slow)
+    assert not demo._online_or_given_up(booted)  # its start-up just ended
+    clock[0] += ONLINE_S - 0.1
+    assert not demo._online_or_given_up(booted)
+    clock[0] += 0.2
+    assert demo._online_or_given_up(booted)  # up that long and not online: given up on
+    rows[0].online = True
+    assert demo._online_or_given_up({})  # all online
