@@ -98,6 +98,7 @@ class SensorRow:
     peaks: int = 0
     loudest: float = 0.0
     online: bool = False
+    late: int = 0  # records that came in after the shortest zone window had passed them
     last_t1: float = 0.0  # end of the latest record, site time
     # (t1, laeq, lafmax) of the records of the longest zone window
     recent: deque[tuple[float, float, float]] = field(default_factory=deque)
@@ -155,6 +156,8 @@ class Street:
         self.peak_db = peaks[0].threshold_db if peaks else PEAK_DB
         self.peak_window_s = max((r.window_s for r in peaks or self.rules.values()), default=30.0)
         self._keep_s = max([self.peak_window_s, *(r.window_s for r in self.rules.values())])
+        # a record older than this when it comes is outside every zone's window
+        self._late_s = min([self.peak_window_s, *(r.window_s for r in self.rules.values())])
 
     def on_message(self, topic: str, payload: bytes, now: float) -> None:
         """Account for one message that arrived at site time `now`; bad ones are counted."""
@@ -163,7 +166,7 @@ class Street:
             if site != self.site:
                 return
             if kind == "sensors" and ident in self.rows:
-                self._sensor(ident, leaf, payload)
+                self._sensor(ident, leaf, payload, now)
             elif kind == "lights" and ident in self.groups:
                 self._light(ident, leaf, payload, now)
             elif kind == "zones" and leaf == "nudge":
@@ -196,7 +199,7 @@ class Street:
                     continue
                 self.nudges[i] = replace(n, evidence=values, from_gateway=True)
 
-    def _sensor(self, sensor: str, leaf: str, payload: bytes) -> None:
+    def _sensor(self, sensor: str, leaf: str, payload: bytes, now: float) -> None:
         row = self.rows[sensor]
         if leaf == "levels":
             rec = payloads.decode_levels(payload)
@@ -206,6 +209,7 @@ class Street:
             row.loudest = max(row.loudest, rec["lafmax"])
             row.peaks += rec["lafmax"] >= self.peak_db
             t1 = rec["t1"] / 1000
+            row.late += now - t1 > self._late_s
             row.recent.append((t1, rec["laeq"], rec["lafmax"]))
             while row.recent[0][0] <= t1 - self._keep_s:
                 row.recent.popleft()
@@ -410,6 +414,13 @@ class Street:
         peaks = ", ".join(f"{s} {r.peaks}" for s, r in self.rows.items())
         lines.append(f"peaks (seconds with LAFmax >= {self.peak_db:g} dB(A)), whole run: {peaks}")
         lines.append(f"records received: {sum(r.records for r in self.rows.values())}")
+        late = ", ".join(f"{s} {r.late}" for s, r in self.rows.items() if r.late)
+        if late:
+            lines.append(
+                f"records that came in more than {self._late_s:g} s after their second, too "
+                f"late for the zones' windows: {late} (a backlog after an outage, or a "
+                "machine that could not keep up with the speed: try a lower --speed)"
+            )
         if next_steps:
             lines.append("next:")
             lines += [f"  {step}" for step in next_steps]

@@ -53,7 +53,8 @@ def test_the_night_end_to_end_on_a_real_broker(
     summary = out[out.index("summary of the night") :]
     night = out[: out.index("summary of the night")]
     nudges = re.findall(r"^  \d\d:\d\d:\d\d (\S+): (dim|brighten) the lights: (.*)$", summary, re.M)
-    assert sorted(n[:2] for n in nudges) == [("collegeberg", "dim"), ("stuk", "brighten")]
+    # (on a machine too busy for 20x the summary says which records came too late)
+    assert sorted(n[:2] for n in nudges) == [("collegeberg", "dim"), ("stuk", "brighten")], summary
     said = dict((zone, why) for zone, _, why in nudges)
     # each in its zone's terms, from the evidence the gateway recorded
     assert said["collegeberg"].startswith("LAFmax peaks >= 70 dB(A) in 30 s: ns-0")
@@ -63,7 +64,7 @@ def test_the_night_end_to_end_on_a_real_broker(
     # the same lines were printed as the nudges came
     assert len(re.findall(r"^NUDGE \d\d:\d\d:\d\d (collegeberg|stuk): ", night, re.M)) == 2
     group, music, car = scenes.SCRIPT
-    assert re.search(f"^  {group.name} .*: nudged collegeberg .*, stuk ", summary, re.M)
+    assert re.search(f"^  {group.name} .*: nudged collegeberg .*, stuk ", summary, re.M), summary
     assert re.search(f"^  {music.name} .*: no nudge$", summary, re.M)
     bass = re.search(r"LCeq - LAeq up to \+(\d+\.\d) dB at ns-0\d: bass", summary)
     assert bass is not None and float(bass[1]) > 10.0

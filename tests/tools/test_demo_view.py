@@ -257,3 +257,17 @@ def test_the_summary_ends_with_the_next_steps() -> None:
     steps = ["hushlight demo --keep   keep the logs", "hushlight report --db X"]
     lines = street.summary(steps)
     assert lines[-3:] == ["next:", f"  {steps[0]}", f"  {steps[1]}"]
+
+
+def test_records_too_late_for_the_zone_windows_are_counted_and_explained() -> None:
+    street = _night()  # zone windows of 30 s
+    _second(street, "ns-01", T0, 50.0, 52.0, 55.0)  # comes in 1 s after its second
+    for k in range(3):  # a backlog: seconds that come in 40 s after they ended
+        rec = payloads.encode_levels(
+            k, int((T0 + k) * 1000), int((T0 + k + 1) * 1000), 50.0, 52.0, 55.0, []
+        )
+        street.on_message(topics.levels("leuven", "ns-02"), rec, T0 + k + 41)
+    assert (street.rows["ns-01"].late, street.rows["ns-02"].late) == (0, 3)
+    [line] = [line for line in street.summary() if "too late" in line]
+    assert line.startswith("records that came in more than 30 s after their second, too late")
+    assert "windows: ns-02 3 (" in line and "--speed" in line
