@@ -82,7 +82,8 @@ PROGRAMME_LEVEL = 70.0
 NIGHT = datetime(2026, 6, 12, 23, 0, 0, tzinfo=TZ)
 CHUNK_S = 0.5  # audio seconds fed to a sensor at a time
 BOOT_TIMEOUT_S = 90.0
-# how long a sensor's firmware may run before it is online, before it is started again
+# seconds a sensor's firmware may run past its start-up without coming online; then it
+# is started again
 ONLINE_S = 8.0
 LEAD_WALL_S = 8.0
 PROGRESS_EVERY_S = 2.0  # real seconds between plain progress lines

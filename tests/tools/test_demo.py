@@ -29,7 +29,7 @@ def _demo(*args: str, timeout: float = 240) -> subprocess.CompletedProcess[str]:
 def test_the_night_end_to_end_on_a_real_broker(
     broker: Mosquitto, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """The whole scripted night at 20x on Mosquitto, with stdout a pipe as under `| tee`.
+    """The whole scripted night at 10x on Mosquitto, with stdout a pipe as under `| tee`.
 
     The group passes every sensor at 70-80 dB(A) (tests/tools/test_scenes.py
     checks the synthesis, and that the gateway's policy on the demo's config
@@ -37,7 +37,9 @@ def test_the_night_end_to_end_on_a_real_broker(
     and say what triggered it in its own terms; the music and the car must
     draw no nudge, and the demo must say why.
     """
-    proc = _demo("--speed", "20", "--lead-in", "6", "--broker", broker.url)
+    # 10x, not faster: at 20x, seven firmwares on a machine busy with the other tests fell
+    # 1.5 s behind, which is 30 s of the night, the zones' window, and a nudge was missed
+    proc = _demo("--speed", "10", "--lead-in", "6", "--broker", broker.url)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     out = proc.stdout
     # up before 23:00, or (on a machine busy with other work) a little into the night
@@ -48,12 +50,12 @@ def test_the_night_end_to_end_on_a_real_broker(
     progress = re.findall(
         r"^\d\d:\d\d:\d\d \| .* \| LAeq/LCeq ((?:\d\d +[\d-]+/ *[\d-]+ ?)+) \|", out, re.M
     )
-    assert len(progress) >= 5, out[:3000]  # one every 2 s of the ~20 s run
+    assert len(progress) >= 5, out[:3000]  # one every 2 s of the ~33 s run
     assert all(len(p.split("/")) == 8 for p in progress)  # seven sensors
     summary = out[out.index("summary of the night") :]
     night = out[: out.index("summary of the night")]
     nudges = re.findall(r"^  \d\d:\d\d:\d\d (\S+): (dim|brighten) the lights: (.*)$", summary, re.M)
-    # (on a machine too busy for 20x the summary says which records came too late)
+    # (on a machine too busy for the speed the summary says which records came too late)
     assert sorted(n[:2] for n in nudges) == [("collegeberg", "dim"), ("stuk", "brighten")], summary
     said = dict((zone, why) for zone, _, why in nudges)
     # each in its zone's terms, from the evidence the gateway recorded
