@@ -156,7 +156,7 @@ class Street:
         self.peak_db = peaks[0].threshold_db if peaks else PEAK_DB
         self.peak_window_s = max((r.window_s for r in peaks or self.rules.values()), default=30.0)
         self._keep_s = max([self.peak_window_s, *(r.window_s for r in self.rules.values())])
-        # a record older than this when it comes is outside every zone's window
+        # a record older than this when it comes is outside the shortest zone window
         self._late_s = min([self.peak_window_s, *(r.window_s for r in self.rules.values())])
 
     def on_message(self, topic: str, payload: bytes, now: float) -> None:
